@@ -1,0 +1,267 @@
+"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)`` only.
+
+A checkpoint is a ``torch.save``-d dict::
+
+    {"format": "fks.sac_actor", "format_version": 1, "policy_config": {...},
+     "state_dict": {...}, "model_name": str, "version": int, "training_step": int,
+     "saved_at": RFC 3339 str, "metadata": {str: str}}
+
+A bare ``SACActor.state_dict()`` is also read (its shape is inferred). Everything else, and
+every truncated, corrupt or tampered file, is a :class:`~common.errors.CheckpointLoadError`;
+a file that loads but holds non-finite or mis-shaped weights is a
+:class:`~common.errors.CheckpointRejected`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from common.errors import CheckpointLoadError, CheckpointRejected
+from common.policy import PolicyConfig, SACActor
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LoadedCheckpoint",
+    "SavedCheckpoint",
+    "build_policy",
+    "file_sha256",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "fks.sac_actor"
+FORMAT_VERSION = 1
+_ZIP_LOCAL = b"PK\x03\x04"
+_ZIP_END = b"PK\x05\x06"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCheckpoint:
+    """Where a checkpoint was written and what it hashes to."""
+
+    path: Path
+    sha256: str
+    size: int
+    saved_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCheckpoint:
+    """A verified checkpoint, read from one open of the file."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+    config: PolicyConfig
+    state_dict: dict[str, Tensor]
+    model_name: str = ""
+    version: int = 0
+    training_step: int = 0
+    saved_at: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    policy: SACActor,
+    *,
+    model_name: str = "",
+    version: int = 0,
+    training_step: int = 0,
+    metadata: Mapping[str, object] | None = None,
+    saved_at: datetime | None = None,
+) -> SavedCheckpoint:
+    """Write ``policy`` to ``path`` as tmp -> fsync -> ``os.replace`` -> fsync(dir).
+
+    A reader never sees half a file: it sees the old one or the whole new one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    when = (saved_at or datetime.now(UTC)).astimezone(UTC)
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "policy_config": policy.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+        "model_name": model_name,
+        "version": int(version),
+        "training_step": int(training_step),
+        "saved_at": when.isoformat().replace("+00:00", "Z"),
+        "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return SavedCheckpoint(target, hashlib.sha256(data).hexdigest(), len(data), when)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, expected_sha256: str | None = None
+) -> LoadedCheckpoint:
+    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint.
+
+    The bytes are read once, so the hash, the mtime and the weights all describe the same
+    file even if it is replaced meanwhile.
+    """
+    target = Path(path)
+    try:
+        with open(target, "rb") as fh:
+            stat = os.fstat(fh.fileno())
+            data = fh.read()
+    except FileNotFoundError:
+        raise CheckpointLoadError(f"{target}: no such file", reason="missing") from None
+    except OSError as exc:
+        raise CheckpointLoadError(f"{target}: cannot read: {exc}", reason="unreadable") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise CheckpointLoadError(
+            f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
+            reason="sha256_mismatch",
+        )
+    raw = _torch_load(target, data)
+    config, state_dict, meta = _interpret(target, raw)
+    _check_finite(target, state_dict)
+    return LoadedCheckpoint(
+        path=target,
+        sha256=sha256,
+        size=len(data),
+        mtime_ns=stat.st_mtime_ns,
+        config=config,
+        state_dict=state_dict,
+        **meta,
+    )
+
+
+def _torch_load(target: Path, data: bytes) -> object:
+    if not data:
+        raise CheckpointLoadError(f"{target}: empty file", reason="truncated")
+    if data.startswith(_ZIP_LOCAL) and _ZIP_END not in data[-(65536 + 22) :]:
+        raise CheckpointLoadError(
+            f"{target}: truncated archive (no end record)", reason="truncated"
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointLoadError(
+                f"{target}: refused by weights_only loading (unsafe pickle): {first}",
+                reason="unsafe_pickle",
+            ) from None
+        raise CheckpointLoadError(f"{target}: corrupt: {exc}", reason="corrupt") from None
+    except Exception as exc:  # torch.load on arbitrary bytes raises anything (KeyError, ...)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointLoadError(
+            f"{target}: corrupt ({type(exc).__name__}: {first})", reason="corrupt"
+        ) from None
+
+
+def _interpret(target: Path, raw: object) -> tuple[PolicyConfig, dict[str, Tensor], dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise CheckpointLoadError(
+            f"{target}: foreign format (a {type(raw).__name__}, not a checkpoint dict)",
+            reason="foreign_format",
+        )
+    if raw.get("format") == CHECKPOINT_FORMAT:
+        state_dict = raw.get("state_dict")
+        try:
+            config = PolicyConfig.from_dict(raw.get("policy_config") or {})
+        except ValueError as exc:
+            raise CheckpointLoadError(f"{target}: {exc}", reason="foreign_format") from None
+        saved_at = _parse_time(raw.get("saved_at"))
+        meta = {
+            "model_name": str(raw.get("model_name", "")),
+            "version": int(raw.get("version", 0)),
+            "training_step": int(raw.get("training_step", 0)),
+            "saved_at": saved_at,
+            "metadata": {str(k): str(v) for k, v in dict(raw.get("metadata") or {}).items()},
+        }
+    else:
+        state_dict = raw
+        try:
+            config = SACActor.infer_config(raw)
+        except (ValueError, AttributeError, IndexError, TypeError) as exc:
+            raise CheckpointLoadError(
+                f"{target}: foreign format: {exc}", reason="foreign_format"
+            ) from None
+        meta = {}
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
+    ):
+        raise CheckpointLoadError(
+            f"{target}: state_dict is not str -> tensor", reason="foreign_format"
+        )
+    return config, state_dict, meta
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _check_finite(target: Path, state_dict: Mapping[str, Tensor]) -> None:
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointRejected(f"{target}: non-finite values in {name}", reason="non_finite")
+
+
+def build_policy(loaded: LoadedCheckpoint) -> SACActor:
+    """An ``eval()``-mode :class:`SACActor` holding ``loaded``'s weights."""
+    policy = SACActor(loaded.config)
+    try:
+        policy.load_state_dict(loaded.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise CheckpointRejected(
+            f"{loaded.path}: weights do not fit the declared shape: {detail}",
+            reason="shape_mismatch",
+        ) from None
+    policy.eval()
+    policy.requires_grad_(False)
+    return policy

@@ -1,0 +1,59 @@
+"""The project's exceptions.
+
+Each carries a short ``reason`` (a metric label and a log word) beside its message::
+
+    FksError
+    ├── InvalidNotification   a message that is not a valid CheckpointNotification:
+    │                         oversize, not UTF-8, not JSON, not an object, a field of the
+    │                         wrong type, a missing/forged signature.  Also a ValueError.
+    └── CheckpointError       a checkpoint that will not be served
+        ├── CheckpointLoadError   the file cannot be read as a checkpoint: missing,
+        │                         truncated, corrupt, foreign format, a pickle that
+        │                         ``weights_only`` refuses, a sha256 mismatch.
+        └── CheckpointRejected    the file loads but is refused: outside the model
+                                  roots, non-finite weights, wrong shape, a failed probe.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointLoadError",
+    "CheckpointRejected",
+    "FksError",
+    "InvalidNotification",
+]
+
+
+class FksError(Exception):
+    """Base of every exception raised on purpose by this project."""
+
+    default_reason = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or self.default_reason
+
+
+class InvalidNotification(FksError, ValueError):
+    """A message on the channel (or in ``:latest``) that cannot be accepted."""
+
+    default_reason = "invalid"
+
+
+class CheckpointError(FksError):
+    """A checkpoint that will not be served; the served model stays."""
+
+    default_reason = "checkpoint"
+
+
+class CheckpointLoadError(CheckpointError):
+    """The file cannot be read as one of our checkpoints."""
+
+    default_reason = "load_failed"
+
+
+class CheckpointRejected(CheckpointError):
+    """The file was read but is refused by policy or by verification."""
+
+    default_reason = "rejected"

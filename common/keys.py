@@ -1,0 +1,62 @@
+"""Every Redis key and channel name of the project, built in this one place (SPEC §3).
+
+No other module writes an ``fks:`` string: they ask :class:`RedisKeys` for it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["INSTANCE_ID_PATTERN", "RedisKeys", "checkpoint_channel", "validate_instance_id"]
+
+KEY_PREFIX = "fks"
+INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def validate_instance_id(instance_id: object) -> str:
+    """Return ``instance_id`` unchanged, or raise ``ValueError`` if it cannot name a channel."""
+    if not isinstance(instance_id, str) or not INSTANCE_ID_PATTERN.fullmatch(instance_id):
+        raise ValueError(
+            f"invalid instance_id {instance_id!r}: expected 1 to 64 characters of [A-Za-z0-9_.-]"
+        )
+    return instance_id
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The channel and keys of one instance, all under ``fks:{instance_id}:``."""
+
+    instance_id: str
+
+    def __post_init__(self) -> None:
+        validate_instance_id(self.instance_id)
+
+    @property
+    def prefix(self) -> str:
+        return f"{KEY_PREFIX}:{self.instance_id}"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel carrying the notifications."""
+        return f"{self.prefix}:model_checkpoints"
+
+    @property
+    def latest(self) -> str:
+        """String key: the last notification (JSON), read after every (re)subscribe."""
+        return f"{self.channel}:latest"
+
+    @property
+    def version(self) -> str:
+        """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
+        return f"{self.channel}:version"
+
+    @property
+    def nodes(self) -> str:
+        """Hash: serving node id -> JSON of what that node serves."""
+        return f"{self.prefix}:nodes"
+
+
+def checkpoint_channel(instance_id: str = "default") -> str:
+    """Name of the pub/sub channel of ``instance_id``: ``fks:{instance_id}:model_checkpoints``."""
+    return RedisKeys(instance_id).channel

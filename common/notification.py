@@ -1,0 +1,167 @@
+"""The wire format: one JSON ``CheckpointNotification`` per message (SPEC §2).
+
+Input is lenient where the SPEC says so (only ``model_path`` is required, unknown fields are
+ignored, numbers and booleans in ``metadata`` become strings) and strict everywhere else: a
+field of the wrong type is an :class:`~common.errors.InvalidNotification`, never a coercion.
+Output always carries the six fields that the Rust ``CheckpointNotification`` (serde) reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+
+from common.errors import InvalidNotification
+from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
+
+__all__ = ["MAX_MESSAGE_BYTES", "U64_MAX", "CheckpointNotification"]
+
+MAX_MESSAGE_BYTES = 64 * 1024
+U64_MAX = 2**64 - 1
+
+Uint64 = Annotated[int, Field(ge=0, le=U64_MAX)]
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CheckpointNotification(BaseModel):
+    """One checkpoint announcement; immutable once parsed."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    model_path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    model_name: str = ""
+    version: Uint64 = 0
+    saved_at: AwareDatetime = Field(default_factory=_utc_now)
+    training_step: Uint64 = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+    sha256: Hex64 | None = None
+    force: bool = False
+    signature: Hex64 | None = None
+
+    @field_validator("model_path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("model_path must not contain NUL characters")
+        return value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _stringify_metadata(cls, value: object) -> object:
+        if not isinstance(value, Mapping):
+            return value  # the strict dict check rejects it with a clear message
+        out: dict[object, object] = {}
+        for key, item in value.items():
+            if isinstance(item, bool):
+                out[key] = "true" if item else "false"
+            elif isinstance(item, int | float):
+                out[key] = repr(item) if isinstance(item, float) else str(item)
+            else:
+                out[key] = item
+        return out
+
+    @field_validator("saved_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_serializer("saved_at")
+    def _rfc3339(self, value: datetime) -> str:
+        text = value.astimezone(UTC).isoformat()
+        return text.removesuffix("+00:00") + "Z"
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_message(
+        cls, data: bytes | str, *, secret: str | bytes | None = None
+    ) -> CheckpointNotification:
+        """Parse one channel message; raise :class:`InvalidNotification` with a reason.
+
+        With ``secret``, the message must carry a valid ``signature`` (see common.signing).
+        """
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise InvalidNotification(
+                f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
+                reason="oversize",
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidNotification(f"message is not UTF-8: {exc}", reason="not_utf8") from None
+        try:
+            obj = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise InvalidNotification(f"message is not JSON: {exc}", reason="not_json") from None
+        if not isinstance(obj, dict):
+            raise InvalidNotification(
+                f"message must be a JSON object, got {type(obj).__name__}", reason="not_object"
+            )
+        if secret is not None:
+            verify_payload(obj, secret)
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise InvalidNotification(_describe(exc), reason="invalid_field") from None
+
+    # -- output ----------------------------------------------------------------------------
+
+    def wire_dict(self) -> dict[str, Any]:
+        """The JSON object sent on the wire: the six Rust fields, then the optional ones."""
+        out: dict[str, Any] = self.model_dump(
+            mode="json",
+            include={
+                "model_path",
+                "model_name",
+                "version",
+                "saved_at",
+                "training_step",
+                "metadata",
+            },
+        )
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        if self.force:
+            out["force"] = True
+        if self.signature is not None:
+            out[SIGNATURE_FIELD] = self.signature
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON of :meth:`wire_dict`."""
+        return json.dumps(self.wire_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def signed(self, secret: str | bytes) -> CheckpointNotification:
+        """A copy carrying the HMAC-SHA256 signature of its canonical JSON."""
+        unsigned = self.model_copy(update={"signature": None})
+        return self.model_copy(update={"signature": sign_payload(unsigned.wire_dict(), secret)})
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid notification: " + "; ".join(parts)

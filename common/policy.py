@@ -1,0 +1,119 @@
+"""The served network: a SAC actor, a tanh-squashed Gaussian policy (28-dim state -> action)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PolicyConfig", "SACActor"]
+
+LOG_2 = math.log(2.0)
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Shape of an actor; stored in every checkpoint so a server can rebuild it."""
+
+    state_dim: int = 28
+    action_dim: int = 1
+    hidden: tuple[int, ...] = (256, 256)
+    log_std_min: float = LOG_STD_MIN
+    log_std_max: float = LOG_STD_MAX
+
+    def __post_init__(self) -> None:
+        dims = (self.state_dim, self.action_dim, *self.hidden)
+        if not self.hidden or any(not isinstance(d, int) or d <= 0 for d in dims):
+            raise ValueError(f"policy dimensions must be positive integers, got {self}")
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError("log_std_min must be below log_std_max")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """Rebuild from :meth:`to_dict`; ``ValueError`` on anything else."""
+        try:
+            return cls(
+                state_dim=int(data["state_dim"]),
+                action_dim=int(data["action_dim"]),
+                hidden=tuple(int(h) for h in data["hidden"]),
+                log_std_min=float(data.get("log_std_min", LOG_STD_MIN)),
+                log_std_max=float(data.get("log_std_max", LOG_STD_MAX)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed policy config {dict(data)!r}: {exc}") from None
+
+
+class SACActor(nn.Module):
+    """MLP trunk, then mean and log-std heads; actions are ``tanh`` of a Gaussian sample."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PolicyConfig()
+        layers: list[nn.Module] = []
+        width = self.config.state_dim
+        for size in self.config.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.trunk = nn.Sequential(*layers)
+        self.mean = nn.Linear(width, self.config.action_dim)
+        self.log_std = nn.Linear(width, self.config.action_dim)
+
+    @property
+    def state_dim(self) -> int:
+        return self.config.state_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    def forward(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and clamped log-std of the pre-squash Gaussian."""
+        h = self.trunk(state)
+        log_std = self.log_std(h).clamp(self.config.log_std_min, self.config.log_std_max)
+        return self.mean(h), log_std
+
+    def act(self, state: Tensor, deterministic: bool = True) -> Tensor:
+        """An action in [-1, 1]: ``tanh(mean)``, or a sample when not deterministic."""
+        mean, log_std = self(state)
+        if deterministic:
+            return torch.tanh(mean)
+        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+
+    def sample(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """A reparameterised action and its log-probability (tanh-corrected), for training."""
+        mean, log_std = self(state)
+        std = log_std.exp()
+        noise = torch.randn_like(mean)
+        pre = mean + std * noise
+        action = torch.tanh(pre)
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log|d tanh(u)/du| = 2 * (log 2 - u - softplus(-2u)), numerically stable.
+        log_prob -= (2.0 * (LOG_2 - pre - nn.functional.softplus(-2.0 * pre))).sum(-1)
+        return action, log_prob
+
+    @classmethod
+    def infer_config(cls, state_dict: Mapping[str, Tensor]) -> PolicyConfig:
+        """Rebuild the config of a bare ``state_dict`` from its weight shapes."""
+        hidden: list[int] = []
+        index = 0
+        while f"trunk.{index}.weight" in state_dict:
+            hidden.append(int(state_dict[f"trunk.{index}.weight"].shape[0]))
+            index += 2
+        if not hidden or "mean.weight" not in state_dict:
+            raise ValueError("not a SACActor state_dict (no trunk.*.weight / mean.weight)")
+        return PolicyConfig(
+            state_dim=int(state_dict["trunk.0.weight"].shape[1]),
+            action_dim=int(state_dict["mean.weight"].shape[0]),
+            hidden=tuple(hidden),
+        )
