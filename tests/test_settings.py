@@ -1,0 +1,93 @@
+"""Settings come from the environment of SPEC §4 and keep secrets out of logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common import Settings
+from common.settings import DEFAULT_MODEL_DIR, redact_url
+
+SPEC_VARS = [
+    "REDIS_URL", "FKS_INSTANCE_ID", "ENABLE_CHECKPOINT_NOTIFY", "STAT_PAIR_RL_MODEL",
+    "STAT_PAIR_RL_DIR", "STAT_PAIR_RL_JIT", "FKS_API_KEY", "FKS_NOTIFY_SECRET",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SPEC_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_match_the_spec() -> None:
+    """With no environment, the SPEC §4 defaults apply."""
+    s = Settings()
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.instance_id == "default"
+    assert s.enable_checkpoint_notify is True
+    assert s.jit is False
+    assert s.model_path is None and s.model_dir is None
+    assert s.api_key is None and s.secret is None
+    assert s.model_roots() == [DEFAULT_MODEL_DIR]
+
+
+def test_every_spec_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each SPEC §4 variable lands in its field."""
+    env = {
+        "REDIS_URL": "redis://:pw@10.0.0.1:6380/2",
+        "FKS_INSTANCE_ID": "prod.eu-1",
+        "ENABLE_CHECKPOINT_NOTIFY": "false",
+        "STAT_PAIR_RL_MODEL": str(tmp_path / "a" / "model_x.pt"),
+        "STAT_PAIR_RL_DIR": str(tmp_path / "b"),
+        "STAT_PAIR_RL_JIT": "true",
+        "FKS_API_KEY": "key-123",
+        "FKS_NOTIFY_SECRET": "sec-456",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    assert s.redis_url == env["REDIS_URL"]
+    assert s.instance_id == "prod.eu-1"
+    assert s.enable_checkpoint_notify is False
+    assert s.jit is True
+    assert s.api_key is not None and s.api_key.get_secret_value() == "key-123"
+    assert s.secret == "sec-456"
+    assert s.model_roots() == [tmp_path / "a", tmp_path / "b", DEFAULT_MODEL_DIR]
+
+
+def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API key and the notify secret are masked when settings are printed."""
+    monkeypatch.setenv("FKS_API_KEY", "key-123")
+    monkeypatch.setenv("FKS_NOTIFY_SECRET", "sec-456")
+    text = repr(Settings()) + str(Settings())
+    assert "key-123" not in text and "sec-456" not in text
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """STAT_PAIR_RL_MODEL= (empty) means no explicit path."""
+    monkeypatch.setenv("STAT_PAIR_RL_MODEL", "")
+    assert Settings().model_path is None
+
+
+def test_bad_instance_id_in_the_environment_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FKS_INSTANCE_ID is validated like every instance id."""
+    monkeypatch.setenv("FKS_INSTANCE_ID", "no spaces allowed")
+    with pytest.raises(ValueError, match="instance_id"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis://:hunter2@host:6380/1", "redis://:***@host:6380/1"),
+        ("rediss://user:hunter2@host/0", "rediss://user:***@host/0"),
+    ],
+)
+def test_redis_passwords_are_redacted(url: str, shown: str) -> None:
+    """URLs in logs never show the password."""
+    assert redact_url(url) == shown
