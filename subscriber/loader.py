@@ -1,0 +1,88 @@
+"""Verify before swap: every check a checkpoint passes before it may be served.
+
+Confined to the model roots (symlinks and ``..`` resolved) → sha256 checked when announced →
+``torch.load(weights_only=True)`` → finite weights → expected state size → policy built →
+probe forward pass (finite, right shape) → optional compile, checked against eager, warm-up.
+Any failure raises a :class:`~common.errors.CheckpointError` with a reason, before anything
+is swapped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.checkpoint import LoadedCheckpoint, build_policy, load_checkpoint
+from common.errors import CheckpointRejected
+from common.policy import SACActor
+from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
+from subscriber.roots import ModelRoots
+
+__all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
+
+PROBE_ROWS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How a node loads: the state size it serves (None: any) and whether to compile."""
+
+    state_dim: int | None = 28
+    jit: bool = False
+    backend: Backend = "numpy"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A checkpoint that passed every check, ready to be swapped in."""
+
+    loaded: LoadedCheckpoint
+    policy: SACActor
+    runner: Runner
+
+
+def prepare_checkpoint(
+    path: str | os.PathLike[str],
+    roots: ModelRoots,
+    options: LoadOptions,
+    *,
+    expected_sha256: str | None = None,
+) -> Prepared:
+    """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
+    real: Path = roots.confine(path)
+    loaded = load_checkpoint(real, expected_sha256=expected_sha256)
+    if options.state_dim is not None and loaded.config.state_dim != options.state_dim:
+        raise CheckpointRejected(
+            f"{real}: state_dim {loaded.config.state_dim}, this node serves {options.state_dim}",
+            reason="state_dim_mismatch",
+        )
+    policy = build_policy(loaded)
+    eager = EagerRunner(policy)
+    _probe(real, policy, eager)
+    runner = compile_runner(policy, options.backend) if options.jit else eager
+    if runner is not eager:
+        _probe(real, policy, runner)
+    return Prepared(loaded, policy, runner)
+
+
+def _probe(path: Path, policy: SACActor, runner: Runner) -> None:
+    generator = torch.Generator().manual_seed(1234)
+    states = torch.randn(PROBE_ROWS, policy.state_dim, generator=generator).numpy()
+    states[0] = 0.0
+    try:
+        out = runner(states)
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is a rejection
+        raise CheckpointRejected(
+            f"{path}: probe forward pass failed: {exc}", reason="probe_failed"
+        ) from exc
+    if out.shape != (PROBE_ROWS, policy.action_dim):
+        raise CheckpointRejected(
+            f"{path}: probe output shape {out.shape}, expected {(PROBE_ROWS, policy.action_dim)}",
+            reason="probe_failed",
+        )
+    if not np.isfinite(out).all():
+        raise CheckpointRejected(f"{path}: probe output is not finite", reason="non_finite")

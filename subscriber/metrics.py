@@ -1,0 +1,96 @@
+"""Prometheus metrics of one serving node, in a registry of its own (``/metrics``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class Metrics:
+    """Every series the node exports; all names start with ``fks_``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.generation = Gauge(
+            "fks_model_generation", "Generation of the served model", registry=r
+        )
+        self.version = Gauge("fks_model_version", "Version of the served model", registry=r)
+        self.model_age = Gauge(
+            "fks_model_age_seconds",
+            "Seconds since the served checkpoint was saved (freshness); NaN without a model",
+            registry=r,
+        )
+        self.swaps = Counter("fks_swaps", "Models swapped in, by source", ["source"], registry=r)
+        self.stale_skips = Counter(
+            "fks_stale_skips",
+            "Notifications skipped as not newer, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "fks_rejections",
+            "Notifications and checkpoints refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "fks_notifications_coalesced",
+            "Pending notifications replaced by newer ones",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "fks_notifications_received",
+            "Notifications read (channel and :latest)",
+            ["via"],
+            registry=r,
+        )
+        self.listener_connected = Gauge(
+            "fks_listener_connected", "1 while the Redis listener is subscribed", registry=r
+        )
+        self.reconnects = Counter(
+            "fks_listener_reconnects", "Listener (re)connections after the first", registry=r
+        )
+        self.fallback_checks = Counter(
+            "fks_fallback_checks", "os.stat freshness checks made on the request path", registry=r
+        )
+        self.load_seconds = Histogram(
+            "fks_load_seconds",
+            "Checkpoint verify+load+build time",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.notify_to_swap = Histogram(
+            "fks_notify_to_swap_seconds",
+            "From a notification's arrival to the swap it caused",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "fks_predict_latency_seconds",
+            "In-handler inference latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._saved_at: float | None = None
+        self.model_age.set_function(self._age)
+
+    def _age(self) -> float:
+        return float("nan") if self._saved_at is None else time.time() - self._saved_at
+
+    def served(self, generation: int, version: int, saved_at_unix: float | None) -> None:
+        self.generation.set(generation)
+        self.version.set(version)
+        self._saved_at = saved_at_unix
+
+    def timer(self) -> Callable[[], float]:
+        start = time.perf_counter()
+        return lambda: time.perf_counter() - start

@@ -1,0 +1,100 @@
+"""Where checkpoints may come from: the model roots and the tier 1/2/3 resolution (SPEC §4).
+
+- tier 1: ``STAT_PAIR_RL_MODEL``, an explicit file;
+- tier 2: ``STAT_PAIR_RL_DIR``, the newest ``model_*.pt`` by mtime;
+- tier 3: ``cache/models/rl/stat_pair/``, likewise.
+
+The roots are the directories of the three tiers. A path from a notification is confined to
+them after resolving symlinks and ``..``; a relative path is looked up in each root in order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import CheckpointRejected
+from common.settings import Settings
+
+__all__ = ["CHECKPOINT_GLOB", "ModelRoots", "Resolved"]
+
+CHECKPOINT_GLOB = "model_*.pt"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The checkpoint the tiers point at, and the path whose mtime tells when to look again."""
+
+    path: Path | None
+    watch: Path
+    tier: int
+
+
+class ModelRoots:
+    """The confinement rule and the tier resolution for one server's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.explicit = settings.model_path.expanduser().absolute() if settings.model_path else None
+        self.directory = settings.model_dir.expanduser().absolute() if settings.model_dir else None
+        self.default = settings.default_model_dir.expanduser().absolute()
+        self.roots = [p.absolute() for p in settings.model_roots()]
+
+    def _inside(self, real: Path) -> bool:
+        return any(real.is_relative_to(os.path.realpath(root)) for root in self.roots)
+
+    def confine(self, path: str | os.PathLike[str]) -> Path:
+        """The real path of ``path`` if it lies inside a model root, else CheckpointRejected.
+
+        Symlinks and ``..`` are resolved first. A relative path is tried in each root in
+        order; the first existing one wins.
+        """
+        raw = Path(path).expanduser()
+        candidates = [raw] if raw.is_absolute() else [root / raw for root in self.roots]
+        inside = [real for real in map(_realpath, candidates) if self._inside(real)]
+        if inside:
+            return next((real for real in inside if real.exists()), inside[0])
+        shown = ", ".join(str(r) for r in self.roots)
+        raise CheckpointRejected(
+            f"{os.fspath(path)!r} resolves outside the model roots ({shown})",
+            reason="outside_roots",
+        )
+
+    def resolve(self) -> Resolved:
+        """Tier 1, else the newest ``model_*.pt`` of tier 2, else of tier 3."""
+        if self.explicit is not None and self.explicit.is_file():
+            return Resolved(self.explicit, self.explicit, 1)
+        for tier, directory in ((2, self.directory), (3, self.default)):
+            if directory is None:
+                continue
+            newest = newest_checkpoint(directory)
+            if newest is not None:
+                return Resolved(newest, directory, tier)
+        watch = self.explicit or self.directory or self.default
+        return Resolved(None, watch, 0)
+
+
+def _realpath(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The ``model_*.pt`` file with the newest mtime in ``directory`` (ties: by name)."""
+    best: tuple[int, str] | None = None
+    best_path: Path | None = None
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        if not (entry.name.startswith("model_") and entry.name.endswith(".pt")):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+            key = (entry.stat().st_mtime_ns, entry.name)
+        except OSError:
+            continue
+        if best is None or key > best:
+            best, best_path = key, Path(entry.path)
+    return best_path

@@ -1,0 +1,66 @@
+"""The served model: one immutable snapshot, swapped as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common.policy import SACActor
+from common.staleness import ServedIdentity
+from subscriber.inference import Runner
+
+__all__ = ["ServedModel"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ServedModel:
+    """Everything a request needs, captured by one reference read of the holder."""
+
+    policy: SACActor
+    runner: Runner
+    path: Path
+    mtime_ns: int
+    version: int
+    generation: int
+    sha256: str
+    loaded_at: datetime
+    source: str
+    model_name: str = ""
+    training_step: int = 0
+    saved_at: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> ServedIdentity:
+        return ServedIdentity(str(self.path), self.mtime_ns, self.version)
+
+    @property
+    def state_dim(self) -> int:
+        return self.policy.state_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.policy.action_dim
+
+    @property
+    def jit_compiled(self) -> bool:
+        return self.runner.compiled
+
+    @property
+    def mtime(self) -> datetime:
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, UTC)
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready description (history entries, node registry, logs)."""
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "generation": self.generation,
+            "model_name": self.model_name,
+            "training_step": self.training_step,
+            "sha256": self.sha256,
+            "loaded_at": self.loaded_at.isoformat(),
+            "source": self.source,
+            "jit_compiled": self.jit_compiled,
+        }
