@@ -55,6 +55,7 @@ class ListenerTiming:
     ping_interval: float = 0.5
     dead_after: float = 1.5
     connect_timeout: float = 1.0
+    command_timeout: float = 0.5
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     burst_gap: float = 0.02
@@ -148,9 +149,9 @@ class CheckpointSubscriber:
     def _read_forever(self) -> None:
         delay = self.timing.backoff_initial
         while not self._stop.is_set():
+            sessions = self.sessions
             try:
                 self._session()
-                delay = self.timing.backoff_initial
             except (redis.RedisError, OSError) as exc:
                 self._lost(f"{type(exc).__name__}: {exc}")
             except Exception:  # noqa: BLE001 - the listener must never die
@@ -158,6 +159,8 @@ class CheckpointSubscriber:
                 self._lost("unexpected error")
             if self._stop.is_set():
                 break
+            if self.sessions > sessions:  # that session had subscribed: start backoff afresh
+                delay = self.timing.backoff_initial
             self._stop.wait(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.timing.backoff_max)
         self._set_connected(False)
@@ -175,7 +178,7 @@ class CheckpointSubscriber:
         client = redis.Redis.from_url(
             self.redis_url,
             socket_connect_timeout=t.connect_timeout,
-            socket_timeout=t.dead_after,
+            socket_timeout=t.command_timeout,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
@@ -185,8 +188,8 @@ class CheckpointSubscriber:
             assert pubsub.connection is not None
             pubsub.connection.register_connect_callback(self._on_connect)
             self._await_subscription(pubsub)
-            self._set_connected(True)
             self._catch_up(client, "subscribe")
+            self._set_connected(True)  # subscribed and caught up: Redis mode
             self._read(client, pubsub)
         finally:
             self._close(pubsub, client)
