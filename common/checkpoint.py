@@ -184,9 +184,9 @@ def _torch_load(target: Path, data: bytes) -> object:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
-            first = str(exc).strip().splitlines()[0]
             raise CheckpointLoadError(
-                f"{target}: refused by weights_only loading (unsafe pickle): {first}",
+                f"{target}: refused by torch.load(weights_only=True), the file is not served: "
+                + _unpickler_reason(str(exc)),
                 reason="unsafe_pickle",
             ) from None
         raise CheckpointLoadError(f"{target}: corrupt: {exc}", reason="corrupt") from None
@@ -195,6 +195,15 @@ def _torch_load(target: Path, data: bytes) -> object:
         raise CheckpointLoadError(
             f"{target}: corrupt ({type(exc).__name__}: {first})", reason="corrupt"
         ) from None
+
+
+def _unpickler_reason(text: str) -> str:
+    """The line of torch's refusal that names what was refused (not its advice to bypass)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("WeightsUnpickler error:"):
+            return line.split(". Please use", 1)[0]
+    return "the pickle holds objects other than tensors and plain data"
 
 
 def _interpret(target: Path, raw: object) -> tuple[PolicyConfig, dict[str, Tensor], dict[str, Any]]:

@@ -86,3 +86,9 @@ def _probe(path: Path, policy: SACActor, runner: Runner) -> None:
         )
     if not np.isfinite(out).all():
         raise CheckpointRejected(f"{path}: probe output is not finite", reason="non_finite")
+    with torch.inference_mode():
+        mean, log_std = policy(torch.from_numpy(states))
+    if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(log_std).all())):
+        raise CheckpointRejected(
+            f"{path}: probe overflows (non-finite pre-squash mean or log-std)", reason="non_finite"
+        )
