@@ -50,13 +50,14 @@ class NodeRegistry:
         *,
         node_id: str | None = None,
         interval: float = 2.0,
+        client: redis.Redis | None = None,
     ) -> None:
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
         self.describe = describe
         self.beats = 0
-        self._client = redis.Redis.from_url(
+        self._client = client or redis.Redis.from_url(
             redis_url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
         )
         self._stop = threading.Event()

@@ -3,13 +3,17 @@ test kills or pauses it, and a temporary model root."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from common import Settings
 from fks.redis_server import EmbeddedRedis
+from subscriber import ServingNode
+from subscriber.listener import ListenerTiming
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +54,37 @@ def model_root(tmp_path: Path) -> Path:
     root = tmp_path / "models"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def settings_for(model_root: Path, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings confined to this test's model root, with the given overrides."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "model_dir": model_root,
+            "default_model_dir": tmp_path / "default",
+            "redis_url": "redis://127.0.0.1:1/0",
+        }
+        return Settings(**(base | overrides))
+
+    return make
+
+
+FAST = ListenerTiming(backoff_initial=0.05, backoff_max=0.5)
+
+
+@pytest.fixture
+def start_node(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., ServingNode]]:
+    """Start ServingNodes for a test; every one is stopped afterwards."""
+    nodes: list[ServingNode] = []
+
+    def start(redis_url: str, **overrides: Any) -> ServingNode:
+        timing = overrides.pop("timing", FAST)
+        node = ServingNode(settings_for(redis_url=redis_url, **overrides), timing=timing)
+        nodes.append(node.start())
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()

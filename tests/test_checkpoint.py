@@ -87,6 +87,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(tmp_path / "evil.pt")
     assert info.value.reason == "unsafe_pickle"
+    assert "Unsupported global" in str(info.value)
+    assert "weights_only` set to `False`" not in str(info.value), "no advice to bypass"
     assert not marker.exists()
 
 

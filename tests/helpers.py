@@ -1,0 +1,44 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import SavedCheckpoint, save_checkpoint
+from common.policy import PolicyConfig, SACActor
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float = 0.005) -> float:
+    """Poll until ``predicate()`` is truthy; return the seconds it took, fail after timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def write_checkpoint(
+    root: Path,
+    version: int,
+    *,
+    name: str | None = None,
+    config: PolicyConfig | None = None,
+    seed: int | None = None,
+) -> SavedCheckpoint:
+    """Save a fresh random actor as ``model_<version>.pt`` (or ``name``) in ``root``."""
+    torch.manual_seed(version if seed is None else seed)
+    actor = SACActor(config)
+    return save_checkpoint(root / (name or f"model_{version}.pt"), actor, version=version)
+
+
+def bump_mtime(path: Path, seconds: float = 1.0) -> None:
+    """Move a file's mtime forward (file systems tick coarsely)."""
+    st = path.stat()
+    ns = st.st_mtime_ns + int(seconds * 1e9)
+    os.utime(path, ns=(ns, ns))

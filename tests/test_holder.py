@@ -1,0 +1,276 @@
+"""ModelHolder: verify before swap, staleness, failure memory, rollback, atomic reads."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import CheckpointLoadError, CheckpointNotification, Settings
+from common.checkpoint import save_checkpoint
+from common.policy import PolicyConfig, SACActor
+from subscriber import ModelHolder
+from subscriber.holder import NoPreviousModel, NothingToLoad
+from tests.helpers import write_checkpoint
+
+
+def note(path: Path | str, version: int = 0, **kw: object) -> CheckpointNotification:
+    return CheckpointNotification(model_path=str(path), version=version, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def holder(settings_for: Callable[..., Settings]) -> ModelHolder:
+    return ModelHolder(settings_for())
+
+
+def rejections(holder: ModelHolder, reason: str) -> float:
+    value = holder.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
+    return value or 0.0
+
+
+def test_a_newer_version_is_swapped_in_with_a_new_generation(
+    holder: ModelHolder, model_root: Path
+) -> None:
+    """v1 then v2: generation 1 then 2, and the snapshot describes the file."""
+    one = write_checkpoint(model_root, 1)
+    assert holder.apply(note(one.path, 1)).applied
+    two = write_checkpoint(model_root, 2)
+    outcome = holder.apply(note(two.path, 2))
+    model = holder.current()
+    assert outcome.applied and model is outcome.model and model is not None
+    assert (model.version, model.generation, model.sha256) == (2, 2, two.sha256)
+    assert model.path == two.path and holder.previous is not None
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_stale_and_duplicate_versions_are_skipped_and_counted(
+    holder: ModelHolder, model_root: Path, version: int
+) -> None:
+    """With v2 served, v2 again and v1 are skipped; the served model does not change."""
+    holder.apply(note(write_checkpoint(model_root, 2).path, 2))
+    before = holder.current()
+    outcome = holder.apply(note(write_checkpoint(model_root, version).path, version))
+    assert not outcome.applied and outcome.reason == "stale_version"
+    assert holder.current() is before
+    sample = holder.metrics.registry.get_sample_value(
+        "fks_stale_skips_total", {"reason": "stale_version"}
+    )
+    assert sample == 1.0
+
+
+def test_force_applies_an_older_version(holder: ModelHolder, model_root: Path) -> None:
+    """force: true rolls back to an older checkpoint (operator override)."""
+    old = write_checkpoint(model_root, 1)
+    holder.apply(note(write_checkpoint(model_root, 5).path, 5))
+    outcome = holder.apply(note(old.path, 1, force=True))
+    assert outcome.applied and holder.current() is not None and holder.current().version == 1  # type: ignore[union-attr]
+
+
+def test_unversioned_notifications_compare_by_path_and_mtime(
+    holder: ModelHolder, model_root: Path
+) -> None:
+    """Same file, same mtime: skipped. Rewritten file: applied."""
+    saved = write_checkpoint(model_root, 0, name="model_latest.pt", seed=1)
+    assert holder.apply(note(saved.path)).applied
+    assert holder.apply(note(saved.path)).reason == "same_file"
+    write_checkpoint(model_root, 0, name="model_latest.pt", seed=2)
+    os.utime(saved.path, ns=(saved.path.stat().st_mtime_ns + 10**9,) * 2)
+    assert holder.apply(note(saved.path)).applied
+
+
+def test_relative_paths_are_found_in_the_model_roots(holder: ModelHolder, model_root: Path) -> None:
+    """{"model_path": "model_3.pt"} means that file in a model root."""
+    write_checkpoint(model_root, 3)
+    assert holder.apply(note("model_3.pt", 3)).applied
+
+
+class TestBadCheckpointsKeepTheServedModel:
+    """Every bad file is refused with a reason and counted; the served model stays."""
+
+    @pytest.fixture
+    def served(self, holder: ModelHolder, model_root: Path) -> ModelHolder:
+        holder.apply(note(write_checkpoint(model_root, 1).path, 1))
+        return holder
+
+    def assert_refused(self, holder: ModelHolder, path: Path | str, reason: str) -> None:
+        before = holder.current()
+        outcome = holder.apply(note(path, 99))
+        assert not outcome.applied and outcome.reason == reason, outcome
+        assert holder.current() is before
+        assert rejections(holder, reason) >= 1
+        assert holder.events.recent(1)[0].reason == reason
+
+    def test_truncated(self, served: ModelHolder, model_root: Path) -> None:
+        data = write_checkpoint(model_root, 2).path.read_bytes()
+        (model_root / "model_cut.pt").write_bytes(data[: len(data) // 3])
+        self.assert_refused(served, model_root / "model_cut.pt", "truncated")
+
+    def test_nan(self, served: ModelHolder, model_root: Path) -> None:
+        actor = SACActor()
+        with torch.no_grad():
+            actor.mean.weight.fill_(float("nan"))
+        save_checkpoint(model_root / "model_nan.pt", actor)
+        self.assert_refused(served, model_root / "model_nan.pt", "non_finite")
+
+    def test_wrong_state_size(self, served: ModelHolder, model_root: Path) -> None:
+        write_checkpoint(model_root, 2, config=PolicyConfig(state_dim=10))
+        self.assert_refused(served, model_root / "model_2.pt", "state_dim_mismatch")
+
+    def test_huge_weights_fail_the_probe(self, served: ModelHolder, model_root: Path) -> None:
+        actor = SACActor()
+        with torch.no_grad():
+            for p in actor.parameters():
+                p.fill_(3e38)
+        save_checkpoint(model_root / "model_big.pt", actor)
+        self.assert_refused(served, model_root / "model_big.pt", "non_finite")
+
+    def test_malicious_pickle(self, served: ModelHolder, model_root: Path) -> None:
+        marker = model_root / "PWNED"
+
+        class Exploit:
+            def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+                return (pathlib.Path.touch, (marker,))
+
+        torch.save({"state_dict": Exploit()}, model_root / "model_evil.pt")
+        self.assert_refused(served, model_root / "model_evil.pt", "unsafe_pickle")
+        assert not marker.exists()
+
+    def test_path_outside_the_roots(self, served: ModelHolder, tmp_path: Path) -> None:
+        outside = write_checkpoint(tmp_path, 2).path
+        self.assert_refused(served, outside, "outside_roots")
+
+    def test_dot_dot_escape(self, served: ModelHolder, model_root: Path, tmp_path: Path) -> None:
+        write_checkpoint(tmp_path, 2)
+        self.assert_refused(served, model_root / ".." / "model_2.pt", "outside_roots")
+
+    def test_symlink_escape(self, served: ModelHolder, model_root: Path, tmp_path: Path) -> None:
+        target = write_checkpoint(tmp_path, 2).path
+        (model_root / "model_link.pt").symlink_to(target)
+        self.assert_refused(served, model_root / "model_link.pt", "outside_roots")
+
+    def test_missing_file(self, served: ModelHolder, model_root: Path) -> None:
+        self.assert_refused(served, model_root / "model_404.pt", "missing")
+
+    def test_sha256_mismatch(self, served: ModelHolder, model_root: Path) -> None:
+        saved = write_checkpoint(model_root, 2)
+        before = served.current()
+        outcome = served.apply(note(saved.path, 2, sha256="0" * 64))
+        assert outcome.reason == "sha256_mismatch" and served.current() is before
+
+
+def test_a_failed_file_is_not_retried_until_it_changes(
+    holder: ModelHolder, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bad (path, mtime, sha256) is loaded once; a rewritten file is tried again."""
+    bad = model_root / "model_2.pt"
+    bad.write_bytes(b"this is not a checkpoint\n" * 10)
+    loads = []
+    import subscriber.loader as loader
+
+    real_load = loader.load_checkpoint
+    monkeypatch.setattr(
+        loader, "load_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    )
+    assert holder.apply(note(bad, 2)).reason == "corrupt"
+    assert holder.apply(note(bad, 2)).reason == "known_bad"
+    assert len(loads) == 1
+    write_checkpoint(model_root, 2)
+    os.utime(bad, ns=(bad.stat().st_mtime_ns + 10**9,) * 2)
+    assert holder.apply(note(bad, 2)).applied and len(loads) == 2
+
+
+def test_concurrent_triggers_load_once(holder: ModelHolder, model_root: Path) -> None:
+    """16 threads announcing the same version cause one load and one swap."""
+    saved = write_checkpoint(model_root, 1)
+    barrier = threading.Barrier(16)
+    outcomes = []
+
+    def trigger() -> None:
+        barrier.wait()
+        outcomes.append(holder.apply(note(saved.path, 1)))
+
+    threads = [threading.Thread(target=trigger) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(o.applied for o in outcomes) == 1
+    assert holder.current() is not None and holder.current().generation == 1  # type: ignore[union-attr]
+
+
+def test_readers_never_see_a_half_swapped_state(holder: ModelHolder, model_root: Path) -> None:
+    """Threads hammering current() during 40 swaps always see a self-consistent snapshot."""
+    files = {v: write_checkpoint(model_root, v) for v in range(1, 41)}
+    holder.apply(note(files[1].path, 1))
+    stop = threading.Event()
+    problems: list[str] = []
+    state = torch.randn(1, 28).numpy()
+
+    def reader() -> None:
+        while not stop.is_set():
+            m = holder.current()
+            assert m is not None
+            if files[m.version].sha256 != m.sha256 or m.path != files[m.version].path:
+                problems.append(f"v{m.version} with {m.path}")
+            expected = m.policy.act(torch.from_numpy(state)).numpy()
+            if abs(float(m.runner(state)[0, 0]) - float(expected[0, 0])) > 1e-6:
+                problems.append(f"runner of v{m.version} disagrees with its policy")
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    for v in range(2, 41):
+        assert holder.apply(note(files[v].path, v)).applied
+    stop.set()
+    for t in readers:
+        t.join()
+    assert problems == []
+    assert holder.current() is not None and holder.current().version == 40  # type: ignore[union-attr]
+
+
+def test_rollback_swaps_the_previous_model_back_and_holds_it(
+    holder: ModelHolder, model_root: Path
+) -> None:
+    """Rollback restores v1 as a new generation; catching up on v2 again is skipped."""
+    with pytest.raises(NoPreviousModel):
+        holder.rollback()
+    holder.apply(note(write_checkpoint(model_root, 1).path, 1))
+    v2 = write_checkpoint(model_root, 2)
+    holder.apply(note(v2.path, 2))
+    restored = holder.rollback()
+    assert (restored.version, restored.generation) == (1, 3)
+    assert holder.apply(note(v2.path, 2)).reason == "stale_version"
+    assert holder.apply(note(write_checkpoint(model_root, 3).path, 3)).applied
+
+
+def test_history_is_bounded_newest_first(
+    settings_for: Callable[..., Settings], model_root: Path
+) -> None:
+    """After 40 swaps the history holds the 32 newest generations."""
+    holder = ModelHolder(settings_for(), history_size=32)
+    for v in range(1, 41):
+        holder.apply(note(write_checkpoint(model_root, v).path, v))
+    generations = [h["generation"] for h in holder.history()]
+    assert generations == list(range(40, 8, -1))
+
+
+def test_hard_reload_ignores_mtime_and_failure_memory(
+    holder: ModelHolder, model_root: Path
+) -> None:
+    """reload() loads the resolved file again, even unchanged; NothingToLoad without one."""
+    with pytest.raises(NothingToLoad):
+        holder.reload()
+    write_checkpoint(model_root, 1)
+    first = holder.reload()
+    second = holder.reload()
+    assert second.generation == first.generation + 1 and second.path == first.path
+    (model_root / "model_9.pt").write_bytes(b"junk")
+    os.utime(model_root / "model_9.pt", ns=(second.mtime_ns + 10**9,) * 2)
+    with pytest.raises(CheckpointLoadError):
+        holder.reload()
+    assert holder.current() is second

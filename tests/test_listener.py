@@ -1,0 +1,244 @@
+"""The listener against real redis-server processes: swaps, skips, bursts and faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import CheckpointNotification, RedisKeys
+from common.signing import sign_payload
+from fks.redis_server import EmbeddedRedis, free_port
+from publisher import CheckpointNotifier, notify_checkpoint
+from subscriber import ServingNode
+from tests.helpers import wait_for, write_checkpoint
+
+KEYS = RedisKeys("default")
+StartNode = Callable[..., ServingNode]
+
+
+def served_version(node: ServingNode) -> int | None:
+    model = node.holder.current()
+    return model.version if model else None
+
+
+def connected(node: ServingNode) -> bool:
+    return node.listener.connected
+
+
+def publish(url: str, path: Path, version: int, **kw: object) -> None:
+    assert notify_checkpoint(path, version=version, redis_url=url, **kw).sent  # type: ignore[arg-type]
+
+
+def test_a_notification_is_swapped_in(
+    redis_url: str, start_node: StartNode, model_root: Path
+) -> None:
+    """publish → the node serves the new version, from the channel, in Redis mode."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    assert node.mode == "redis" and served_version(node) is None
+    publish(redis_url, write_checkpoint(model_root, 1).path, 1)
+    wait_for(lambda: served_version(node) == 1)
+    model = node.holder.current()
+    assert model is not None and model.source == "channel"
+    lag = node.metrics.registry.get_sample_value("fks_notify_to_swap_seconds_count")
+    assert lag == 1.0
+
+
+def test_stale_duplicate_and_forced_notifications(
+    redis_url: str, start_node: StartNode, model_root: Path
+) -> None:
+    """v2 served; v2 again and v1 are skipped; v1 with force is applied."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    one, two = write_checkpoint(model_root, 1), write_checkpoint(model_root, 2)
+    publish(redis_url, two.path, 2)
+    wait_for(lambda: served_version(node) == 2)
+    publish(redis_url, two.path, 2)
+    wait_for(lambda: node.listener.counters["outcome_stale_version"] == 1)
+    publish(redis_url, one.path, 1)
+    wait_for(lambda: node.listener.counters["outcome_stale_version"] == 2)
+    assert served_version(node) == 2
+    publish(redis_url, one.path, 1, force=True)
+    wait_for(lambda: served_version(node) == 1)
+
+
+def test_the_redis_cli_minimal_message_works(
+    redis_url: str, start_node: StartNode, model_root: Path, redis_client: redis.Redis
+) -> None:
+    """An operator's bare {"model_path": ..., "force": true} forces a reload."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    saved = write_checkpoint(model_root, 3)
+    redis_client.publish(KEYS.channel, json.dumps({"model_path": str(saved.path), "force": True}))
+    wait_for(lambda: served_version(node) == 3)
+
+
+def test_a_burst_ends_on_the_newest_with_far_fewer_loads(
+    redis_url: str, start_node: StartNode, model_root: Path
+) -> None:
+    """1,000 notifications as fast as possible: the newest is served after few loads."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    files = [write_checkpoint(model_root, i + 1, name=f"model_{i}.pt") for i in range(5)]
+    with CheckpointNotifier(redis_url) as notifier:
+        for version in range(1, 1001):
+            saved = files[version % 5]
+            notifier.notify(saved.path, version=version, sha256=saved.sha256)
+    wait_for(lambda: served_version(node) == 1000, timeout=20)
+    swaps = node.metrics.registry.get_sample_value("fks_swaps_total", {"source": "channel"}) or 0
+    swaps += node.metrics.registry.get_sample_value("fks_swaps_total", {"source": "latest"}) or 0
+    assert 1 <= swaps <= 100, swaps
+    assert node.listener.counters["coalesced"] >= 900
+
+
+def test_kill_9_falls_back_then_catches_up_after_restart(
+    own_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+) -> None:
+    """kill -9: the next request serves a file written meanwhile; after a restart and an
+    immediate publish, the node catches up through :latest and returns to Redis mode."""
+    publish(own_redis.url, write_checkpoint(model_root, 1).path, 1)
+    node = start_node(own_redis.url)
+    wait_for(lambda: connected(node) and served_version(node) == 1)
+    own_redis.kill()
+    wait_for(lambda: not connected(node), timeout=3)
+    time.sleep(0.15)
+    write_checkpoint(model_root, 2)
+    model = node.model_for_request()
+    assert model is not None and model.version == 2 and model.source == "mtime"
+    own_redis.start()
+    publish(own_redis.url, write_checkpoint(model_root, 3).path, 3)
+    wait_for(lambda: served_version(node) == 3 and connected(node), timeout=10)
+    assert node.mode == "redis"
+
+
+def test_client_kill_50_times_leaves_the_listener_alive_and_caught_up(
+    redis_url: str, redis_client: redis.Redis, start_node: StartNode, model_root: Path
+) -> None:
+    """CLIENT KILL of the subscriber 50 times, publishing right after each kill: the thread
+    lives, resubscribes each time, and every version published while it was away arrives."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    files = [write_checkpoint(model_root, 1, name=f"model_{i}.pt") for i in range(3)]
+    for round_ in range(1, 51):
+        sessions = node.listener.sessions
+        killed = redis_client.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        publish(redis_url, files[round_ % 3].path, round_, sha256=files[round_ % 3].sha256)
+        wait_for(lambda s=sessions: node.listener.sessions > s and connected(node), timeout=5)  # type: ignore[misc]
+        wait_for(lambda r=round_: served_version(node) == r, timeout=5)  # type: ignore[misc]
+    assert node.listener.alive()
+    assert redis_client.pubsub_numsub(KEYS.channel)[0][1] == 1
+
+
+def test_sigstop_is_noticed_and_sigcont_returns_to_redis_mode(
+    own_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+) -> None:
+    """A hung server sends the node to the fallback within ~2 s; SIGCONT brings it back."""
+    node = start_node(own_redis.url)
+    wait_for(lambda: connected(node))
+    own_redis.pause()
+    try:
+        took = wait_for(lambda: not connected(node), timeout=4)
+        assert took < 4
+        write_checkpoint(model_root, 1)
+        model = node.model_for_request()
+        assert model is not None and model.version == 1
+    finally:
+        own_redis.resume()
+    wait_for(lambda: connected(node), timeout=8)
+    assert node.mode == "redis"
+
+
+def test_redis_never_started_then_started(
+    start_node: StartNode, model_root: Path, tmp_path: Path
+) -> None:
+    """No Redis at all: the node serves from disk; when Redis appears it subscribes."""
+    port = free_port()
+    write_checkpoint(model_root, 1)
+    node = start_node(f"redis://127.0.0.1:{port}/0")
+    assert node.mode == "mtime" and served_version(node) == 1
+    with EmbeddedRedis(port=port, persistent=False) as server:
+        wait_for(lambda: connected(node), timeout=10)
+        publish(server.url, write_checkpoint(model_root, 2).path, 2)
+        wait_for(lambda: served_version(node) == 2)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "not_json"),
+        (b"[1,2,3]", "not_object"),
+        (b'{"model_path": 42}', "invalid_field"),
+        (b'{"model_path": "a", "version": "7"}', "invalid_field"),
+        (b'{"model_path": "a", "metadata": {"k": {"deep": 1}}}', "invalid_field"),
+        (b'{"model_path":"' + b"x" * 70_000 + b'"}', "oversize"),
+        (b"\xff\xfe", "not_utf8"),
+    ],
+)
+def test_malformed_messages_are_rejected_counted_and_harmless(
+    redis_url: str, redis_client: redis.Redis, start_node: StartNode, model_root: Path,
+    payload: bytes, reason: str,
+) -> None:  # fmt: skip
+    """Each bad message is counted under its reason; the model and the thread are unchanged."""
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    before = node.holder.current()
+    redis_client.publish(KEYS.channel, payload)
+    wait_for(lambda: node.listener.counters[f"rejected_{reason}"] == 1)
+    assert node.holder.current() is before and node.listener.alive()
+    value = node.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
+    assert value == 1.0
+
+
+def test_with_a_secret_unsigned_and_forged_messages_are_rejected(
+    redis_url: str, redis_client: redis.Redis, start_node: StartNode, model_root: Path
+) -> None:
+    """Only messages signed with FKS_NOTIFY_SECRET are applied."""
+    node = start_node(redis_url, notify_secret="s3cret")
+    wait_for(lambda: connected(node))
+    saved = write_checkpoint(model_root, 1)
+    redis_client.publish(KEYS.channel, json.dumps({"model_path": str(saved.path)}))
+    forged = {"model_path": str(saved.path), "version": 1}
+    forged["signature"] = sign_payload(forged, "wrong key")
+    redis_client.publish(KEYS.channel, json.dumps(forged))
+    wait_for(lambda: node.listener.counters["rejected_bad_signature"] == 1)
+    assert node.listener.counters["rejected_unsigned"] == 1
+    assert served_version(node) is None
+    good = CheckpointNotification(model_path=str(saved.path), version=1).signed("s3cret")
+    redis_client.publish(KEYS.channel, good.to_json())
+    wait_for(lambda: served_version(node) == 1)
+
+
+def test_other_instances_are_not_heard(
+    redis_url: str, start_node: StartNode, model_root: Path
+) -> None:
+    """A node of instance 'blue' ignores instance 'green'."""
+    node = start_node(redis_url, instance_id="blue")
+    wait_for(lambda: connected(node))
+    saved = write_checkpoint(model_root, 1)
+    notify_checkpoint(saved.path, version=1, instance_id="green", redis_url=redis_url)
+    notify_checkpoint(saved.path, version=1, instance_id="blue", redis_url=redis_url)
+    wait_for(lambda: served_version(node) == 1)
+    assert node.listener.counters["received_channel"] == 1
+
+
+def test_stop_returns_within_a_second_even_when_redis_hangs(
+    own_redis: EmbeddedRedis, start_node: StartNode
+) -> None:
+    """stop() joins both threads within 1 s, with the server SIGSTOPped."""
+    node = start_node(own_redis.url)
+    wait_for(lambda: connected(node))
+    own_redis.pause()
+    try:
+        start = time.monotonic()
+        node.listener.stop()
+        assert time.monotonic() - start < 1.0
+        assert not node.listener.alive()
+    finally:
+        own_redis.resume()

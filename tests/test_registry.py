@@ -1,0 +1,51 @@
+"""The node registry in fks:<instance>:nodes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fakeredis
+import redis
+
+from common import RedisKeys
+from subscriber import ServingNode
+from subscriber.registry import NodeRegistry, is_stale
+from tests.helpers import wait_for
+
+
+def test_a_beat_writes_what_the_node_serves() -> None:
+    """One heartbeat writes the node's JSON entry, with its heartbeat time (fakeredis unit)."""
+    server = fakeredis.FakeServer()
+    registry = NodeRegistry(
+        "redis://fake", RedisKeys("default"), lambda: {"version": 7, "mode": "redis"},
+        node_id="node-a", interval=2.0, client=fakeredis.FakeRedis(server=server),
+    )  # fmt: skip
+    assert registry.beat()
+    raw = fakeredis.FakeRedis(server=server).hget("fks:default:nodes", "node-a")
+    assert raw is not None
+    entry = json.loads(raw)
+    assert entry["version"] == 7 and entry["mode"] == "redis" and entry["node_id"] == "node-a"
+    assert abs(entry["heartbeat_at"] - time.time()) < 5
+    assert not is_stale(entry)
+
+
+def test_an_entry_that_missed_three_beats_is_stale() -> None:
+    """A dead node is recognisable by its heartbeat age."""
+    entry = {"interval": 2.0, "heartbeat_at": time.time() - 7}
+    assert is_stale(entry)
+    assert not is_stale({"interval": 2.0, "heartbeat_at": time.time() - 5})
+
+
+def test_a_live_node_registers_and_removes_itself_on_stop(
+    redis_url: str, redis_client: redis.Redis, start_node: Callable[..., ServingNode]
+) -> None:
+    """A started node appears in the hash within a beat; a clean stop removes it."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.2)
+    wait_for(lambda: redis_client.hget(RedisKeys("default").nodes, "n1"))
+    entry: dict[str, Any] = json.loads(redis_client.hget(RedisKeys("default").nodes, "n1") or "")
+    assert entry["mode"] in {"redis", "mtime"} and entry["version"] is None
+    node.stop()
+    assert redis_client.hget(RedisKeys("default").nodes, "n1") is None
