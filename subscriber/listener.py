@@ -12,9 +12,10 @@ Two daemon threads:
   callback catches any silent reconnect and catches up through ``:latest`` too. Any error
   ends the session; the next one starts after a jittered exponential backoff (100 ms → 5 s).
 - the **applier** hands notifications to the holder. While a load runs, only the newest
-  pending notification is kept (older ones are counted as coalesced), and a burst (arrivals
-  closer than ``burst_gap``) is let settle for up to ``settle_max`` so that 1,000
-  notifications in a second cost a handful of loads, while a lone one is applied at once.
+  pending notification is kept (older ones are counted as coalesced). When notifications
+  piled up since the applier last took one (a burst), it waits for ``quiet`` without a new
+  arrival, at most ``settle_max``, before loading: 1,000 notifications in a second cost a
+  handful of loads, while a lone or steadily paced one is applied at once.
 
 Bad messages are rejected with a reason, logged, counted; nothing a publisher sends can
 raise out of either thread.
@@ -58,7 +59,6 @@ class ListenerTiming:
     command_timeout: float = 0.5
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
-    burst_gap: float = 0.02
     quiet: float = 0.02
     settle_max: float = 0.1
 
@@ -94,7 +94,8 @@ class CheckpointSubscriber:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._pending: _Pending | None = None
-        self._arrivals = (0.0, 0.0)
+        self._last_arrival = 0.0
+        self._piled_up = 0
         self._silent_reconnect = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -274,13 +275,14 @@ class CheckpointSubscriber:
         with self._cond:
             held = self._pending
             new = item.notification
+            self._last_arrival = item.received_at
             if held is not None:
+                self._piled_up += 1
                 self.counters["coalesced"] += 1
                 self.metrics.coalesced.inc()
                 if not new.force and 0 < new.version < held.notification.version:
                     return  # the held one is newer: drop this one
             self._pending = item
-            self._arrivals = (self._arrivals[1], item.received_at)
             self._cond.notify()
 
     # -- applier ---------------------------------------------------------------------------
@@ -306,14 +308,13 @@ class CheckpointSubscriber:
                 self._cond.wait(0.5)
             if self._stop.is_set():
                 return None
-            previous, last = self._arrivals
-            if last - previous < t.burst_gap:
+            if self._piled_up:
                 settle_until = time.monotonic() + t.settle_max
                 while not self._stop.is_set():
                     now = time.monotonic()
-                    quiet_for = now - self._arrivals[1]
+                    quiet_for = now - self._last_arrival
                     if quiet_for >= t.quiet or now >= settle_until:
                         break
                     self._cond.wait(min(t.quiet - quiet_for, settle_until - now))
-            item, self._pending = self._pending, None
+            item, self._pending, self._piled_up = self._pending, None, 0
             return item
