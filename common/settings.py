@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     state_dim: int | None = Field(28, validation_alias=_env("FKS_STATE_DIM"))
     max_batch_rows: int = Field(4096, ge=1, validation_alias=_env("FKS_MAX_BATCH_ROWS"))
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
+    torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
 
     @field_validator("instance_id")
     @classmethod

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from common.settings import Settings
 from subscriber.fallback import FallbackWatcher
 from subscriber.holder import ModelHolder
@@ -61,7 +63,14 @@ class ServingNode:
         return self.fallback.check()
 
     def start(self) -> ServingNode:
-        """Preload from disk (never fails), then listen and heartbeat."""
+        """Preload from disk (never fails), then listen and heartbeat.
+
+        Sets torch's intra-op threads to ``FKS_TORCH_THREADS`` (default 1; 0 leaves it): a
+        server of small policies gains nothing from them, and their spinning steals the
+        CPU from Redis and the other requests (bench/swap_latency.py shows it on 2 cores).
+        """
+        if self.settings.torch_threads > 0:
+            torch.set_num_threads(self.settings.torch_threads)
         try:
             self.fallback.check()
         except Exception:  # noqa: BLE001 - the server must start without a model
