@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from common.settings import Settings
 from common.staleness import Freshness, judge
 from subscriber.events import Event, EventKind, EventLog
 from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
+from subscriber.memory import release_free_memory
 from subscriber.metrics import Metrics
 from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
@@ -77,6 +79,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._failed: OrderedDict[FailedKey, str] = OrderedDict()
         self._failed_memory = failed_memory
+        self._swap_callbacks: list[Callable[[ServedModel], None]] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -203,6 +206,14 @@ class ModelHolder:
             )
             return restored
 
+    def on_swap(self, callback: Callable[[ServedModel], None]) -> None:
+        """Call ``callback(model)`` after every swap, on the thread that swapped.
+
+        It runs under the holder's lock: keep it short, and never call back into the holder.
+        Its exceptions are logged and swallowed.
+        """
+        self._swap_callbacks.append(callback)
+
     def record_rejection(self, reason: str, detail: str, source: str) -> None:
         """Count and log a notification refused before it reached the holder (bad message)."""
         self.metrics.rejections.labels(reason).inc()
@@ -290,6 +301,13 @@ class ModelHolder:
         self._history.appendleft(model.summary())
         saved = model.saved_at.timestamp() if model.saved_at else model.mtime_ns / 1e9
         self.metrics.served(model.generation, model.version, saved)
+        for callback in self._swap_callbacks:
+            try:
+                callback(model)
+            except Exception:  # noqa: BLE001 - an observer must not break a swap
+                log.exception("swap callback %r failed", callback)
+        del previous  # the model before it is now unreferenced (unless a request holds it)
+        release_free_memory()
 
     def _remember_failure(self, key: FailedKey, reason: str) -> None:
         self._failed[key] = reason
