@@ -61,34 +61,50 @@ def prepare_checkpoint(
             reason="state_dim_mismatch",
         )
     policy = build_policy(loaded)
-    eager = EagerRunner(policy)
-    _probe(real, policy, eager)
-    runner = compile_runner(policy, options.backend) if options.jit else eager
-    if runner is not eager:
-        _probe(real, policy, runner)
+    _probe_policy(real, policy)
+    runner: Runner = EagerRunner(policy)
+    if options.jit:
+        runner = compile_runner(policy, options.backend)
+        if runner.compiled:
+            _probe_runner(real, policy, runner)
     return Prepared(loaded, policy, runner)
 
 
-def _probe(path: Path, policy: SACActor, runner: Runner) -> None:
+def _probe_states(policy: SACActor) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1234)
-    states = torch.randn(PROBE_ROWS, policy.state_dim, generator=generator).numpy()
+    states = torch.randn(PROBE_ROWS, policy.state_dim, generator=generator)
     states[0] = 0.0
+    return states
+
+
+def _probe_policy(path: Path, policy: SACActor) -> None:
+    """One forward pass: finite pre-squash mean and log-std of the right shape."""
     try:
-        out = runner(states)
+        with torch.inference_mode():
+            mean, log_std = policy(_probe_states(policy))
     except Exception as exc:  # noqa: BLE001 - any failure of the probe is a rejection
         raise CheckpointRejected(
             f"{path}: probe forward pass failed: {exc}", reason="probe_failed"
         ) from exc
-    if out.shape != (PROBE_ROWS, policy.action_dim):
+    expected = (PROBE_ROWS, policy.action_dim)
+    if tuple(mean.shape) != expected or tuple(log_std.shape) != expected:
         raise CheckpointRejected(
-            f"{path}: probe output shape {out.shape}, expected {(PROBE_ROWS, policy.action_dim)}",
+            f"{path}: probe output shape {tuple(mean.shape)}, expected {expected}",
             reason="probe_failed",
         )
-    if not np.isfinite(out).all():
-        raise CheckpointRejected(f"{path}: probe output is not finite", reason="non_finite")
-    with torch.inference_mode():
-        mean, log_std = policy(torch.from_numpy(states))
     if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(log_std).all())):
         raise CheckpointRejected(
             f"{path}: probe overflows (non-finite pre-squash mean or log-std)", reason="non_finite"
         )
+
+
+def _probe_runner(path: Path, policy: SACActor, runner: Runner) -> None:
+    """A compiled runner must give finite actions of the right shape too."""
+    try:
+        out = runner(_probe_states(policy).numpy())
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is a rejection
+        raise CheckpointRejected(
+            f"{path}: compiled probe failed: {exc}", reason="probe_failed"
+        ) from exc
+    if out.shape != (PROBE_ROWS, policy.action_dim) or not np.isfinite(out).all():
+        raise CheckpointRejected(f"{path}: compiled probe output is wrong", reason="probe_failed")

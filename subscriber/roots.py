@@ -39,9 +39,11 @@ class ModelRoots:
         self.directory = settings.model_dir.expanduser().absolute() if settings.model_dir else None
         self.default = settings.default_model_dir.expanduser().absolute()
         self.roots = [p.absolute() for p in settings.model_roots()]
+        # Resolved once: a root is configuration, and realpath costs a syscall per component.
+        self._real_roots = [_realpath(root) for root in self.roots]
 
     def _inside(self, real: Path) -> bool:
-        return any(real.is_relative_to(os.path.realpath(root)) for root in self.roots)
+        return any(real.is_relative_to(root) for root in self._real_roots)
 
     def confine(self, path: str | os.PathLike[str]) -> Path:
         """The real path of ``path`` if it lies inside a model root, else CheckpointRejected.
