@@ -55,6 +55,8 @@ class SavedCheckpoint:
     sha256: str
     size: int
     saved_at: datetime
+    version: int = 0
+    training_step: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,9 @@ def save_checkpoint(
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
-    return SavedCheckpoint(target, hashlib.sha256(data).hexdigest(), len(data), when)
+    return SavedCheckpoint(
+        target, hashlib.sha256(data).hexdigest(), len(data), when, int(version), int(training_step)
+    )
 
 
 def _fsync_dir(directory: Path) -> None:

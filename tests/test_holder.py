@@ -274,3 +274,22 @@ def test_hard_reload_ignores_mtime_and_failure_memory(
     with pytest.raises(CheckpointLoadError):
         holder.reload()
     assert holder.current() is second
+
+
+def test_swap_callbacks_see_every_swap_and_cannot_break_one(
+    holder: ModelHolder, model_root: Path
+) -> None:
+    """on_swap observers get each new model; one that raises is logged, the swap stands."""
+    seen: list[int] = []
+    holder.on_swap(lambda m: seen.append(m.version))
+    holder.on_swap(lambda m: 1 / 0)  # type: ignore[func-returns-value]
+    for v in (1, 2):
+        assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
+    assert seen == [1, 2] and holder.current().version == 2  # type: ignore[union-attr]
+
+
+def test_freed_memory_release_is_safe_to_call() -> None:
+    """malloc_trim is called where glibc has it and is a no-op elsewhere."""
+    from subscriber.memory import release_free_memory
+
+    assert release_free_memory() in {True, False}

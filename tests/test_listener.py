@@ -242,3 +242,13 @@ def test_stop_returns_within_a_second_even_when_redis_hangs(
         assert not node.listener.alive()
     finally:
         own_redis.resume()
+
+
+def test_a_started_node_uses_the_configured_torch_threads(
+    start_node: StartNode, model_root: Path
+) -> None:
+    """FKS_TORCH_THREADS (default 1) is applied when the node starts."""
+    import torch
+
+    start_node(f"redis://127.0.0.1:{free_port()}/0", torch_threads=1)
+    assert torch.get_num_threads() == 1
