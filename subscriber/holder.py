@@ -5,7 +5,8 @@ change goes through one lock, so concurrent triggers load once (double-checked: 
 staleness check before the lock, the real one inside it). A failed ``(path, mtime, sha256)``
 is remembered and not tried again until it changes; an explicit :meth:`reload` retries it.
 The previous model is kept for an instant :meth:`rollback`; after a rollback, versions up to
-the one rolled back from are skipped unless forced, so a reconnect's catch-up does not undo it.
+the one rolled back from are skipped unless forced, and the mtime fallback does not reload the
+file rolled back from, so neither a reconnect's catch-up nor a request undoes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common.errors import CheckpointError, CheckpointLoadError
 from common.notification import CheckpointNotification
 from common.settings import Settings
 from common.staleness import Freshness, judge
+from subscriber.errors import NoPreviousModel, NothingToLoad
 from subscriber.events import Event, EventKind, EventLog
 from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
 from subscriber.memory import release_free_memory
@@ -36,14 +38,6 @@ __all__ = ["ModelHolder", "NoPreviousModel", "NothingToLoad", "Outcome"]
 log = logging.getLogger(__name__)
 
 FailedKey = tuple[str, int | None, str | None]
-
-
-class NothingToLoad(LookupError):
-    """No checkpoint is found by the tier 1/2/3 resolution."""
-
-
-class NoPreviousModel(LookupError):
-    """Rollback asked for while no previous model is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +63,16 @@ class ModelHolder:
     ) -> None:
         self.roots = ModelRoots(settings)
         self.metrics = metrics or Metrics()
-        self.options = options or LoadOptions(state_dim=settings.state_dim, jit=settings.jit)
+        self.options = options or LoadOptions(
+            state_dim=settings.state_dim, jit=settings.jit, backend=settings.compile_backend
+        )
         self.events = EventLog(events_size)
         self._history: deque[dict[str, object]] = deque(maxlen=history_size)
         self._current: ServedModel | None = None
         self._previous: ServedModel | None = None
         self._generation = 0
         self._skip_through = 0
+        self._rolled_back_from: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._failed: OrderedDict[FailedKey, str] = OrderedDict()
         self._failed_memory = failed_memory
@@ -143,6 +140,8 @@ class ModelHolder:
         key: FailedKey = (str(real), mtime, None)
         if key in self._failed:
             return Outcome(False, "known_bad", self._current)
+        if mtime is not None and (str(real), mtime) in self._rolled_back_from:
+            return Outcome(False, "rolled_back", self._current)
         if not self._lock.acquire(blocking=blocking):
             return None
         try:
@@ -185,6 +184,7 @@ class ModelHolder:
                 loaded_at=datetime.now(UTC),
             )
             self._skip_through = max(self._skip_through, current.version)
+            self._rolled_back_from.add((str(current.path), current.mtime_ns))
             self._install(restored, previous=current)
             self.events.add(
                 Event(
