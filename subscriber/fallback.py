@@ -67,8 +67,12 @@ class FallbackWatcher:
             return True
         real = os.path.realpath(resolved.path)
         same_file = real == str(served.path)
-        newer = stat.st_mtime_ns > served.mtime_ns or (
-            same_file and stat.st_mtime_ns != served.mtime_ns
+        # Another file that the resolution ranks first counts as newer even with an equal
+        # mtime: timestamps tick coarsely, so two saves a millisecond apart can share one.
+        newer = (
+            stat.st_mtime_ns != served.mtime_ns
+            if same_file
+            else stat.st_mtime_ns >= served.mtime_ns
         )
         if not newer:
             return True
