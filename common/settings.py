@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_DIR"))
     default_model_dir: Path = Field(DEFAULT_MODEL_DIR, validation_alias=_env("FKS_DEFAULT_DIR"))
     jit: bool = Field(False, validation_alias=_env("STAT_PAIR_RL_JIT"))
+    compile_backend: Literal["numpy", "torchscript"] = Field(
+        "numpy", validation_alias=_env("FKS_COMPILE_BACKEND")
+    )
     api_key: SecretStr | None = Field(None, validation_alias=_env("FKS_API_KEY"))
     notify_secret: SecretStr | None = Field(None, validation_alias=_env("FKS_NOTIFY_SECRET"))
     # Beyond the SPEC (documented in the README):

@@ -30,6 +30,12 @@ class ServedModel:
     training_step: int = 0
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    mtime_utc: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        # RFC 3339 with 'Z', formatted once: every response echoes it.
+        text = datetime.fromtimestamp(self.mtime_ns / 1e9, UTC).isoformat()
+        object.__setattr__(self, "mtime_utc", text.replace("+00:00", "Z"))
 
     @property
     def identity(self) -> ServedIdentity:

@@ -1,0 +1,111 @@
+"""The FastAPI application: ``create_app()``, or ``mount()`` the ``/sac`` routes into yours.
+
+The lifespan builds the :class:`~subscriber.node.ServingNode`, preloads a checkpoint and
+starts the listener; it never fails the startup. No checkpoint, a bad file, Redis down or
+even a torch that will not import each log a warning, and ``/sac`` answers 503 until a model
+appears (``/sac/health`` always answers). The node lives in ``app.state.fks_node``.
+
+Serve it with ``fks serve`` or ``uvicorn subscriber.app:create_app --factory``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from common.settings import Settings
+from subscriber.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from subscriber.routes import metrics_router, router
+
+__all__ = ["create_app", "mount", "sac_lifespan"]
+
+log = logging.getLogger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+def sac_lifespan(settings: Settings | None = None) -> Lifespan:
+    """A lifespan that runs a serving node for the ``/sac`` routes of ``app``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or Settings()
+        app.state.fks_settings = cfg
+        app.state.fks_node = None
+        node = None
+        try:
+            from subscriber.node import ServingNode  # torch is imported here, not before
+
+            node = ServingNode(cfg)
+            await run_in_threadpool(node.start)
+            app.state.fks_node = node
+        except Exception as exc:  # noqa: BLE001 - the server starts whatever happens
+            reason = f"serving is unavailable: {type(exc).__name__}: {exc}"
+            app.state.fks_unavailable = reason
+            log.warning("%s; /sac answers 503", reason)
+        try:
+            yield
+        finally:
+            if node is not None:
+                await run_in_threadpool(node.stop)
+                app.state.fks_node = None
+
+    return lifespan
+
+
+def mount(
+    app: FastAPI,
+    settings: Settings | None = None,
+    *,
+    metrics: bool = True,
+    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """Add the ``/sac`` routes (and ``/metrics``) and their lifespan to an existing app.
+
+    The app's own lifespan keeps running inside ours; its routes never depend on the model.
+    Call before the app starts.
+    """
+    app.include_router(router)
+    if metrics:
+        app.include_router(metrics_router)
+    if max_body_bytes is not None:
+        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    ours = sac_lifespan(settings)
+    theirs = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def combined(host: FastAPI) -> AsyncIterator[Any]:
+        async with ours(host), theirs(host) as state:
+            yield state
+
+    app.router.lifespan_context = combined
+    return app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The whole server: ``/sac/*``, ``/metrics`` and ``/docs``."""
+    app = FastAPI(
+        title="fks-checkpoint-notify",
+        version=_version(),
+        summary="A SAC policy served with push-driven hot reload of checkpoints over Redis.",
+        description=(
+            "Trainers announce checkpoints on `fks:<instance>:model_checkpoints`; this server "
+            "verifies and swaps them in while requests keep flowing. Every route but "
+            "`/sac/health` and `/sac/ready` needs `Authorization: Bearer <key>` when "
+            "`FKS_API_KEY` is set."
+        ),
+    )
+    return mount(app, settings)
+
+
+def _version() -> str:
+    try:
+        return version("fks-checkpoint-notify")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,159 @@
+"""Request and response models of the ``/sac`` routes (SPEC §5), with OpenAPI examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BatchRequest",
+    "BatchResponse",
+    "BenchmarkRequest",
+    "BenchmarkResponse",
+    "ErrorResponse",
+    "HealthResponse",
+    "HistoryResponse",
+    "ModelInfo",
+    "PredictRequest",
+    "PredictResponse",
+    "ReadyResponse",
+]
+
+STATE_EXAMPLE = [0.0] * 28
+MODEL_EXAMPLE: dict[str, Any] = {
+    "model_path": "/srv/models/model_42.pt",
+    "model_mtime_utc": "2026-11-22T21:00:00.123456Z",
+    "version": 42,
+    "generation": 7,
+    "jit_compiled": False,
+}
+
+
+class PredictRequest(BaseModel):
+    state: list[float] = Field(
+        description="One state vector; its length must be the policy's state_dim (28).",
+        examples=[STATE_EXAMPLE],
+    )
+    deterministic: bool = Field(True, description="tanh(mean) if true, else a sampled action")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"action": 0.42, **MODEL_EXAMPLE, "latency_ms": 0.03}]}
+    )
+    action: float | list[float] = Field(description="A float for 1 action dimension, else a list")
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float = Field(description="Inference time inside the handler")
+    jit_compiled: bool
+
+
+class BatchRequest(BaseModel):
+    states: list[list[float]] = Field(
+        description="Rows of state vectors, all of the policy's state_dim",
+        examples=[[STATE_EXAMPLE, STATE_EXAMPLE]],
+    )
+    deterministic: bool = True
+
+
+class BatchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"actions": [0.42, -0.1], "batch_size": 2, **MODEL_EXAMPLE, "latency_ms": 0.05}
+            ]
+        }
+    )
+    actions: list[float] | list[list[float]]
+    batch_size: int
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float
+    jit_compiled: bool
+
+
+class BenchmarkRequest(BaseModel):
+    batch_size: int = Field(1, ge=1, examples=[1])
+    warmup: int = Field(50, ge=0, examples=[50])
+    iterations: int = Field(500, ge=1, examples=[500])
+
+
+class BenchmarkResponse(BaseModel):
+    batch_size: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    jit_compiled: bool
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "path": "/srv/models/model_42.pt",
+                    "mtime_utc": "2026-11-22T21:00:00.123456Z",
+                    "version": 42,
+                    "generation": 7,
+                    "model_name": "sac_stat_pair",
+                    "training_step": 42000,
+                    "state_dim": 28,
+                    "action_dim": 1,
+                    "jit_compiled": False,
+                    "loaded_at": "2026-11-22T21:00:00.130000Z",
+                    "source": "channel",
+                    "sha256": "9f2b…",
+                }
+            ]
+        }
+    )
+    path: str
+    mtime_utc: str
+    version: int
+    generation: int
+    model_name: str
+    training_step: int
+    state_dim: int
+    action_dim: int
+    jit_compiled: bool
+    loaded_at: str
+    source: str = Field(description="disk, mtime, channel, latest, reload or rollback")
+    sha256: str
+
+
+class HistoryResponse(BaseModel):
+    generations: list[dict[str, Any]] = Field(description="Models served, newest first (32)")
+    events: list[dict[str, Any]] = Field(
+        description="Swaps, stale skips, rejections and failed loads with reasons, newest first"
+    )
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ok", "model_loaded": True, "redis_connected": True, "mode": "redis"}
+            ]
+        }
+    )
+    status: str
+    model_loaded: bool
+    redis_connected: bool
+    mode: str = Field(description='"redis" while the listener is connected, else "mtime"')
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    version: int | None = None
+    generation: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str
