@@ -45,8 +45,8 @@ def test_a_notification_is_swapped_in(
     wait_for(lambda: served_version(node) == 1)
     model = node.holder.current()
     assert model is not None and model.source == "channel"
-    lag = node.metrics.registry.get_sample_value("fks_notify_to_swap_seconds_count")
-    assert lag == 1.0
+    registry = node.metrics.registry
+    wait_for(lambda: registry.get_sample_value("fks_notify_to_swap_seconds_count") == 1.0)
 
 
 def test_stale_duplicate_and_forced_notifications(
