@@ -9,6 +9,7 @@ Output always carries the six fields that the Rust ``CheckpointNotification`` (s
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -71,8 +72,10 @@ class CheckpointNotification(BaseModel):
         for key, item in value.items():
             if isinstance(item, bool):
                 out[key] = "true" if item else "false"
-            elif isinstance(item, int | float):
-                out[key] = repr(item) if isinstance(item, float) else str(item)
+            elif isinstance(item, numbers.Integral):  # numpy integers too
+                out[key] = str(int(item))
+            elif isinstance(item, numbers.Real):  # float(): numpy 2 reprs "np.float64(0.5)"
+                out[key] = repr(float(item))
             else:
                 out[key] = item
         return out

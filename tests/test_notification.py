@@ -88,6 +88,17 @@ def test_metadata_numbers_and_bools_become_strings() -> None:
     assert n.metadata == {"i": "3", "f": "0.25", "t": "true", "s": "x"}
 
 
+def test_numpy_numbers_in_metadata_read_as_plain_numbers() -> None:
+    """np.float64 / np.int64 metadata (a trainer's metrics) become "0.5" and "3"."""
+    import numpy as np
+
+    n = CheckpointNotification(
+        model_path="a",
+        metadata={"loss": np.float64(0.5), "n": np.int64(3)},  # type: ignore[dict-item]
+    )
+    assert n.metadata == {"loss": "0.5", "n": "3"}
+
+
 def test_unknown_fields_are_ignored() -> None:
     """A newer publisher's extra fields do not break an older subscriber."""
     assert parse('{"model_path":"a","future":{"x":1}}').model_path == "a"
