@@ -169,6 +169,14 @@ class CheckpointNotifier:
         )
         return NotifyResult(True, "published", message, int(receivers), bool(updated))
 
+    def current_version(self) -> int | None:
+        """The ``:version`` counter (the newest version allocated), or None if unreachable."""
+        try:
+            raw = self._client.get(self.keys.version)
+        except (redis.RedisError, OSError):
+            return None
+        return int(raw) if raw is not None else 0
+
     def close(self) -> None:
         if self._own_client:
             self._client.close()

@@ -1,0 +1,7 @@
+"""``python -m fks`` is the ``fks`` command."""
+
+import sys
+
+from fks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The ``fks`` command line (SPEC §7): serve, train, notify, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from common.settings import Settings, redact_url
+
+__all__ = ["build_parser", "main"]
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides: dict[str, object] = dict(extra)
+    if getattr(args, "instance", None):
+        overrides["instance_id"] = args.instance
+    if getattr(args, "redis_url", None):
+        overrides["redis_url"] = args.redis_url
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from subscriber import create_app
+
+    _logging(args.log_level)
+    settings = _settings(args)
+    logging.getLogger("fks").info(
+        "serving instance %s, Redis %s", settings.instance_id, redact_url(settings.redis_url)
+    )
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+        access_log=args.access_log,
+    )  # fmt: skip
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from fks.trainer import TrainConfig, train
+    from publisher import CheckpointNotifier
+
+    _logging("warning" if args.quiet else "info")
+    torch.set_num_threads(args.threads)
+    settings = _settings(args)
+    config = TrainConfig(
+        directory=Path(args.dir), steps=args.steps, every=args.every, keep=args.keep,
+        seed=args.seed, warmup=args.warmup, progress=not args.quiet,
+    )  # fmt: skip
+    with CheckpointNotifier(settings=settings) as notifier:
+        summary = train(config, notifier)
+    announced = sum(r.result.sent for r in summary.checkpoints)
+    returns = [r.eval_return for r in summary.checkpoints]
+    print(
+        f"trained {summary.steps} steps in {summary.seconds:.1f} s "
+        f"({summary.steps_per_second:.0f} steps/s); {len(summary.checkpoints)} checkpoints, "
+        f"{announced} announced"
+        + (f"; eval return {returns[0]:.2f} -> {returns[-1]:.2f}" if returns else "")
+    )
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from publisher import CheckpointNotifier
+
+    metadata: dict[str, str] = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"fks notify: --meta expects key=value, got {item!r}", file=sys.stderr)
+            return 2
+        metadata[key] = value
+    settings = _settings(args)
+    with CheckpointNotifier(settings=settings) as notifier:
+        result = notifier.notify(
+            args.path, args.name, version=args.version, training_step=args.step,
+            metadata=metadata, sha256=args.sha256, force=args.force,
+        )  # fmt: skip
+    if not result.sent:
+        print(f"fks notify: not sent: {result.reason}", file=sys.stderr)
+        return 1
+    assert result.notification is not None
+    print(json.dumps(result.notification.wire_dict()))
+    print(
+        f"published version {result.notification.version} to {result.receivers} subscriber(s)"
+        + ("" if result.latest_updated else "; :latest keeps a newer version"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import redis
+
+    from fks.status import format_status, gather_status
+
+    settings = _settings(args)
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        report = gather_status(client, settings.instance_id)
+    except (redis.RedisError, OSError) as exc:
+        print(f"fks status: Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_status(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fks.demo import DemoConfig, run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    if args.short:
+        config = DemoConfig(steps=600, every=150, warmup=200, redis_url=args.redis_url)
+    else:
+        config = DemoConfig(steps=args.steps, every=args.every, redis_url=args.redis_url)
+    return run_demo(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fks",
+        description="Push-driven hot reload of PyTorch checkpoints over Redis pub/sub.",
+        epilog="Environment: REDIS_URL, FKS_INSTANCE_ID, STAT_PAIR_RL_MODEL, STAT_PAIR_RL_DIR, "
+        "STAT_PAIR_RL_JIT, FKS_API_KEY, FKS_NOTIFY_SECRET, ENABLE_CHECKPOINT_NOTIFY.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--instance", help="instance id (default: $FKS_INSTANCE_ID or 'default')")
+        p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
+
+    serve = sub.add_parser("serve", help="run the server (uvicorn)", description=(
+        "Run the FastAPI server: /sac/* and /metrics, hot-reloading checkpoints announced on "
+        "Redis, falling back to an os.stat per request while Redis is away."))  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    train = sub.add_parser("train", help="the demo trainer", description=(
+        "Train SAC on a simulated pair spread; every N steps save a checkpoint atomically "
+        "and announce it with its metrics."))  # fmt: skip
+    train.add_argument("--steps", type=int, default=5000, help="environment steps (5000)")
+    train.add_argument("--every", type=int, default=500, help="checkpoint interval (500)")
+    train.add_argument("--dir", default="cache/models/rl/stat_pair", help="checkpoint directory")
+    train.add_argument("--keep", type=int, default=5, help="checkpoints kept on disk (5)")
+    train.add_argument("--warmup", type=int, default=500, help="random steps first (500)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
+    train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
+    common(train)
+    train.set_defaults(func=cmd_train)
+
+    notify = sub.add_parser("notify", help="publish one notification", description=(
+        "Announce a checkpoint, as notify_checkpoint() does. Prints the JSON sent; exits 1 "
+        "with the reason if nothing was sent."))  # fmt: skip
+    notify.add_argument("path", help="checkpoint path (sent absolute)")
+    notify.add_argument("--name", default="", help="model name")
+    notify.add_argument("--version", type=int, help="version (default: next from INCR)")
+    notify.add_argument("--step", type=int, default=0, help="training step")
+    notify.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="metadata entry (repeatable)")  # fmt: skip
+    notify.add_argument("--sha256", help="file hash (default: computed if the file is here)")
+    notify.add_argument("--force", action="store_true", help="apply even if not newer")
+    common(notify)
+    notify.set_defaults(func=cmd_notify)
+
+    status = sub.add_parser("status", help="latest notification, listeners, nodes",
+                            description="What Redis knows of an instance: the :latest "
+                            "notification, subscribers listening, every serving node.")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    common(status)
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="the main job on one machine", description=(
+        "Embedded Redis + server + trainer + a predicting client; prints each swap and a "
+        "summary; exits 0 when no request failed and the newest is served."))  # fmt: skip
+    demo.add_argument("--steps", type=int, default=3000, help="trainer steps (3000)")
+    demo.add_argument("--every", type=int, default=300, help="checkpoint interval (300)")
+    demo.add_argument("--short", action="store_true", help="a quick run (600 steps)")
+    demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:  # bad instance id, bad settings: a clear message, no traceback
+        print(f"fks {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The demo trainer: SAC on the simulated pair spread, saving and announcing every N steps.
+
+Each checkpoint is written with ``save_checkpoint`` (atomic) and announced with the
+publisher, carrying the training metrics as metadata (critic and actor loss, mean Q, alpha,
+evaluation return). Versions continue from the larger of Redis' ``:version`` counter and the
+newest checkpoint on disk, so a restarted trainer never announces an older version. Only the
+newest ``keep`` checkpoints stay on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import SavedCheckpoint, load_checkpoint, save_checkpoint
+from common.errors import CheckpointError
+from fks.env import PairSpreadEnv
+from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
+from publisher import CheckpointNotifier, NotifyResult
+
+__all__ = ["CheckpointReport", "TrainConfig", "TrainSummary", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    directory: Path
+    steps: int = 5000
+    every: int = 500
+    keep: int = 5
+    seed: int = 0
+    warmup: int = 500
+    update_every: int = 2
+    eval_episodes: int = 5
+    model_name: str = "sac_stat_pair"
+    progress: bool = True
+    sac: SACConfig = field(default_factory=SACConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointReport:
+    step: int
+    version: int
+    saved: SavedCheckpoint
+    eval_return: float
+    result: NotifyResult
+
+
+@dataclass
+class TrainSummary:
+    steps: int = 0
+    seconds: float = 0.0
+    checkpoints: list[CheckpointReport] = field(default_factory=list)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+def evaluate(agent: SACAgent, episodes: int, seed: int = 10_000) -> float:
+    """Mean return of the deterministic policy over fixed, seeded episodes."""
+    env = PairSpreadEnv()
+    total = 0.0  # a Python float: numpy scalars would leak "np.float64(...)" into metadata
+    for episode in range(episodes):
+        state, done = env.reset(seed=seed + episode), False
+        while not done:
+            state, reward, done = env.step(agent.act(state, deterministic=True))
+            total += float(reward)
+    return total / episodes
+
+
+def _first_version(notifier: CheckpointNotifier, directory: Path) -> int:
+    newest = 0
+    for path in directory.glob("model_*.pt"):
+        try:
+            newest = max(newest, load_checkpoint(path).version)
+        except CheckpointError:
+            continue
+    return max(newest, notifier.current_version() or 0) + 1
+
+
+def _prune(directory: Path, keep: int) -> None:
+    files = sorted(directory.glob("model_*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    for old in files[: max(0, len(files) - keep)]:
+        old.unlink(missing_ok=True)
+
+
+def train(
+    config: TrainConfig,
+    notifier: CheckpointNotifier,
+    on_checkpoint: Callable[[CheckpointReport], None] | None = None,
+) -> TrainSummary:
+    """Train for ``config.steps`` environment steps; announce a checkpoint every ``every``."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    config.directory.mkdir(parents=True, exist_ok=True)
+    env = PairSpreadEnv(seed=config.seed)
+    agent = SACAgent(env.state_dim, env.action_dim, config.sac)
+    buffer = ReplayBuffer(env.state_dim, env.action_dim, config.sac.buffer_size, config.seed)
+    version = _first_version(notifier, config.directory)
+    summary = TrainSummary()
+    stats: UpdateStats | None = None
+    state = env.reset()
+    start = time.perf_counter()
+    bar = tqdm(total=config.steps, unit="step", disable=not config.progress, dynamic_ncols=True)
+    for step in range(1, config.steps + 1):
+        if step <= config.warmup:
+            action = float(rng.uniform(-1.0, 1.0))
+        else:
+            action = agent.act(state)
+        next_state, reward, done = env.step(action)
+        buffer.add(state, np.array([action], dtype=np.float32), reward, next_state, done)
+        state = env.reset() if done else next_state
+        if step > config.warmup and step % config.update_every == 0:
+            stats = agent.update(buffer)
+        if step % config.every == 0:
+            report = _checkpoint(config, agent, notifier, step, version, stats)
+            summary.checkpoints.append(report)
+            version += 1
+            bar.set_postfix(version=report.version, eval_return=f"{report.eval_return:.2f}")
+            if on_checkpoint is not None:
+                on_checkpoint(report)
+        bar.update(1)
+    bar.close()
+    summary.steps = config.steps
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _checkpoint(
+    config: TrainConfig,
+    agent: SACAgent,
+    notifier: CheckpointNotifier,
+    step: int,
+    version: int,
+    stats: UpdateStats | None,
+) -> CheckpointReport:
+    eval_return = evaluate(agent, config.eval_episodes)
+    metadata: dict[str, object] = {
+        "eval_return": round(float(eval_return), 4),
+        "alpha": round(agent.alpha, 6),
+    }
+    if stats is not None:
+        metadata |= {
+            "critic_loss": round(stats.critic_loss, 6),
+            "actor_loss": round(stats.actor_loss, 6),
+            "mean_q": round(stats.mean_q, 6),
+        }
+    saved = save_checkpoint(
+        config.directory / f"model_{version:06d}.pt",
+        agent.actor,
+        model_name=config.model_name,
+        version=version,
+        training_step=step,
+        metadata=metadata,
+    )
+    result = notifier.notify(
+        saved.path,
+        config.model_name,
+        version=version,
+        training_step=step,
+        metadata=metadata,
+        sha256=saved.sha256,
+    )
+    _prune(config.directory, config.keep)
+    announced = "announced" if result.sent else f"not announced: {result.reason}"
+    log.info(
+        "step %d: saved version %d (eval return %.2f), %s", step, version, eval_return, announced
+    )
+    return CheckpointReport(step, version, saved, eval_return, result)
