@@ -1,0 +1,177 @@
+"""The fks command line against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from common import CheckpointNotification, RedisKeys
+from common.checkpoint import load_checkpoint
+from fks.cli import main
+from fks.redis_server import free_port
+from subscriber import ServingNode
+from tests.helpers import wait_for, write_checkpoint
+
+KEYS = RedisKeys("default")
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["train"], ["notify"], ["status"], ["demo"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`fks [COMMAND] --help` explains itself and exits 0."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: fks" in text and len(text.splitlines()) > 4
+
+
+def test_notify_publishes_and_prints_the_json(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fks notify sends what it prints; --meta, --force, --step and --version are carried."""
+    saved = write_checkpoint(tmp_path, 3)
+    code = main([
+        "notify", str(saved.path), "--name", "m", "--version", "3", "--step", "90",
+        "--meta", "loss=0.1", "--meta", "run=a", "--force", "--redis-url", redis_url,
+    ])  # fmt: skip
+    assert code == 0
+    printed = CheckpointNotification.from_message(capsys.readouterr().out.strip())
+    assert (printed.version, printed.training_step, printed.force) == (3, 90, True)
+    assert printed.metadata == {"loss": "0.1", "run": "a"} and printed.sha256 == saved.sha256
+    latest = redis_client.get(KEYS.latest)
+    assert latest is not None and CheckpointNotification.from_message(latest) == printed
+
+
+def test_notify_without_redis_exits_1_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["notify", str(tmp_path / "m.pt"), "--redis-url", url]) == 1
+    assert "redis_unavailable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["notify", "m.pt", "--meta", "novalue"], "key=value"),
+        (["notify", "m.pt", "--instance", "bad id"], "instance_id"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    argv: list[str], needle: str, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--redis-url", redis_url]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_status_shows_latest_listeners_and_nodes(
+    redis_url: str, start_node: Callable[..., ServingNode], model_root: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """fks status: the :latest notification, NUMSUB, and the node serving it."""
+    node = start_node(redis_url, node_id="node-1", heartbeat_seconds=0.2)
+    wait_for(lambda: node.listener.connected)
+    saved = write_checkpoint(model_root, 7)
+    assert main(["notify", str(saved.path), "--version", "7", "--redis-url", redis_url]) == 0
+    wait_for(lambda: node.holder.current() is not None)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    wait_for(lambda: '"version": 7' in (client.hget(KEYS.nodes, "node-1") or ""))
+    capsys.readouterr()
+    assert main(["status", "--redis-url", redis_url]) == 0
+    text = capsys.readouterr().out
+    assert "version 7" in text and "1 listening" in text
+    assert "node-1" in text and "redis" in text and "STALE" not in text
+    assert main(["status", "--json", "--redis-url", redis_url]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["latest"]["version"] == 7 and report["subscribers"] == 1
+    assert report["nodes"][0]["node_id"] == "node-1" and report["nodes"][0]["version"] == 7
+
+
+def test_status_without_redis_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    assert "fks status" in capsys.readouterr().err
+
+
+def test_train_saves_announces_prunes_and_continues_versions(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Every N steps a checkpoint is saved and announced; only K stay; a rerun continues."""
+    argv = [
+        "train", "--steps", "120", "--every", "40", "--warmup", "20", "--keep", "2",
+        "--dir", str(tmp_path), "--redis-url", redis_url, "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    files = sorted(tmp_path.glob("model_*.pt"))
+    assert [load_checkpoint(f).version for f in files] == [2, 3]
+    latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
+    assert latest.version == 3 and latest.training_step == 120
+    assert {"eval_return", "alpha", "critic_loss", "mean_q"} <= set(latest.metadata)
+    assert "np." not in json.dumps(latest.metadata)
+    assert main(argv) == 0
+    assert CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "").version == 6
+
+
+@pytest.mark.slow
+def test_training_visibly_improves_the_evaluation_return(tmp_path: Path) -> None:
+    """Over 2,000 steps the deterministic policy's return rises well above its start."""
+    from fks.trainer import TrainConfig, train
+    from publisher import CheckpointNotifier
+
+    config = TrainConfig(directory=tmp_path, steps=2000, every=500, progress=False)
+    with CheckpointNotifier(f"redis://127.0.0.1:{free_port()}/0") as offline:
+        summary = train(config, offline)
+    returns = [r.eval_return for r in summary.checkpoints]
+    assert returns[-1] > returns[0] + 1.0, returns
+
+
+def test_serve_runs_the_server_and_stops_gracefully(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """`fks serve --port P` answers /sac/health, registers, and on SIGTERM shuts down cleanly
+    (uvicorn re-raises the signal after its graceful shutdown; the node's registry entry,
+    removed only by a clean stop, tells the shutdown was graceful)."""
+    port = free_port()
+    env = {
+        **os.environ, "REDIS_URL": redis_url, "FKS_DEFAULT_DIR": str(tmp_path),
+        "FKS_NODE_ID": "cli-serve", "FKS_HEARTBEAT_SECONDS": "0.2",
+    }  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, "-m", "fks", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) as proc:  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/sac/health"
+
+            def healthy() -> bool:
+                try:
+                    return httpx.get(url).json()["redis_connected"] is True
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(healthy, timeout=30, every=0.1)
+            wait_for(lambda: redis_client.hget(KEYS.nodes, "cli-serve"), timeout=5)
+        finally:
+            proc.terminate()
+        assert proc.wait(15) in (0, -15)
+    assert redis_client.hget(KEYS.nodes, "cli-serve") is None
+
+
+@pytest.mark.slow
+def test_the_short_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """`fks demo --short`: embedded Redis, server, trainer, live swaps, exit 0."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fks", "demo", "--short"],
+        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("  swap  version") >= 2
+    assert "failed 0" in result.stdout and result.stdout.rstrip().endswith("OK")
