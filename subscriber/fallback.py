@@ -10,7 +10,9 @@ File system timestamps are coarse (a few ms), so two changes inside one tick can
 mtime. A signature younger than ``HOT_SECONDS`` is therefore not trusted: requests look again
 until it has aged, which costs a directory scan only just after a change.
 
-While no model is served at all, every request resolves the tiers, whatever the mode.
+While no model is served at all, every request resolves the tiers, whatever the mode, and
+tries the candidates newest first until one loads (files that failed are remembered, so a bad
+file costs one load, not one per request).
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ class FallbackWatcher:
         return self.holder.current()
 
     def _first_load(self) -> ServedModel | None:
-        resolved = self.holder.roots.resolve()
-        self._watch = resolved.watch
-        if resolved.path is not None:
-            self.holder.load_file(resolved.path, source="disk", blocking=True)
+        """Cold start: the newest checkpoint that loads (a bad newest file must not leave the
+        server without any model while an older good one lies beside it)."""
+        self._watch = self.holder.roots.resolve().watch
+        for candidate in self.holder.roots.candidates():
+            self.holder.load_file(candidate, source="disk", blocking=True)
+            if self.holder.current() is not None:
+                break
         return self.holder.current()
 
     def _load_if_newer(self, served: ServedModel) -> bool:

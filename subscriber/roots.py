@@ -62,6 +62,16 @@ class ModelRoots:
             reason="outside_roots",
         )
 
+    def candidates(self, limit: int = 8) -> list[Path]:
+        """What a cold start may serve, best first: tier 1, then tiers 2 and 3 newest first."""
+        found: list[Path] = []
+        if self.explicit is not None and self.explicit.is_file():
+            found.append(self.explicit)
+        for directory in (self.directory, self.default):
+            if directory is not None:
+                found += checkpoints_newest_first(directory)
+        return found[:limit]
+
     def resolve(self) -> Resolved:
         """Tier 1, else the newest ``model_*.pt`` of tier 2, else of tier 3."""
         if self.explicit is not None and self.explicit.is_file():
@@ -76,27 +86,29 @@ class ModelRoots:
         return Resolved(None, watch, 0)
 
 
+def checkpoints_newest_first(directory: Path) -> list[Path]:
+    """The ``model_*.pt`` files of ``directory``, newest mtime first (ties: by name)."""
+    found: list[tuple[tuple[int, str], Path]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        if not (entry.name.startswith("model_") and entry.name.endswith(".pt")):
+            continue
+        try:
+            if entry.is_file():
+                found.append(((entry.stat().st_mtime_ns, entry.name), Path(entry.path)))
+        except OSError:
+            continue
+    return [path for _, path in sorted(found, reverse=True)]
+
+
 def _realpath(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
 def newest_checkpoint(directory: Path) -> Path | None:
     """The ``model_*.pt`` file with the newest mtime in ``directory`` (ties: by name)."""
-    best: tuple[int, str] | None = None
-    best_path: Path | None = None
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return None
-    for entry in entries:
-        if not (entry.name.startswith("model_") and entry.name.endswith(".pt")):
-            continue
-        try:
-            if not entry.is_file():
-                continue
-            key = (entry.stat().st_mtime_ns, entry.name)
-        except OSError:
-            continue
-        if best is None or key > best:
-            best, best_path = key, Path(entry.path)
-    return best_path
+    ordered = checkpoints_newest_first(directory)
+    return ordered[0] if ordered else None

@@ -102,3 +102,18 @@ def test_a_bad_newer_file_keeps_the_served_model(
     assert watcher.check() is served
     reasons = [e.reason for e in watcher.holder.events.recent()]
     assert reasons.count("truncated") == 1
+
+
+def test_a_cold_start_skips_a_bad_newest_file_for_an_older_good_one(
+    watcher: FallbackWatcher, model_root: Path
+) -> None:
+    """With no model served, the newest checkpoint that loads is served; the bad one is
+    refused once and not loaded again on the next request."""
+    write_checkpoint(model_root, 1)
+    bad = model_root / "model_2.pt"
+    bad.write_bytes(b"PK\x03\x04 cut short")
+    os.utime(bad, ns=((model_root / "model_1.pt").stat().st_mtime_ns + 10**9,) * 2)
+    model = watcher.check()
+    assert model is not None and model.version == 1
+    assert watcher.check() is model
+    assert [e.reason for e in watcher.holder.events.recent()].count("truncated") == 1
