@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint format test demo bench clean
+.PHONY: install lint format test reliability demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ format: install
 
 test: lint  ## lint, then the whole test suite (real redis-server processes)
 	$(BIN)/pytest
+
+reliability: install  ## the reliability suite alone, its figures in reliability.json
+	FKS_RELIABILITY_JSON=reliability.json $(BIN)/pytest -m reliability
 
 demo: install  ## the main job: embedded Redis + server + trainer, live swaps
 	$(BIN)/fks demo

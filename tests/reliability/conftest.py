@@ -1,0 +1,31 @@
+"""The reliability suite: real uvicorn and redis-server processes under load, faults and
+bad input. Its figures are printed at the end of the session (and written as JSON to
+$FKS_RELIABILITY_JSON); docs/RELIABILITY.md records a run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fks.redis_server import EmbeddedRedis
+from tests.reliability.harness import FIGURES, dump_figures
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/reliability/" in item.nodeid:
+            item.add_marker(pytest.mark.reliability)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        terminalreporter.write_line(dump_figures())
+
+
+@pytest.fixture
+def aof_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server with appendfsync always: kill -9 loses nothing, as in production."""
+    with EmbeddedRedis(persistent=True) as server:
+        yield server

@@ -1,0 +1,54 @@
+"""Memory: the server's RSS over 1,000 swaps stays within served + kept previous model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psutil
+
+from common.policy import PolicyConfig
+from fks.redis_server import EmbeddedRedis
+from publisher import CheckpointNotifier
+from tests.helpers import wait_for, write_checkpoint
+from tests.reliability.harness import record, start_server
+
+SWAPS = 1000
+BIG = PolicyConfig(hidden=(1024, 1024))  # ~4 MB of weights: a leak would show
+
+
+def test_rss_over_1000_swaps(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True)
+    files = [write_checkpoint(incoming, 1, name=f"model_{i}.pt", config=BIG) for i in range(3)]
+    model_mb = files[0].size / 2**20
+    with EmbeddedRedis(persistent=False) as server_redis:
+        server = start_server(server_redis.url, root, tmp_path / "server.log")
+        try:
+            assert server.process is not None
+            process = psutil.Process(server.process.pid)
+            info = lambda: httpx.get(server.url + "/sac/model/info").json()  # noqa: E731
+            wait_for(lambda: httpx.get(server.url + "/sac/health").json()["redis_connected"])
+            samples: list[tuple[int, float]] = []
+            with CheckpointNotifier(server_redis.url) as pub:
+                for version in range(1, SWAPS + 1):
+                    saved = files[version % 3]
+                    pub.notify(saved.path, version=version, sha256=saved.sha256)
+                    # Wait for each swap, so that 1,000 publications are 1,000 swaps.
+                    wait_for(lambda v=version: info().get("version") == v, timeout=10, every=0.002)  # type: ignore[misc]
+                    if version % 50 == 0:
+                        samples.append((info()["generation"], process.memory_info().rss / 2**20))
+            generations = info()["generation"]
+        finally:
+            server.stop()
+    warm = samples[1][1]  # after 100 versions: imports, arenas and caches have settled
+    end = samples[-1][1]
+    peak = max(rss for _, rss in samples)
+    record(
+        "memory: server RSS over 1,000 swaps of a 4 MB policy",
+        swaps=generations, model_mb=model_mb, rss_after_100_mb=warm, rss_end_mb=end,
+        peak_mb=peak, growth_mb=end - warm, budget_mb=2 * model_mb,
+    )  # fmt: skip
+    assert generations == SWAPS
+    assert end - warm <= 2 * model_mb
