@@ -80,6 +80,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
+        self.predict_latency = self.request_latency.labels("predict")
+        self.batch_latency = self.request_latency.labels("batch")
         self._saved_at: float | None = None
         self.model_age.set_function(self._age)
 
