@@ -1,0 +1,293 @@
+"""``python -m bench`` (``make bench``): every benchmark, tables on stdout, docs/BENCHMARKS.md.
+
+``--quick`` runs each one small, as the CI smoke test does (no timing is asserted there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from bench import burst, fanout, freshness_cost, http, inference, swap_latency, swap_memory  # noqa: E402
+from bench._util import table  # noqa: E402
+from fks.redis_server import find_redis_server  # noqa: E402
+
+
+@dataclass
+class Section:
+    title: str
+    command: str
+    body: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = [f"## {self.title}", "", f"Reproduce: `{self.command}`", "", *self.body]
+        if self.verdicts:
+            parts += ["", *[f"- {v}" for v in self.verdicts]]
+        return "\n".join(parts) + "\n"
+
+
+def verdict(ok: bool, text: str) -> str:
+    return f"{'met' if ok else '**not met**'}: {text}"
+
+
+def _plot(
+    path: Path, title: str, labels: list[str], series: dict[str, list[float]], unit: str
+) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=name)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(labels))], labels)
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"![{title}](bench/{path.name})"
+
+
+def run(quick: bool, plots: Path) -> list[Section]:
+    plots.mkdir(parents=True, exist_ok=True)
+    sections = []
+
+    s = Section("1. notify → swap", "python -m bench.swap_latency --n 200")
+    lat = swap_latency.run(20 if quick else 200)
+    response = http.notify_to_response(10 if quick else 200)
+    rows = [[name, *r.values()] for name, r in lat.items()]
+    rows.append(["publish → first HTTP response from it", *response.values()])
+    s.body += [table(["ms", "p50", "p90", "p99", "mean"], rows), ""]
+    labels = [name.split(" (")[0] for name in lat] + ["first HTTP response"]
+    s.body.append(
+        _plot(
+            plots / "notify_swap.png",
+            "notify → swap beside its floors",
+            labels,
+            {"p50": [r[1] for r in rows], "p99": [r[3] for r in rows]},
+            "ms",
+        )
+    )
+    load_p99 = lat["checkpoint load (floor)"]["p99"]
+    ours_p99 = lat["notify → swapped (ours)"]["p99"]
+    s.verdicts.append(
+        verdict(
+            ours_p99 <= load_p99 + 3,
+            f"swap p99 {ours_p99:.2f} ms ≤ load p99 + 3 ms = {load_p99 + 3:.2f} ms",
+        )
+    )
+    sections.append(s)
+
+    s = Section("2. Freshness cost on the request path", "python -m bench.freshness_cost")
+    fresh = freshness_cost.run(20_000 if quick else 200_000)
+    stat = fresh["one os.stat (reference)"]
+    s.body.append(
+        table(
+            ["request path", "ns/request", "x cheaper than os.stat"],
+            [[k, v, stat / v] for k, v in fresh.items()],
+        )
+    )
+    redis_ns = fresh["Redis mode (ours)"]
+    s.verdicts.append(verdict(redis_ns <= 500, f"Redis mode {redis_ns:.0f} ns ≤ 500 ns"))
+    sections.append(s)
+
+    s = Section(
+        "3. Swap-storm tail: ours vs the classic baseline",
+        "python -c 'from bench.http import swap_storm; print(swap_storm())'",
+    )
+    storm = http.swap_storm(1.0 if quick else 5.0, rate=20.0)
+    s.body += [
+        f"Load: {http.generator()}, 16 connections, one uvicorn worker each; swaps at "
+        "20/s (ours: notify; baseline: a new file each time).",
+        "",
+    ]
+    s.body.append(
+        table(
+            [
+                "server",
+                "quiet p50 ms",
+                "quiet p99 ms",
+                "20 swaps/s p50 ms",
+                "20 swaps/s p99 ms",
+                "p99 storm/quiet",
+                "errors",
+            ],
+            storm,
+        )
+    )
+    s.body += [
+        "",
+        _plot(
+            plots / "swap_storm.png",
+            "predict p99 quiet vs 20 swaps/s",
+            [str(r[0]).split(" (")[0] for r in storm],
+            {"quiet p99": [float(r[2]) for r in storm], "storm p99": [float(r[4]) for r in storm]},
+            "ms",
+        ),
+    ]
+    s.body += [
+        "",
+        f"Under the storm, our p99 is {float(storm[1][4]) / float(storm[0][4]):.1f}x lower than "
+        "the baseline's, whose requests wait for reloads on the request path. Our own ratio "
+        "is the GIL: each in-process load (~8 ms, partly Python) delays the event loop; it "
+        "swings between about 1.2 and 1.9 from run to run on this shared machine.",
+    ]
+    s.verdicts.append(
+        verdict(
+            float(storm[0][5]) <= 1.2,
+            f"ours storm p99 / quiet p99 = {float(storm[0][5]):.2f} ≤ 1.2",
+        )
+    )
+    sections.append(s)
+
+    s = Section(
+        "4. Throughput", "python -c 'from bench.http import throughput; print(throughput())'"
+    )
+    rows4 = http.throughput(1.0 if quick else 3.0, rounds=1 if quick else 3)
+    s.body += [f"Load: {http.generator()}, 16 connections (batches: 4), medians of the rounds.", ""]
+    s.body.append(table(["route", "req/s (rows/s)", "p50 ms", "p99 ms", "x bare"], rows4))
+    s.verdicts.append(
+        verdict(
+            float(rows4[0][4]) >= 0.9,
+            f"/sac/predict at {float(rows4[0][4]):.2f}x the bare endpoint ≥ 0.9x",
+        )
+    )
+    sections.append(s)
+
+    s = Section("5. Fan-out", "python -m bench.fanout --nodes 1 8 32")
+    nodes = [1, 2] if quick else [1, 8, 32]
+    fan = {n: fanout.run(n, 5 if quick else 30) for n in nodes}
+    cores = len(os.sched_getaffinity(0))
+    load_ms = lat["checkpoint load (floor)"]["p50"]
+    s.body.append(
+        table(
+            ["serving processes", "last swapped p50 ms", "p99 ms", "CPU floor ms", "publications"],
+            [
+                [n, r["p50"], r["p99"], n * load_ms / cores, int(r["complete"])]
+                for n, r in fan.items()
+            ],
+        )
+    )
+    s.body += [
+        "",
+        f"Every process verifies and loads the checkpoint itself (~{load_ms:.1f} ms of CPU), so "
+        f"on {cores} cores the last of N processes cannot swap before N × load ÷ cores (the "
+        "CPU floor column); Redis delivers the message to all of them in well under a "
+        "millisecond. The 50 ms target for 32 nodes presumes nodes with cores of their own.",
+        "",
+        _plot(
+            plots / "fanout.png",
+            "one publish → N processes, last one swapped",
+            [str(n) for n in nodes],
+            {"p50": [r["p50"] for r in fan.values()], "p99": [r["p99"] for r in fan.values()]},
+            "ms",
+        ),
+    ]
+    if not quick:
+        s.verdicts.append(
+            verdict(fan[32]["p99"] <= 50, f"32 nodes p99 {fan[32]['p99']:.1f} ms ≤ 50 ms")
+        )
+    sections.append(s)
+
+    s = Section("6. Burst", "python -m bench.burst")
+    b = burst.run(200 if quick else 1000, 0.2 if quick else 1.0)
+    s.body.append(table(["burst", "value"], [[k, v] for k, v in b.items()]))
+    s.verdicts.append(
+        verdict(
+            b["loads"] <= 10 and b["final version"] == b["notifications"],
+            f"{b['loads']:.0f} loads ≤ 10, final version the newest",
+        )
+    )
+    sections.append(s)
+
+    s = Section("7. Inference and memory", "python -m bench.inference; python -m bench.swap_memory")
+    inf = inference.latency(200 if quick else 3000)
+    s.body.append(table(["runner", "batch-1 µs", "x eager", "max |Δ| vs eager"], inf))
+    s.body += [
+        "",
+        _plot(
+            plots / "inference.png",
+            "batch-1 policy latency",
+            [str(r[0]).split(" (")[0] for r in inf],
+            {"µs": [float(r[1]) for r in inf]},
+            "µs",
+        ),
+    ]
+    best = max(float(r[2]) for r in inf[1:])
+    equal = all(float(r[3]) <= 1e-5 for r in inf)
+    s.verdicts.append(
+        verdict(
+            best >= 3 and equal,
+            f"best compiled path {best:.1f}x eager ≥ 3x, "
+            f"outputs within 1e-5: {'yes' if equal else 'no'}",
+        )
+    )
+    s.body += ["", table(["RSS around one swap (4 MB policy)", "MB"], inference.swap_rss())]
+    mem = swap_memory.run(60 if quick else 1000)
+    s.body += ["", table(["RSS over swaps", "value"], [[k, v] for k, v in mem.items()])]
+    s.verdicts.append(
+        verdict(
+            mem["growth (MB)"] <= mem["budget: served + previous (MB)"],
+            f"RSS growth {mem['growth (MB)']:.2f} MB over {mem['swaps']:.0f} "
+            f"swaps ≤ served + previous",
+        )
+    )
+    sections.append(s)
+    return sections
+
+
+def header(quick: bool) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    server = find_redis_server()
+    version = subprocess.run([str(server), "--version"], capture_output=True, text=True).stdout
+    return "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Written by `make bench` (`python -m bench`); every figure below is from that one run.",
+            "Machines here are shared and noisy: each comparison is measured in the same run,",
+            "alternating its sides, and the verdicts compare ratios or same-run floors.",
+            "",
+            f"- when: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+            + (" (quick mode: small sizes, not for reading)" if quick else ""),
+            f"- machine: {platform.machine()}, {cpu}, {len(os.sched_getaffinity(0))} cores",
+            f"- Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{version.split(' sha=')[0].strip()}, load generator: {http.generator()}",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (the CI smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
+    args = parser.parse_args()
+    sections = run(args.quick, args.out.parent / "bench")
+    text = header(args.quick) + "\n" + "\n".join(s.markdown() for s in sections)
+    args.out.write_text(text)
+    print(text)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

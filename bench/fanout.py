@@ -1,0 +1,90 @@
+"""Fan-out: one publish → N serving processes; time until the last of them has swapped.
+
+Run: ``.venv/bin/python -m bench.fanout [--nodes 1 8 32] [--publications 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench._util import make_checkpoint, summary_ms, table
+from fks.redis_server import EmbeddedRedis
+from publisher import CheckpointNotifier
+
+
+def run(nodes: int, publications: int = 30) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
+        root = Path(tmp)
+        incoming = root / "incoming"
+        incoming.mkdir()
+        files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
+        swaps: dict[int, list[float]] = {}
+        lock = threading.Lock()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.fanout_node", server.url, str(root), f"n{i}"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(nodes)
+        ]
+        ready = threading.Barrier(nodes + 1)
+
+        def read(proc: subprocess.Popen[str]) -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("ready"):
+                    ready.wait()
+                elif line.startswith("swap"):
+                    _, version, at = line.split()
+                    with lock:
+                        swaps.setdefault(int(version), []).append(float(at))
+
+        readers = [threading.Thread(target=read, args=(p,), daemon=True) for p in procs]
+        for reader in readers:
+            reader.start()
+        ready.wait(timeout=600)
+        lags = []
+        with CheckpointNotifier(server.url) as notifier:
+            for version in range(1, publications + 1):
+                saved = files[version % 3]
+                start = time.perf_counter()
+                notifier.notify(saved.path, version=version, sha256=saved.sha256)
+                deadline = time.monotonic() + 30
+                while len(swaps.get(version, [])) < nodes and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                got = swaps.get(version, [])
+                if len(got) == nodes:
+                    lags.append(max(got) - start)
+                time.sleep(0.05)
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in procs:
+            proc.wait(30)
+    result = summary_ms(lags)
+    result["complete"] = float(len(lags))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--publications", type=int, default=30)
+    args = parser.parse_args()
+    rows = []
+    for n in args.nodes:
+        r = run(n, args.publications)
+        rows.append([n, r["p50"], r["p99"], r["mean"], int(r["complete"])])
+    print(table(["nodes", "last swapped p50 ms", "p99 ms", "mean ms", "publications"], rows))
+
+
+if __name__ == "__main__":
+    main()

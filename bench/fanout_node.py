@@ -1,0 +1,34 @@
+"""A serving node for the fan-out benchmark: prints ``ready`` once subscribed, then one
+``swap VERSION PERF_COUNTER`` line per swap (CLOCK_MONOTONIC, shared by all processes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from common.settings import Settings
+from subscriber import ServingNode
+from subscriber.snapshot import ServedModel
+
+
+def main() -> None:
+    url, root, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    node = ServingNode(
+        Settings(redis_url=url, model_dir=root, default_model_dir=root, node_id=name)
+    )
+
+    def on_swap(model: ServedModel) -> None:
+        print(f"swap {model.version} {time.perf_counter():.6f}", flush=True)
+
+    node.holder.on_swap(on_swap)
+    node.start()
+    while not node.listener.connected:
+        time.sleep(0.01)
+    print("ready", flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    node.stop()
+
+
+if __name__ == "__main__":
+    main()

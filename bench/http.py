@@ -1,0 +1,256 @@
+"""HTTP benchmarks on one uvicorn worker: throughput, batch rows/s, and the swap-storm tail.
+
+The load generator is ``wrk`` when installed (``apt-get install wrk``), else the Python
+closed-loop client of ``bench/load.py`` (which tops out lower: compare ratios, not absolutes;
+``FKS_BENCH_NO_WRK=1`` forces it, as the CI smoke test does).
+Every comparison alternates its sides over several rounds in one run and keeps the medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from bench._util import make_checkpoint, summary_ms
+from fks.redis_server import EmbeddedRedis, free_port
+from publisher import CheckpointNotifier
+
+BODY = json.dumps({"state": [0.05] * 28})
+JSON = {"content-type": "application/json"}
+
+
+class Uvicorn:
+    def __init__(self, factory: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [
+            sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(self.port),
+            "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": ".", **env})
+        deadline = time.monotonic() + 60
+        while True:
+            try:  # ours answers health even without a model; the baseline only predicts
+                if httpx.get(self.url + "/sac/health").status_code == 200:
+                    break
+                if (
+                    httpx.post(self.url + "/sac/predict", content=BODY, headers=JSON).status_code
+                    == 200
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise TimeoutError(f"{factory} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def _wrk() -> str | None:
+    return None if os.environ.get("FKS_BENCH_NO_WRK") else shutil.which("wrk")
+
+
+def load(url: str, seconds: float, connections: int = 16, body: str = BODY) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) of a closed loop of ``connections`` clients."""
+    if _wrk():
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body)}\n"
+            )
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+             "-s", script.name,
+             url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        os.unlink(script.name)
+        return {
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50": _wrk_ms(out, "50%"),
+            "p99": _wrk_ms(out, "99%"),
+            "errors": float(len(re.findall(r"Non-2xx", out))),
+        }
+    base, _, path = url.partition("/sac")
+    requests = max(200, int(seconds * 400))
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.load", base, "/sac" + path, "--concurrency",
+         str(connections), "--requests", str(requests)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."},
+    ).stdout  # fmt: skip
+    r = json.loads(out)
+    return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
+
+
+def _wrk_ms(out: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def generator() -> str:
+    return "wrk" if _wrk() else "bench/load.py (Python)"
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def throughput(seconds: float = 3.0, rounds: int = 3) -> list[list[object]]:
+    """/sac/predict vs the same logic in a sync handler vs a bare endpoint; batch rows/s."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
+        root = Path(tmp)
+        make_checkpoint(root, 1)
+        env = {"REDIS_URL": server.url, "STAT_PAIR_RL_DIR": tmp, "FKS_DEFAULT_DIR": tmp}
+        app = Uvicorn("bench.http_app:create", env)
+        try:
+            routes = {"ours /sac/predict (async)": "/sac/predict",
+                      "same logic, sync def handler": "/sync/predict",
+                      "bare endpoint, same policy": "/bare/predict"}  # fmt: skip
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in routes}
+            for _ in range(rounds):
+                for name, path in routes.items():
+                    runs[name].append(load(app.url + path, seconds))
+            bare = _median(runs["bare endpoint, same policy"], "rps")
+            rows: list[list[object]] = [
+                [name, _median(r, "rps"), _median(r, "p50"), _median(r, "p99"),
+                 _median(r, "rps") / bare]
+                for name, r in runs.items()
+            ]  # fmt: skip
+            for size in (1, 32, 256):
+                body = json.dumps({"states": [[0.05] * 28] * size})
+                r = load(app.url + "/sac/predict/batch", seconds, connections=4, body=body)
+                rows.append([f"batch of {size}: rows/s", r["rps"] * size, r["p50"], r["p99"], ""])
+            return rows
+        finally:
+            app.stop()
+
+
+def swap_storm(seconds: float = 4.0, rate: float = 20.0) -> list[list[object]]:
+    """predict p50/p99 with no swaps vs `rate` swaps/s, ours vs the classic baseline."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
+        root = Path(tmp)
+        incoming = root / "incoming"
+        incoming.mkdir()
+        files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
+        classic_path = root / "classic" / "model.pt"
+        classic_path.parent.mkdir()
+        make_checkpoint(classic_path.parent, 1, name="model.pt")
+        ours = Uvicorn("subscriber.app:create_app", {
+            "REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(incoming),
+            "FKS_DEFAULT_DIR": str(incoming)})  # fmt: skip
+        base = Uvicorn("bench.baseline_app:create", {"STAT_PAIR_RL_MODEL": str(classic_path)})
+        version = [1]
+
+        def swap_ours() -> None:
+            saved = files[version[0] % 3]
+            version[0] += 1
+            with CheckpointNotifier(server.url) as notifier:
+                notifier.notify(saved.path, version=version[0], sha256=saved.sha256)
+
+        def swap_classic() -> None:
+            version[0] += 1
+            make_checkpoint(classic_path.parent, version[0], name="model.pt")
+
+        try:
+            rows: list[list[object]] = []
+            sides: list[tuple[str, Uvicorn, Callable[[], None]]] = [
+                ("ours (push)", ours, swap_ours),
+                ("baseline (stat + reload in request)", base, swap_classic),
+            ]
+            for name, app, swap in sides:
+                url = app.url + "/sac/predict"
+                quiet = load(url, seconds)
+                storm = _with_swaps(lambda u=url: load(u, seconds), swap, rate)  # type: ignore[misc]
+                rows.append(
+                    [name, quiet["p50"], quiet["p99"], storm["p50"], storm["p99"],
+                     storm["p99"] / quiet["p99"], quiet["errors"] + storm["errors"]]
+                )  # fmt: skip
+            return rows
+        finally:
+            ours.stop()
+            base.stop()
+
+
+def _with_swaps(
+    measure: Callable[[], dict[str, float]], swap: Callable[[], None], rate: float
+) -> dict[str, float]:
+    stop = threading.Event()
+
+    def storm() -> None:
+        while not stop.is_set():
+            swap()
+            stop.wait(1 / rate)
+
+    thread = threading.Thread(target=storm, daemon=True)
+    thread.start()
+    try:
+        return measure()
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def notify_to_response(publications: int = 200) -> dict[str, float]:
+    """publish → the first HTTP response served by the new generation (one client looping)."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
+        root = Path(tmp)
+        incoming = root / "incoming"
+        incoming.mkdir()
+        files = [make_checkpoint(incoming, v) for v in range(1, publications + 1)]
+        app = Uvicorn("subscriber.app:create_app", {
+            "REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(root),
+            "FKS_DEFAULT_DIR": str(root)})  # fmt: skip
+        seen: dict[int, float] = {}
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(base_url=app.url) as http:
+                while not stop.is_set():
+                    r = http.post("/sac/predict", content=BODY, headers=JSON)
+                    if r.status_code == 200:
+                        seen.setdefault(r.json()["version"], time.perf_counter())
+
+        thread = threading.Thread(target=client, daemon=True)
+        try:
+            lags = []
+            with CheckpointNotifier(server.url) as notifier:
+                notifier.notify(files[0].path, version=1, sha256=files[0].sha256)
+                thread.start()
+                deadline = time.monotonic() + 30
+                while 1 not in seen:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the first version was never served")
+                    time.sleep(0.01)
+                for saved in files[1:]:
+                    start = time.perf_counter()
+                    notifier.notify(saved.path, version=saved.version, sha256=saved.sha256)
+                    deadline = time.monotonic() + 10
+                    while saved.version not in seen and time.monotonic() < deadline:
+                        time.sleep(0.0005)
+                    if saved.version in seen:
+                        lags.append(seen[saved.version] - start)
+                    time.sleep(0.01)
+        finally:
+            stop.set()
+            thread.join(10)
+            app.stop()
+    return summary_ms(lags)

@@ -1,0 +1,32 @@
+"""The benchmarks run end to end in their quick mode (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    env = {**os.environ, "FKS_BENCH_NO_WRK": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    for title in (
+        "1. notify → swap", "2. Freshness cost", "3. Swap-storm tail", "4. Throughput",
+        "5. Fan-out", "6. Burst", "7. Inference and memory",
+    ):  # fmt: skip
+        assert f"## {title}" in text, title
+    assert "load generator: bench/load.py (Python)" in text
+    for plot in ("notify_swap", "swap_storm", "fanout", "inference"):
+        assert (tmp_path / "bench" / f"{plot}.png").stat().st_size > 1000
