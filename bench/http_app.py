@@ -16,7 +16,8 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 
 from subscriber import create_app
-from subscriber.routes import served_model, to_states
+from subscriber.deps import served_model
+from subscriber.predict import to_states
 from subscriber.schemas import PredictRequest
 
 

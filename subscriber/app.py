@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.settings import Settings
 from subscriber.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from subscriber.predict import predict_router
 from subscriber.routes import metrics_router, router
 
 __all__ = ["create_app", "mount", "sac_lifespan"]
@@ -72,6 +73,7 @@ def mount(
     Call before the app starts.
     """
     app.include_router(router)
+    app.include_router(predict_router)
     if metrics:
         app.include_router(metrics_router)
     if max_body_bytes is not None:

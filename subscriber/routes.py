@@ -1,43 +1,28 @@
-"""The ``/sac`` routes (SPEC §5) and ``/metrics``. They only read the node (``app.state``).
+"""The model-management routes of ``/sac`` (SPEC §5) and ``/metrics``.
 
-Each request captures the served model once (:func:`served_model`) and uses that snapshot to
-the end, so a swap mid-request never mixes two models. Handlers are ``async``: in Redis mode
-the snapshot read and a small forward pass (tens of µs) run inline, which is cheaper than a
-thread hop; anything that may block — the fallback's stat-and-maybe-load, batches over
-``INLINE_ROWS`` rows, the benchmark, reload and rollback — runs in the threadpool, so the
-event loop keeps serving other requests (measured in bench/handlers.py).
-
-Nothing here imports torch at module level: with a broken torch the app still starts and
-answers 503.
+Health, readiness, what is served, its history, reload and rollback. They only read the node
+(``app.state``) or ask the holder to act; the inference routes live in
+:mod:`subscriber.predict`. Nothing here imports torch at module level: with a broken torch
+the app still starts and answers 503.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import CheckpointError
-from subscriber.auth import ApiKey, require_api_key
+from subscriber.auth import ApiKey
+from subscriber.deps import NO_MODEL, UNAUTHORIZED, AuthorizedNode, served_model
 from subscriber.errors import NoPreviousModel, NothingToLoad
 from subscriber.schemas import (
-    BatchRequest,
-    BatchResponse,
-    BenchmarkRequest,
-    BenchmarkResponse,
     ErrorResponse,
     HealthResponse,
     HistoryResponse,
     ModelInfo,
-    PredictRequest,
-    PredictResponse,
     ReadyResponse,
 )
 
@@ -45,97 +30,10 @@ if TYPE_CHECKING:
     from subscriber.node import ServingNode
     from subscriber.snapshot import ServedModel
 
-__all__ = ["INLINE_ROWS", "metrics_router", "router"]
-
-INLINE_ROWS = 64
-MAX_WARMUP = 10_000
-MAX_ITERATIONS = 10_000
-MAX_BENCHMARK_ROWS = 2_000_000
-
-Responses = dict[int | str, dict[str, Any]]
-NO_MODEL: Responses = {503: {"model": ErrorResponse, "description": "No model is served yet"}}
-BAD_INPUT: Responses = {
-    400: {"model": ErrorResponse, "description": "Wrong state size or non-finite"}
-}
-UNAUTHORIZED: Responses = {
-    401: {"model": ErrorResponse, "description": "FKS_API_KEY set, key missing"}
-}
+__all__ = ["metrics_router", "router"]
 
 router = APIRouter(prefix="/sac", tags=["sac"])
 metrics_router = APIRouter(tags=["metrics"])
-
-
-async def get_node(request: Request) -> ServingNode:
-    node: ServingNode | None = getattr(request.app.state, "fks_node", None)
-    if node is None:
-        why = getattr(request.app.state, "fks_unavailable", "the /sac lifespan is not running")
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=why)
-    return node
-
-
-Node = Annotated["ServingNode", Depends(get_node)]
-
-
-async def get_authorized_node(request: Request) -> ServingNode:
-    """Auth and node lookup in one dependency (each dependency costs FastAPI ~35 µs)."""
-    await require_api_key(request)
-    return await get_node(request)
-
-
-AuthorizedNode = Annotated["ServingNode", Depends(get_authorized_node)]
-
-
-async def served_model(node: ServingNode) -> ServedModel:
-    """The snapshot this request uses: inline in Redis mode, else via the fallback's stat."""
-    model = node.holder.current() if node.listener.connected else None
-    if model is None:
-        model = await run_in_threadpool(node.model_for_request)
-    if model is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="no model loaded yet")
-    return model
-
-
-def to_states(rows: list[list[float]], state_dim: int, name: str) -> npt.NDArray[np.float32]:
-    """Rows as a float32 matrix; 400 for ragged rows, a wrong size or non-finite values."""
-    if not rows:
-        raise _bad(f"{name} is empty")
-    if len(rows) == 1 and len(rows[0]) == state_dim:
-        pass  # the common single-row case skips the scan below
-    elif any(len(row) != state_dim for row in rows):
-        i = next(i for i, row in enumerate(rows) if len(row) != state_dim)
-        where = f"{name}[{i}]" if name == "states" else name
-        raise _bad(f"{where} has {len(rows[i])} values; the served policy expects {state_dim}")
-    with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: caught just below
-        states = np.asarray(rows, dtype=np.float32)
-    if not np.isfinite(states).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(states))[0])
-        where = f"{name}[{i}][{j}]" if name == "states" else f"{name}[{j}]"
-        raise _bad(f"{where} is not finite (or outside the float32 range): {rows[i][j]!r}")
-    return states
-
-
-def _json(body: PredictResponse | BatchResponse) -> Response:
-    """The hot routes return their already-validated model as JSON: FastAPI would validate it
-    a second time against ``response_model`` (kept for the OpenAPI schema)."""
-    return Response(body.model_dump_json(), media_type="application/json")
-
-
-def _raw_json(body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
-def _bad(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=detail)
-
-
-def _echo(model: ServedModel) -> dict[str, Any]:
-    return {
-        "model_path": str(model.path),
-        "model_mtime_utc": model.mtime_utc,
-        "version": model.version,
-        "generation": model.generation,
-        "jit_compiled": model.jit_compiled,
-    }
 
 
 def _info(model: ServedModel) -> ModelInfo:
@@ -248,125 +146,6 @@ async def model_rollback(node: AuthorizedNode) -> ModelInfo:
     except NoPreviousModel as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return _info(model)
-
-
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED},
-    summary="One action for one state",
-)
-async def predict(body: PredictRequest, request: Request) -> Response:
-    # The two hot routes call the auth-and-node check themselves instead of declaring it as a
-    # dependency: FastAPI's dependency machinery cost ~35 µs a request, ~8% of the route
-    # (bench/http.py measures the route against a bare endpoint; the target is >= 0.9x).
-    node = await get_authorized_node(request)
-    model = await served_model(node)
-    states = to_states([body.state], model.state_dim, "state")
-    start = time.perf_counter()
-    actions = model.runner(states, body.deterministic)
-    elapsed = time.perf_counter() - start
-    node.metrics.predict_latency.observe(elapsed)
-    row = actions[0].tolist()
-    # The hot route builds its JSON directly (the fields of PredictResponse, which documents
-    # it): validating a response model it just built cost ~5% of its throughput.
-    return _raw_json(
-        {
-            "action": row[0] if model.action_dim == 1 else row,
-            **_echo(model),
-            "latency_ms": elapsed * 1e3,
-        }
-    )
-
-
-@router.post(
-    "/predict/batch",
-    response_model=BatchResponse,
-    responses={
-        **NO_MODEL,
-        **BAD_INPUT,
-        **UNAUTHORIZED,
-        413: {"model": ErrorResponse, "description": "More rows than FKS_MAX_BATCH_ROWS"},
-    },
-    summary="Actions for many states",
-)
-async def predict_batch(body: BatchRequest, request: Request) -> Response:
-    node = await get_authorized_node(request)  # see predict()
-    limit = node.settings.max_batch_rows
-    if len(body.states) > limit:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"{len(body.states)} rows, over the limit of {limit} (FKS_MAX_BATCH_ROWS)",
-        )
-    model = await served_model(node)
-    states = to_states(body.states, model.state_dim, "states")
-
-    def infer() -> tuple[npt.NDArray[np.float32], float]:
-        start = time.perf_counter()
-        out = model.runner(states, body.deterministic)
-        return out, time.perf_counter() - start
-
-    actions, elapsed = infer() if len(states) <= INLINE_ROWS else await run_in_threadpool(infer)
-    node.metrics.batch_latency.observe(elapsed)
-    listed: list[float] | list[list[float]] = (
-        actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
-    )
-    return _json(
-        BatchResponse(
-            actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **_echo(model)
-        )
-    )
-
-
-@router.post(
-    "/benchmark",
-    response_model=BenchmarkResponse,
-    responses={**NO_MODEL, **UNAUTHORIZED, 400: {"model": ErrorResponse, "description": "Caps"}},
-    summary="Time the served policy in-process",
-)
-async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkResponse:
-    limit = node.settings.max_batch_rows
-    total = body.batch_size * (body.warmup + body.iterations)
-    if (
-        body.batch_size > limit
-        or body.warmup > MAX_WARMUP
-        or body.iterations > MAX_ITERATIONS
-        or total > MAX_BENCHMARK_ROWS
-    ):
-        raise _bad(
-            f"over the caps: batch_size <= {limit}, warmup <= {MAX_WARMUP}, "
-            f"iterations <= {MAX_ITERATIONS}, batch_size*(warmup+iterations) <= "
-            f"{MAX_BENCHMARK_ROWS}"
-        )
-    model = await served_model(node)
-    samples = await run_in_threadpool(_time_runner, model, body)
-    ordered = sorted(samples)
-    return BenchmarkResponse(
-        batch_size=body.batch_size,
-        iterations=body.iterations,
-        p50_ms=_pct(ordered, 50),
-        p90_ms=_pct(ordered, 90),
-        p99_ms=_pct(ordered, 99),
-        mean_ms=math.fsum(ordered) / len(ordered),
-        jit_compiled=model.jit_compiled,
-    )
-
-
-def _time_runner(model: ServedModel, body: BenchmarkRequest) -> list[float]:
-    rng = np.random.default_rng(0)
-    states = rng.standard_normal((body.batch_size, model.state_dim), dtype=np.float32)
-    for _ in range(body.warmup):
-        model.runner(states)
-    samples = []
-    for _ in range(body.iterations):
-        start = time.perf_counter()
-        model.runner(states)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 @metrics_router.get(

@@ -1,0 +1,210 @@
+"""The inference routes: ``/sac/predict``, ``/sac/predict/batch`` and ``/sac/benchmark``.
+
+Each request captures the served model once (:func:`~subscriber.deps.served_model`) and uses
+that snapshot to the end, so a swap mid-request never mixes two models. Handlers are
+``async``: in Redis mode the snapshot read and a small forward pass (tens of µs) run inline,
+which is cheaper than a thread hop; the fallback's stat-and-maybe-load, batches over
+``INLINE_ROWS`` rows and the benchmark run in the threadpool, so the event loop keeps serving
+other requests (bench/http.py measures the choice).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from subscriber.deps import (
+    BAD_INPUT,
+    NO_MODEL,
+    UNAUTHORIZED,
+    AuthorizedNode,
+    bad,
+    get_authorized_node,
+    served_model,
+)
+from subscriber.schemas import (
+    BatchRequest,
+    BatchResponse,
+    BenchmarkRequest,
+    BenchmarkResponse,
+    ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+)
+
+if TYPE_CHECKING:
+    from subscriber.snapshot import ServedModel
+
+__all__ = ["INLINE_ROWS", "predict_router", "to_states"]
+
+INLINE_ROWS = 64
+MAX_WARMUP = 10_000
+MAX_ITERATIONS = 10_000
+MAX_BENCHMARK_ROWS = 2_000_000
+
+predict_router = APIRouter(prefix="/sac", tags=["sac"])
+
+
+def to_states(rows: list[list[float]], state_dim: int, name: str) -> npt.NDArray[np.float32]:
+    """Rows as a float32 matrix; 400 for ragged rows, a wrong size or non-finite values."""
+    if not rows:
+        raise bad(f"{name} is empty")
+    if len(rows) == 1 and len(rows[0]) == state_dim:
+        pass  # the common single-row case skips the scan below
+    elif any(len(row) != state_dim for row in rows):
+        i = next(i for i, row in enumerate(rows) if len(row) != state_dim)
+        where = f"{name}[{i}]" if name == "states" else name
+        raise bad(f"{where} has {len(rows[i])} values; the served policy expects {state_dim}")
+    with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: caught just below
+        states = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(states).all():
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(states))[0])
+        where = f"{name}[{i}][{j}]" if name == "states" else f"{name}[{j}]"
+        raise bad(f"{where} is not finite (or outside the float32 range): {rows[i][j]!r}")
+    return states
+
+
+def _json(body: PredictResponse | BatchResponse) -> Response:
+    """The hot routes return their already-validated model as JSON: FastAPI would validate it
+    a second time against ``response_model`` (kept for the OpenAPI schema)."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+def _raw_json(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _echo(model: ServedModel) -> dict[str, Any]:
+    return {
+        "model_path": str(model.path),
+        "model_mtime_utc": model.mtime_utc,
+        "version": model.version,
+        "generation": model.generation,
+        "jit_compiled": model.jit_compiled,
+    }
+
+
+@predict_router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED},
+    summary="One action for one state",
+)
+async def predict(body: PredictRequest, request: Request) -> Response:
+    # The two hot routes call the auth-and-node check themselves instead of declaring it as a
+    # dependency: FastAPI's dependency machinery cost ~35 µs a request, ~8% of the route
+    # (bench/http.py measures the route against a bare endpoint; the target is >= 0.9x).
+    node = await get_authorized_node(request)
+    model = await served_model(node)
+    states = to_states([body.state], model.state_dim, "state")
+    start = time.perf_counter()
+    actions = model.runner(states, body.deterministic)
+    elapsed = time.perf_counter() - start
+    node.metrics.predict_latency.observe(elapsed)
+    row = actions[0].tolist()
+    # The hot route builds its JSON directly (the fields of PredictResponse, which documents
+    # it): validating a response model it just built cost ~5% of its throughput.
+    return _raw_json(
+        {
+            "action": row[0] if model.action_dim == 1 else row,
+            **_echo(model),
+            "latency_ms": elapsed * 1e3,
+        }
+    )
+
+
+@predict_router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses={
+        **NO_MODEL,
+        **BAD_INPUT,
+        **UNAUTHORIZED,
+        413: {"model": ErrorResponse, "description": "More rows than FKS_MAX_BATCH_ROWS"},
+    },
+    summary="Actions for many states",
+)
+async def predict_batch(body: BatchRequest, request: Request) -> Response:
+    node = await get_authorized_node(request)  # see predict()
+    limit = node.settings.max_batch_rows
+    if len(body.states) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"{len(body.states)} rows, over the limit of {limit} (FKS_MAX_BATCH_ROWS)",
+        )
+    model = await served_model(node)
+    states = to_states(body.states, model.state_dim, "states")
+
+    def infer() -> tuple[npt.NDArray[np.float32], float]:
+        start = time.perf_counter()
+        out = model.runner(states, body.deterministic)
+        return out, time.perf_counter() - start
+
+    actions, elapsed = infer() if len(states) <= INLINE_ROWS else await run_in_threadpool(infer)
+    node.metrics.batch_latency.observe(elapsed)
+    listed: list[float] | list[list[float]] = (
+        actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
+    )
+    return _json(
+        BatchResponse(
+            actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **_echo(model)
+        )
+    )
+
+
+@predict_router.post(
+    "/benchmark",
+    response_model=BenchmarkResponse,
+    responses={**NO_MODEL, **UNAUTHORIZED, 400: {"model": ErrorResponse, "description": "Caps"}},
+    summary="Time the served policy in-process",
+)
+async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkResponse:
+    limit = node.settings.max_batch_rows
+    total = body.batch_size * (body.warmup + body.iterations)
+    if (
+        body.batch_size > limit
+        or body.warmup > MAX_WARMUP
+        or body.iterations > MAX_ITERATIONS
+        or total > MAX_BENCHMARK_ROWS
+    ):
+        raise bad(
+            f"over the caps: batch_size <= {limit}, warmup <= {MAX_WARMUP}, "
+            f"iterations <= {MAX_ITERATIONS}, batch_size*(warmup+iterations) <= "
+            f"{MAX_BENCHMARK_ROWS}"
+        )
+    model = await served_model(node)
+    samples = await run_in_threadpool(_time_runner, model, body)
+    ordered = sorted(samples)
+    return BenchmarkResponse(
+        batch_size=body.batch_size,
+        iterations=body.iterations,
+        p50_ms=_pct(ordered, 50),
+        p90_ms=_pct(ordered, 90),
+        p99_ms=_pct(ordered, 99),
+        mean_ms=math.fsum(ordered) / len(ordered),
+        jit_compiled=model.jit_compiled,
+    )
+
+
+def _time_runner(model: ServedModel, body: BenchmarkRequest) -> list[float]:
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((body.batch_size, model.state_dim), dtype=np.float32)
+    for _ in range(body.warmup):
+        model.runner(states)
+    samples = []
+    for _ in range(body.iterations):
+        start = time.perf_counter()
+        model.runner(states)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
