@@ -16,7 +16,6 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 
 from subscriber import create_app
-from subscriber.deps import served_model
 from subscriber.predict import to_states
 from subscriber.schemas import PredictRequest
 
@@ -45,10 +44,5 @@ def create() -> FastAPI:
         model = request.app.state.fks_node.holder.current()
         action = model.runner(np.asarray([body.state], dtype=np.float32))
         return {"action": float(action[0, 0])}
-
-    @app.post("/ours/predict")
-    async def ours(body: PredictRequest, request: Request) -> dict[str, Any]:
-        model = await served_model(request.app.state.fks_node)
-        return {"version": model.version}
 
     return app

@@ -26,10 +26,9 @@ class ServerProcess:
         *,
         port: int | None = None,
         log_path: Path | None = None,
-        workers_env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
-        self.env = {**os.environ, **env, **(workers_env or {})}
+        self.env = {**os.environ, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -9,7 +9,6 @@ more than the check (bench/http_throughput.py).
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -41,4 +40,3 @@ async def require_api_key(request: Request) -> None:
 
 
 ApiKey = Depends(require_api_key)
-RequireKey = Annotated[None, ApiKey]

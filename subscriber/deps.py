@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from subscriber.snapshot import ServedModel
 
 __all__ = [
-    "BAD_INPUT", "NO_MODEL", "UNAUTHORIZED", "AuthorizedNode", "Node", "Responses", "bad",
+    "BAD_INPUT", "NO_MODEL", "UNAUTHORIZED", "AuthorizedNode", "Responses", "bad",
     "get_authorized_node", "get_node", "served_model",
 ]  # fmt: skip
 
@@ -35,9 +35,6 @@ async def get_node(request: Request) -> ServingNode:
         why = getattr(request.app.state, "fks_unavailable", "the /sac lifespan is not running")
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=why)
     return node
-
-
-Node = Annotated["ServingNode", Depends(get_node)]
 
 
 async def get_authorized_node(request: Request) -> ServingNode:

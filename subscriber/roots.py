@@ -17,9 +17,7 @@ from pathlib import Path
 from common.errors import CheckpointRejected
 from common.settings import Settings
 
-__all__ = ["CHECKPOINT_GLOB", "ModelRoots", "Resolved"]
-
-CHECKPOINT_GLOB = "model_*.pt"
+__all__ = ["ModelRoots", "Resolved", "checkpoints_newest_first"]
 
 
 @dataclass(frozen=True, slots=True)
