@@ -24,6 +24,7 @@ from common.errors import CheckpointError
 from fks.env import PairSpreadEnv
 from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
 from publisher import CheckpointNotifier, NotifyResult
+from subscriber.roots import checkpoints_newest_first
 
 __all__ = ["CheckpointReport", "TrainConfig", "TrainSummary", "evaluate", "train"]
 
@@ -79,7 +80,7 @@ def evaluate(agent: SACAgent, episodes: int, seed: int = 10_000) -> float:
 
 def _first_version(notifier: CheckpointNotifier, directory: Path) -> int:
     newest = 0
-    for path in directory.glob("model_*.pt"):
+    for path in checkpoints_newest_first(directory):
         try:
             newest = max(newest, load_checkpoint(path).version)
         except CheckpointError:
@@ -88,8 +89,7 @@ def _first_version(notifier: CheckpointNotifier, directory: Path) -> int:
 
 
 def _prune(directory: Path, keep: int) -> None:
-    files = sorted(directory.glob("model_*.pt"), key=lambda p: p.stat().st_mtime_ns)
-    for old in files[: max(0, len(files) - keep)]:
+    for old in checkpoints_newest_first(directory)[keep:]:
         old.unlink(missing_ok=True)
 
 

@@ -34,8 +34,7 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         # RFC 3339 with 'Z', formatted once: every response echoes it.
-        text = datetime.fromtimestamp(self.mtime_ns / 1e9, UTC).isoformat()
-        object.__setattr__(self, "mtime_utc", text.replace("+00:00", "Z"))
+        object.__setattr__(self, "mtime_utc", self.mtime.isoformat().replace("+00:00", "Z"))
 
     @property
     def identity(self) -> ServedIdentity:
