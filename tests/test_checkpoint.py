@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import pathlib
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from common import CheckpointLoadError, CheckpointRejected
-from common.checkpoint import build_policy, file_sha256, load_checkpoint, save_checkpoint
+from common.checkpoint import (
+    build_policy,
+    file_sha256,
+    load_checkpoint,
+    packed_state_dict,
+    save_checkpoint,
+)
 from common.policy import PolicyConfig, SACActor
 
 
@@ -30,6 +37,30 @@ def test_save_then_load_round_trips_weights_and_metadata(tmp_path: Path) -> None
     assert loaded.config == actor.config
     state = torch.randn(8, 28)
     assert torch.equal(build_policy(loaded).act(state), actor.act(state))
+
+
+def test_saved_weights_share_one_storage_and_read_back_as_a_plain_state_dict(
+    tmp_path: Path,
+) -> None:
+    """save_checkpoint packs the tensors into one storage record; any reader gets a state_dict."""
+    actor = SACActor()
+    saved = save_checkpoint(tmp_path / "model_1.pt", actor)
+    with zipfile.ZipFile(saved.path) as archive:
+        records = [n for n in archive.namelist() if "/data/" in n and not n.endswith("_id")]
+    assert len(records) == 1
+    raw = torch.load(saved.path, weights_only=True)["state_dict"]
+    fresh = SACActor()
+    fresh.load_state_dict(raw)
+    assert all(torch.equal(raw[k], v) for k, v in actor.state_dict().items())
+
+
+def test_packing_keeps_mixed_dtypes_apart() -> None:
+    """Tensors of different dtypes cannot share a storage: each keeps its own, values intact."""
+    state = {"a": torch.arange(4.0).view(2, 2), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    packed = packed_state_dict(state)
+    assert packed["a"].dtype == torch.float32 and packed["b"].dtype == torch.int64
+    assert torch.equal(packed["a"], state["a"]) and torch.equal(packed["b"], state["b"])
+    assert packed["a"].untyped_storage().data_ptr() != state["a"].untyped_storage().data_ptr()
 
 
 def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -137,6 +168,31 @@ def test_non_finite_weights_are_rejected(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "nan.pt", actor)
     with pytest.raises(CheckpointRejected) as info:
         load_checkpoint(tmp_path / "nan.pt")
+    assert info.value.reason == "non_finite"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_non_finite_weights_are_rejected_in_every_float_dtype(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """The finite check covers half, bfloat16 (not a numpy type) and double weights alike."""
+    state = SACActor().to(dtype).state_dict()
+    state["mean.bias"][0] = float("inf")
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointRejected) as info:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert info.value.reason == "non_finite"
+
+
+def test_parameters_saved_with_gradients_are_checked_too(tmp_path: Path) -> None:
+    """A bare file of nn.Parameter objects (requires_grad) is checked, not a crash."""
+    actor = SACActor()
+    params = dict(actor.named_parameters())
+    with torch.no_grad():
+        params["trunk.0.bias"][1] = float("nan")
+    torch.save(params, tmp_path / "params.pt")
+    with pytest.raises(CheckpointRejected) as info:
+        load_checkpoint(tmp_path / "params.pt")
     assert info.value.reason == "non_finite"
 
 

@@ -48,3 +48,14 @@ def test_nonsense_configs_are_refused(kwargs: dict[str, object]) -> None:
     """Zero or negative sizes are a ValueError."""
     with pytest.raises(ValueError):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_uninitialised_actor_equals_the_original_once_loaded() -> None:
+    """initialise=False skips the random init; a strict load makes it the same function."""
+    cfg = PolicyConfig(state_dim=28, action_dim=2, hidden=(64, 32))
+    original = SACActor(cfg)
+    blank = SACActor(cfg, initialise=False)
+    blank.load_state_dict(original.state_dict(), strict=True)
+    state = torch.randn(6, 28)
+    assert torch.equal(blank.act(state), original.act(state))
+    assert list(blank.state_dict()) == list(original.state_dict())
