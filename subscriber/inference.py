@@ -128,22 +128,44 @@ class TorchScriptRunner:
 
 
 def compile_runner(
-    policy: SACActor, backend: Backend = "numpy", *, probe_rows: int = 64, warmup: int = 20
+    policy: SACActor,
+    backend: Backend = "numpy",
+    *,
+    probe: Array | None = None,
+    expected: Array | None = None,
+    warmup: int | None = None,
 ) -> Runner:
-    """A compiled runner checked against eager on random states, or eager if it disagrees."""
+    """A compiled runner checked against eager on ``probe`` states, or eager if it disagrees.
+
+    ``expected`` is eager's deterministic output on ``probe`` when the caller already has it
+    (the loader's probe pass); ``probe`` defaults to 64 random states. ``warmup`` calls at
+    batch 1 follow (default: 2 for numpy, which has nothing to warm, 20 for TorchScript,
+    whose profiling executor optimises after its first runs).
+    """
     eager = EagerRunner(policy)
     try:
         runner: Runner = NumpyRunner(policy) if backend == "numpy" else TorchScriptRunner(policy)
     except Exception as exc:  # noqa: BLE001 - compiling is optional; eager always works
         log.warning("compiling the policy with %s failed (%s); serving eagerly", backend, exc)
         return eager
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randn(probe_rows, policy.state_dim, generator=generator).numpy()
-    error = float(np.abs(runner(probe) - eager(probe)).max())
+    if probe is None:
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(64, policy.state_dim, generator=generator).numpy()
+    reference = eager(probe) if expected is None else expected
+    try:
+        out = runner(probe)
+    except Exception as exc:  # noqa: BLE001 - same: fall back to eager, with the reason
+        log.warning("the %s runner failed on the probe (%s); serving eagerly", backend, exc)
+        return eager
+    if out.shape != reference.shape:
+        log.warning("%s runner gives shape %s, not %s; serving eagerly", backend, out.shape,
+                    reference.shape)  # fmt: skip
+        return eager
+    error = float(np.abs(out - reference).max())
     if not error <= COMPILE_ATOL:
         log.warning("%s runner differs from eager by %.3g; serving eagerly", backend, error)
         return eager
     single = probe[:1]
-    for _ in range(warmup):
+    for _ in range(warmup if warmup is not None else (2 if backend == "numpy" else 20)):
         runner(single)
     return runner
