@@ -107,7 +107,7 @@ def run(quick: bool, plots: Path) -> list[Section]:
         "3. Swap-storm tail: ours vs the classic baseline",
         "python -c 'from bench.http import swap_storm; print(swap_storm())'",
     )
-    storm = http.swap_storm(1.0 if quick else 5.0, rate=20.0)
+    storm = http.swap_storm(1.0 if quick else 4.0, rate=20.0, rounds=1 if quick else 3)
     s.body += [
         f"Load: {http.generator()}, 16 connections, one uvicorn worker each; swaps at "
         "20/s (ours: notify; baseline: a new file each time).",

@@ -8,6 +8,7 @@ Every comparison alternates its sides over several rounds in one run and keeps t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -144,8 +145,13 @@ def throughput(seconds: float = 3.0, rounds: int = 3) -> list[list[object]]:
             app.stop()
 
 
-def swap_storm(seconds: float = 4.0, rate: float = 20.0) -> list[list[object]]:
-    """predict p50/p99 with no swaps vs `rate` swaps/s, ours vs the classic baseline."""
+def swap_storm(seconds: float = 4.0, rate: float = 20.0, rounds: int = 3) -> list[list[object]]:
+    """predict p50/p99 with no swaps vs `rate` swaps/s, ours vs the classic baseline.
+
+    Each round measures, for each server in turn, a quiet period then a storm; the table
+    keeps the medians over the rounds (one round swings by +-0.3 in the ratio on a shared
+    machine).
+    """
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
         root = Path(tmp)
         incoming = root / "incoming"
@@ -154,10 +160,8 @@ def swap_storm(seconds: float = 4.0, rate: float = 20.0) -> list[list[object]]:
         classic_path = root / "classic" / "model.pt"
         classic_path.parent.mkdir()
         make_checkpoint(classic_path.parent, 1, name="model.pt")
-        ours = Uvicorn("subscriber.app:create_app", {
-            "REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(incoming),
-            "FKS_DEFAULT_DIR": str(incoming)})  # fmt: skip
-        base = Uvicorn("bench.baseline_app:create", {"STAT_PAIR_RL_MODEL": str(classic_path)})
+        env = {"REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(incoming),
+               "FKS_DEFAULT_DIR": str(incoming)}  # fmt: skip
         version = [1]
 
         def swap_ours() -> None:
@@ -170,24 +174,39 @@ def swap_storm(seconds: float = 4.0, rate: float = 20.0) -> list[list[object]]:
             version[0] += 1
             make_checkpoint(classic_path.parent, version[0], name="model.pt")
 
-        try:
-            rows: list[list[object]] = []
+        with contextlib.ExitStack() as apps:
+            ours = _started(apps, "subscriber.app:create_app", env)
+            base = _started(apps, "bench.baseline_app:create",
+                            {"STAT_PAIR_RL_MODEL": str(classic_path)})  # fmt: skip
             sides: list[tuple[str, Uvicorn, Callable[[], None]]] = [
                 ("ours (push)", ours, swap_ours),
                 ("baseline (stat + reload in request)", base, swap_classic),
             ]
-            for name, app, swap in sides:
-                url = app.url + "/sac/predict"
-                quiet = load(url, seconds)
-                storm = _with_swaps(lambda u=url: load(u, seconds), swap, rate)  # type: ignore[misc]
+            runs: dict[str, dict[str, list[dict[str, float]]]] = {
+                name: {"quiet": [], "storm": []} for name, _, _ in sides
+            }
+            for _ in range(rounds):
+                for name, app, swap in sides:
+                    url = app.url + "/sac/predict"
+                    runs[name]["quiet"].append(load(url, seconds))
+                    runs[name]["storm"].append(
+                        _with_swaps(lambda u=url: load(u, seconds), swap, rate)  # type: ignore[misc]
+                    )
+            rows: list[list[object]] = []
+            for name, r in runs.items():
+                quiet, storm = r["quiet"], r["storm"]
+                errors = sum(x["errors"] for x in quiet + storm)
                 rows.append(
-                    [name, quiet["p50"], quiet["p99"], storm["p50"], storm["p99"],
-                     storm["p99"] / quiet["p99"], quiet["errors"] + storm["errors"]]
+                    [name, _median(quiet, "p50"), _median(quiet, "p99"), _median(storm, "p50"),
+                     _median(storm, "p99"), _median(storm, "p99") / _median(quiet, "p99"), errors]
                 )  # fmt: skip
             return rows
-        finally:
-            ours.stop()
-            base.stop()
+
+
+def _started(stack: contextlib.ExitStack, factory: str, env: dict[str, str]) -> Uvicorn:
+    app = Uvicorn(factory, env)
+    stack.callback(app.stop)
+    return app
 
 
 def _with_swaps(
