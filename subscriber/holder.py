@@ -28,7 +28,7 @@ from common.staleness import Freshness, judge
 from subscriber.errors import NoPreviousModel, NothingToLoad
 from subscriber.events import Event, EventKind, EventLog
 from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
-from subscriber.memory import release_free_memory
+from subscriber.memory import DeferredTrim
 from subscriber.metrics import Metrics
 from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
@@ -77,6 +77,7 @@ class ModelHolder:
         self._failed: OrderedDict[FailedKey, str] = OrderedDict()
         self._failed_memory = failed_memory
         self._swap_callbacks: list[Callable[[ServedModel], None]] = []
+        self.trim = DeferredTrim()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -307,7 +308,7 @@ class ModelHolder:
             except Exception:  # noqa: BLE001 - an observer must not break a swap
                 log.exception("swap callback %r failed", callback)
         del previous  # the model before it is now unreferenced (unless a request holds it)
-        release_free_memory()
+        self.trim.after_swap()
 
     def _remember_failure(self, key: FailedKey, reason: str) -> None:
         self._failed[key] = reason

@@ -86,6 +86,7 @@ class ServingNode:
         self.listener.stop()
         if self.listen:
             self.registry.stop()
+        self.holder.trim.cancel()
 
     def describe(self) -> dict[str, Any]:
         model = self.holder.current()

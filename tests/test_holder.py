@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from common.checkpoint import save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from subscriber import ModelHolder
 from subscriber.holder import NoPreviousModel, NothingToLoad
-from tests.helpers import write_checkpoint
+from tests.helpers import wait_for, write_checkpoint
 
 
 def note(path: Path | str, version: int = 0, **kw: object) -> CheckpointNotification:
@@ -293,3 +294,33 @@ def test_freed_memory_release_is_safe_to_call() -> None:
     from subscriber.memory import release_free_memory
 
     assert release_free_memory() in {True, False}
+
+
+def test_swaps_share_one_deferred_trim(holder: ModelHolder, model_root: Path) -> None:
+    """Freed memory is returned once, off the swap path, for all the swaps of a second."""
+    from subscriber.memory import DeferredTrim
+
+    calls: list[float] = []
+    holder.trim = DeferredTrim(delay=0.2, trim=lambda: calls.append(time.monotonic()) or True)
+    start = time.monotonic()
+    for v in (1, 2, 3):
+        assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
+    assert holder.trim.pending and calls == []
+    wait_for(lambda: len(calls) == 1, timeout=5)
+    assert calls[0] - start >= 0.2
+    time.sleep(0.3)
+    assert len(calls) == 1 and not holder.trim.pending
+    assert holder.apply(note(write_checkpoint(model_root, 4).path, 4)).applied
+    wait_for(lambda: len(calls) == 2, timeout=5)
+
+
+def test_a_cancelled_trim_never_runs() -> None:
+    """Shutdown drops a scheduled trim."""
+    from subscriber.memory import DeferredTrim
+
+    calls: list[int] = []
+    trim = DeferredTrim(delay=0.1, trim=lambda: calls.append(1) or True)
+    trim.after_swap()
+    trim.cancel()
+    time.sleep(0.3)
+    assert calls == [] and not trim.pending
