@@ -164,17 +164,19 @@ def swap_storm(seconds: float = 4.0, rate: float = 20.0, rounds: int = 3) -> lis
                "FKS_DEFAULT_DIR": str(incoming)}  # fmt: skip
         version = [1]
 
+        notifier = CheckpointNotifier(server.url)  # one connection, as a trainer keeps it
+
         def swap_ours() -> None:
             saved = files[version[0] % 3]
             version[0] += 1
-            with CheckpointNotifier(server.url) as notifier:
-                notifier.notify(saved.path, version=version[0], sha256=saved.sha256)
+            notifier.notify(saved.path, version=version[0], sha256=saved.sha256)
 
         def swap_classic() -> None:
             version[0] += 1
             make_checkpoint(classic_path.parent, version[0], name="model.pt")
 
         with contextlib.ExitStack() as apps:
+            apps.callback(notifier.close)
             ours = _started(apps, "subscriber.app:create_app", env)
             base = _started(apps, "bench.baseline_app:create",
                             {"STAT_PAIR_RL_MODEL": str(classic_path)})  # fmt: skip
