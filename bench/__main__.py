@@ -107,10 +107,16 @@ def run(quick: bool, plots: Path) -> list[Section]:
         "3. Swap-storm tail: ours vs the classic baseline",
         "python -c 'from bench.http import swap_storm; print(swap_storm())'",
     )
-    storm = http.swap_storm(1.0 if quick else 4.0, rate=20.0, rounds=1 if quick else 3)
+    storm = http.swap_storm(1.0 if quick else 3.0, rate=20.0, rounds=1 if quick else 5)
     s.body += [
         f"Load: {http.generator()}, 16 connections, one uvicorn worker each; swaps at "
-        "20/s (ours: notify; baseline: a new file each time).",
+        "20/s (ours: notify, over one kept connection; baseline: a new file each time). "
+        + (
+            "One round."
+            if quick
+            else "Medians of 5 rounds alternating the servers; the ratio "
+            "is the median of the rounds' own ratios."
+        ),
         "",
     ]
     s.body.append(
@@ -132,22 +138,27 @@ def run(quick: bool, plots: Path) -> list[Section]:
         _plot(
             plots / "swap_storm.png",
             "predict p99 quiet vs 20 swaps/s",
-            [str(r[0]).split(" (")[0] for r in storm],
+            ["ours", "ours, stale only", "baseline"],
             {"quiet p99": [float(r[2]) for r in storm], "storm p99": [float(r[4]) for r in storm]},
             "ms",
         ),
     ]
+    ours_row, control_row, base_row = storm
     s.body += [
         "",
-        f"Under the storm, our p99 is {float(storm[1][4]) / float(storm[0][4]):.1f}x lower than "
-        "the baseline's, whose requests wait for reloads on the request path. Our own ratio "
-        "is the GIL: each in-process load (~8 ms, partly Python) delays the event loop; it "
-        "swings between about 1.2 and 1.9 from run to run on this shared machine.",
+        f"Under the storm, our p99 is {float(base_row[4]) / float(ours_row[4]):.1f}x lower "
+        "than the baseline's, whose requests wait for reloads on the request path. The "
+        f"control row (stale notifications at the same rate: {float(control_row[5]):.2f}) "
+        "shows that receiving and judging notifications costs the requests nothing; what is "
+        "left is the load itself. It runs on a background thread but holds the GIL for its "
+        "Python parts (the weights-only unpickler, building the module: a few ms when "
+        "paced), and the event loop, saturated by the 16 connections, waits that long once "
+        "per swap. Only a load outside the serving process would remove it.",
     ]
     s.verdicts.append(
         verdict(
-            float(storm[0][5]) <= 1.2,
-            f"ours storm p99 / quiet p99 = {float(storm[0][5]):.2f} ≤ 1.2",
+            float(ours_row[5]) <= 1.2,
+            f"ours storm p99 / quiet p99 = {float(ours_row[5]):.2f} ≤ 1.2",
         )
     )
     sections.append(s)
@@ -170,21 +181,29 @@ def run(quick: bool, plots: Path) -> list[Section]:
     nodes = [1, 2] if quick else [1, 8, 32]
     fan = {n: fanout.run(n, 5 if quick else 30) for n in nodes}
     cores = len(os.sched_getaffinity(0))
-    load_ms = lat["checkpoint load (floor)"]["p50"]
     s.body.append(
         table(
-            ["serving processes", "last swapped p50 ms", "p99 ms", "CPU floor ms", "publications"],
             [
-                [n, r["p50"], r["p99"], n * load_ms / cores, int(r["complete"])]
+                "serving processes",
+                "last swapped p50 ms",
+                "p99 ms",
+                "CPU ms per node",
+                "CPU floor ms",
+                "publications",
+            ],
+            [
+                [n, r["p50"], r["p99"], r["cpu_ms"], n * r["cpu_ms"] / cores, int(r["complete"])]
                 for n, r in fan.items()
             ],
-        )
+        )  # fmt: skip
     )
+    cpu_ms = fan[nodes[-1]]["cpu_ms"]
     s.body += [
         "",
-        f"Every process verifies and loads the checkpoint itself (~{load_ms:.1f} ms of CPU), so "
-        f"on {cores} cores the last of N processes cannot swap before N × load ÷ cores (the "
-        "CPU floor column); Redis delivers the message to all of them in well under a "
+        f"Every process receives, verifies and loads the checkpoint itself (~{cpu_ms:.1f} ms of "
+        "CPU per publication, measured in each node with `time.process_time()`), so on "
+        f"{cores} cores the last of N processes cannot swap before N × that ÷ cores (the CPU "
+        "floor column); Redis delivers the message to all of them in well under a "
         "millisecond. The 50 ms target for 32 nodes presumes nodes with cores of their own.",
         "",
         _plot(

@@ -6,6 +6,9 @@ Run: ``.venv/bin/python -m bench.fanout [--nodes 1 8 32] [--publications 30]``
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,7 @@ def run(nodes: int, publications: int = 30) -> dict[str, float]:
         incoming.mkdir()
         files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
         swaps: dict[int, list[float]] = {}
+        cpu_at: dict[int, list[float]] = {}  # per process: its CPU seconds at each swap
         lock = threading.Lock()
         procs = [
             subprocess.Popen(
@@ -43,9 +47,10 @@ def run(nodes: int, publications: int = 30) -> dict[str, float]:
                 if line.startswith("ready"):
                     ready.wait()
                 elif line.startswith("swap"):
-                    _, version, at = line.split()
+                    _, version, at, cpu = line.split()
                     with lock:
                         swaps.setdefault(int(version), []).append(float(at))
+                        cpu_at.setdefault(proc.pid, []).append(float(cpu))
 
         readers = [threading.Thread(target=read, args=(p,), daemon=True) for p in procs]
         for reader in readers:
@@ -71,6 +76,10 @@ def run(nodes: int, publications: int = 30) -> dict[str, float]:
             proc.wait(30)
     result = summary_ms(lags)
     result["complete"] = float(len(lags))
+    # CPU a node spends per publication (receive, verify, load, swap; idle pings included):
+    # the median over nodes and publications of the CPU time between consecutive swaps.
+    per_publication = [b - a for times in cpu_at.values() for a, b in itertools.pairwise(times)]
+    result["cpu_ms"] = statistics.median(per_publication) * 1e3 if per_publication else math.nan
     return result
 
 
@@ -82,8 +91,20 @@ def main() -> None:
     rows = []
     for n in args.nodes:
         r = run(n, args.publications)
-        rows.append([n, r["p50"], r["p99"], r["mean"], int(r["complete"])])
-    print(table(["nodes", "last swapped p50 ms", "p99 ms", "mean ms", "publications"], rows))
+        rows.append([n, r["p50"], r["p99"], r["mean"], r["cpu_ms"], int(r["complete"])])
+    print(
+        table(
+            [
+                "nodes",
+                "last swapped p50 ms",
+                "p99 ms",
+                "mean ms",
+                "CPU ms per node",
+                "publications",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A serving node for the fan-out benchmark: prints ``ready`` once subscribed, then one
-``swap VERSION PERF_COUNTER`` line per swap (CLOCK_MONOTONIC, shared by all processes)."""
+``swap VERSION PERF_COUNTER CPU_SECONDS`` line per swap: the time (CLOCK_MONOTONIC, shared
+by all processes) and this process's CPU time so far (all its threads)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def main() -> None:
     )
 
     def on_swap(model: ServedModel) -> None:
-        print(f"swap {model.version} {time.perf_counter():.6f}", flush=True)
+        print(
+            f"swap {model.version} {time.perf_counter():.6f} {time.process_time():.6f}", flush=True
+        )
 
     node.holder.on_swap(on_swap)
     node.start()
