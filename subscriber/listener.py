@@ -60,7 +60,7 @@ class ListenerTiming:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
     quiet: float = 0.02
-    settle_max: float = 0.1
+    settle_max: float = 0.125  # a steady stream costs ~8 loads a second (bench/burst.py)
 
 
 @dataclass(frozen=True, slots=True)
