@@ -39,6 +39,13 @@ class Section:
         return "\n".join(parts) + "\n"
 
 
+def num(value: object) -> float:
+    """A table cell that holds a number, as a float (the rows are ``list[object]``)."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def verdict(ok: bool, text: str) -> str:
     return f"{'met' if ok else '**not met**'}: {text}"
 
@@ -76,7 +83,7 @@ def run(quick: bool, plots: Path) -> list[Section]:
             plots / "notify_swap.png",
             "notify → swap beside its floors",
             labels,
-            {"p50": [r[1] for r in rows], "p99": [r[3] for r in rows]},
+            {"p50": [num(r[1]) for r in rows], "p99": [num(r[3]) for r in rows]},
             "ms",
         )
     )
@@ -139,16 +146,16 @@ def run(quick: bool, plots: Path) -> list[Section]:
             plots / "swap_storm.png",
             "predict p99 quiet vs 20 swaps/s",
             ["ours", "ours, stale only", "baseline"],
-            {"quiet p99": [float(r[2]) for r in storm], "storm p99": [float(r[4]) for r in storm]},
+            {"quiet p99": [num(r[2]) for r in storm], "storm p99": [num(r[4]) for r in storm]},
             "ms",
         ),
     ]
     ours_row, control_row, base_row = storm
     s.body += [
         "",
-        f"Under the storm, our p99 is {float(base_row[4]) / float(ours_row[4]):.1f}x lower "
+        f"Under the storm, our p99 is {num(base_row[4]) / num(ours_row[4]):.1f}x lower "
         "than the baseline's, whose requests wait for reloads on the request path. The "
-        f"control row (stale notifications at the same rate: {float(control_row[5]):.2f}) "
+        f"control row (stale notifications at the same rate: {num(control_row[5]):.2f}) "
         "shows that receiving and judging notifications costs the requests nothing; what is "
         "left is the load itself. It runs on a background thread but holds the GIL for its "
         "Python parts (the weights-only unpickler, building the module: a few ms when "
@@ -157,8 +164,8 @@ def run(quick: bool, plots: Path) -> list[Section]:
     ]
     s.verdicts.append(
         verdict(
-            float(ours_row[5]) <= 1.2,
-            f"ours storm p99 / quiet p99 = {float(ours_row[5]):.2f} ≤ 1.2",
+            num(ours_row[5]) <= 1.2,
+            f"ours storm p99 / quiet p99 = {num(ours_row[5]):.2f} ≤ 1.2",
         )
     )
     sections.append(s)
@@ -171,8 +178,8 @@ def run(quick: bool, plots: Path) -> list[Section]:
     s.body.append(table(["route", "req/s (rows/s)", "p50 ms", "p99 ms", "x bare"], rows4))
     s.verdicts.append(
         verdict(
-            float(rows4[0][4]) >= 0.9,
-            f"/sac/predict at {float(rows4[0][4]):.2f}x the bare endpoint ≥ 0.9x",
+            num(rows4[0][4]) >= 0.9,
+            f"/sac/predict at {num(rows4[0][4]):.2f}x the bare endpoint ≥ 0.9x",
         )
     )
     sections.append(s)
@@ -240,12 +247,12 @@ def run(quick: bool, plots: Path) -> list[Section]:
             plots / "inference.png",
             "batch-1 policy latency",
             [str(r[0]).split(" (")[0] for r in inf],
-            {"µs": [float(r[1]) for r in inf]},
+            {"µs": [num(r[1]) for r in inf]},
             "µs",
         ),
     ]
-    best = max(float(r[2]) for r in inf[1:])
-    equal = all(float(r[3]) <= 1e-5 for r in inf)
+    best = max(num(r[2]) for r in inf[1:])
+    equal = all(num(r[3]) <= 1e-5 for r in inf)
     s.verdicts.append(
         verdict(
             best >= 3 and equal,

@@ -34,7 +34,7 @@ from subscriber.snapshot import ServedModel
 
 def bare_round_trip(url: str, n: int) -> list[float]:
     client = redis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe("bench:rt")
     pubsub.get_message(timeout=1)
     samples = []

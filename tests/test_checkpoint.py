@@ -163,8 +163,10 @@ def test_flipped_byte_is_caught_by_the_announced_sha256(tmp_path: Path) -> None:
 def test_non_finite_weights_are_rejected(tmp_path: Path) -> None:
     """NaN or inf anywhere in the weights is rejected."""
     actor = SACActor()
+    first = actor.trunk[0]
+    assert isinstance(first, torch.nn.Linear)
     with torch.no_grad():
-        actor.trunk[0].weight[3, 4] = float("nan")
+        first.weight[3, 4] = float("nan")
     save_checkpoint(tmp_path / "nan.pt", actor)
     with pytest.raises(CheckpointRejected) as info:
         load_checkpoint(tmp_path / "nan.pt")

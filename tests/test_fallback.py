@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import subscriber.fallback as fallback_module
 from common import Settings
 from subscriber import ModelHolder
 from subscriber.fallback import HOT_SECONDS, FallbackWatcher
@@ -72,7 +71,7 @@ def test_steady_state_costs_one_stat_per_request(
         calls.append(path)
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fallback_module.os, "stat", counting_stat)
+    monkeypatch.setattr("subscriber.fallback.os.stat", counting_stat)
     for _ in range(100):
         assert watcher.check() is not None
     assert len(calls) == 100 and set(calls) == {model_root}

@@ -17,6 +17,7 @@ from common.checkpoint import save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from subscriber import ModelHolder
 from subscriber.holder import NoPreviousModel, NothingToLoad
+from subscriber.snapshot import ServedModel
 from tests.helpers import wait_for, write_checkpoint
 
 
@@ -170,13 +171,15 @@ def test_a_failed_file_is_not_retried_until_it_changes(
     """The same bad (path, mtime, sha256) is loaded once; a rewritten file is tried again."""
     bad = model_root / "model_2.pt"
     bad.write_bytes(b"this is not a checkpoint\n" * 10)
-    loads = []
+    loads: list[object] = []
     import subscriber.loader as loader
+    from common.checkpoint import LoadedCheckpoint, load_checkpoint
 
-    real_load = loader.load_checkpoint
-    monkeypatch.setattr(
-        loader, "load_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k)
-    )
+    def counting_load(path: Path, **kwargs: str | None) -> LoadedCheckpoint:
+        loads.append(path)
+        return load_checkpoint(path, **kwargs)
+
+    monkeypatch.setattr(loader, "load_checkpoint", counting_load)
     assert holder.apply(note(bad, 2)).reason == "corrupt"
     assert holder.apply(note(bad, 2)).reason == "known_bad"
     assert len(loads) == 1
@@ -283,7 +286,11 @@ def test_swap_callbacks_see_every_swap_and_cannot_break_one(
     """on_swap observers get each new model; one that raises is logged, the swap stands."""
     seen: list[int] = []
     holder.on_swap(lambda m: seen.append(m.version))
-    holder.on_swap(lambda m: 1 / 0)  # type: ignore[func-returns-value]
+
+    def broken(model: ServedModel) -> None:
+        raise RuntimeError(f"an observer bug at generation {model.generation}")
+
+    holder.on_swap(broken)
     for v in (1, 2):
         assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
     assert seen == [1, 2] and holder.current().version == 2  # type: ignore[union-attr]
@@ -301,7 +308,12 @@ def test_swaps_share_one_deferred_trim(holder: ModelHolder, model_root: Path) ->
     from subscriber.memory import DeferredTrim
 
     calls: list[float] = []
-    holder.trim = DeferredTrim(delay=0.2, trim=lambda: calls.append(time.monotonic()) or True)
+
+    def trim() -> bool:
+        calls.append(time.monotonic())
+        return True
+
+    holder.trim = DeferredTrim(delay=0.2, trim=trim)
     start = time.monotonic()
     for v in (1, 2, 3):
         assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
@@ -319,7 +331,12 @@ def test_a_cancelled_trim_never_runs() -> None:
     from subscriber.memory import DeferredTrim
 
     calls: list[int] = []
-    trim = DeferredTrim(delay=0.1, trim=lambda: calls.append(1) or True)
+
+    def count() -> bool:
+        calls.append(1)
+        return True
+
+    trim = DeferredTrim(delay=0.1, trim=count)
     trim.after_swap()
     trim.cancel()
     time.sleep(0.3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -39,7 +40,10 @@ def test_rss_over_1000_swaps(tmp_path: Path) -> None:
         try:
             assert server.process is not None
             process = psutil.Process(server.process.pid)
-            info = lambda: httpx.get(server.url + "/sac/model/info").json()  # noqa: E731
+
+            def info() -> dict[str, Any]:
+                return dict(httpx.get(server.url + "/sac/model/info").json())
+
             wait_for(lambda: httpx.get(server.url + "/sac/health").json()["redis_connected"])
             samples: list[tuple[int, float]] = []
             with CheckpointNotifier(server_redis.url) as pub:
