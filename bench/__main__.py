@@ -160,7 +160,8 @@ def run(quick: bool, plots: Path) -> list[Section]:
         "left is the load itself. It runs on a background thread but holds the GIL for its "
         "Python parts (the weights-only unpickler, building the module: a few ms when "
         "paced), and the event loop, saturated by the 16 connections, waits that long once "
-        "per swap. Only a load outside the serving process would remove it.",
+        "per swap. Loading outside the serving process would shrink it, at the price of a "
+        "helper process per node.",
     ]
     s.verdicts.append(
         verdict(
