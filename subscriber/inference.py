@@ -158,8 +158,8 @@ def compile_runner(
         log.warning("the %s runner failed on the probe (%s); serving eagerly", backend, exc)
         return eager
     if out.shape != reference.shape:
-        log.warning("%s runner gives shape %s, not %s; serving eagerly", backend, out.shape,
-                    reference.shape)  # fmt: skip
+        shapes = f"{out.shape}, not {reference.shape}"
+        log.warning("%s runner gives shape %s; serving eagerly", backend, shapes)
         return eager
     error = float(np.abs(out - reference).max())
     if not error <= COMPILE_ATOL:

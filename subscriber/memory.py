@@ -59,7 +59,6 @@ class DeferredTrim:
         self._trim = trim
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        self.trims = 0
 
     @property
     def pending(self) -> bool:
@@ -89,6 +88,5 @@ class DeferredTrim:
             self._timer = None
         try:
             self._trim()
-            self.trims += 1
         except Exception:  # noqa: BLE001 - a failed trim must not kill the timer thread loudly
             log.exception("releasing freed memory failed")
