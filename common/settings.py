@@ -45,6 +45,28 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(4096, ge=1, validation_alias=_env("FKS_MAX_BATCH_ROWS"))
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
     torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
+    # Bounds on what a node believes (hostile input, issue 12):
+    max_checkpoint_bytes: int = Field(
+        1 << 30, ge=1, validation_alias=_env("FKS_MAX_CHECKPOINT_BYTES")
+    )
+    max_parameters: int = Field(100_000_000, ge=1, validation_alias=_env("FKS_MAX_PARAMETERS"))
+    load_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("FKS_LOAD_TIMEOUT_SECONDS")
+    )
+    missing_retry_seconds: float = Field(
+        10.0, ge=0, validation_alias=_env("FKS_MISSING_RETRY_SECONDS")
+    )
+    fallback_poll_seconds: float = Field(
+        1.0, gt=0, validation_alias=_env("FKS_FALLBACK_POLL_SECONDS")
+    )
+    force_max_age_seconds: float = Field(
+        300.0, gt=0, validation_alias=_env("FKS_FORCE_MAX_AGE_SECONDS")
+    )
+    public_docs: bool = Field(False, validation_alias=_env("FKS_PUBLIC_DOCS"))
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("FKS_BODY_TIMEOUT_SECONDS")
+    )
+    max_large_bodies: int = Field(4, ge=1, validation_alias=_env("FKS_MAX_LARGE_BODIES"))
 
     @field_validator("instance_id")
     @classmethod

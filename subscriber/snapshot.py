@@ -31,10 +31,15 @@ class ServedModel:
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     mtime_utc: str = field(init=False, default="")
+    parameters: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         # RFC 3339 with 'Z', formatted once: every response echoes it.
         object.__setattr__(self, "mtime_utc", self.mtime.isoformat().replace("+00:00", "Z"))
+        # The size of the network, counted once: the HTTP layer decides from it whether a
+        # forward pass may run on the event loop.
+        count = sum(p.numel() for p in self.policy.parameters())
+        object.__setattr__(self, "parameters", count)
 
     @property
     def identity(self) -> ServedIdentity:
