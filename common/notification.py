@@ -8,6 +8,7 @@ Output always carries the six fields that the Rust ``CheckpointNotification`` (s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from pydantic import (
 from common.errors import InvalidNotification
 from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
-__all__ = ["MAX_MESSAGE_BYTES", "U64_MAX", "CheckpointNotification"]
+__all__ = ["MAX_MESSAGE_BYTES", "U64_MAX", "CheckpointNotification", "message_digest"]
 
 MAX_MESSAGE_BYTES = 64 * 1024
 U64_MAX = 2**64 - 1
@@ -54,6 +55,7 @@ class CheckpointNotification(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     sha256: Hex64 | None = None
     force: bool = False
+    issued_at: AwareDatetime | None = None
     signature: Hex64 | None = None
 
     @field_validator("model_path")
@@ -80,15 +82,14 @@ class CheckpointNotification(BaseModel):
                 out[key] = item
         return out
 
-    @field_validator("saved_at")
+    @field_validator("saved_at", "issued_at")
     @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
 
-    @field_serializer("saved_at")
-    def _rfc3339(self, value: datetime) -> str:
-        text = value.astimezone(UTC).isoformat()
-        return text.removesuffix("+00:00") + "Z"
+    @field_serializer("saved_at", "issued_at")
+    def _rfc3339(self, value: datetime | None) -> str | None:
+        return None if value is None else rfc3339(value)
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ class CheckpointNotification(BaseModel):
 
         With ``secret``, the message must carry a valid ``signature`` (see common.signing).
         """
-        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
         if len(raw) > MAX_MESSAGE_BYTES:
             raise InvalidNotification(
                 f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
@@ -114,10 +115,15 @@ class CheckpointNotification(BaseModel):
             obj = json.loads(text, parse_constant=_reject_constant)
         except ValueError as exc:
             raise InvalidNotification(f"message is not JSON: {exc}", reason="not_json") from None
+        except RecursionError:
+            raise InvalidNotification(
+                "message is nested too deeply to be a notification", reason="too_deep"
+            ) from None
         if not isinstance(obj, dict):
             raise InvalidNotification(
                 f"message must be a JSON object, got {type(obj).__name__}", reason="not_object"
             )
+        _reject_lone_surrogates(obj)
         if secret is not None:
             verify_payload(obj, secret)
         try:
@@ -144,6 +150,8 @@ class CheckpointNotification(BaseModel):
             out["sha256"] = self.sha256
         if self.force:
             out["force"] = True
+        if self.issued_at is not None:
+            out["issued_at"] = rfc3339(self.issued_at)
         if self.signature is not None:
             out[SIGNATURE_FIELD] = self.signature
         return out
@@ -158,8 +166,45 @@ class CheckpointNotification(BaseModel):
         return self.model_copy(update={"signature": sign_payload(unsigned.wire_dict(), secret)})
 
 
+def rfc3339(value: datetime) -> str:
+    """``value`` in UTC as RFC 3339 with a ``Z``."""
+    return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+
+
+def message_digest(data: bytes | str) -> str:
+    """SHA-1 hex of a message's exact bytes: the digest Redis' ``redis.sha1hex`` computes,
+    so a node and a script can tell whether ``:latest`` still holds a given message."""
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _reject_lone_surrogates(obj: object) -> None:
+    """JSON may escape half of a UTF-16 pair (``"\\ud800"``); such a string cannot be
+    encoded, signed, logged or used as a path, so the message is refused here."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings = [item]
+        elif isinstance(item, dict):
+            strings = [k for k in item if isinstance(k, str)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidNotification(
+                    "message holds a lone UTF-16 surrogate escape", reason="bad_unicode"
+                ) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -46,6 +46,12 @@ def verify_payload(payload: Mapping[str, Any], secret: str | bytes) -> None:
         )
     if not isinstance(given, str):
         raise InvalidNotification("signature must be a hex string", reason="bad_signature")
-    expected = sign_payload(payload, secret)
+    try:
+        expected = sign_payload(payload, secret)
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidNotification(
+            f"message cannot be put in canonical form: {type(exc).__name__}",
+            reason="bad_signature",
+        ) from None
     if not hmac.compare_digest(expected, given.lower()):
         raise InvalidNotification("signature does not match the message", reason="bad_signature")

@@ -4,7 +4,16 @@ A notification is applied only if it is newer than what is served:
 
 - ``force: true`` is always applied (verification still runs afterwards);
 - both versioned (``version > 0``): applied iff ``version > served.version``;
-- otherwise: applied iff the file differs from the served one by path or mtime.
+- otherwise the files decide: the served file rewritten (same path, another mtime) is newer;
+  another file is newer unless it is older than the served decision: its mtime must be at
+  least ``served.newer_after_ns`` (the served file's mtime, or the moment a forced decision,
+  a rollback or a reload was taken). File system clocks tick coarsely, so an equal mtime
+  counts as newer.
+
+The refinement of "the file differs" to "the file is not older" keeps an unversioned message
+naming an old file (a late duplicate, or a catch-up of a ``:latest`` older than what the
+fallback served meanwhile) from undoing a newer decision; the mtime fallback uses the very
+same rule for the files it finds on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ class Freshness(StrEnum):
     FILE_CHANGED = "file_changed"
     STALE_VERSION = "stale_version"
     SAME_FILE = "same_file"
+    OLDER_FILE = "older_file"
 
     @property
     def apply(self) -> bool:
@@ -37,11 +47,20 @@ _APPLY = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ServedIdentity:
-    """What identifies the served checkpoint for the staleness rule."""
+    """What identifies the served decision for the staleness rule.
+
+    ``newer_after_ns``: another file counts as newer only from this mtime on (``None``: the
+    served file's own mtime).
+    """
 
     path: str
     mtime_ns: int
     version: int
+    newer_after_ns: int | None = None
+
+    @property
+    def threshold_ns(self) -> int:
+        return self.mtime_ns if self.newer_after_ns is None else self.newer_after_ns
 
 
 def judge(
@@ -62,6 +81,8 @@ def judge(
         return Freshness.FORCED
     if version > 0 and served.version > 0:
         return Freshness.NEWER_VERSION if version > served.version else Freshness.STALE_VERSION
-    if path != served.path or mtime_ns != served.mtime_ns:
+    if path == served.path:
+        return Freshness.SAME_FILE if mtime_ns == served.mtime_ns else Freshness.FILE_CHANGED
+    if mtime_ns is None or mtime_ns >= served.threshold_ns:
         return Freshness.FILE_CHANGED
-    return Freshness.SAME_FILE
+    return Freshness.OLDER_FILE

@@ -1,0 +1,160 @@
+"""The Lua scripts that keep ``:latest`` and ``:version`` right, each one atomic call.
+
+Versions are unsigned 64-bit integers (SPEC §2), beyond Lua's exact doubles (2^53) and
+Redis' ``INCR`` (2^63 - 1), so the scripts handle them as decimal strings: compared by length
+then digits, incremented digit by digit. ``:version`` still holds a plain decimal integer.
+
+- :data:`ALLOCATE`: the next version, above the counter, the version ``:latest`` holds and the
+  caller's own floor (what it published before): versions stay monotonic even when Redis has
+  lost ``:version`` (a restart without persistence, a failover to a lagging replica).
+- :data:`PUBLISH`: ``PUBLISH`` the message and move ``:latest`` by the rule of
+  ``common/latest.py``; refuse (publish nothing) a version ``:latest`` holds for another
+  checkpoint.
+- :data:`RECORD`: a node records a decision it applied that ``:latest`` does not hold yet
+  (a raw ``redis-cli PUBLISH``), unless ``:latest`` moved on since that message was sent.
+- :data:`RESTORE`: a node that reconnects raises ``:version`` to the version it serves and
+  puts its decision back into an empty ``:latest``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ALLOCATE", "PUBLISH", "RECORD", "RESTORE"]
+
+_PRELUDE = r"""
+local function vnorm(s)
+  if type(s) ~= 'string' or not string.match(s, '^%d+$') then return nil end
+  s = string.gsub(s, '^0+', '')
+  if s == '' then return '0' end
+  return s
+end
+local function vcmp(a, b)
+  if #a ~= #b then if #a < #b then return -1 end return 1 end
+  if a == b then return 0 end
+  if a < b then return -1 end
+  return 1
+end
+local function vinc(a)
+  local out, carry = {}, 1
+  for i = #a, 1, -1 do
+    local d = string.byte(a, i) - 48 + carry
+    if d == 10 then d = 0; carry = 1 else carry = 0 end
+    out[i] = string.char(d + 48)
+  end
+  local s = table.concat(out)
+  if carry == 1 then s = '1' .. s end
+  return s
+end
+local function decode(raw)
+  if not raw then return nil end
+  local ok, obj = pcall(cjson.decode, raw)
+  if ok and type(obj) == 'table' then return obj end
+  return nil
+end
+-- the exact decimal version of a message ('0' when unversioned or unreadable)
+local function version_of(raw, obj)
+  if not obj then return '0' end
+  local v = obj['version']
+  if type(v) ~= 'number' or v < 0 or v ~= math.floor(v) then return '0' end
+  if v < 9007199254740992 then return string.format('%d', v) end
+  return vnorm(string.match(raw, '"version"%s*:%s*(%d+)')) or '0'
+end
+-- what names a checkpoint: its sha256 when both sides carry one, else its path
+local function same_checkpoint(obj, sha, path)
+  if not obj then return false end
+  local held_sha = obj['sha256']
+  if type(held_sha) == 'string' and sha ~= '' then return string.lower(held_sha) == sha end
+  return obj['model_path'] == path
+end
+local U64_MAX = '18446744073709551615'
+"""
+
+ALLOCATE = (
+    _PRELUDE
+    + r"""
+-- KEYS[1] = :version, KEYS[2] = :latest; ARGV[1] = the caller's floor (decimal)
+local best = vnorm(redis.call('GET', KEYS[1])) or '0'
+local raw = redis.call('GET', KEYS[2])
+local held = version_of(raw, decode(raw))
+if vcmp(held, best) > 0 then best = held end
+local floor = vnorm(ARGV[1]) or '0'
+if vcmp(floor, best) > 0 then best = floor end
+if best == U64_MAX then return redis.error_reply('version space exhausted (2^64 - 1 used)') end
+local v = vinc(best)
+redis.call('SET', KEYS[1], v)
+return v
+"""
+)
+
+PUBLISH = (
+    _PRELUDE
+    + r"""
+-- KEYS[1] = :latest, KEYS[2] = :version
+-- ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version (decimal), ARGV[4] = '1' if forced,
+-- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path
+-- returns {receivers, latest moved (0/1), 'published' | 'conflict', held path or ''}
+local v = vnorm(ARGV[3]) or '0'
+local forced = ARGV[4] == '1'
+local raw = redis.call('GET', KEYS[1])
+local move = true
+if raw then
+  local obj = decode(raw)
+  local held = version_of(raw, obj)
+  if v ~= '0' and held ~= '0' and vcmp(v, held) == 0 then
+    if not same_checkpoint(obj, ARGV[5], ARGV[6]) then
+      local where = ''
+      if obj and type(obj['model_path']) == 'string' then where = obj['model_path'] end
+      return {0, 0, 'conflict', where}
+    end
+    move = false
+  elseif not forced and held ~= '0' and (v == '0' or vcmp(v, held) < 0) then
+    move = false
+  end
+end
+if move then redis.call('SET', KEYS[1], ARGV[2]) end
+if v ~= '0' then
+  local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
+  if vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
+end
+local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+local moved = 0
+if move then moved = 1 end
+return {receivers, moved, 'published', ''}
+"""
+)
+
+RECORD = (
+    _PRELUDE
+    + r"""
+-- KEYS[1] = :latest, KEYS[2] = :version
+-- ARGV[1] = the message, ARGV[2] = sha1 of what :latest held before it ('' = nothing),
+-- ARGV[3] = its version (decimal)
+-- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision)
+local raw = redis.call('GET', KEYS[1])
+if raw == ARGV[1] then return 0 end
+local known = ''
+if raw then known = redis.sha1hex(raw) end
+if known ~= ARGV[2] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+local v = vnorm(ARGV[3]) or '0'
+local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
+if vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
+return 1
+"""
+)
+
+RESTORE = (
+    _PRELUDE
+    + r"""
+-- KEYS[1] = :version, KEYS[2] = :latest
+-- ARGV[1] = the version this node serves (decimal), ARGV[2] = its decision message ('' = none)
+-- returns {counter raised (0/1), :latest restored (0/1)}
+local served = vnorm(ARGV[1]) or '0'
+local counter = vnorm(redis.call('GET', KEYS[1])) or '0'
+local raised, restored = 0, 0
+if vcmp(counter, served) < 0 then redis.call('SET', KEYS[1], served); raised = 1 end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[2]); restored = 1
+end
+return {raised, restored}
+"""
+)
