@@ -1,11 +1,17 @@
 """The trainer's side: announce a saved checkpoint on Redis (SPEC §2, §3, §6).
 
-One notification is one round trip of a Lua script that PUBLISHes the message and moves
-``:latest`` to it unless ``:latest`` already holds a newer version, so subscribers that were
-away catch up on exactly what was announced. A missing version is allocated with ``INCR``
-first. Redis being down is never an exception for the trainer: the checkpoint is already on
-disk, so :meth:`CheckpointNotifier.notify` returns a :class:`NotifyResult` saying why nothing
-was sent, within the client's 1 s connect/read timeouts and with no retries.
+One notification is one call of a Lua script that PUBLISHes the message and moves
+``:latest`` by the rule of ``common/latest.py`` (a newer version, or a forced decision), so
+subscribers that were away catch up on exactly the latest decision. A version already held
+by ``:latest`` for another checkpoint is refused: one version names one checkpoint. A missing
+version is allocated first by another script, above the counter, ``:latest`` and what this
+notifier published before, so versions stay monotonic even after Redis lost its data.
+
+Redis being down is never an exception for the trainer: the checkpoint is already on disk, so
+:meth:`CheckpointNotifier.notify` returns a :class:`NotifyResult` whose ``outcome`` says what
+is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the message was
+sent but Redis did not answer in time: it may still be published), ``conflict`` or
+``disabled``, within the client's 1 s connect/read timeouts and with no retries.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import NoBackoff
@@ -26,42 +32,28 @@ from redis.retry import Retry
 from common.checkpoint import file_sha256
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
+from common.redis_scripts import ALLOCATE, PUBLISH
 from common.settings import Settings, redact_url
+from common.textsafe import printable
 
-__all__ = ["CheckpointNotifier", "NotifyResult", "notify_checkpoint"]
+__all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 1.0
 
-# KEYS[1] = :latest, KEYS[2] = :version; ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version
-# Returns {receivers, latest_updated}. Versions above 2^53 compare as doubles (Lua numbers).
-PUBLISH_SCRIPT = """
-local version = tonumber(ARGV[3])
-local update = 1
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, decoded = pcall(cjson.decode, current)
-  local held = 0
-  if ok and type(decoded) == 'table' then held = tonumber(decoded['version']) or 0 end
-  if held > 0 and (version == 0 or version < held) then update = 0 end
-end
-if update == 1 then redis.call('SET', KEYS[1], ARGV[2]) end
-if version > 0 then
-  local counter = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if counter < version then redis.call('SET', KEYS[2], ARGV[3]) end
-end
-local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
-return {receivers, update}
-"""
+Outcome = Literal["published", "not_sent", "unknown", "conflict", "disabled"]
 
 
 @dataclass(frozen=True, slots=True)
 class NotifyResult:
     """What :func:`notify_checkpoint` did.
 
-    ``sent`` is true when the message was published (``receivers`` subscribers got it, which
-    may be 0); otherwise ``reason`` says why not (``"disabled"``, ``"redis_unavailable: …"``).
+    ``outcome`` is ``published`` (``receivers`` subscribers got it, which may be 0),
+    ``not_sent`` (nothing reached Redis), ``unknown`` (sent, but Redis did not confirm: it
+    may be published when Redis answers again), ``conflict`` (the version already names
+    another checkpoint; nothing published) or ``disabled``. ``sent`` is true only for
+    ``published``; ``reason`` says why not.
     """
 
     sent: bool
@@ -69,6 +61,7 @@ class NotifyResult:
     notification: CheckpointNotification | None = None
     receivers: int = 0
     latest_updated: bool = False
+    outcome: Outcome = "published"
 
     def __bool__(self) -> bool:
         return self.sent
@@ -101,7 +94,9 @@ class CheckpointNotifier:
             retry_on_timeout=False,
             decode_responses=False,
         )
-        self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._allocate = self._client.register_script(ALLOCATE)
+        self._publish = self._client.register_script(PUBLISH)
+        self._floor = 0  # the highest version this notifier published
 
     def notify(
         self,
@@ -118,7 +113,8 @@ class CheckpointNotifier:
     ) -> NotifyResult:
         """Publish one notification for ``model_path`` (made absolute).
 
-        ``version=None`` allocates the next one with ``INCR``; ``sha256=None`` hashes the file
+        ``version=None`` allocates the next one (above ``:version``, ``:latest`` and what this
+        notifier published before); ``sha256=None`` hashes the file
         when it is readable here (``hash_file=False`` skips that). Invalid arguments raise
         ``ValueError``; an unreachable Redis does not raise.
         """
@@ -133,41 +129,80 @@ class CheckpointNotifier:
             "metadata": dict(metadata or {}),
             "sha256": sha256,
             "force": force,
+            "issued_at": datetime.now(UTC),
         }
         if saved_at is not None:
             fields["saved_at"] = saved_at
         draft = CheckpointNotification.model_validate(fields, strict=False)
         if not self.enabled:
             log.info("checkpoint notify disabled (ENABLE_CHECKPOINT_NOTIFY=false): %s", path)
-            return NotifyResult(False, "disabled", draft)
+            return NotifyResult(False, "disabled", draft, outcome="disabled")
         try:
             if version is None:
-                draft = draft.model_copy(
-                    update={"version": int(self._client.incr(self.keys.version))}
+                allocated = self._allocate(
+                    keys=[self.keys.version, self.keys.latest], args=[str(self._floor)]
                 )
-            message = draft.signed(self.secret) if self.secret else draft
-            receivers, updated = self._script(
-                keys=[self.keys.latest, self.keys.version],
-                args=[self.keys.channel, message.to_json(), str(message.version)],
-            )
+                draft = draft.model_copy(update={"version": int(allocated)})
+            else:
+                self._client.ping()  # nothing of ours is sent until Redis has answered once
+        except redis.ResponseError as exc:
+            return self._not_sent(path, f"version_unavailable: {exc}", draft)
         except (redis.RedisError, OSError) as exc:
-            why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+            return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
+        message = draft.signed(self.secret) if self.secret else draft
+        try:
+            receivers, moved, status, where = self._publish(
+                keys=[self.keys.latest, self.keys.version],
+                args=[
+                    self.keys.channel,
+                    message.to_json(),
+                    str(message.version),
+                    "1" if message.force else "0",
+                    message.sha256 or "",
+                    message.model_path,
+                ],
+            )
+        except redis.ResponseError as exc:
+            return self._not_sent(path, f"script_error: {exc}", draft)
+        except (redis.RedisError, OSError) as exc:
+            why = f"unconfirmed: {type(exc).__name__}: {exc}"
             log.warning(
-                "checkpoint %s saved but not announced (%s at %s)",
-                path,
+                "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be "
+                "published",
+                printable(path),
+                message.version,
                 why,
                 redact_url(self.redis_url),
             )
-            return NotifyResult(False, why, draft)
+            return NotifyResult(False, why, message, outcome="unknown")
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        if status == "conflict":
+            held = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
+            why = (
+                f"conflict: version {message.version} already names {held or 'another checkpoint'}"
+                " in :latest; nothing published (one version names one checkpoint)"
+            )
+            log.warning("checkpoint %s not announced: %s", printable(path), printable(why))
+            return NotifyResult(False, why, message, outcome="conflict")
+        self._floor = max(self._floor, message.version)
         log.info(
             "announced %s version %d on %s to %d receiver(s)%s",
-            path,
+            printable(path),
             message.version,
             self.keys.channel,
             receivers,
-            "" if updated else " (:latest holds a newer version)",
+            "" if moved else " (:latest holds a newer decision)",
         )
-        return NotifyResult(True, "published", message, int(receivers), bool(updated))
+        return NotifyResult(True, "published", message, int(receivers), bool(moved))
+
+    def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
+        log.warning(
+            "checkpoint %s saved but not announced (%s at %s)",
+            printable(path),
+            why,
+            redact_url(self.redis_url),
+        )
+        return NotifyResult(False, why, draft, outcome="not_sent")
 
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""

@@ -135,13 +135,16 @@ def test_unversioned_never_replaces_a_versioned_latest(
     assert latest(redis_client).version == 4
 
 
-def test_the_same_version_republished_replaces_latest(
-    redis_url: str, redis_client: redis.Redis
-) -> None:
-    """Re-announcing a version is idempotent and refreshes :latest."""
-    notify_checkpoint("/m/model_4.pt", version=4, redis_url=redis_url)
-    notify_checkpoint("/m/model_4b.pt", version=4, redis_url=redis_url)
-    assert latest(redis_client).model_path == "/m/model_4b.pt"
+def test_one_version_names_one_checkpoint(redis_url: str, redis_client: redis.Redis) -> None:
+    """Re-announcing a version for the same checkpoint is published (idempotent, :latest
+    kept); a second checkpoint under a version :latest holds is refused, nothing sent."""
+    first = notify_checkpoint("/m/model_4.pt", version=4, redis_url=redis_url)
+    again = notify_checkpoint("/m/model_4.pt", version=4, redis_url=redis_url)
+    assert again.sent and again.outcome == "published" and not again.latest_updated
+    other = notify_checkpoint("/m/model_4b.pt", version=4, redis_url=redis_url)
+    assert not other.sent and other.outcome == "conflict"
+    assert "/m/model_4.pt" in other.reason
+    assert latest(redis_client) == first.notification
 
 
 def test_racing_publishers_leave_the_newest_in_latest(
