@@ -22,6 +22,7 @@ from common.checkpoint import build_policy, load_checkpoint
 from common.notification import CheckpointNotification
 from common.settings import Settings
 from subscriber import ModelHolder
+from subscriber.decider import Decider
 from subscriber.inference import EagerRunner, Runner, compile_runner
 
 
@@ -66,11 +67,12 @@ def swap_rss() -> list[list[object]]:
         root = Path(tmp)
         files = [make_checkpoint(root, v, config=big) for v in (1, 2)]
         holder = ModelHolder(Settings(model_dir=root, default_model_dir=root))
-        holder.apply(CheckpointNotification(model_path=str(files[0].path), version=1))
+        decider = Decider(holder)
+        decider.apply(CheckpointNotification(model_path=str(files[0].path), version=1))
         before = process.memory_info().rss / 2**20
         peak = [before]
         holder.on_swap(lambda _: peak.append(process.memory_info().rss / 2**20))
-        holder.apply(CheckpointNotification(model_path=str(files[1].path), version=2))
+        decider.apply(CheckpointNotification(model_path=str(files[1].path), version=2))
         while holder.trim.pending:  # freed memory is returned ~1 s after a swap
             time.sleep(0.05)
         after = process.memory_info().rss / 2**20

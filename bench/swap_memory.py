@@ -22,6 +22,7 @@ from common.notification import CheckpointNotification
 from common.policy import PolicyConfig
 from common.settings import Settings
 from subscriber import ModelHolder
+from subscriber.decider import Decider
 
 CONFIG = PolicyConfig(hidden=(1024, 1024))
 
@@ -41,11 +42,12 @@ def run(swaps: int = 1000) -> dict[str, float]:
         files = [make_checkpoint(root, v, name=f"model_{v}.pt", config=CONFIG) for v in (1, 2, 3)]
         model_mb = files[0].size / 2**20
         holder = ModelHolder(Settings(model_dir=root, default_model_dir=root))
+        decider = Decider(holder)
 
         def swap(version: int) -> None:
             saved = files[version % 3]
             note = CheckpointNotification(model_path=str(saved.path), version=version)
-            if not holder.apply(note).applied:
+            if not decider.apply(note).applied:
                 raise RuntimeError(f"swap {version} failed")
 
         warmup = min(50, swaps // 4)

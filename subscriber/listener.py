@@ -1,24 +1,22 @@
 """The Redis listener: a background subscriber that never dies and never misses the newest.
 
-Two daemon threads:
+The **reader** thread owns the pub/sub loop (no ``run_in_thread``, whose worker dies on the
+first exception). Each session: connect → SUBSCRIBE → wait for the confirmation → catch up on
+``:latest`` (``STRLEN`` first: a value over the message limit is refused without being read)
+→ tell Redis what this node serves (``subscriber/recorder.py``) → read. It PINGs on the
+pub/sub connection every ``ping_interval`` and declares the session dead when a PING has gone
+unanswered for ``dead_after``: a hung (SIGSTOPped) server or a half-open socket is noticed
+within ~2 s, while a reader thread that was merely starved of CPU reads its PONG when it
+wakes and is not fooled. redis-py can reconnect and resubscribe silently; a connect callback
+catches that and catches up too. Any Redis error ends the session; the next one starts after
+a jittered backoff (100 ms, doubling, at most 1 s, so a Redis that comes back is used within
+a second).
 
-- the **reader** owns the pub/sub loop (no ``run_in_thread``, whose worker dies on the first
-  exception). Each session: connect → SUBSCRIBE → wait for the confirmation → GET ``:latest``
-  (catch-up) → read. It PINGs on the pub/sub connection every ``ping_interval`` and declares
-  the session dead when nothing, not even a PONG, has come back for ``dead_after``: a hung
-  (SIGSTOPped) server or a half-open socket is noticed within ~2 s. redis-py's own
-  ``health_check_interval`` cannot notice a hung server (it never waits for its PONG), and it
-  reconnects and resubscribes silently, so this module owns the check instead, and a connect
-  callback catches any silent reconnect and catches up through ``:latest`` too. Any error
-  ends the session; the next one starts after a jittered exponential backoff (100 ms → 5 s).
-- the **applier** hands notifications to the holder. While a load runs, only the newest
-  pending notification is kept (older ones are counted as coalesced). When notifications
-  piled up since the applier last took one (a burst), it waits for ``quiet`` without a new
-  arrival, at most ``settle_max``, before loading: 1,000 notifications in a second cost a
-  handful of loads, while a lone or steadily paced one is applied at once.
-
-Bad messages are rejected with a reason, logged, counted; nothing a publisher sends can
-raise out of either thread.
+Every message is parsed here and handed to the applier (``subscriber/applier.py``) with what
+``:latest`` held before it (mirrored by ``common/latest.py``). A message that cannot be a
+notification is rejected with a reason, logged once (its text escaped), counted: nothing a
+publisher sends can end a session or the thread. A catch-up that brings a message already
+judged is skipped; with a secret, a signature already judged is refused as ``replayed``.
 """
 
 from __future__ import annotations
@@ -37,9 +35,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.errors import InvalidNotification
-from common.notification import CheckpointNotification
+from common.latest import moves_latest
+from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
 from common.settings import Settings, redact_url
+from common.textsafe import printable
+from subscriber.applier import Applier
 from subscriber.holder import ModelHolder
+from subscriber.plan import Candidate
+from subscriber.recorder import Recorder
+from subscriber.seen import JudgedMessages, ReplayGuard
 
 __all__ = ["CheckpointSubscriber", "ListenerTiming"]
 
@@ -58,29 +62,30 @@ class ListenerTiming:
     connect_timeout: float = 1.0
     command_timeout: float = 0.5
     backoff_initial: float = 0.1
-    backoff_max: float = 5.0
+    backoff_max: float = 1.0
     quiet: float = 0.02
     settle_max: float = 0.125  # a steady stream costs ~8 loads a second (bench/burst.py)
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    notification: CheckpointNotification
-    received_at: float
-    via: str
-
-
 class CheckpointSubscriber:
-    """Subscribe to an instance's channel and feed the holder; ``start()`` / ``stop()``."""
+    """Subscribe to an instance's channel and feed the applier; ``start()`` / ``stop()``."""
 
     def __init__(
         self,
         holder: ModelHolder,
         settings: Settings,
         *,
+        applier: Applier,
+        judged: JudgedMessages,
+        replay: ReplayGuard,
+        recorder: Recorder | None = None,
         timing: ListenerTiming | None = None,
     ) -> None:
         self.holder = holder
+        self.applier = applier
+        self.judged = judged
+        self.replay = replay
+        self.recorder = recorder
         self.metrics = holder.metrics
         self.redis_url = settings.redis_url
         self.keys = settings.keys
@@ -90,14 +95,14 @@ class CheckpointSubscriber:
         self.last_message_at: datetime | None = None
         self.last_connected_at: datetime | None = None
         self.sessions = 0
+        self.attempts = 0  # sessions tried, successful or not
         self._connected = False
         self._stop = threading.Event()
-        self._cond = threading.Condition()
-        self._pending: _Pending | None = None
-        self._last_arrival = 0.0
-        self._piled_up = 0
         self._silent_reconnect = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        # What :latest held as far as this node knows: its parsed message and sha1 digest.
+        self._latest: CheckpointNotification | None = None
+        self._latest_digest = ""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -107,30 +112,31 @@ class CheckpointSubscriber:
         return self._connected
 
     def start(self) -> CheckpointSubscriber:
-        if self._threads:
-            return self
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._read_forever, name="fks-listener", daemon=True),
-            threading.Thread(target=self._apply_forever, name="fks-applier", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._read_forever, name="fks-listener", daemon=True
+            )
+            self._thread.start()
         return self
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Unsubscribe, stop both threads, join them; returns within ``timeout``."""
+        """Unsubscribe, stop the thread, join it; returns within ``timeout``."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
         self._set_connected(False)
 
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Wait until the first session has subscribed (and queued its catch-up) or failed."""
+        deadline = time.monotonic() + timeout
+        while self.attempts == 0 and time.monotonic() < deadline and self.alive():
+            time.sleep(0.005)
+        return self._connected
 
     def status(self) -> dict[str, Any]:
         return {
@@ -158,6 +164,8 @@ class CheckpointSubscriber:
             except Exception:  # noqa: BLE001 - the listener must never die
                 log.exception("listener session failed unexpectedly; reconnecting")
                 self._lost("unexpected error")
+            finally:
+                self.attempts += 1
             if self._stop.is_set():
                 break
             if self.sessions > sessions:  # that session had subscribed: start backoff afresh
@@ -190,7 +198,10 @@ class CheckpointSubscriber:
             pubsub.connection.register_connect_callback(self._on_connect)
             self._await_subscription(pubsub)
             self._catch_up(client, "subscribe")
+            if self.recorder is not None:
+                self.recorder.restore(self.holder.current())
             self._set_connected(True)  # subscribed and caught up: Redis mode
+            self.attempts += 1
             self._read(client, pubsub)
         finally:
             self._close(pubsub, client)
@@ -205,12 +216,13 @@ class CheckpointSubscriber:
 
     def _read(self, client: redis.Redis, pubsub: redis.client.PubSub) -> None:
         t = self.timing
-        last_seen = last_ping = time.monotonic()
+        last_ping = time.monotonic()
+        unanswered_since: float | None = None
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=t.read_timeout)
             now = time.monotonic()
             if message is not None:
-                last_seen = now
+                unanswered_since = None  # Redis answered: everything sent before is read
                 if message["type"] == "message":
                     self._on_message(message["data"], "channel")
             if self._silent_reconnect.is_set():
@@ -220,15 +232,33 @@ class CheckpointSubscriber:
             if now - last_ping >= t.ping_interval:
                 pubsub.ping(PING_PAYLOAD)
                 last_ping = now
-            if now - last_seen > t.dead_after:
-                raise redis.TimeoutError(f"no answer from Redis for {now - last_seen:.1f}s")
+                if unanswered_since is None:
+                    unanswered_since = now
+            if unanswered_since is not None and now - unanswered_since > t.dead_after:
+                raise redis.TimeoutError(
+                    f"no answer from Redis to a PING for {now - unanswered_since:.1f}s"
+                )
 
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
     def _catch_up(self, client: redis.Redis, why: str) -> None:
-        raw = client.get(self.keys.latest)
+        """Read ``:latest`` (measured first: an oversized value is refused unread)."""
         self.counters["catch_ups"] += 1
+        size = int(client.strlen(self.keys.latest))
+        if size == 0:
+            self._latest, self._latest_digest = None, ""
+            return
+        if size > MAX_MESSAGE_BYTES:
+            self._latest, self._latest_digest = None, f"oversize:{size}"
+            self._reject(
+                "oversize",
+                f"{self.keys.latest} holds {size} bytes, over the {MAX_MESSAGE_BYTES}-byte "
+                "limit; not read",
+                "latest",
+            )
+            return
+        raw = client.get(self.keys.latest)
         if raw is not None:
             log.debug("catch-up after %s: reading %s", why, self.keys.latest)
             self._on_message(raw, "latest")
@@ -258,63 +288,57 @@ class CheckpointSubscriber:
     # -- messages --------------------------------------------------------------------------
 
     def _on_message(self, data: bytes | str, via: str) -> None:
+        """Parse one message and hand it on; never raises."""
+        try:
+            self._handle(data, via)
+        except Exception as exc:  # noqa: BLE001 - nothing a publisher sends ends a session
+            self._reject("invalid", f"unexpected {type(exc).__name__} while parsing", via)
+
+    def _handle(self, data: bytes | str, via: str) -> None:
         received = time.monotonic()
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
         self.last_message_at = datetime.now(UTC)
         self.metrics.notifications.labels(via).inc()
         self.counters[f"received_{via}"] += 1
+        digest = message_digest(raw) if len(raw) <= MAX_MESSAGE_BYTES else ""
+        if via == "latest":
+            self._latest_digest = digest
+            self._latest = None
+            if digest and digest in self.judged:
+                self.counters["already_judged"] += 1
+                self.holder.stale("already_judged", via, "", 0)
+                return
         try:
-            notification = CheckpointNotification.from_message(data, secret=self.secret)
+            notification = CheckpointNotification.from_message(raw, secret=self.secret)
         except InvalidNotification as exc:
-            self.counters[f"rejected_{exc.reason}"] += 1
-            self.holder.record_rejection(exc.reason, str(exc), via)
-            log.warning("rejected a message from %s (%s): %s", via, exc.reason, exc)
+            self._reject(exc.reason, str(exc), via)
             return
-        self._offer(_Pending(notification, received, via))
+        decided = None
+        if via == "latest":
+            self._latest = notification
+            before = ""
+            when = notification.issued_at or notification.saved_at
+            decided = int(when.timestamp() * 1e9)  # decided when published, not when read
+        else:
+            replayed = self.replay.replayed(notification)
+            if replayed is not None:
+                self._reject("replayed", replayed, via)
+                return
+            before = self._latest_digest
+            if moves_latest(self._latest, notification):
+                self._latest, self._latest_digest = notification, digest
+        self.applier.offer(
+            Candidate.from_notification(
+                notification,
+                via,
+                raw=raw,
+                latest_before=before,
+                received_at=received,
+                decided_ns=decided,
+            )
+        )
 
-    def _offer(self, item: _Pending) -> None:
-        with self._cond:
-            held = self._pending
-            new = item.notification
-            self._last_arrival = item.received_at
-            if held is not None:
-                self._piled_up += 1
-                self.counters["coalesced"] += 1
-                self.metrics.coalesced.inc()
-                if not new.force and 0 < new.version < held.notification.version:
-                    return  # the held one is newer: drop this one
-            self._pending = item
-            self._cond.notify()
-
-    # -- applier ---------------------------------------------------------------------------
-
-    def _apply_forever(self) -> None:
-        while not self._stop.is_set():
-            item = self._next_pending()
-            if item is None:
-                continue
-            try:
-                outcome = self.holder.apply(
-                    item.notification, source=item.via, received_at=item.received_at
-                )
-                self.counters[f"outcome_{outcome.reason}"] += 1
-            except Exception:  # noqa: BLE001 - the applier must never die
-                log.exception("applying a notification failed unexpectedly")
-                self.counters["apply_errors"] += 1
-
-    def _next_pending(self) -> _Pending | None:
-        t = self.timing
-        with self._cond:
-            while self._pending is None and not self._stop.is_set():
-                self._cond.wait(0.5)
-            if self._stop.is_set():
-                return None
-            if self._piled_up:
-                settle_until = time.monotonic() + t.settle_max
-                while not self._stop.is_set():
-                    now = time.monotonic()
-                    quiet_for = now - self._last_arrival
-                    if quiet_for >= t.quiet or now >= settle_until:
-                        break
-                    self._cond.wait(min(t.quiet - quiet_for, settle_until - now))
-            item, self._pending, self._piled_up = self._pending, None, 0
-            return item
+    def _reject(self, reason: str, detail: str, via: str) -> None:
+        self.counters[f"rejected_{reason}"] += 1
+        self.holder.record_rejection(reason, detail, via)
+        log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))

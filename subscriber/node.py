@@ -1,8 +1,14 @@
-"""A serving node: the holder, the listener, the fallback and the registry, wired together.
+"""A serving node: the holder, the applier, the listener, the fallback and the registry.
 
 The request path calls :meth:`ServingNode.model_for_request`: while the listener is
 connected and a model is served, that is two attribute reads and no I/O at all; otherwise
-it is the fallback's one ``os.stat``. Nothing on the request path talks to Redis.
+it is the fallback's one ``os.stat``. Nothing on the request path talks to Redis or waits
+for a load (but a request with no model at all waits for one look at the disk).
+
+Start-up serves the latest decision: the listener subscribes and catches up on ``:latest``
+first (bounded by its connect timeout), then the disk is looked at once, so a newer file than
+``:latest`` (written while Redis was away) wins, and a forced rollback in ``:latest`` is not
+undone by the newest file on disk.
 """
 
 from __future__ import annotations
@@ -13,17 +19,23 @@ from typing import Any
 import torch
 
 from common.settings import Settings
+from subscriber.applier import Applier
+from subscriber.decider import Decider
 from subscriber.fallback import FallbackWatcher
 from subscriber.holder import ModelHolder
 from subscriber.listener import CheckpointSubscriber, ListenerTiming
 from subscriber.loader import LoadOptions
 from subscriber.metrics import Metrics
+from subscriber.recorder import Recorder
 from subscriber.registry import NodeRegistry
+from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
 
-__all__ = ["ServingNode"]
+__all__ = ["START_WAIT_SECONDS", "ServingNode"]
 
 log = logging.getLogger(__name__)
+
+START_WAIT_SECONDS = 10.0
 
 
 class ServingNode:
@@ -36,17 +48,37 @@ class ServingNode:
         timing: ListenerTiming | None = None,
         listen: bool = True,
     ) -> None:
-        self.settings = settings or Settings()
-        self.holder = ModelHolder(self.settings, metrics=metrics, options=options)
+        self.settings = s = settings or Settings()
+        self.timing = timing or ListenerTiming()
+        self.holder = ModelHolder(s, metrics=metrics, options=options)
         self.metrics = self.holder.metrics
-        self.fallback = FallbackWatcher(self.holder)
-        self.listener = CheckpointSubscriber(self.holder, self.settings, timing=timing)
+        self.judged = JudgedMessages()
+        self.replay = ReplayGuard(
+            enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
+        )
+        self.decider = Decider(self.holder, judged=self.judged, replay=self.replay)
+        self.recorder = Recorder(s.redis_url, s.keys) if listen else None
+        self.applier = Applier(
+            self.decider,
+            quiet=self.timing.quiet,
+            settle_max=self.timing.settle_max,
+            poll=s.fallback_poll_seconds,
+            missing_retry=s.missing_retry_seconds,
+            in_fallback=lambda: not self.listener.connected,
+            recorder=self.recorder,
+        )
+        self.fallback = FallbackWatcher(self.holder, self.applier)
+        self.listener = CheckpointSubscriber(
+            self.holder,
+            s,
+            applier=self.applier,
+            judged=self.judged,
+            replay=self.replay,
+            recorder=self.recorder,
+            timing=self.timing,
+        )
         self.registry = NodeRegistry(
-            self.settings.redis_url,
-            self.settings.keys,
-            self.describe,
-            node_id=self.settings.node_id,
-            interval=self.settings.heartbeat_seconds,
+            s.redis_url, s.keys, self.describe, node_id=s.node_id, interval=s.heartbeat_seconds
         )
         self.listen = listen
 
@@ -63,7 +95,7 @@ class ServingNode:
         return self.fallback.check()
 
     def start(self) -> ServingNode:
-        """Preload from disk (never fails), then listen and heartbeat.
+        """Catch up on Redis, look at the disk, then listen and heartbeat; never fails.
 
         Sets torch's intra-op threads to ``FKS_TORCH_THREADS`` (default 1; 0 leaves it): a
         server of small policies gains nothing from them, and their spinning steals the
@@ -71,21 +103,27 @@ class ServingNode:
         """
         if self.settings.torch_threads > 0:
             torch.set_num_threads(self.settings.torch_threads)
-        try:
-            self.fallback.check()
-        except Exception:  # noqa: BLE001 - the server must start without a model
-            log.exception("preloading a checkpoint failed; starting without a model")
+        self.applier.start()
+        if self.listen:
+            self.listener.start()
+            t = self.timing
+            self.listener.wait_first_attempt(t.connect_timeout + t.dead_after + 0.5)
+        ticket = self.applier.request_disk_check()
+        if not self.applier.wait_disk_check(ticket, START_WAIT_SECONDS):
+            log.warning("the first load is still running; starting meanwhile")
         if self.holder.current() is None:
             log.warning("no checkpoint served yet; /sac answers 503 until one appears")
         if self.listen:
-            self.listener.start()
             self.registry.start()
         return self
 
     def stop(self) -> None:
         self.listener.stop()
+        self.applier.stop()
         if self.listen:
             self.registry.stop()
+        if self.recorder is not None:
+            self.recorder.close()
         self.holder.trim.cancel()
 
     def describe(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ them after resolving symlinks and ``..``; a relative path is looked up in each r
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,14 @@ class ModelRoots:
             reason="outside_roots",
         )
 
-    def candidates(self, limit: int = 8) -> list[Path]:
-        """What a cold start may serve, best first: tier 1, then tiers 2 and 3 newest first."""
+    def candidates(self, limit: int = 8, *, only_tier: int | None = None) -> list[Path]:
+        """What may be served, best first: tier 1, then tiers 2 and 3 newest first (a cold
+        start tries them in this order); ``only_tier`` keeps one tier's files."""
         found: list[Path] = []
-        if self.explicit is not None and self.explicit.is_file():
+        if only_tier in (None, 1) and self.explicit is not None and self.explicit.is_file():
             found.append(self.explicit)
-        for directory in (self.directory, self.default):
-            if directory is not None:
+        for tier, directory in ((2, self.directory), (3, self.default)):
+            if directory is not None and only_tier in (None, tier):
                 found += checkpoints_newest_first(directory)
         return found[:limit]
 
@@ -84,9 +86,18 @@ class ModelRoots:
         return Resolved(None, watch, 0)
 
 
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key under which ``model_10.pt`` follows ``model_9.pt``."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name))
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
 def checkpoints_newest_first(directory: Path) -> list[Path]:
-    """The ``model_*.pt`` files of ``directory``, newest mtime first (ties: by name)."""
-    found: list[tuple[tuple[int, str], Path]] = []
+    """The ``model_*.pt`` files of ``directory``, newest mtime first (ties: by name, with
+    numbers compared as numbers: ``model_10.pt`` is newer than ``model_9.pt``)."""
+    found: list[tuple[tuple[int, tuple[tuple[int, int | str], ...]], Path]] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -96,7 +107,7 @@ def checkpoints_newest_first(directory: Path) -> list[Path]:
             continue
         try:
             if entry.is_file():
-                found.append(((entry.stat().st_mtime_ns, entry.name), Path(entry.path)))
+                found.append(((entry.stat().st_mtime_ns, _natural(entry.name)), Path(entry.path)))
         except OSError:
             continue
     return [path for _, path in sorted(found, reverse=True)]

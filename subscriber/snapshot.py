@@ -30,6 +30,11 @@ class ServedModel:
     training_step: int = 0
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Files of another path must be at least this new to replace this decision (None: the
+    # file's own mtime): the moment the decision was taken (a message, a rollback, a reload).
+    newer_after_ns: int | None = None
+    # The message that decided this model (channel or :latest), kept to restore :latest.
+    message: bytes | None = None
     mtime_utc: str = field(init=False, default="")
     parameters: int = field(init=False, default=0)
 
@@ -43,7 +48,7 @@ class ServedModel:
 
     @property
     def identity(self) -> ServedIdentity:
-        return ServedIdentity(str(self.path), self.mtime_ns, self.version)
+        return ServedIdentity(str(self.path), self.mtime_ns, self.version, self.newer_after_ns)
 
     @property
     def state_dim(self) -> int:

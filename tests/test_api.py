@@ -20,7 +20,7 @@ from common import Settings
 from common.checkpoint import load_checkpoint
 from common.policy import PolicyConfig
 from subscriber import create_app, mount
-from tests.helpers import bump_mtime, write_checkpoint
+from tests.helpers import bump_mtime, wait_for, write_checkpoint
 
 STATE = [0.1] * 28
 ClientFactory = Callable[..., Any]
@@ -50,7 +50,8 @@ def eager_action(path: Path, state: list[float]) -> float:
 
 
 def test_load_predict_and_hot_reload_by_mtime(client_for: ClientFactory, model_root: Path) -> None:
-    """Redis off: the served checkpoint predicts, and the next request sees a newer file."""
+    """Redis off: the served checkpoint predicts, and requests soon see a newer file (the
+    request that notices it is not held up by the load)."""
     first = write_checkpoint(model_root, 1)
     with client_for() as client:
         body = client.post("/sac/predict", json={"state": STATE}).json()
@@ -60,10 +61,14 @@ def test_load_predict_and_hot_reload_by_mtime(client_for: ClientFactory, model_r
         assert body["action"] == pytest.approx(eager_action(first.path, STATE), abs=1e-6)
         assert client.get("/sac/health").json()["mode"] == "mtime"
         second = write_checkpoint(model_root, 2)
-        body = client.post("/sac/predict", json={"state": STATE}).json()
-        assert (body["version"], body["generation"], body["model_path"]) == (
-            2, 2, str(second.path),
-        )  # fmt: skip
+
+        def newest() -> bool:
+            body = client.post("/sac/predict", json={"state": STATE}).json()
+            return (body["version"], body["generation"], body["model_path"]) == (
+                2, 2, str(second.path),
+            )  # fmt: skip
+
+        wait_for(newest)
 
 
 def test_cold_start_answers_503_until_a_model_appears(
@@ -256,15 +261,18 @@ class TestAuth:
 
 
 def test_rollback_and_history(client_for: ClientFactory, model_root: Path) -> None:
-    """Rollback returns the previous model; 409 when none is kept; history tells it all."""
+    """Rollback returns the previous model; 409 when none is kept, and a second rollback
+    never toggles back; history tells it all."""
     write_checkpoint(model_root, 1)
     with client_for() as client:
         assert client.post("/sac/model/rollback").status_code == 409
         client.post("/sac/predict", json={"state": STATE})
         write_checkpoint(model_root, 2)
-        assert client.post("/sac/predict", json={"state": STATE}).json()["version"] == 2
+        wait_for(lambda: client.post("/sac/predict", json={"state": STATE}).json()["version"] == 2)
         back = client.post("/sac/model/rollback").json()
         assert (back["version"], back["generation"], back["source"]) == (1, 3, "rollback")
+        again = client.post("/sac/model/rollback")
+        assert again.status_code == 409 and "not undone" in again.json()["detail"]
         assert client.post("/sac/predict", json={"state": STATE}).json()["version"] == 1
         history = client.get("/sac/model/history").json()
         assert [g["version"] for g in history["generations"]] == [1, 2, 1]
@@ -282,6 +290,7 @@ def test_metrics_expose_the_served_model_and_the_reasons(
         bad.write_bytes(b"PK\x03\x04 truncated")
         bump_mtime(bad)
         client.post("/sac/predict", json={"state": STATE})
+        wait_for(lambda: 'reason="truncated"} 1.0' in client.get("/metrics").text)
         text = client.get("/metrics").text
     for line in (
         "fks_model_generation 1.0",

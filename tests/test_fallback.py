@@ -1,58 +1,95 @@
-"""The mtime fallback: one os.stat per request, the next request sees a newer file."""
+"""The mtime fallback: one os.stat per request; a change starts a load in the background and
+newer files are served soon after, without any request waiting for the load."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from common import Settings
 from subscriber import ModelHolder
+from subscriber.applier import Applier
+from subscriber.decider import Decider
 from subscriber.fallback import HOT_SECONDS, FallbackWatcher
-from tests.helpers import write_checkpoint
+from subscriber.snapshot import ServedModel
+from tests.helpers import wait_for, write_checkpoint
 
 
 @pytest.fixture
-def watcher(settings_for: Callable[..., Settings]) -> FallbackWatcher:
-    return FallbackWatcher(ModelHolder(settings_for()))
+def make_watcher(
+    settings_for: Callable[..., Settings],
+) -> Iterator[Callable[..., FallbackWatcher]]:
+    appliers: list[Applier] = []
+
+    def make(**overrides: object) -> FallbackWatcher:
+        settings = settings_for(**overrides)
+        decider = Decider(ModelHolder(settings))
+        applier = Applier(decider, poll=settings.fallback_poll_seconds).start()
+        appliers.append(applier)
+        return FallbackWatcher(decider.holder, applier)
+
+    yield make
+    for applier in appliers:
+        applier.stop()
+
+
+@pytest.fixture
+def watcher(make_watcher: Callable[..., FallbackWatcher]) -> FallbackWatcher:
+    return make_watcher(fallback_poll_seconds=60.0)  # requests alone drive the checks here
+
+
+def served_version(watcher: FallbackWatcher, version: int) -> Callable[[], bool]:
+    def check() -> bool:
+        model = watcher.check()
+        return model is not None and model.version == version
+
+    return check
 
 
 def test_no_model_until_a_checkpoint_appears_then_it_is_served(
     watcher: FallbackWatcher, model_root: Path
 ) -> None:
-    """With nothing on disk every request finds nothing; the first file is picked up."""
+    """With nothing on disk a request finds nothing (at once); the first file is picked up."""
+    start = time.monotonic()
     assert watcher.check() is None
     assert watcher.check() is None
+    assert time.monotonic() - start < 1.0  # a cold request waits for one look, not longer
     write_checkpoint(model_root, 1)
     model = watcher.check()
     assert model is not None and model.version == 1 and model.source == "disk"
 
 
-def test_the_next_request_sees_a_newer_file(watcher: FallbackWatcher, model_root: Path) -> None:
-    """A newer model_*.pt in the directory is served by the very next request."""
+def test_a_newer_file_is_served_soon_and_no_request_waits(
+    watcher: FallbackWatcher, model_root: Path
+) -> None:
+    """A newer model_*.pt: the request that sees the change keeps the served model, the load
+    runs in the background, and later requests get the newer file."""
     write_checkpoint(model_root, 1)
-    assert watcher.check().version == 1  # type: ignore[union-attr]
+    first = watcher.check()
+    assert first is not None and first.version == 1
     time.sleep(HOT_SECONDS)
     write_checkpoint(model_root, 2)
-    model = watcher.check()
-    assert model is not None and model.version == 2 and model.source == "mtime"
+    assert watcher.check() is first  # never waits for the load it started
+    wait_for(served_version(watcher, 2))
+    assert watcher.holder.current().source == "mtime"  # type: ignore[union-attr]
 
 
 def test_an_explicit_model_file_rewritten_in_place_is_reloaded(
-    settings_for: Callable[..., Settings], tmp_path: Path
+    make_watcher: Callable[..., FallbackWatcher], tmp_path: Path
 ) -> None:
     """Tier 1 (STAT_PAIR_RL_MODEL) is watched as a file."""
     explicit = tmp_path / "explicit"
     explicit.mkdir()
     path = write_checkpoint(explicit, 1, name="policy.pt").path
-    watcher = FallbackWatcher(ModelHolder(settings_for(model_path=path)))
+    watcher = make_watcher(model_path=path, fallback_poll_seconds=60.0)
     assert watcher.check().version == 1  # type: ignore[union-attr]
     write_checkpoint(explicit, 2, name="policy.pt")
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
-    assert watcher.check().version == 2  # type: ignore[union-attr]
+    wait_for(served_version(watcher, 2))
 
 
 def test_steady_state_costs_one_stat_per_request(
@@ -64,6 +101,7 @@ def test_steady_state_costs_one_stat_per_request(
     past = time.time_ns() - 10**9
     os.utime(model_root, ns=(past, past))
     watcher.check()
+    watcher.applier.wait_idle(5)
     calls: list[object] = []
     real_stat = os.stat
 
@@ -86,6 +124,8 @@ def test_an_older_file_appearing_does_not_replace_the_served_one(
     old = write_checkpoint(model_root, 1)
     stamp = (model_root / "model_5.pt").stat().st_mtime_ns - 10**9
     os.utime(old.path, ns=(stamp, stamp))
+    watcher.check()
+    watcher.applier.wait_idle(5)
     assert watcher.check().version == 5  # type: ignore[union-attr]
 
 
@@ -97,8 +137,9 @@ def test_a_bad_newer_file_keeps_the_served_model(
     served = watcher.check()
     time.sleep(HOT_SECONDS)
     (model_root / "model_2.pt").write_bytes(b"PK\x03\x04 half a zip")
-    assert watcher.check() is served
-    assert watcher.check() is served
+    for _ in range(5):
+        assert watcher.check() is served
+        watcher.applier.wait_idle(5)
     reasons = [e.reason for e in watcher.holder.events.recent()]
     assert reasons.count("truncated") == 1
 
@@ -115,4 +156,41 @@ def test_a_cold_start_skips_a_bad_newest_file_for_an_older_good_one(
     model = watcher.check()
     assert model is not None and model.version == 1
     assert watcher.check() is model
+    watcher.applier.wait_idle(5)
     assert [e.reason for e in watcher.holder.events.recent()].count("truncated") == 1
+
+
+def test_a_file_written_in_place_is_served_once_complete(
+    make_watcher: Callable[..., FallbackWatcher], model_root: Path, tmp_path: Path
+) -> None:
+    """A checkpoint copied in place (cp, a plain torch.save) and seen half-written is refused
+    as truncated, then served once complete: the poll notices the file changed, although the
+    directory's own signature did not."""
+    watcher = make_watcher(fallback_poll_seconds=0.1)
+    write_checkpoint(model_root, 1)
+    assert watcher.check().version == 1  # type: ignore[union-attr]
+    data = write_checkpoint(tmp_path, 2).path.read_bytes()
+    target = model_root / "model_2.pt"
+    with open(target, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        wait_for(lambda: any(e.reason == "truncated" for e in watcher.holder.events.recent()), 5)
+        fh.write(data[len(data) // 2 :])
+    wait_for(served_version(watcher, 2))
+
+
+def test_a_checkpoint_in_a_tier_that_was_empty_is_picked_up(
+    make_watcher: Callable[..., FallbackWatcher], tmp_path: Path
+) -> None:
+    """Serving tier 3 while STAT_PAIR_RL_DIR is empty, a checkpoint saved into the tier-2
+    directory is served (tier 2 outranks tier 3), as a freshly started node would."""
+    tier2, tier3 = tmp_path / "tier2", tmp_path / "tier3"
+    tier2.mkdir()
+    tier3.mkdir()
+    write_checkpoint(tier3, 1)
+    watcher = make_watcher(model_dir=tier2, default_model_dir=tier3, fallback_poll_seconds=0.1)
+    first: ServedModel | None = watcher.check()
+    assert first is not None and first.version == 1
+    time.sleep(HOT_SECONDS)
+    write_checkpoint(tier2, 2)
+    wait_for(served_version(watcher, 2))

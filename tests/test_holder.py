@@ -16,7 +16,8 @@ from common import CheckpointLoadError, CheckpointNotification, Settings
 from common.checkpoint import save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from subscriber import ModelHolder
-from subscriber.holder import NoPreviousModel, NothingToLoad
+from subscriber.decider import Decider
+from subscriber.holder import NoPreviousModel, NothingToLoad, Outcome
 from subscriber.snapshot import ServedModel
 from tests.helpers import wait_for, write_checkpoint
 
@@ -30,6 +31,11 @@ def holder(settings_for: Callable[..., Settings]) -> ModelHolder:
     return ModelHolder(settings_for())
 
 
+def apply(holder: ModelHolder, notification: CheckpointNotification) -> Outcome:
+    """Judge, load and swap one notification now, as the applier does for a batch of one."""
+    return Decider(holder).apply(notification)
+
+
 def rejections(holder: ModelHolder, reason: str) -> float:
     value = holder.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
     return value or 0.0
@@ -40,9 +46,9 @@ def test_a_newer_version_is_swapped_in_with_a_new_generation(
 ) -> None:
     """v1 then v2: generation 1 then 2, and the snapshot describes the file."""
     one = write_checkpoint(model_root, 1)
-    assert holder.apply(note(one.path, 1)).applied
+    assert apply(holder, note(one.path, 1)).applied
     two = write_checkpoint(model_root, 2)
-    outcome = holder.apply(note(two.path, 2))
+    outcome = apply(holder, note(two.path, 2))
     model = holder.current()
     assert outcome.applied and model is outcome.model and model is not None
     assert (model.version, model.generation, model.sha256) == (2, 2, two.sha256)
@@ -54,9 +60,9 @@ def test_stale_and_duplicate_versions_are_skipped_and_counted(
     holder: ModelHolder, model_root: Path, version: int
 ) -> None:
     """With v2 served, v2 again and v1 are skipped; the served model does not change."""
-    holder.apply(note(write_checkpoint(model_root, 2).path, 2))
+    apply(holder, note(write_checkpoint(model_root, 2).path, 2))
     before = holder.current()
-    outcome = holder.apply(note(write_checkpoint(model_root, version).path, version))
+    outcome = apply(holder, note(write_checkpoint(model_root, version).path, version))
     assert not outcome.applied and outcome.reason == "stale_version"
     assert holder.current() is before
     sample = holder.metrics.registry.get_sample_value(
@@ -68,8 +74,8 @@ def test_stale_and_duplicate_versions_are_skipped_and_counted(
 def test_force_applies_an_older_version(holder: ModelHolder, model_root: Path) -> None:
     """force: true rolls back to an older checkpoint (operator override)."""
     old = write_checkpoint(model_root, 1)
-    holder.apply(note(write_checkpoint(model_root, 5).path, 5))
-    outcome = holder.apply(note(old.path, 1, force=True))
+    apply(holder, note(write_checkpoint(model_root, 5).path, 5))
+    outcome = apply(holder, note(old.path, 1, force=True))
     assert outcome.applied and holder.current() is not None and holder.current().version == 1  # type: ignore[union-attr]
 
 
@@ -78,17 +84,17 @@ def test_unversioned_notifications_compare_by_path_and_mtime(
 ) -> None:
     """Same file, same mtime: skipped. Rewritten file: applied."""
     saved = write_checkpoint(model_root, 0, name="model_latest.pt", seed=1)
-    assert holder.apply(note(saved.path)).applied
-    assert holder.apply(note(saved.path)).reason == "same_file"
+    assert apply(holder, note(saved.path)).applied
+    assert apply(holder, note(saved.path)).reason == "same_file"
     write_checkpoint(model_root, 0, name="model_latest.pt", seed=2)
     os.utime(saved.path, ns=(saved.path.stat().st_mtime_ns + 10**9,) * 2)
-    assert holder.apply(note(saved.path)).applied
+    assert apply(holder, note(saved.path)).applied
 
 
 def test_relative_paths_are_found_in_the_model_roots(holder: ModelHolder, model_root: Path) -> None:
     """{"model_path": "model_3.pt"} means that file in a model root."""
     write_checkpoint(model_root, 3)
-    assert holder.apply(note("model_3.pt", 3)).applied
+    assert apply(holder, note("model_3.pt", 3)).applied
 
 
 class TestBadCheckpointsKeepTheServedModel:
@@ -96,12 +102,12 @@ class TestBadCheckpointsKeepTheServedModel:
 
     @pytest.fixture
     def served(self, holder: ModelHolder, model_root: Path) -> ModelHolder:
-        holder.apply(note(write_checkpoint(model_root, 1).path, 1))
+        apply(holder, note(write_checkpoint(model_root, 1).path, 1))
         return holder
 
     def assert_refused(self, holder: ModelHolder, path: Path | str, reason: str) -> None:
         before = holder.current()
-        outcome = holder.apply(note(path, 99))
+        outcome = apply(holder, note(path, 99))
         assert not outcome.applied and outcome.reason == reason, outcome
         assert holder.current() is before
         assert rejections(holder, reason) >= 1
@@ -161,7 +167,7 @@ class TestBadCheckpointsKeepTheServedModel:
     def test_sha256_mismatch(self, served: ModelHolder, model_root: Path) -> None:
         saved = write_checkpoint(model_root, 2)
         before = served.current()
-        outcome = served.apply(note(saved.path, 2, sha256="0" * 64))
+        outcome = apply(served, note(saved.path, 2, sha256="0" * 64))
         assert outcome.reason == "sha256_mismatch" and served.current() is before
 
 
@@ -180,23 +186,23 @@ def test_a_failed_file_is_not_retried_until_it_changes(
         return load_checkpoint(path, **kwargs)
 
     monkeypatch.setattr(loader, "load_checkpoint", counting_load)
-    assert holder.apply(note(bad, 2)).reason == "corrupt"
-    assert holder.apply(note(bad, 2)).reason == "known_bad"
+    assert apply(holder, note(bad, 2)).reason == "corrupt"
+    assert apply(holder, note(bad, 2)).reason == "known_bad"
     assert len(loads) == 1
     write_checkpoint(model_root, 2)
     os.utime(bad, ns=(bad.stat().st_mtime_ns + 10**9,) * 2)
-    assert holder.apply(note(bad, 2)).applied and len(loads) == 2
+    assert apply(holder, note(bad, 2)).applied and len(loads) == 2
 
 
 def test_concurrent_triggers_load_once(holder: ModelHolder, model_root: Path) -> None:
-    """16 threads announcing the same version cause one load and one swap."""
+    """16 threads announcing the same version cause one swap; the others are skipped."""
     saved = write_checkpoint(model_root, 1)
     barrier = threading.Barrier(16)
     outcomes = []
 
     def trigger() -> None:
         barrier.wait()
-        outcomes.append(holder.apply(note(saved.path, 1)))
+        outcomes.append(apply(holder, note(saved.path, 1)))
 
     threads = [threading.Thread(target=trigger) for _ in range(16)]
     for t in threads:
@@ -210,7 +216,7 @@ def test_concurrent_triggers_load_once(holder: ModelHolder, model_root: Path) ->
 def test_readers_never_see_a_half_swapped_state(holder: ModelHolder, model_root: Path) -> None:
     """Threads hammering current() during 40 swaps always see a self-consistent snapshot."""
     files = {v: write_checkpoint(model_root, v) for v in range(1, 41)}
-    holder.apply(note(files[1].path, 1))
+    apply(holder, note(files[1].path, 1))
     stop = threading.Event()
     problems: list[str] = []
     state = torch.randn(1, 28).numpy()
@@ -229,7 +235,7 @@ def test_readers_never_see_a_half_swapped_state(holder: ModelHolder, model_root:
     for t in readers:
         t.start()
     for v in range(2, 41):
-        assert holder.apply(note(files[v].path, v)).applied
+        assert apply(holder, note(files[v].path, v)).applied
     stop.set()
     for t in readers:
         t.join()
@@ -243,13 +249,13 @@ def test_rollback_swaps_the_previous_model_back_and_holds_it(
     """Rollback restores v1 as a new generation; catching up on v2 again is skipped."""
     with pytest.raises(NoPreviousModel):
         holder.rollback()
-    holder.apply(note(write_checkpoint(model_root, 1).path, 1))
+    apply(holder, note(write_checkpoint(model_root, 1).path, 1))
     v2 = write_checkpoint(model_root, 2)
-    holder.apply(note(v2.path, 2))
+    apply(holder, note(v2.path, 2))
     restored = holder.rollback()
     assert (restored.version, restored.generation) == (1, 3)
-    assert holder.apply(note(v2.path, 2)).reason == "stale_version"
-    assert holder.apply(note(write_checkpoint(model_root, 3).path, 3)).applied
+    assert apply(holder, note(v2.path, 2)).reason == "stale_version"
+    assert apply(holder, note(write_checkpoint(model_root, 3).path, 3)).applied
 
 
 def test_history_is_bounded_newest_first(
@@ -258,7 +264,7 @@ def test_history_is_bounded_newest_first(
     """After 40 swaps the history holds the 32 newest generations."""
     holder = ModelHolder(settings_for(), history_size=32)
     for v in range(1, 41):
-        holder.apply(note(write_checkpoint(model_root, v).path, v))
+        apply(holder, note(write_checkpoint(model_root, v).path, v))
     generations = [h["generation"] for h in holder.history()]
     assert generations == list(range(40, 8, -1))
 
@@ -292,7 +298,7 @@ def test_swap_callbacks_see_every_swap_and_cannot_break_one(
 
     holder.on_swap(broken)
     for v in (1, 2):
-        assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
+        assert apply(holder, note(write_checkpoint(model_root, v).path, v)).applied
     assert seen == [1, 2] and holder.current().version == 2  # type: ignore[union-attr]
 
 
@@ -316,13 +322,13 @@ def test_swaps_share_one_deferred_trim(holder: ModelHolder, model_root: Path) ->
     holder.trim = DeferredTrim(delay=0.2, trim=trim)
     start = time.monotonic()
     for v in (1, 2, 3):
-        assert holder.apply(note(write_checkpoint(model_root, v).path, v)).applied
+        assert apply(holder, note(write_checkpoint(model_root, v).path, v)).applied
     assert holder.trim.pending and calls == []
     wait_for(lambda: len(calls) == 1, timeout=5)
     assert calls[0] - start >= 0.2
     time.sleep(0.3)
     assert len(calls) == 1 and not holder.trim.pending
-    assert holder.apply(note(write_checkpoint(model_root, 4).path, 4)).applied
+    assert apply(holder, note(write_checkpoint(model_root, 4).path, 4)).applied
     wait_for(lambda: len(calls) == 2, timeout=5)
 
 

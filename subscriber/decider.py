@@ -1,0 +1,176 @@
+"""From candidates to at most one swap: a batch of notifications, or what lies on disk.
+
+:meth:`Decider.apply_batch` locates the candidates (on the load lane: confinement and
+``stat`` are file system calls that can hang), replays them through the ordering rule of
+``subscriber/plan.py``, loads the latest applicable one and, if that fails, the one before
+it. :meth:`Decider.check_disk` is the mtime fallback and the cold start: the tier resolution,
+then the newest file that is newer than the served decision (or, with no model, the newest
+that loads). Every skip and rejection is counted and logged once with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import CheckpointError
+from common.notification import CheckpointNotification, message_digest
+from subscriber.holder import ModelHolder, Outcome
+from subscriber.plan import Candidate, Located, judge_candidate, plan
+from subscriber.seen import JudgedMessages, ReplayGuard
+
+__all__ = ["BatchResult", "Decider"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The swap a batch caused (if any), its candidate, and the candidates whose file was
+    missing (to retry: shared storage can lag behind the notification)."""
+
+    outcome: Outcome | None = None
+    candidate: Candidate | None = None
+    missing: list[Candidate] = field(default_factory=list)
+
+
+class Decider:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        *,
+        judged: JudgedMessages | None = None,
+        replay: ReplayGuard | None = None,
+    ) -> None:
+        self.holder = holder
+        self.judged = judged or JudgedMessages()
+        self.replay = replay or ReplayGuard(enabled=False, max_age_seconds=300.0)
+        self.watch: Path | None = None
+        self._last_reason: str | None = None
+
+    def apply(self, notification: CheckpointNotification, *, source: str = "channel") -> Outcome:
+        """Judge and apply one notification now (tests, tools); the listener batches."""
+        result = self.apply_batch([Candidate.from_notification(notification, source)])
+        if result.outcome is not None:
+            return result.outcome
+        reason = self._last_reason or "stale"
+        return Outcome(False, reason, self.holder.current())
+
+    def apply_batch(self, batch: Sequence[Candidate]) -> BatchResult:
+        h = self.holder
+        self._last_reason = None
+        try:
+            located = h.lane.run(
+                lambda: [h.locate(c) for c in batch], what=f"locating {len(batch)} candidate(s)"
+            )
+        except CheckpointError as exc:
+            for c in batch:
+                h.refused(exc, c.source, c.path, c.version)
+            self._last_reason = exc.reason
+            return BatchResult()
+        generation = h.generation
+        steps = plan(
+            h.identity(),
+            located,
+            skip_through=h.skip_through,
+            known_bad=h.known_bad,
+            refuse_force=self._refuse_force,
+        ).steps
+        for step in steps:
+            if step.applies:
+                continue
+            c = step.located.candidate
+            self._last_reason = step.verdict
+            error = step.located.error
+            path = str(step.located.real or c.path)
+            if error is not None:
+                h.refused(error, c.source, path, c.version)
+            elif step.verdict == "replayed":
+                h.record_rejection("replayed", step.detail, c.source)
+                log.warning("refused a forced message for %s: %s", path, step.detail)
+            else:
+                h.stale(step.verdict, c.source, path, c.version, step.detail)
+        winners = [s for s in steps if s.applies]
+        missing: list[Candidate] = []
+        result = BatchResult(missing=missing)
+        for index, step in enumerate(reversed(winners)):
+            c = step.located.candidate
+            try:
+                prepared = h.prepare(step.located, generation_seen=generation)
+            except CheckpointError as exc:
+                self._last_reason = exc.reason
+                if exc.reason == "superseded":
+                    h.stale("superseded", c.source, str(step.located.real), c.version, str(exc))
+                    break
+                retrying = exc.reason == "missing" and c.notification is not None
+                h.refused(exc, c.source, str(step.located.real or c.path), c.version,
+                          log_it=c.first_received_at is None)  # fmt: skip
+                if retrying:
+                    missing.append(c)
+                continue
+            outcome = h.install(prepared, step.located, generation_seen=generation)
+            earlier = len(winners) - 1 - index
+            if earlier:
+                h.metrics.coalesced.inc(earlier)
+            result = BatchResult(outcome, c, missing)
+            self._last_reason = outcome.reason
+            break
+        retried = {id(c) for c in missing}
+        for step in steps:
+            if id(step.located.candidate) not in retried:
+                self._mark_judged(step.located.candidate)
+        return result
+
+    def check_disk(self) -> Outcome | None:
+        """Serve the newest checkpoint on disk if it is newer than the served decision (the
+        mtime fallback), or, with no model at all, the newest one that loads."""
+        h = self.holder
+
+        def scan() -> tuple[Path, list[Located]]:
+            resolved = h.roots.resolve()
+            tier = resolved.tier if h.current() is not None else None
+            found = h.roots.candidates(only_tier=tier)
+            return resolved.watch, [
+                h.locate(Candidate(source="disk", path=str(p), decided_ns=0)) for p in found
+            ]
+
+        try:
+            self.watch, located = h.lane.run(scan, what="scanning the model roots")
+        except CheckpointError as exc:
+            log.warning("scanning the model roots failed (%s): %s", exc.reason, exc)
+            return None
+        for item in located:
+            if item.error is not None or item.real is None:
+                continue
+            served = h.current()
+            source = "disk" if served is None else "mtime"
+            verdict = judge_candidate(
+                h.identity(), str(item.real), 0, False, item.mtime_ns, h.skip_through
+            )
+            if not verdict.apply or h.known_bad(item) is not None:
+                continue
+            c = Candidate(source=source, path=str(item.real), decided_ns=0)
+            located_item = Located(c, item.real, item.identity)
+            generation = h.generation
+            try:
+                prepared = h.prepare(located_item, generation_seen=generation)
+            except CheckpointError as exc:
+                if exc.reason == "superseded":
+                    return None
+                h.refused(exc, source, str(item.real), 0)
+                continue
+            return h.install(prepared, located_item, generation_seen=generation)
+        return None
+
+    def _refuse_force(self, c: Candidate) -> str | None:
+        if c.notification is None:
+            return None
+        return self.replay.refuse_force(c.notification)
+
+    def _mark_judged(self, c: Candidate) -> None:
+        if c.raw is not None:
+            self.judged.add(message_digest(c.raw))
+        if c.notification is not None:
+            self.replay.judged(c.notification)

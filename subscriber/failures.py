@@ -1,0 +1,71 @@
+"""Checkpoints that failed verification, remembered by the file's identity.
+
+A file that failed for any reason (truncated, NaN, a sha256 that did not match what was
+announced, too large, a hung read, …) is never loaded again by any path — notification,
+catch-up, mtime fallback, cold start — until the file itself changes: another size, mtime,
+inode or device is another file. The announced sha256 plays no part in the key, so a
+publisher cannot force a fresh read of a known-bad file by announcing a new hash each time.
+Only an explicit ``/sac/model/reload`` forgets a file (an operator's "try again").
+
+A failure without an identity (the file could not even be stat-ed, e.g. a read that hung
+before ``fstat``) is remembered by path for ``path_ttl`` seconds. ``missing`` is not a
+failure of the file and is never remembered: the file may appear (shared-storage lag).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from common.fileid import FileIdentity
+
+__all__ = ["NOT_REMEMBERED", "FailureMemory"]
+
+# Failures that say nothing about the file's bytes: retried, never remembered.
+NOT_REMEMBERED = frozenset({"missing", "busy", "loads_hung", "superseded"})
+
+
+class FailureMemory:
+    def __init__(self, size: int = 256, path_ttl: float = 60.0) -> None:
+        self.size = size
+        self.path_ttl = path_ttl
+        self._by_identity: OrderedDict[FileIdentity, str] = OrderedDict()
+        self._by_path: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, identity: FileIdentity | None, path: str, reason: str) -> bool:
+        """Remember a failure; False when ``reason`` is not one to remember."""
+        if reason in NOT_REMEMBERED:
+            return False
+        with self._lock:
+            if identity is not None:
+                self._by_identity[identity] = reason
+                self._by_identity.move_to_end(identity)
+                while len(self._by_identity) > self.size:
+                    self._by_identity.popitem(last=False)
+            else:
+                self._by_path[path] = (time.monotonic() + self.path_ttl, reason)
+                if len(self._by_path) > self.size:
+                    oldest = min(self._by_path, key=lambda p: self._by_path[p][0])
+                    del self._by_path[oldest]
+        return True
+
+    def known(self, identity: FileIdentity | None, path: str) -> str | None:
+        """The reason ``identity`` (or ``path``, for a recent identity-less failure) failed."""
+        with self._lock:
+            if identity is not None and identity in self._by_identity:
+                return self._by_identity[identity]
+            entry = self._by_path.get(path)
+            if entry is not None:
+                if entry[0] > time.monotonic():
+                    return entry[1]
+                del self._by_path[path]
+        return None
+
+    def forget(self, path: str) -> None:
+        """Forget every failure of ``path`` (an explicit reload retries it)."""
+        with self._lock:
+            for identity in [i for i in self._by_identity if i.path == path]:
+                del self._by_identity[identity]
+            self._by_path.pop(path, None)

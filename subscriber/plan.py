@@ -1,0 +1,164 @@
+"""Which of a batch of candidates is the latest decision: the one ordering rule, pure.
+
+Notifications that arrive while a load runs pile up; when the applier takes them, it does
+not keep "the last one that arrived" (a late no-op would drop a newer decision) but replays
+the batch in arrival order through the staleness rule (``common/staleness.py``), each
+candidate judged against the state the previous applicable ones would have left:
+
+- a candidate that would apply becomes the new virtual state, from the moment it was decided:
+  files older than that decision are not newer than it (a message may name an older file:
+  a rollback, a file announced again under a new version);
+- one that would not is skipped with its reason (stale version, same file, older file,
+  known bad, replayed force);
+
+and only the last applicable candidate is loaded. If its load fails, the one before it is
+tried, and so on: exactly what applying them one by one would have served, for one load.
+Versions 1 … ``skip_through`` need ``force`` after a rollback (``holder.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import CheckpointError
+from common.fileid import FileIdentity
+from common.notification import CheckpointNotification
+from common.staleness import Freshness, ServedIdentity, judge
+
+__all__ = ["Candidate", "Located", "Plan", "Step", "judge_candidate", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """Something that may become the served decision: a message, or a file found on disk."""
+
+    source: str  # channel | latest | disk | mtime
+    path: str
+    version: int = 0
+    force: bool = False
+    sha256: str | None = None
+    notification: CheckpointNotification | None = None
+    raw: bytes | None = None  # the message's bytes: recorded in :latest, restored after loss
+    latest_before: str = ""  # sha1 of what :latest held before this message ('' = nothing)
+    received_at: float = field(default_factory=time.monotonic)
+    # Wall clock of the decision: a live message's arrival, a catch-up's issued_at, a
+    # reload's request; 0 for a file found on disk (its mtime is its decision time).
+    decided_ns: int = field(default_factory=time.time_ns)
+    first_received_at: float | None = None  # for retries of a missing file
+
+    @classmethod
+    def from_notification(
+        cls,
+        notification: CheckpointNotification,
+        source: str,
+        *,
+        raw: bytes | None = None,
+        latest_before: str = "",
+        received_at: float | None = None,
+        decided_ns: int | None = None,
+    ) -> Candidate:
+        return cls(
+            source=source,
+            path=notification.model_path,
+            version=notification.version,
+            force=notification.force,
+            sha256=notification.sha256,
+            notification=notification,
+            raw=raw,
+            latest_before=latest_before,
+            received_at=time.monotonic() if received_at is None else received_at,
+            decided_ns=time.time_ns() if decided_ns is None else decided_ns,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A candidate with its real path and file identity (or why it has none)."""
+
+    candidate: Candidate
+    real: Path | None
+    identity: FileIdentity | None
+    error: CheckpointError | None = None
+
+    @property
+    def mtime_ns(self) -> int | None:
+        return self.identity.mtime_ns if self.identity else None
+
+    def identity_after(self) -> ServedIdentity:
+        """The served identity if this candidate were applied: files of another path must
+        be at least as new as the decision (a message's file may be older than the message)."""
+        c = self.candidate
+        mtime = self.mtime_ns or 0
+        return ServedIdentity(str(self.real), mtime, c.version, max(mtime, c.decided_ns))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    located: Located
+    verdict: str  # a Freshness value, or a rejection reason
+    applies: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: list[Step]
+
+    @property
+    def winners(self) -> list[Step]:
+        """The applicable steps, latest decision last."""
+        return [s for s in self.steps if s.applies]
+
+
+def plan(
+    served: ServedIdentity | None,
+    located: Sequence[Located],
+    *,
+    skip_through: int = 0,
+    known_bad: Callable[[Located], str | None] = lambda _: None,
+    refuse_force: Callable[[Candidate], str | None] = lambda _: None,
+) -> Plan:
+    """Judge ``located`` in order against ``served``, each against the state before it."""
+    state = served
+    steps: list[Step] = []
+    for item in located:
+        c = item.candidate
+        if item.error is not None and item.error.reason != "missing":
+            steps.append(Step(item, item.error.reason, False, str(item.error)))
+            continue
+        bad = known_bad(item)
+        if bad is not None:
+            steps.append(Step(item, "known_bad", False, bad))
+            continue
+        path = str(item.real) if item.real is not None else c.path
+        verdict = judge_candidate(state, path, c.version, c.force, item.mtime_ns, skip_through)
+        if verdict is Freshness.FORCED:
+            without = judge_candidate(state, path, c.version, False, item.mtime_ns, skip_through)
+            refusal = None if without.apply else refuse_force(c)
+            if refusal is not None:
+                steps.append(Step(item, "replayed", False, refusal))
+                continue
+        if verdict.apply:
+            steps.append(Step(item, str(verdict), True))
+            state = item.identity_after()
+        else:
+            steps.append(Step(item, str(verdict), False))
+    return Plan(steps)
+
+
+def judge_candidate(
+    state: ServedIdentity | None,
+    path: str,
+    version: int,
+    force: bool,
+    mtime_ns: int | None,
+    skip_through: int,
+) -> Freshness:
+    """The staleness rule, with versions up to ``skip_through`` stale unless forced."""
+    verdict = judge(state, path=path, version=version, force=force, mtime_ns=mtime_ns)
+    if verdict is Freshness.NEWER_VERSION and version <= skip_through:
+        return Freshness.STALE_VERSION
+    return verdict

@@ -1,0 +1,83 @@
+"""What a node has already judged: catch-up duplicates and replayed signatures.
+
+- :class:`JudgedMessages`: digests of the messages already judged (applied or skipped). A
+  catch-up of ``:latest`` that holds one of them brings nothing new and is skipped, so a
+  reconnect can never re-apply (or undo) a decision already taken.
+- :class:`ReplayGuard` (with ``FKS_NOTIFY_SECRET``, SPEC §10): a node applies one signature
+  at most once, and a ``force`` that matters (the message would not apply without it) needs
+  an ``issued_at`` within ``FKS_FORCE_MAX_AGE_SECONDS`` of the node's clock. A captured,
+  signed rollback can therefore not be replayed to undo newer checkpoints.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from common.notification import CheckpointNotification
+
+__all__ = ["JudgedMessages", "ReplayGuard"]
+
+
+class _Lru:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._items[key] = None
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+
+class JudgedMessages(_Lru):
+    """Digests (``message_digest``) of the messages judged by this node."""
+
+    def __init__(self, size: int = 1024) -> None:
+        super().__init__(size)
+
+
+class ReplayGuard:
+    """Once-only signatures and fresh forced decisions, when messages are signed."""
+
+    def __init__(self, *, enabled: bool, max_age_seconds: float, size: int = 16384) -> None:
+        self.enabled = enabled
+        self.max_age = max_age_seconds
+        self._signatures = _Lru(size)
+
+    def replayed(self, notification: CheckpointNotification) -> str | None:
+        """Why ``notification`` is a replay of a signature already judged, or None."""
+        sig = notification.signature
+        if self.enabled and sig is not None and sig in self._signatures:
+            return "this signature was already judged once (a replayed message)"
+        return None
+
+    def judged(self, notification: CheckpointNotification) -> None:
+        if self.enabled and notification.signature is not None:
+            self._signatures.add(notification.signature)
+
+    def refuse_force(
+        self, notification: CheckpointNotification, now: datetime | None = None
+    ) -> str | None:
+        """Why a forced decision that matters is refused (its ``issued_at`` is missing or
+        outside the window), or None. Once-only signatures are checked on arrival."""
+        if not self.enabled:
+            return None
+        issued = notification.issued_at
+        if issued is None:
+            return "a forced message must carry issued_at when messages are signed"
+        age = abs(((now or datetime.now(UTC)) - issued).total_seconds())
+        if age > self.max_age:
+            return (
+                f"forced message issued {age:.0f} s from this node's clock, over "
+                f"FKS_FORCE_MAX_AGE_SECONDS={self.max_age:g}"
+            )
+        return None
