@@ -12,7 +12,8 @@
   change) or with no model at all, and every ``poll`` seconds while Redis is away, which
   catches what one ``stat`` cannot: a file rewritten in place, a tier that was empty.
 - After applying a message from the channel, the node records it in ``:latest`` if it is not
-  there (``subscriber/recorder.py``).
+  there; after a reconnect, a decision it took from disk while Redis was away (newer than
+  ``:latest``, or the catch-up would have replaced it) is announced (``subscriber/recorder.py``).
 
 Nothing here raises out of the thread; requests and rollbacks never wait on it.
 """
@@ -48,6 +49,7 @@ class Applier:
         in_fallback: Callable[[], bool] = lambda: True,
         recorder: Recorder | None = None,
         max_pending: int = 256,
+        node_id: str = "",
     ) -> None:
         self.decider = decider
         self.holder = decider.holder
@@ -58,6 +60,8 @@ class Applier:
         self.in_fallback = in_fallback
         self.recorder = recorder
         self.max_pending = max_pending
+        self.node_id = node_id
+        self._reconnected = False
         self.counters: Counter[str] = Counter()
         self._cond = threading.Condition()
         self._pending: list[Candidate] = []
@@ -123,11 +127,20 @@ class Applier:
         with self._cond:
             return self._cond.wait_for(lambda: self._disk_done >= ticket, timeout)
 
+    def reconnected(self, *, latest_present: bool) -> None:
+        """The listener (re)subscribed and queued its catch-up: once that is judged, announce
+        a disk decision that Redis does not know of (only if ``:latest`` holds an older one)."""
+        if latest_present:
+            with self._cond:
+                self._reconnected = True
+                self._cond.notify_all()
+
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is pending or running (within ``timeout``)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not (self._busy or self._pending or self._disk), timeout
+                lambda: not (self._busy or self._pending or self._disk or self._reconnected),
+                timeout,
             )
 
     # -- the loop --------------------------------------------------------------------------
@@ -137,12 +150,14 @@ class Applier:
             work = self._next_work()
             if work is None:
                 continue
-            batch, disk = work
+            batch, disk, announce = work
             try:
                 if batch:
                     self._apply(batch)
                 if disk:
                     self.decider.check_disk()
+                if announce:
+                    self._announce()
             except Exception:  # noqa: BLE001 - the applier must never die
                 log.exception("applying failed unexpectedly")
                 self.counters["apply_errors"] += 1
@@ -153,7 +168,7 @@ class Applier:
                         self._disk_done = self._disk_taken
                     self._cond.notify_all()
 
-    def _next_work(self) -> tuple[list[Candidate], bool] | None:
+    def _next_work(self) -> tuple[list[Candidate], bool, bool] | None:
         with self._cond:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -163,7 +178,7 @@ class Applier:
                     self._pending[:0] = due  # they arrived before anything pending now
                 polling = self.in_fallback()
                 poll_due = polling and now >= self._next_poll
-                if self._pending or self._disk or poll_due:
+                if self._pending or self._disk or poll_due or self._reconnected:
                     break
                 waits = [0.5] + [at - now for at, _ in self._retries]
                 if polling:
@@ -179,8 +194,9 @@ class Applier:
             self._disk_taken = self._disk_asked
             if disk:
                 self._next_poll = time.monotonic() + self.poll
+            announce, self._reconnected = self._reconnected, False
             self._busy = True
-            return batch, disk
+            return batch, disk, announce
 
     def _settle(self) -> None:
         """A burst: wait for ``quiet`` without arrivals, at most ``settle_max`` (held lock)."""
@@ -191,6 +207,17 @@ class Applier:
             if quiet_for >= self.quiet or now >= until:
                 return
             self._cond.wait(min(self.quiet - quiet_for, until - now))
+
+    def _announce(self) -> None:
+        model = self.holder.current()
+        if (
+            self.recorder is None
+            or model is None
+            or model.message is not None
+            or model.source not in ("disk", "mtime")
+        ):
+            return
+        self.counters[f"announce_{self.recorder.announce(model, node_id=self.node_id)}"] += 1
 
     def _apply(self, batch: list[Candidate]) -> None:
         result = self.decider.apply_batch(batch)

@@ -200,6 +200,7 @@ class CheckpointSubscriber:
             self._catch_up(client, "subscribe")
             if self.recorder is not None:
                 self.recorder.restore(self.holder.current())
+            self.applier.reconnected(latest_present=bool(self._latest_digest))
             self._set_connected(True)  # subscribed and caught up: Redis mode
             self.attempts += 1
             self._read(client, pubsub)

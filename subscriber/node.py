@@ -5,10 +5,12 @@ connected and a model is served, that is two attribute reads and no I/O at all; 
 it is the fallback's one ``os.stat``. Nothing on the request path talks to Redis or waits
 for a load (but a request with no model at all waits for one look at the disk).
 
-Start-up serves the latest decision: the listener subscribes and catches up on ``:latest``
-first (bounded by its connect timeout), then the disk is looked at once, so a newer file than
-``:latest`` (written while Redis was away) wins, and a forced rollback in ``:latest`` is not
-undone by the newest file on disk.
+Redis is the fleet's record of decisions: start-up subscribes and catches up on ``:latest``
+first (bounded by the listener's connect timeout), and only a node that Redis gave no model
+(unreachable, nothing announced yet, or a file it cannot load) looks at the disk. So a node
+started later serves what the running nodes serve, a forced rollback in ``:latest`` included.
+What a node served from disk while Redis was away is announced when Redis returns
+(``subscriber/recorder.py``), so the others and later nodes agree with it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from subscriber.listener import CheckpointSubscriber, ListenerTiming
 from subscriber.loader import LoadOptions
 from subscriber.metrics import Metrics
 from subscriber.recorder import Recorder
-from subscriber.registry import NodeRegistry
+from subscriber.registry import NodeRegistry, default_node_id
 from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
 
@@ -57,7 +59,7 @@ class ServingNode:
             enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
         )
         self.decider = Decider(self.holder, judged=self.judged, replay=self.replay)
-        self.recorder = Recorder(s.redis_url, s.keys) if listen else None
+        self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
         self.applier = Applier(
             self.decider,
             quiet=self.timing.quiet,
@@ -66,6 +68,7 @@ class ServingNode:
             missing_retry=s.missing_retry_seconds,
             in_fallback=lambda: not self.listener.connected,
             recorder=self.recorder,
+            node_id=self.registry_id(s),
         )
         self.fallback = FallbackWatcher(self.holder, self.applier)
         self.listener = CheckpointSubscriber(
@@ -78,9 +81,17 @@ class ServingNode:
             timing=self.timing,
         )
         self.registry = NodeRegistry(
-            s.redis_url, s.keys, self.describe, node_id=s.node_id, interval=s.heartbeat_seconds
+            s.redis_url,
+            s.keys,
+            self.describe,
+            node_id=self.registry_id(s),
+            interval=s.heartbeat_seconds,
         )
         self.listen = listen
+
+    @staticmethod
+    def registry_id(settings: Settings) -> str:
+        return settings.node_id or default_node_id()
 
     @property
     def mode(self) -> str:
@@ -95,7 +106,7 @@ class ServingNode:
         return self.fallback.check()
 
     def start(self) -> ServingNode:
-        """Catch up on Redis, look at the disk, then listen and heartbeat; never fails.
+        """Catch up on Redis, else look at the disk; listen and heartbeat; never fails.
 
         Sets torch's intra-op threads to ``FKS_TORCH_THREADS`` (default 1; 0 leaves it): a
         server of small policies gains nothing from them, and their spinning steals the
@@ -108,9 +119,11 @@ class ServingNode:
             self.listener.start()
             t = self.timing
             self.listener.wait_first_attempt(t.connect_timeout + t.dead_after + 0.5)
-        ticket = self.applier.request_disk_check()
-        if not self.applier.wait_disk_check(ticket, START_WAIT_SECONDS):
-            log.warning("the first load is still running; starting meanwhile")
+            self.applier.wait_idle(START_WAIT_SECONDS)  # the catch-up, if any, is applied
+        if self.holder.current() is None:
+            ticket = self.applier.request_disk_check()
+            if not self.applier.wait_disk_check(ticket, START_WAIT_SECONDS):
+                log.warning("the first load is still running; starting meanwhile")
         if self.holder.current() is None:
             log.warning("no checkpoint served yet; /sac answers 503 until one appears")
         if self.listen:

@@ -10,18 +10,26 @@ Redis' own data loss (besides its registry heartbeat).
   node serves, and an empty ``:latest`` gets the node's decision back. After a restart
   without persistence, ``FLUSHALL`` or a failover to a lagging replica, allocated versions
   continue above what the fleet serves instead of restarting at 1.
+- :meth:`Recorder.announce`: a checkpoint the node served from disk while Redis was away
+  (newer than ``:latest``: its catch-up did not replace it) is announced under a fresh
+  version when Redis returns, so the nodes that stayed connected and the nodes started later
+  serve it too, instead of the older ``:latest``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.errors import InvalidNotification
 from common.keys import RedisKeys
-from common.redis_scripts import RECORD, RESTORE
+from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification
+from common.redis_scripts import ALLOCATE, PUBLISH, RECORD, RESTORE
+from common.textsafe import printable
 from subscriber.plan import Candidate
 from subscriber.snapshot import ServedModel
 
@@ -33,8 +41,16 @@ _RECORDED = {0: "present", 1: "recorded", -1: "superseded"}
 
 
 class Recorder:
-    def __init__(self, redis_url: str, keys: RedisKeys, *, timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: RedisKeys,
+        *,
+        secret: str | None = None,
+        timeout: float = 0.5,
+    ) -> None:
         self.keys = keys
+        self.secret = secret
         self._client = redis.Redis.from_url(
             redis_url,
             socket_connect_timeout=timeout,
@@ -43,6 +59,8 @@ class Recorder:
         )
         self._record = self._client.register_script(RECORD)
         self._restore = self._client.register_script(RESTORE)
+        self._allocate = self._client.register_script(ALLOCATE)
+        self._publish = self._client.register_script(PUBLISH)
 
     def record(self, candidate: Candidate) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
@@ -93,5 +111,71 @@ class Recorder:
             )
         return bool(raised), bool(restored)
 
+    def announce(self, model: ServedModel, *, node_id: str) -> str:
+        """Announce ``model`` (served from disk) unless ``:latest`` already names it; returns
+        ``present``, ``announced``, ``conflict`` or ``error``."""
+        try:
+            size = int(self._client.strlen(self.keys.latest))
+            if size > MAX_MESSAGE_BYTES:
+                log.warning("%s holds %d bytes: not announcing over it", self.keys.latest, size)
+                return "error"
+            raw = self._client.get(self.keys.latest) if size else None
+            held = _parse(raw if isinstance(raw, bytes) else None)
+            if held is not None and (
+                held.sha256 == model.sha256 or held.model_path == str(model.path)
+            ):
+                return "present"
+            version = int(
+                self._allocate(
+                    keys=[self.keys.version, self.keys.latest], args=[str(model.version)]
+                )
+            )
+            now = datetime.now(UTC)
+            notification = CheckpointNotification(
+                model_path=str(model.path),
+                model_name=model.model_name,
+                version=version,
+                saved_at=model.saved_at or now,
+                training_step=model.training_step,
+                metadata={**model.metadata, "announced_by": node_id},
+                sha256=model.sha256,
+                issued_at=now,
+            )
+            if self.secret:
+                notification = notification.signed(self.secret)
+            status = self._publish(
+                keys=[self.keys.latest, self.keys.version],
+                args=[
+                    self.keys.channel,
+                    notification.to_json(),
+                    str(version),
+                    "0",
+                    model.sha256,
+                    str(model.path),
+                ],
+            )[2]
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not announce the checkpoint served from disk: %s", exc)
+            return "error"
+        outcome = "conflict" if status in (b"conflict", "conflict") else "announced"
+        log.warning(
+            "announced %s as version %d: it was served from disk while Redis was away and is "
+            "newer than %s (%s)",
+            printable(model.path),
+            version,
+            self.keys.latest,
+            outcome,
+        )
+        return outcome
+
     def close(self) -> None:
         self._client.close()
+
+
+def _parse(raw: bytes | None) -> CheckpointNotification | None:
+    if raw is None or len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        return CheckpointNotification.from_message(raw)
+    except InvalidNotification:
+        return None
