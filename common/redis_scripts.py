@@ -90,10 +90,12 @@ PUBLISH = (
     + r"""
 -- KEYS[1] = :latest, KEYS[2] = :version
 -- ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version (decimal), ARGV[4] = '1' if forced,
--- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path
+-- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path, ARGV[7] = '1' if ALLOCATE just issued
+-- this version (then it is newer than everything, however the counter reads)
 -- returns {receivers, latest moved (0/1), 'published' | 'conflict', held path or ''}
 local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
+local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
 local raw = redis.call('GET', KEYS[1])
 local move = true
 if raw then
@@ -106,15 +108,16 @@ if raw then
       return {0, 0, 'conflict', where}
     end
     move = false
-  elseif not forced and held ~= '0' and (v == '0' or vcmp(v, held) < 0) then
-    move = false
+  elseif not forced then
+    if held ~= '0' then
+      if v == '0' or vcmp(v, held) < 0 then move = false end
+    elseif v ~= '0' and ARGV[7] ~= '1' and vcmp(v, counter) <= 0 then
+      move = false  -- an unversioned decision stands against versions issued before it
+    end
   end
 end
 if move then redis.call('SET', KEYS[1], ARGV[2]) end
-if v ~= '0' then
-  local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
-  if vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
-end
+if v ~= '0' and vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
 local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
 local moved = 0
 if move then moved = 1 end

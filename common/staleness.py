@@ -3,12 +3,16 @@
 A notification is applied only if it is newer than what is served:
 
 - ``force: true`` is always applied (verification still runs afterwards);
-- both versioned (``version > 0``): applied iff ``version > served.version``;
-- otherwise the files decide: the served file rewritten (same path, another mtime) is newer;
-  another file is newer unless it is older than the served decision: its mtime must be at
-  least ``served.newer_after_ns`` (the served file's mtime, or the moment a forced decision,
-  a rollback or a reload was taken). File system clocks tick coarsely, so an equal mtime
-  counts as newer.
+- a versioned message (``version > 0``) is applied iff its version is above the served
+  decision's: its version, or, for an unversioned decision (a bare message, a file found on
+  disk, a reload), the highest version the node knew when it took it (``watermark``), so a
+  version issued after that decision is newer and one issued before it is stale. Both
+  versioned, this is SPEC §2's ``version > served.version``;
+- an unversioned message: the files decide. The served file rewritten (same path, another
+  mtime) is newer; another file is newer unless it is older than the served decision: its
+  mtime must be at least ``served.newer_after_ns`` (the moment the served decision was
+  taken: a message's arrival, a rollback, a reload; for a file found on disk, its mtime).
+  File system clocks tick coarsely, so an equal mtime counts as newer.
 
 The refinement of "the file differs" to "the file is not older" keeps an unversioned message
 naming an old file (a late duplicate, or a catch-up of a ``:latest`` older than what the
@@ -50,17 +54,24 @@ class ServedIdentity:
     """What identifies the served decision for the staleness rule.
 
     ``newer_after_ns``: another file counts as newer only from this mtime on (``None``: the
-    served file's own mtime).
+    served file's own mtime). ``watermark``: the highest version known when the decision was
+    taken (only matters for an unversioned one).
     """
 
     path: str
     mtime_ns: int
     version: int
     newer_after_ns: int | None = None
+    watermark: int = 0
 
     @property
     def threshold_ns(self) -> int:
         return self.mtime_ns if self.newer_after_ns is None else self.newer_after_ns
+
+    @property
+    def version_floor(self) -> int:
+        """A versioned message must be above this to be newer."""
+        return max(self.version, self.watermark)
 
 
 def judge(
@@ -79,8 +90,9 @@ def judge(
         return Freshness.NO_MODEL
     if force:
         return Freshness.FORCED
-    if version > 0 and served.version > 0:
-        return Freshness.NEWER_VERSION if version > served.version else Freshness.STALE_VERSION
+    if version > 0:
+        newer = version > served.version_floor
+        return Freshness.NEWER_VERSION if newer else Freshness.STALE_VERSION
     if path == served.path:
         return Freshness.SAME_FILE if mtime_ns == served.mtime_ns else Freshness.FILE_CHANGED
     if mtime_ns is None or mtime_ns >= served.threshold_ns:

@@ -160,6 +160,7 @@ class CheckpointNotifier:
                     "1" if message.force else "0",
                     message.sha256 or "",
                     message.model_path,
+                    "1" if version is None else "0",
                 ],
             )
         except redis.ResponseError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common.errors import CheckpointError
@@ -133,7 +133,10 @@ class Decider:
             tier = resolved.tier if h.current() is not None else None
             found = h.roots.candidates(only_tier=tier)
             return resolved.watch, [
-                h.locate(Candidate(source="disk", path=str(p), decided_ns=0)) for p in found
+                h.locate(
+                    Candidate(source="disk", path=str(p), decided_ns=0, watermark=h.highest_version)
+                )
+                for p in found
             ]
 
         try:
@@ -151,7 +154,7 @@ class Decider:
             )
             if not verdict.apply or h.known_bad(item) is not None:
                 continue
-            c = Candidate(source=source, path=str(item.real), decided_ns=0)
+            c = replace(item.candidate, source=source)
             located_item = Located(c, item.real, item.identity)
             generation = h.generation
             try:

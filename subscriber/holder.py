@@ -79,6 +79,7 @@ class ModelHolder:
         self._previous: ServedModel | None = None
         self._generation = 0
         self._skip_through = 0
+        self._highest_version = 0
         self._lock = threading.Lock()
         self._swapped = threading.Condition(self._lock)
         self._swap_callbacks: list[Callable[[ServedModel], None]] = []
@@ -102,6 +103,17 @@ class ModelHolder:
     def skip_through(self) -> int:
         """Versions up to this one need ``force`` (set by a rollback)."""
         return self._skip_through
+
+    @property
+    def highest_version(self) -> int:
+        """The highest version this node has known of (messages, ``:version``, its models)."""
+        return self._highest_version
+
+    def note_version(self, version: int) -> None:
+        """Remember that ``version`` exists (listener: every valid message, the counter)."""
+        if version > self._highest_version:
+            with self._lock:
+                self._highest_version = max(self._highest_version, version)
 
     def identity(self) -> ServedIdentity | None:
         current = self._current
@@ -224,7 +236,11 @@ class ModelHolder:
                 raise NothingToLoad("no checkpoint found in the model roots")
             real = self.roots.confine(target)
             self.failures.forget(str(real))
-            return self.locate(Candidate(source="reload", path=str(real), force=True))
+            return self.locate(
+                Candidate(
+                    source="reload", path=str(real), force=True, watermark=self._highest_version
+                )
+            )
 
         located = self.lane.run(find, what="resolving the checkpoint to reload")
         if located.error is not None:
@@ -256,6 +272,7 @@ class ModelHolder:
                 source="rollback",
                 loaded_at=datetime.now(UTC),
                 newer_after_ns=max(previous.mtime_ns, time.time_ns()),
+                message=None,  # a node's own decision: never restored into :latest
             )
             self._skip_through = max(self._skip_through, current.version)
             self._install(restored, previous=None)
@@ -341,8 +358,10 @@ class ModelHolder:
             saved_at=loaded.saved_at,
             metadata=loaded.metadata,
             newer_after_ns=max(loaded.mtime_ns, c.decided_ns),
+            watermark=c.version if c.version > 0 else max(loaded.version, c.watermark),
             message=c.raw if c.source in ("channel", "latest") else None,
         )
+        self._highest_version = max(self._highest_version, model.version)
         self._install(model, previous=current)
         return model
 

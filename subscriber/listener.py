@@ -244,8 +244,12 @@ class CheckpointSubscriber:
         self._silent_reconnect.set()
 
     def _catch_up(self, client: redis.Redis, why: str) -> None:
-        """Read ``:latest`` (measured first: an oversized value is refused unread)."""
+        """Read ``:version`` and ``:latest`` (measured first: an oversized value is refused
+        unread)."""
         self.counters["catch_ups"] += 1
+        counter = client.get(self.keys.version)
+        if isinstance(counter, bytes) and counter.isdigit():
+            self.holder.note_version(int(counter))
         size = int(client.strlen(self.keys.latest))
         if size == 0:
             self._latest, self._latest_digest = None, ""
@@ -315,6 +319,7 @@ class CheckpointSubscriber:
             self._reject(exc.reason, str(exc), via)
             return
         decided = None
+        known = self.holder.highest_version  # before this message
         if via == "latest":
             self._latest = notification
             before = ""
@@ -326,8 +331,9 @@ class CheckpointSubscriber:
                 self._reject("replayed", replayed, via)
                 return
             before = self._latest_digest
-            if moves_latest(self._latest, notification):
+            if moves_latest(self._latest, notification, known):
                 self._latest, self._latest_digest = notification, digest
+        self.holder.note_version(notification.version)
         self.applier.offer(
             Candidate.from_notification(
                 notification,
@@ -336,6 +342,7 @@ class CheckpointSubscriber:
                 latest_before=before,
                 received_at=received,
                 decided_ns=decided,
+                watermark=known,
             )
         )
 

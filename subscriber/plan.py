@@ -47,6 +47,9 @@ class Candidate:
     # Wall clock of the decision: a live message's arrival, a catch-up's issued_at, a
     # reload's request; 0 for a file found on disk (its mtime is its decision time).
     decided_ns: int = field(default_factory=time.time_ns)
+    # The highest version the node knew when this candidate arrived (an unversioned one is
+    # newer than versions up to it, older than versions issued after it).
+    watermark: int = 0
     first_received_at: float | None = None  # for retries of a missing file
 
     @classmethod
@@ -59,6 +62,7 @@ class Candidate:
         latest_before: str = "",
         received_at: float | None = None,
         decided_ns: int | None = None,
+        watermark: int = 0,
     ) -> Candidate:
         return cls(
             source=source,
@@ -71,6 +75,7 @@ class Candidate:
             latest_before=latest_before,
             received_at=time.monotonic() if received_at is None else received_at,
             decided_ns=time.time_ns() if decided_ns is None else decided_ns,
+            watermark=watermark,
         )
 
 
@@ -92,7 +97,13 @@ class Located:
         be at least as new as the decision (a message's file may be older than the message)."""
         c = self.candidate
         mtime = self.mtime_ns or 0
-        return ServedIdentity(str(self.real), mtime, c.version, max(mtime, c.decided_ns))
+        return ServedIdentity(
+            str(self.real),
+            mtime,
+            c.version,
+            max(mtime, c.decided_ns),
+            c.version if c.version > 0 else c.watermark,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,7 @@ class Recorder:
                     "0",
                     model.sha256,
                     str(model.path),
+                    "1",
                 ],
             )[2]
         except (redis.RedisError, OSError) as exc:

@@ -33,6 +33,8 @@ class ServedModel:
     # Files of another path must be at least this new to replace this decision (None: the
     # file's own mtime): the moment the decision was taken (a message, a rollback, a reload).
     newer_after_ns: int | None = None
+    # The highest version known when this decision was taken (for an unversioned one).
+    watermark: int = 0
     # The message that decided this model (channel or :latest), kept to restore :latest.
     message: bytes | None = None
     mtime_utc: str = field(init=False, default="")
@@ -48,7 +50,9 @@ class ServedModel:
 
     @property
     def identity(self) -> ServedIdentity:
-        return ServedIdentity(str(self.path), self.mtime_ns, self.version, self.newer_after_ns)
+        return ServedIdentity(
+            str(self.path), self.mtime_ns, self.version, self.newer_after_ns, self.watermark
+        )
 
     @property
     def state_dim(self) -> int:

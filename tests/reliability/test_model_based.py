@@ -1,0 +1,433 @@
+"""A model-based test of a serving node: Hypothesis drives random sequences of everything
+that happens to a node in production and checks the promises after every step.
+
+The node is a real :class:`~subscriber.ServingNode` on a real ``redis-server`` (killed,
+restarted with and without its data), with real checkpoint files (written atomically and in
+place, good and NaN). The model tracks, much more simply than the node, what should be
+served: ``fleet`` is the latest decision recorded in Redis, ``node`` what this node must
+serve (they differ only after a per-node rollback or reload), ``previous`` what a rollback
+would restore.
+
+Invariants, after each step once the node is idle:
+(a) the node serves the latest decision (``node`` of the model), and a node started now
+    serves ``fleet``;
+(b) a file that failed verification is never served, by any path;
+(c) nothing a publisher sends ends a listener session (reconnects only follow a kill);
+(d) ``:version`` is never below the served version once the node is connected, and one
+    version never names two checkpoints;
+(e) no load holds the node hostage: a rollback answers at once, the node goes idle.
+
+``make test`` runs a bounded number of examples; ``make reliability`` a longer run
+(``FKS_MODEL_EXAMPLES``, ``FKS_MODEL_STEPS``); the figures land in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from common import RedisKeys, Settings
+from common.checkpoint import file_sha256, save_checkpoint
+from common.policy import SACActor
+from fks.redis_server import EmbeddedRedis
+from publisher import CheckpointNotifier
+from subscriber import ServingNode
+from subscriber.errors import NoPreviousModel
+from subscriber.listener import ListenerTiming
+from tests.helpers import wait_for
+from tests.reliability.harness import record
+
+EXAMPLES = int(os.environ.get("FKS_MODEL_EXAMPLES", "6"))
+STEPS = int(os.environ.get("FKS_MODEL_STEPS", "14"))
+KEYS = RedisKeys("default")
+TIMING = ListenerTiming(backoff_initial=0.02, backoff_max=0.2)
+FIRED: Counter[str] = Counter()
+RUNS: Counter[str] = Counter()
+POISON = [
+    b"[" * 30000 + b"]" * 30000,
+    b'{"model_path":"/x\\ud800"}',
+    b"\xff\xfe not utf-8",
+    b'{"model_path": 7}',
+    b'{"version": 3}',
+    b'{"model_path":"/m.pt","pad":"' + b"x" * 70000 + b'"}',
+    b"NaN",
+]
+
+
+@dataclass(frozen=True)
+class File:
+    path: Path
+    sha256: str
+    good: bool
+    order: int  # creation order: a larger one is newer on disk
+
+
+class NodeMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="fks-model-"))
+        self.root = self.tmp / "models"
+        self.root.mkdir()
+        self.redis = EmbeddedRedis(persistent=True, workdir=self.tmp / "redis")
+        (self.tmp / "redis").mkdir()
+        self.redis.start()
+        self.client = self.redis.client()
+        self.notifier = CheckpointNotifier(self.redis.url)
+        self.files: list[File] = []
+        self.node: ServingNode | None = None
+        # the model
+        self.expected: File | None = None  # what the node must serve
+        self.fleet: File | None = None  # the decision :latest holds (None: none, or unknown)
+        self.fleet_bad = False  # :latest names a file that fails verification
+        self.fleet_version = 0  # the version of the fleet's last versioned message
+        self.previous: File | None = None
+        self.versions: dict[int, str] = {}  # served version -> sha256 (message-decided)
+        self.reconnects_allowed = 0.0
+        RUNS["examples"] += 1
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def settings(self) -> Settings:
+        return Settings(
+            redis_url=self.redis.url,
+            model_dir=self.root,
+            default_model_dir=self.tmp / "default",
+            fallback_poll_seconds=0.1,
+            load_timeout_seconds=10,
+            missing_retry_seconds=1,
+        )
+
+    def start_node(self) -> ServingNode:
+        node = ServingNode(self.settings(), timing=TIMING).start()
+        wait_for(lambda: node.listener.connected, timeout=10)
+        self.node = node
+        self.reconnects_allowed = self.reconnects()
+        return node
+
+    def new_file(self, *, good: bool = True, in_place: bool = False) -> File:
+        order = len(self.files)
+        torch.manual_seed(order)
+        actor = SACActor()
+        if not good:
+            with torch.no_grad():
+                actor.mean.weight[0, 0] = float("nan")
+        path = self.root / f"model_{order:03d}.pt"
+        if in_place:
+            staged = save_checkpoint(self.tmp / "staged.pt", actor)
+            data = staged.path.read_bytes()
+            with open(path, "wb") as fh:  # what `cp` does: one inode, written in two parts
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                time.sleep(0.3)
+                fh.write(data[len(data) // 2 :])
+        else:
+            save_checkpoint(path, actor)
+        time.sleep(0.002)  # distinct mtimes on coarse file systems
+        made = File(path, file_sha256(path), good, order)
+        self.files.append(made)
+        return made
+
+    def newest_good(self) -> File | None:
+        good = [f for f in self.files if f.good]
+        return max(good, key=lambda f: f.order) if good else None
+
+    def reconnects(self) -> float:
+        assert self.node is not None
+        value = self.node.metrics.registry.get_sample_value("fks_listener_reconnects_total")
+        return value or 0.0
+
+    def publish_raw(self, payload: bytes | str) -> None:
+        self.client.publish(KEYS.channel, payload)
+
+    def decided(self, file: File, *, fleet: bool = True) -> None:
+        """``file`` becomes the node's decision (and the fleet's)."""
+        if self.expected is not None and self.expected != file:
+            self.previous = self.expected
+        elif self.expected is None:
+            self.previous = None
+        self.expected = file
+        if fleet:
+            self.fleet, self.fleet_bad = file, False
+
+    def settle(self) -> None:
+        assert self.node is not None
+        node = self.node
+        start = time.monotonic()
+        wait_for(lambda: node.applier.wait_idle(0.05) and node.listener.connected, timeout=10)
+        FIRED["_settle_ms"] += int((time.monotonic() - start) * 1e3)
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    @initialize()
+    def first_checkpoint(self) -> None:
+        first = self.new_file()
+        result = self.notifier.notify(first.path)
+        assert result.sent
+        self.fleet_version = result.notification.version  # type: ignore[union-attr]
+        self.node = self.start_node()
+        self.expected, self.fleet = first, first
+
+    # -- rules: publishers -----------------------------------------------------------------
+
+    @rule(new=st.booleans())
+    def publish_versioned(self, new: bool) -> None:
+        """The trainer announces a checkpoint (a new one, or an old one again) with the
+        next version."""
+        FIRED["publish_versioned"] += 1
+        target = self.new_file() if new or len(self.files) < 2 else self.files[0]
+        result = self.notifier.notify(target.path)
+        assert result.sent, result.reason
+        self.fleet_version = result.notification.version  # type: ignore[union-attr]
+        if target.good:
+            self.decided(target)
+
+    @rule()
+    def publish_bad(self) -> None:
+        """The trainer announces a checkpoint with NaN weights: refused, nothing changes."""
+        FIRED["publish_bad"] += 1
+        bad = self.new_file(good=False)
+        result = self.notifier.notify(bad.path)
+        assert result.sent
+        self.fleet_version = result.notification.version  # type: ignore[union-attr]
+        self.fleet_bad = True
+
+    @rule(via_cli=st.booleans(), pick=st.integers(0, 1000))
+    def publish_forced(self, via_cli: bool, pick: int) -> None:
+        """An operator forces any good checkpoint: raw `redis-cli PUBLISH … force` or the
+        publisher (which allocates a new version)."""
+        FIRED[f"publish_forced_{'raw' if via_cli else 'notifier'}"] += 1
+        good = [f for f in self.files if f.good]
+        target = good[pick % len(good)]
+        if via_cli:
+            self.publish_raw(json.dumps({"model_path": str(target.path), "force": True}))
+        else:
+            result = self.notifier.notify(target.path, force=True)
+            assert result.sent
+            self.fleet_version = result.notification.version  # type: ignore[union-attr]
+        self.decided(target)
+
+    @rule(newer=st.booleans())
+    def publish_unversioned(self, newer: bool) -> None:
+        """A bare `{"model_path": …}`: applied if the file is newer than the decision, a
+        no-op if it names an older file."""
+        FIRED[f"publish_unversioned_{'newer' if newer else 'older'}"] += 1
+        if newer:
+            target = self.new_file()
+            self.publish_raw(json.dumps({"model_path": str(target.path)}))
+            self.decided(target)
+        else:
+            assert self.expected is not None
+            older = [f for f in self.files if f.order < self.expected.order]
+            if older:
+                self.publish_raw(json.dumps({"model_path": str(older[0].path)}))
+
+    @precondition(lambda self: self.fleet is not None and self.fleet_version > 1)
+    @rule(duplicate=st.booleans())
+    def publish_stale_or_duplicate(self, duplicate: bool) -> None:
+        """A trainer reuses a version: the same one for another checkpoint is refused
+        (conflict), an older one is published and skipped by the node."""
+        FIRED[f"publish_{'duplicate' if duplicate else 'stale'}"] += 1
+        other = self.files[0]
+        version = self.fleet_version if duplicate else self.fleet_version - 1
+        result = self.notifier.notify(other.path, version=version)
+        if duplicate and self.fleet is not None and self.fleet.path != other.path:
+            assert result.outcome == "conflict", result
+
+    @rule(poison=st.sampled_from(POISON))
+    def publish_poison(self, poison: bytes) -> None:
+        """Garbage on the channel: rejected, and the session lives on."""
+        FIRED["publish_poison"] += 1
+        before = self.reconnects()
+        self.publish_raw(poison)
+        time.sleep(0.05)
+        self.settle()
+        assert self.reconnects() == before, "a message ended the listener's session"
+
+    # -- rules: operators ------------------------------------------------------------------
+
+    @rule()
+    def rollback(self) -> None:
+        """POST /sac/model/rollback: the previous model back, at once; never a toggle."""
+        FIRED["rollback"] += 1
+        assert self.node is not None
+        start = time.monotonic()
+        try:
+            self.node.holder.rollback()
+        except NoPreviousModel:
+            assert self.previous is None, "a previous model was kept but not restored"
+            return
+        finally:
+            assert time.monotonic() - start < 1.0, "rollback waited"
+        assert self.previous is not None, "rolled back although nothing was kept"
+        self.expected, self.previous = self.previous, None
+
+    @rule()
+    def reload(self) -> None:
+        """POST /sac/model/reload: the newest file on disk, if it verifies."""
+        FIRED["reload"] += 1
+        assert self.node is not None
+        newest = max(self.files, key=lambda f: f.order)
+        try:
+            self.node.holder.reload()
+        except Exception:  # noqa: BLE001 - a bad newest file: the old model stays
+            assert not newest.good
+            return
+        assert newest.good
+        self.decided(newest, fleet=False)
+
+    # -- rules: faults ---------------------------------------------------------------------
+
+    @rule()
+    def kill_listener_connection(self) -> None:
+        """CLIENT KILL TYPE pubsub: the listener reconnects and catches up; nothing changes."""
+        FIRED["kill_listener_connection"] += 1
+        self.reconnects_allowed += 1
+        self.client.client_kill_filter(_type="pubsub")
+
+    @rule(keep_data=st.booleans())
+    def restart_redis(self, keep_data: bool) -> None:
+        """kill -9 and start again, with its AOF or having lost everything."""
+        FIRED[f"restart_redis_{'with' if keep_data else 'without'}_data"] += 1
+        self.reconnects_allowed += 1
+        self.redis.kill()
+        if not keep_data:
+            for item in (self.tmp / "redis").iterdir():
+                if item.name != "redis.log":
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        self.redis.start()
+        self.client = self.redis.client()
+        wait_for(lambda: self.node is not None and self.node.listener.connected, timeout=10)
+        if not keep_data:
+            # the node put its decision back into the empty :latest if a message made it
+            assert self.node is not None
+            model = self.node.holder.current()
+            restored = model is not None and model.message is not None
+            self.fleet = self.expected if restored else None
+            self.fleet_bad = False
+
+    @rule(in_place=st.booleans())
+    def outage_with_new_checkpoint(self, in_place: bool) -> None:
+        """Redis goes away; a checkpoint is written (atomically, or in place as `cp` does);
+        the fallback serves it; Redis returns and the node announces it."""
+        FIRED[f"outage_{'in_place' if in_place else 'atomic'}"] += 1
+        assert self.node is not None
+        node = self.node
+        self.reconnects_allowed += 1
+        self.redis.kill()
+        wait_for(lambda: not node.listener.connected, timeout=5)
+        made = self.new_file(in_place=in_place)
+        wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, timeout=10)
+        latest_known = self.fleet is not None or self.fleet_bad
+        self.redis.start()
+        self.client = self.redis.client()
+        self.decided(made, fleet=latest_known)
+        if not latest_known:
+            self.fleet = None
+
+    @rule()
+    def write_without_notify(self) -> None:
+        """A file appears while Redis is up, unannounced: Redis mode ignores the disk."""
+        FIRED["write_without_notify"] += 1
+        self.new_file()
+
+    @precondition(lambda self: self.node is not None)
+    @rule()
+    def restart_node(self) -> None:
+        """The node restarts: it serves the fleet's decision (a per-node rollback or reload
+        is gone), or the newest good file when Redis holds none it can serve."""
+        FIRED["restart_node"] += 1
+        assert self.node is not None
+        self.settle()
+        self.node.stop()
+        self.node = self.start_node()
+        target = self.fleet if self.fleet is not None and not self.fleet_bad else None
+        self.expected = target or self.newest_good()
+        self.previous = None
+
+    # -- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def serves_the_latest_decision(self) -> None:
+        if self.node is None:
+            return
+        self.settle()
+        node, expected = self.node, self.expected
+        assert expected is not None
+
+        def matches() -> bool:
+            model = node.holder.current()
+            return model is not None and model.sha256 == expected.sha256
+
+        try:
+            wait_for(matches, timeout=5)
+        except AssertionError:
+            model = node.holder.current()
+            events = [(e.kind, e.reason, e.source, e.path) for e in node.holder.events.recent(8)]
+            raise AssertionError(
+                f"serves {model.path if model else None}, expected {expected.path}; events {events}"
+            ) from None
+        RUNS["steps_checked"] += 1
+
+    @invariant()
+    def never_serves_a_refused_file(self) -> None:
+        if self.node is None:
+            return
+        bad = {str(f.path) for f in self.files if not f.good}
+        served = {str(g["path"]) for g in self.node.holder.history()}
+        assert not bad & served, f"served a refused file: {bad & served}"
+
+    @invariant()
+    def sessions_end_only_when_killed(self) -> None:
+        if self.node is not None:
+            assert self.reconnects() <= self.reconnects_allowed
+
+    @invariant()
+    def versions_are_monotonic_and_unique(self) -> None:
+        if self.node is None or not self.node.listener.connected:
+            return
+        model = self.node.holder.current()
+        if model is None:
+            return
+        counter = self.client.get(KEYS.version)
+        if counter is not None and model.version > 0:
+            assert int(counter) >= model.version, (counter, model.version)
+        if model.message is not None and model.version > 0:
+            seen = self.versions.setdefault(model.version, model.sha256)
+            assert seen == model.sha256, f"version {model.version} names two checkpoints"
+
+    def teardown(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        self.notifier.close()
+        self.client.close()
+        self.redis.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        record(
+            "model-based test of a node",
+            examples=RUNS["examples"],
+            steps_checked=RUNS["steps_checked"],
+            rules_fired=sum(v for k, v in FIRED.items() if not k.startswith("_")),
+            violations=0,
+            by_rule={k: v for k, v in sorted(FIRED.items()) if not k.startswith("_")},
+        )
+
+
+NodeMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=os.environ.get("FKS_MODEL_SEED") is None,
+)
+TestNodeModel = NodeMachine.TestCase
