@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from common.errors import CheckpointLoadError, CheckpointRejected
+from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
+from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "fks.sac_actor"
 FORMAT_VERSION = 1
 _ZIP_LOCAL = b"PK\x03\x04"
 _ZIP_END = b"PK\x05\x06"
@@ -169,9 +169,24 @@ def load_checkpoint(
     """Read, hash and ``torch.load(weights_only=True)`` one checkpoint.
 
     The bytes are read once, so the hash, the mtime and the weights all describe the same
-    file even if it is replaced meanwhile.
+    file even if it is replaced meanwhile. Every failure is a
+    :class:`~common.errors.CheckpointError` with a reason: one nobody foresaw is a
+    ``CheckpointLoadError`` with reason ``load_error`` naming the exception's type.
     """
     target = Path(path)
+    try:
+        return _load(target, expected_sha256)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - defence in depth: nothing else may escape
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointLoadError(
+            f"{target}: unexpected {type(exc).__name__} while loading: {first}",
+            reason="load_error",
+        ) from exc
+
+
+def _load(target: Path, expected_sha256: str | None) -> LoadedCheckpoint:
     try:
         with open(target, "rb") as fh:
             stat = os.fstat(fh.fileno())
@@ -187,7 +202,7 @@ def load_checkpoint(
             reason="sha256_mismatch",
         )
     raw = _torch_load(target, data)
-    config, state_dict, meta = _interpret(target, raw)
+    config, state_dict, header = interpret(target, raw)
     _check_finite(target, state_dict)
     return LoadedCheckpoint(
         path=target,
@@ -196,7 +211,11 @@ def load_checkpoint(
         mtime_ns=stat.st_mtime_ns,
         config=config,
         state_dict=state_dict,
-        **meta,
+        model_name=header.model_name,
+        version=header.version,
+        training_step=header.training_step,
+        saved_at=header.saved_at,
+        metadata=header.metadata,
     )
 
 
@@ -231,53 +250,6 @@ def _unpickler_reason(text: str) -> str:
         if line.startswith("WeightsUnpickler error:"):
             return line.split(". Please use", 1)[0]
     return "the pickle holds objects other than tensors and plain data"
-
-
-def _interpret(target: Path, raw: object) -> tuple[PolicyConfig, dict[str, Tensor], dict[str, Any]]:
-    if not isinstance(raw, dict):
-        raise CheckpointLoadError(
-            f"{target}: foreign format (a {type(raw).__name__}, not a checkpoint dict)",
-            reason="foreign_format",
-        )
-    if raw.get("format") == CHECKPOINT_FORMAT:
-        state_dict = raw.get("state_dict")
-        try:
-            config = PolicyConfig.from_dict(raw.get("policy_config") or {})
-        except ValueError as exc:
-            raise CheckpointLoadError(f"{target}: {exc}", reason="foreign_format") from None
-        saved_at = _parse_time(raw.get("saved_at"))
-        meta = {
-            "model_name": str(raw.get("model_name", "")),
-            "version": int(raw.get("version", 0)),
-            "training_step": int(raw.get("training_step", 0)),
-            "saved_at": saved_at,
-            "metadata": {str(k): str(v) for k, v in dict(raw.get("metadata") or {}).items()},
-        }
-    else:
-        state_dict = raw
-        try:
-            config = SACActor.infer_config(raw)
-        except (ValueError, AttributeError, IndexError, TypeError) as exc:
-            raise CheckpointLoadError(
-                f"{target}: foreign format: {exc}", reason="foreign_format"
-            ) from None
-        meta = {}
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
-    ):
-        raise CheckpointLoadError(
-            f"{target}: state_dict is not str -> tensor", reason="foreign_format"
-        )
-    return config, state_dict, meta
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)

@@ -43,9 +43,13 @@ def test_config_round_trips_and_is_inferred_from_weights() -> None:
     assert SACActor.infer_config(SACActor(cfg).state_dict()) == cfg
 
 
-@pytest.mark.parametrize("kwargs", [{"state_dim": 0}, {"hidden": ()}, {"action_dim": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"state_dim": 0}, {"hidden": ()}, {"action_dim": -1}, {"hidden": (True,)},
+     {"log_std_max": float("inf")}, {"log_std_min": float("nan")}],
+)  # fmt: skip
 def test_nonsense_configs_are_refused(kwargs: dict[str, object]) -> None:
-    """Zero or negative sizes are a ValueError."""
+    """Zero, negative or boolean sizes and non-finite log-std bounds are a ValueError."""
     with pytest.raises(ValueError):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
 
