@@ -30,14 +30,19 @@ import torch
 from torch import Tensor
 
 from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
+from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
+from common.checkpoint_limits import CheckpointLimits
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointLimits",
+    "FileIdentity",
     "LoadedCheckpoint",
     "SavedCheckpoint",
     "build_policy",
+    "file_identity",
     "file_sha256",
     "load_checkpoint",
     "packed_state_dict",
@@ -76,6 +81,7 @@ class LoadedCheckpoint:
     training_step: int = 0
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    identity: FileIdentity = field(kw_only=True)
 
 
 def save_checkpoint(
@@ -164,37 +170,40 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, expected_sha256: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    expected_sha256: str | None = None,
+    limits: CheckpointLimits | None = None,
 ) -> LoadedCheckpoint:
-    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint.
+    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint, within ``limits``.
 
-    The bytes are read once, so the hash, the mtime and the weights all describe the same
-    file even if it is replaced meanwhile. Every failure is a
-    :class:`~common.errors.CheckpointError` with a reason: one nobody foresaw is a
-    ``CheckpointLoadError`` with reason ``load_error`` naming the exception's type.
+    The bytes are read once, so the hash, the identity and the weights all describe the same
+    file even if it is replaced meanwhile. ``path`` is opened as given, without following a
+    symlink: callers resolve it first. Every failure is a
+    :class:`~common.errors.CheckpointError` with a reason, carrying the file's identity once
+    it was ``fstat``-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
+    ``load_error`` naming the exception's type.
     """
     target = Path(path)
+    identity: FileIdentity | None = None
     try:
-        return _load(target, expected_sha256)
-    except CheckpointError:
+        data, identity = read_checkpoint_file(target, (limits or CheckpointLimits()).max_bytes)
+        return _believe(target, data, identity, expected_sha256)
+    except CheckpointError as exc:
+        exc.identity = exc.identity or identity
         raise
     except Exception as exc:  # noqa: BLE001 - defence in depth: nothing else may escape
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointLoadError(
             f"{target}: unexpected {type(exc).__name__} while loading: {first}",
             reason="load_error",
+            identity=identity,
         ) from exc
 
 
-def _load(target: Path, expected_sha256: str | None) -> LoadedCheckpoint:
-    try:
-        with open(target, "rb") as fh:
-            stat = os.fstat(fh.fileno())
-            data = fh.read()
-    except FileNotFoundError:
-        raise CheckpointLoadError(f"{target}: no such file", reason="missing") from None
-    except OSError as exc:
-        raise CheckpointLoadError(f"{target}: cannot read: {exc}", reason="unreadable") from None
+def _believe(
+    target: Path, data: bytes, identity: FileIdentity, expected_sha256: str | None
+) -> LoadedCheckpoint:
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise CheckpointLoadError(
@@ -208,7 +217,7 @@ def _load(target: Path, expected_sha256: str | None) -> LoadedCheckpoint:
         path=target,
         sha256=sha256,
         size=len(data),
-        mtime_ns=stat.st_mtime_ns,
+        mtime_ns=identity.mtime_ns,
         config=config,
         state_dict=state_dict,
         model_name=header.model_name,
@@ -216,6 +225,7 @@ def _load(target: Path, expected_sha256: str | None) -> LoadedCheckpoint:
         training_step=header.training_step,
         saved_at=header.saved_at,
         metadata=header.metadata,
+        identity=identity,
     )
 
 
