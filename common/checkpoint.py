@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.checkpoint_archive import pickle_record
 from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
 from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
 from common.checkpoint_limits import CheckpointLimits
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_ZIP_LOCAL = b"PK\x03\x04"
-_ZIP_END = b"PK\x05\x06"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +186,9 @@ def load_checkpoint(
     target = Path(path)
     identity: FileIdentity | None = None
     try:
-        data, identity = read_checkpoint_file(target, (limits or CheckpointLimits()).max_bytes)
-        return _believe(target, data, identity, expected_sha256)
+        limits = limits or CheckpointLimits()
+        data, identity = read_checkpoint_file(target, limits.max_bytes)
+        return _believe(target, data, identity, expected_sha256, limits.max_bytes)
     except CheckpointError as exc:
         exc.identity = exc.identity or identity
         raise
@@ -202,7 +202,7 @@ def load_checkpoint(
 
 
 def _believe(
-    target: Path, data: bytes, identity: FileIdentity, expected_sha256: str | None
+    target: Path, data: bytes, identity: FileIdentity, expected_sha256: str | None, max_bytes: int
 ) -> LoadedCheckpoint:
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
@@ -210,6 +210,7 @@ def _believe(
             f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
             reason="sha256_mismatch",
         )
+    pickle_record(target, data, max_bytes)
     raw = _torch_load(target, data)
     config, state_dict, header = interpret(target, raw)
     _check_finite(target, state_dict)
@@ -230,12 +231,6 @@ def _believe(
 
 
 def _torch_load(target: Path, data: bytes) -> object:
-    if not data:
-        raise CheckpointLoadError(f"{target}: empty file", reason="truncated")
-    if data.startswith(_ZIP_LOCAL) and _ZIP_END not in data[-(65536 + 22) :]:
-        raise CheckpointLoadError(
-            f"{target}: truncated archive (no end record)", reason="truncated"
-        )
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
