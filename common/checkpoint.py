@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from common.checkpoint_archive import pickle_record
 from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
 from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
 from common.checkpoint_limits import CheckpointLimits
+from common.checkpoint_pickle import check_globals, torch_load
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 
@@ -210,8 +210,8 @@ def _believe(
             f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
             reason="sha256_mismatch",
         )
-    pickle_record(target, data, max_bytes)
-    raw = _torch_load(target, data)
+    check_globals(target, pickle_record(target, data, max_bytes))
+    raw = torch_load(target, data)
     config, state_dict, header = interpret(target, raw)
     _check_finite(target, state_dict)
     return LoadedCheckpoint(
@@ -228,33 +228,6 @@ def _believe(
         metadata=header.metadata,
         identity=identity,
     )
-
-
-def _torch_load(target: Path, data: bytes) -> object:
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise CheckpointLoadError(
-                f"{target}: refused by torch.load(weights_only=True), the file is not served: "
-                + _unpickler_reason(str(exc)),
-                reason="unsafe_pickle",
-            ) from None
-        raise CheckpointLoadError(f"{target}: corrupt: {exc}", reason="corrupt") from None
-    except Exception as exc:  # torch.load on arbitrary bytes raises anything (KeyError, ...)
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointLoadError(
-            f"{target}: corrupt ({type(exc).__name__}: {first})", reason="corrupt"
-        ) from None
-
-
-def _unpickler_reason(text: str) -> str:
-    """The line of torch's refusal that names what was refused (not its advice to bypass)."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("WeightsUnpickler error:"):
-            return line.split(". Please use", 1)[0]
-    return "the pickle holds objects other than tensors and plain data"
 
 
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)

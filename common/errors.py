@@ -9,7 +9,8 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
     └── CheckpointError       a checkpoint that will not be served
         ├── CheckpointLoadError   the file cannot be read as a checkpoint: missing,
         │                         not_regular_file, unreadable, too_large, changing,
-        │                         truncated, corrupt, unsafe_pickle, foreign_format,
+        │                         truncated, corrupt, compressed_archive,
+        │                         unsupported_format, unsafe_pickle, foreign_format,
         │                         bad_metadata, bad_config, sha256_mismatch, and
         │                         load_error for any failure nobody foresaw.
         └── CheckpointRejected    the file loads but is refused: outside the model

@@ -18,12 +18,7 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.policy import SACActor
-
-
-def bytes_read() -> int:
-    """Bytes this process has read with read(2) and friends so far (/proc/self/io rchar)."""
-    with open("/proc/self/io") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("rchar:"))
+from tests.process_stats import bytes_read
 
 
 def load_in_thread(path: Path, timeout: float = 5.0) -> BaseException | None:
