@@ -24,17 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from common.checkpoint_archive import pickle_record
 from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
 from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
-from common.checkpoint_limits import CheckpointLimits
+from common.checkpoint_limits import CheckpointLimits, check_declared
 from common.checkpoint_pickle import check_globals, torch_load
+from common.checkpoint_tensors import check_finite, check_tensors
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
-from common.policy import PolicyConfig, SACActor
+from common.policy import PolicyConfig, SACActor, parameter_count
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -47,6 +47,7 @@ __all__ = [
     "file_sha256",
     "load_checkpoint",
     "packed_state_dict",
+    "parameter_count",
     "save_checkpoint",
 ]
 
@@ -188,7 +189,7 @@ def load_checkpoint(
     try:
         limits = limits or CheckpointLimits()
         data, identity = read_checkpoint_file(target, limits.max_bytes)
-        return _believe(target, data, identity, expected_sha256, limits.max_bytes)
+        return _believe(target, data, identity, expected_sha256, limits)
     except CheckpointError as exc:
         exc.identity = exc.identity or identity
         raise
@@ -202,7 +203,11 @@ def load_checkpoint(
 
 
 def _believe(
-    target: Path, data: bytes, identity: FileIdentity, expected_sha256: str | None, max_bytes: int
+    target: Path,
+    data: bytes,
+    identity: FileIdentity,
+    expected_sha256: str | None,
+    limits: CheckpointLimits,
 ) -> LoadedCheckpoint:
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
@@ -210,10 +215,12 @@ def _believe(
             f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
             reason="sha256_mismatch",
         )
-    check_globals(target, pickle_record(target, data, max_bytes))
+    check_globals(target, pickle_record(target, data, limits.max_bytes))
     raw = torch_load(target, data)
     config, state_dict, header = interpret(target, raw)
-    _check_finite(target, state_dict)
+    check_declared(target, config, limits)
+    check_tensors(target, state_dict, limits.max_parameters)
+    check_finite(target, state_dict)
     return LoadedCheckpoint(
         path=target,
         sha256=sha256,
@@ -228,22 +235,6 @@ def _believe(
         metadata=header.metadata,
         identity=identity,
     )
-
-
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
-
-
-def _check_finite(target: Path, state_dict: Mapping[str, Tensor]) -> None:
-    for name, tensor in state_dict.items():
-        if not tensor.is_floating_point():
-            continue
-        if tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
-            # numpy's check costs ~5 us a tensor, torch's ~50 us (dispatch overhead).
-            finite = bool(np.isfinite(tensor.detach().numpy()).all())
-        else:
-            finite = bool(torch.isfinite(tensor).all())
-        if not finite:
-            raise CheckpointRejected(f"{target}: non-finite values in {name}", reason="non_finite")
 
 
 def build_policy(loaded: LoadedCheckpoint) -> SACActor:

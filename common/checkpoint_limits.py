@@ -3,18 +3,25 @@
 Checked before anything is built from the file: its size (``max_bytes``, also the bound on
 the archive's declared sizes) and its weights (``max_parameters``, both as the policy_config
 declares them and as the tensors hold them). Settings: ``FKS_MAX_CHECKPOINT_BYTES``,
-``FKS_MAX_PARAMETERS``.
+``FKS_MAX_PARAMETERS``. A config may also declare at most ``MAX_HIDDEN_LAYERS`` hidden layers:
+a deep stack of width-1 layers costs little in parameters but much to build and to run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from common.errors import CheckpointRejected
+from common.policy import PolicyConfig, parameter_count
 
 if TYPE_CHECKING:
     from common.settings import Settings
 
-__all__ = ["CheckpointLimits"]
+__all__ = ["MAX_HIDDEN_LAYERS", "CheckpointLimits", "check_declared"]
+
+MAX_HIDDEN_LAYERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +39,19 @@ class CheckpointLimits:
     def from_settings(cls, settings: Settings) -> CheckpointLimits:
         """The limits a node's :class:`~common.settings.Settings` name."""
         return cls(settings.max_checkpoint_bytes, settings.max_parameters)
+
+
+def check_declared(target: Path, config: PolicyConfig, limits: CheckpointLimits) -> None:
+    """Refuse a policy_config that declares more than ``limits``, before anything is built."""
+    if len(config.hidden) > MAX_HIDDEN_LAYERS:
+        raise CheckpointRejected(
+            f"{target}: {len(config.hidden)} hidden layers declared (at most {MAX_HIDDEN_LAYERS})",
+            reason="too_many_layers",
+        )
+    declared = parameter_count(config)
+    if declared > limits.max_parameters:
+        raise CheckpointRejected(
+            f"{target}: policy_config declares {declared} parameters "
+            f"(at most {limits.max_parameters})",
+            reason="too_many_parameters",
+        )

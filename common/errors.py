@@ -11,10 +11,12 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
         │                         not_regular_file, unreadable, too_large, changing,
         │                         truncated, corrupt, compressed_archive,
         │                         unsupported_format, unsafe_pickle, foreign_format,
-        │                         bad_metadata, bad_config, sha256_mismatch, and
-        │                         load_error for any failure nobody foresaw.
+        │                         bad_metadata, bad_config, bad_dtype, bad_layout,
+        │                         aliased_storage, sha256_mismatch, and load_error for
+        │                         any failure nobody foresaw.
         └── CheckpointRejected    the file loads but is refused: outside the model
-                                  roots, non-finite weights, wrong shape, a failed probe.
+                                  roots, too_many_parameters, too_many_layers,
+                                  non-finite weights, wrong shape, a failed probe.
 
 A ``CheckpointError`` carries the ``identity`` (path, size, mtime, inode, device) of the file
 that failed whenever it could be stat-ed, so a caller can remember the failure by the file,

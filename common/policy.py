@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PolicyConfig", "SACActor"]
+__all__ = ["PolicyConfig", "SACActor", "parameter_count"]
 
 LOG_2 = math.log(2.0)
 LOG_STD_MIN = -20.0
@@ -72,6 +73,13 @@ class PolicyConfig:
             log_std_min=low,
             log_std_max=high,
         )
+
+
+def parameter_count(config: PolicyConfig) -> int:
+    """The weights an actor of ``config`` holds, from the config alone: nothing is built."""
+    widths = (config.state_dim, *config.hidden)
+    trunk = sum((fan_in + 1) * fan_out for fan_in, fan_out in pairwise(widths))
+    return trunk + 2 * (widths[-1] + 1) * config.action_dim  # the mean and log-std heads
 
 
 def _is_int(value: object) -> bool:

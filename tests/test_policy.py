@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.policy import PolicyConfig, SACActor
+from common.policy import PolicyConfig, SACActor, parameter_count
 
 
 def test_default_actor_maps_28_dims_to_one_action_in_bounds() -> None:
@@ -63,3 +63,14 @@ def test_an_uninitialised_actor_equals_the_original_once_loaded() -> None:
     state = torch.randn(6, 28)
     assert torch.equal(blank.act(state), original.act(state))
     assert list(blank.state_dict()) == list(original.state_dict())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [PolicyConfig(), PolicyConfig(state_dim=4, action_dim=3, hidden=(8,)),
+     PolicyConfig(hidden=(64, 32, 16))],
+)  # fmt: skip
+def test_parameter_count_is_what_the_built_actor_holds(config: PolicyConfig) -> None:
+    """parameter_count(config), from the config alone, equals the numel of every weight."""
+    actor = SACActor(config, initialise=False)
+    assert parameter_count(config) == sum(p.numel() for p in actor.parameters())
