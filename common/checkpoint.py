@@ -181,8 +181,9 @@ def load_checkpoint(
     file even if it is replaced meanwhile. ``path`` is opened as given, without following a
     symlink: callers resolve it first. Every failure is a
     :class:`~common.errors.CheckpointError` with a reason, carrying the file's identity once
-    it was ``fstat``-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
-    ``load_error`` naming the exception's type.
+    it could be stat-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
+    ``load_error`` naming the exception's type. The checks, in order, are described in the
+    modules ``common/checkpoint_{file,archive,pickle,fields,limits,tensors}.py``.
     """
     target = Path(path)
     identity: FileIdentity | None = None
