@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,28 +24,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from common.errors import CheckpointLoadError, CheckpointRejected
-from common.policy import PolicyConfig, SACActor
+from common.checkpoint_archive import pickle_record
+from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
+from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
+from common.checkpoint_limits import CheckpointLimits, check_declared
+from common.checkpoint_pickle import check_globals, torch_load
+from common.checkpoint_tensors import check_finite, check_tensors
+from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
+from common.policy import PolicyConfig, SACActor, parameter_count
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointLimits",
+    "FileIdentity",
     "LoadedCheckpoint",
     "SavedCheckpoint",
     "build_policy",
+    "file_identity",
     "file_sha256",
     "load_checkpoint",
     "packed_state_dict",
+    "parameter_count",
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "fks.sac_actor"
 FORMAT_VERSION = 1
-_ZIP_LOCAL = b"PK\x03\x04"
-_ZIP_END = b"PK\x05\x06"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class LoadedCheckpoint:
     training_step: int = 0
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    identity: FileIdentity = field(kw_only=True)
 
 
 def save_checkpoint(
@@ -164,136 +170,72 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, expected_sha256: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    expected_sha256: str | None = None,
+    limits: CheckpointLimits | None = None,
 ) -> LoadedCheckpoint:
-    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint.
+    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint, within ``limits``.
 
-    The bytes are read once, so the hash, the mtime and the weights all describe the same
-    file even if it is replaced meanwhile.
+    The bytes are read once, so the hash, the identity and the weights all describe the same
+    file even if it is replaced meanwhile. ``path`` is opened as given, without following a
+    symlink: callers resolve it first. Every failure is a
+    :class:`~common.errors.CheckpointError` with a reason, carrying the file's identity once
+    it could be stat-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
+    ``load_error`` naming the exception's type. The checks, in order, are described in the
+    modules ``common/checkpoint_{file,archive,pickle,fields,limits,tensors}.py``.
     """
     target = Path(path)
+    identity: FileIdentity | None = None
     try:
-        with open(target, "rb") as fh:
-            stat = os.fstat(fh.fileno())
-            data = fh.read()
-    except FileNotFoundError:
-        raise CheckpointLoadError(f"{target}: no such file", reason="missing") from None
-    except OSError as exc:
-        raise CheckpointLoadError(f"{target}: cannot read: {exc}", reason="unreadable") from None
+        limits = limits or CheckpointLimits()
+        data, identity = read_checkpoint_file(target, limits.max_bytes)
+        return _believe(target, data, identity, expected_sha256, limits)
+    except CheckpointError as exc:
+        exc.identity = exc.identity or identity
+        raise
+    except Exception as exc:  # noqa: BLE001 - defence in depth: nothing else may escape
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointLoadError(
+            f"{target}: unexpected {type(exc).__name__} while loading: {first}",
+            reason="load_error",
+            identity=identity,
+        ) from exc
+
+
+def _believe(
+    target: Path,
+    data: bytes,
+    identity: FileIdentity,
+    expected_sha256: str | None,
+    limits: CheckpointLimits,
+) -> LoadedCheckpoint:
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise CheckpointLoadError(
             f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
             reason="sha256_mismatch",
         )
-    raw = _torch_load(target, data)
-    config, state_dict, meta = _interpret(target, raw)
-    _check_finite(target, state_dict)
+    check_globals(target, pickle_record(target, data, limits.max_bytes))
+    raw = torch_load(target, data)
+    config, state_dict, header = interpret(target, raw)
+    check_declared(target, config, limits)
+    check_tensors(target, state_dict, limits.max_parameters)
+    check_finite(target, state_dict)
     return LoadedCheckpoint(
         path=target,
         sha256=sha256,
         size=len(data),
-        mtime_ns=stat.st_mtime_ns,
+        mtime_ns=identity.mtime_ns,
         config=config,
         state_dict=state_dict,
-        **meta,
+        model_name=header.model_name,
+        version=header.version,
+        training_step=header.training_step,
+        saved_at=header.saved_at,
+        metadata=header.metadata,
+        identity=identity,
     )
-
-
-def _torch_load(target: Path, data: bytes) -> object:
-    if not data:
-        raise CheckpointLoadError(f"{target}: empty file", reason="truncated")
-    if data.startswith(_ZIP_LOCAL) and _ZIP_END not in data[-(65536 + 22) :]:
-        raise CheckpointLoadError(
-            f"{target}: truncated archive (no end record)", reason="truncated"
-        )
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise CheckpointLoadError(
-                f"{target}: refused by torch.load(weights_only=True), the file is not served: "
-                + _unpickler_reason(str(exc)),
-                reason="unsafe_pickle",
-            ) from None
-        raise CheckpointLoadError(f"{target}: corrupt: {exc}", reason="corrupt") from None
-    except Exception as exc:  # torch.load on arbitrary bytes raises anything (KeyError, ...)
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointLoadError(
-            f"{target}: corrupt ({type(exc).__name__}: {first})", reason="corrupt"
-        ) from None
-
-
-def _unpickler_reason(text: str) -> str:
-    """The line of torch's refusal that names what was refused (not its advice to bypass)."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("WeightsUnpickler error:"):
-            return line.split(". Please use", 1)[0]
-    return "the pickle holds objects other than tensors and plain data"
-
-
-def _interpret(target: Path, raw: object) -> tuple[PolicyConfig, dict[str, Tensor], dict[str, Any]]:
-    if not isinstance(raw, dict):
-        raise CheckpointLoadError(
-            f"{target}: foreign format (a {type(raw).__name__}, not a checkpoint dict)",
-            reason="foreign_format",
-        )
-    if raw.get("format") == CHECKPOINT_FORMAT:
-        state_dict = raw.get("state_dict")
-        try:
-            config = PolicyConfig.from_dict(raw.get("policy_config") or {})
-        except ValueError as exc:
-            raise CheckpointLoadError(f"{target}: {exc}", reason="foreign_format") from None
-        saved_at = _parse_time(raw.get("saved_at"))
-        meta = {
-            "model_name": str(raw.get("model_name", "")),
-            "version": int(raw.get("version", 0)),
-            "training_step": int(raw.get("training_step", 0)),
-            "saved_at": saved_at,
-            "metadata": {str(k): str(v) for k, v in dict(raw.get("metadata") or {}).items()},
-        }
-    else:
-        state_dict = raw
-        try:
-            config = SACActor.infer_config(raw)
-        except (ValueError, AttributeError, IndexError, TypeError) as exc:
-            raise CheckpointLoadError(
-                f"{target}: foreign format: {exc}", reason="foreign_format"
-            ) from None
-        meta = {}
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
-    ):
-        raise CheckpointLoadError(
-            f"{target}: state_dict is not str -> tensor", reason="foreign_format"
-        )
-    return config, state_dict, meta
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
-
-
-def _check_finite(target: Path, state_dict: Mapping[str, Tensor]) -> None:
-    for name, tensor in state_dict.items():
-        if not tensor.is_floating_point():
-            continue
-        if tensor.dtype in _NUMPY_FLOATS and tensor.device.type == "cpu":
-            # numpy's check costs ~5 us a tensor, torch's ~50 us (dispatch overhead).
-            finite = bool(np.isfinite(tensor.detach().numpy()).all())
-        else:
-            finite = bool(torch.isfinite(tensor).all())
-        if not finite:
-            raise CheckpointRejected(f"{target}: non-finite values in {name}", reason="non_finite")
 
 
 def build_policy(loaded: LoadedCheckpoint) -> SACActor:

@@ -8,13 +8,27 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
     │                         wrong type, a missing/forged signature.  Also a ValueError.
     └── CheckpointError       a checkpoint that will not be served
         ├── CheckpointLoadError   the file cannot be read as a checkpoint: missing,
-        │                         truncated, corrupt, foreign format, a pickle that
-        │                         ``weights_only`` refuses, a sha256 mismatch.
+        │                         not_regular_file, unreadable, too_large, changing,
+        │                         truncated, corrupt, compressed_archive,
+        │                         unsupported_format, unsafe_pickle, foreign_format,
+        │                         bad_metadata, bad_config, bad_dtype, bad_layout,
+        │                         aliased_storage, sha256_mismatch, and load_error for
+        │                         any failure nobody foresaw.
         └── CheckpointRejected    the file loads but is refused: outside the model
-                                  roots, non-finite weights, wrong shape, a failed probe.
+                                  roots, too_many_parameters, too_many_layers,
+                                  non-finite weights, wrong shape, a failed probe.
+
+A ``CheckpointError`` carries the ``identity`` (path, size, mtime, inode, device) of the file
+that failed whenever it could be stat-ed, so a caller can remember the failure by the file,
+whatever sha256 was announced for it.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.checkpoint_file import FileIdentity
 
 __all__ = [
     "CheckpointError",
@@ -45,6 +59,12 @@ class CheckpointError(FksError):
     """A checkpoint that will not be served; the served model stays."""
 
     default_reason = "checkpoint"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, identity: FileIdentity | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.identity = identity
 
 
 class CheckpointLoadError(CheckpointError):

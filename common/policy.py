@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PolicyConfig", "SACActor"]
+__all__ = ["PolicyConfig", "SACActor", "parameter_count"]
 
 LOG_2 = math.log(2.0)
 LOG_STD_MIN = -20.0
@@ -29,8 +30,10 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         dims = (self.state_dim, self.action_dim, *self.hidden)
-        if not self.hidden or any(not isinstance(d, int) or d <= 0 for d in dims):
+        if not self.hidden or any(not _is_int(d) or d <= 0 for d in dims):
             raise ValueError(f"policy dimensions must be positive integers, got {self}")
+        if not all(math.isfinite(b) for b in (self.log_std_min, self.log_std_max)):
+            raise ValueError("log_std_min and log_std_max must be finite")
         if not self.log_std_min < self.log_std_max:
             raise ValueError("log_std_min must be below log_std_max")
 
@@ -40,18 +43,51 @@ class PolicyConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
-        """Rebuild from :meth:`to_dict`; ``ValueError`` on anything else."""
+    def from_dict(cls, data: object) -> PolicyConfig:
+        """Rebuild from :meth:`to_dict`; ``ValueError`` on anything else.
+
+        Nothing is coerced: dimensions are ints (not bools, floats or strings), ``hidden`` a
+        list or tuple of them, the log-std bounds finite real numbers.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"policy config is a {type(data).__name__}, not a dict")
+        missing = [k for k in ("state_dim", "action_dim", "hidden") if k not in data]
+        if missing:
+            raise ValueError(f"malformed policy config: missing {', '.join(missing)}")
+        hidden = data["hidden"]
+        if not isinstance(hidden, list | tuple):
+            raise ValueError(f"policy config hidden is a {type(hidden).__name__}, not a list")
+        bounds = (data.get("log_std_min", LOG_STD_MIN), data.get("log_std_max", LOG_STD_MAX))
+        if not all(_is_int(v) for v in (data["state_dim"], data["action_dim"], *hidden)):
+            raise ValueError("policy config dimensions must be integers")
+        if not all(_is_real(b) for b in bounds):
+            raise ValueError("policy config log-std bounds must be numbers")
         try:
-            return cls(
-                state_dim=int(data["state_dim"]),
-                action_dim=int(data["action_dim"]),
-                hidden=tuple(int(h) for h in data["hidden"]),
-                log_std_min=float(data.get("log_std_min", LOG_STD_MIN)),
-                log_std_max=float(data.get("log_std_max", LOG_STD_MAX)),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed policy config {dict(data)!r}: {exc}") from None
+            low, high = float(bounds[0]), float(bounds[1])
+        except OverflowError:  # an int beyond any float
+            raise ValueError("policy config log-std bounds must be finite") from None
+        return cls(
+            state_dim=data["state_dim"],
+            action_dim=data["action_dim"],
+            hidden=tuple(hidden),
+            log_std_min=low,
+            log_std_max=high,
+        )
+
+
+def parameter_count(config: PolicyConfig) -> int:
+    """The weights an actor of ``config`` holds, from the config alone: nothing is built."""
+    widths = (config.state_dim, *config.hidden)
+    trunk = sum((fan_in + 1) * fan_out for fan_in, fan_out in pairwise(widths))
+    return trunk + 2 * (widths[-1] + 1) * config.action_dim  # the mean and log-std heads
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _UninitialisedLinear(nn.Linear):

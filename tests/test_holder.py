@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -181,7 +182,7 @@ def test_a_failed_file_is_not_retried_until_it_changes(
     import subscriber.loader as loader
     from common.checkpoint import LoadedCheckpoint, load_checkpoint
 
-    def counting_load(path: Path, **kwargs: str | None) -> LoadedCheckpoint:
+    def counting_load(path: Path, **kwargs: Any) -> LoadedCheckpoint:
         loads.append(path)
         return load_checkpoint(path, **kwargs)
 

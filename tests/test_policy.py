@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.policy import PolicyConfig, SACActor
+from common.policy import PolicyConfig, SACActor, parameter_count
 
 
 def test_default_actor_maps_28_dims_to_one_action_in_bounds() -> None:
@@ -43,9 +43,13 @@ def test_config_round_trips_and_is_inferred_from_weights() -> None:
     assert SACActor.infer_config(SACActor(cfg).state_dict()) == cfg
 
 
-@pytest.mark.parametrize("kwargs", [{"state_dim": 0}, {"hidden": ()}, {"action_dim": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"state_dim": 0}, {"hidden": ()}, {"action_dim": -1}, {"hidden": (True,)},
+     {"log_std_max": float("inf")}, {"log_std_min": float("nan")}],
+)  # fmt: skip
 def test_nonsense_configs_are_refused(kwargs: dict[str, object]) -> None:
-    """Zero or negative sizes are a ValueError."""
+    """Zero, negative or boolean sizes and non-finite log-std bounds are a ValueError."""
     with pytest.raises(ValueError):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
 
@@ -59,3 +63,14 @@ def test_an_uninitialised_actor_equals_the_original_once_loaded() -> None:
     state = torch.randn(6, 28)
     assert torch.equal(blank.act(state), original.act(state))
     assert list(blank.state_dict()) == list(original.state_dict())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [PolicyConfig(), PolicyConfig(state_dim=4, action_dim=3, hidden=(8,)),
+     PolicyConfig(hidden=(64, 32, 16))],
+)  # fmt: skip
+def test_parameter_count_is_what_the_built_actor_holds(config: PolicyConfig) -> None:
+    """parameter_count(config), from the config alone, equals the numel of every weight."""
+    actor = SACActor(config, initialise=False)
+    assert parameter_count(config) == sum(p.numel() for p in actor.parameters())

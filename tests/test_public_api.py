@@ -42,3 +42,14 @@ def test_common_imports_nothing_of_ours() -> None:
         text = source.read_text()
         for other in ("publisher", "subscriber", "fks"):
             assert f"from {other}" not in text and f"import {other}" not in text, source
+
+
+def test_checkpoint_bounds_interface_resolves() -> None:
+    """What the serving core codes against for issue 12 is importable from common.checkpoint."""
+    import common.checkpoint as checkpoint
+
+    names = {"CheckpointLimits", "FileIdentity", "file_identity", "load_checkpoint",
+             "LoadedCheckpoint", "parameter_count"}  # fmt: skip
+    assert names <= set(checkpoint.__all__)
+    assert all(hasattr(checkpoint, name) for name in checkpoint.__all__)
+    assert "identity" in checkpoint.LoadedCheckpoint.__dataclass_fields__

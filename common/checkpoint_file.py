@@ -1,0 +1,119 @@
+"""Opening a checkpoint file: never blocks, never reads past a bound, says what it read.
+
+A FIFO, socket, device or directory is refused (``not_regular_file``) from ``lstat`` before
+``open``, and ``open`` itself is ``O_NONBLOCK | O_NOFOLLOW`` with the descriptor ``fstat``-ed
+again, so a file swapped in between cannot block or redirect the read either. A file over
+``max_bytes`` is refused from its size, before a byte is read (``too_large``); a file whose
+size changes while it is read is refused (``changing``), and never read past its size + 1.
+Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from common.errors import CheckpointLoadError
+
+__all__ = ["FileIdentity", "file_identity", "read_checkpoint_file"]
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """What "the same file" means for failure memory: path, size, mtime, inode, device."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> FileIdentity:
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
+    """The identity of the regular file at ``path`` (``os.stat``: never opens, never blocks)."""
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        raise CheckpointLoadError(f"{name}: no such file", reason="missing") from None
+    except OSError as exc:
+        raise CheckpointLoadError(f"{name}: cannot stat: {exc}", reason="unreadable") from None
+    identity = FileIdentity.of(name, st)
+    _require_regular(name, st, identity)
+    return identity
+
+
+def read_checkpoint_file(
+    path: str | os.PathLike[str], max_bytes: int
+) -> tuple[bytes, FileIdentity]:
+    """All the bytes of the regular file at ``path``, and the identity of what was read."""
+    name = os.fspath(path)
+    try:
+        before = os.lstat(name)
+        _require_regular(name, before, FileIdentity.of(name, before))
+        fd = os.open(name, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise CheckpointLoadError(f"{name}: no such file", reason="missing") from None
+    except OSError as exc:  # ELOOP: swapped for a symlink since the lstat
+        raise CheckpointLoadError(f"{name}: cannot open: {exc}", reason="unreadable") from None
+    try:
+        st = os.fstat(fd)
+        identity = FileIdentity.of(name, st)
+        _require_regular(name, st, identity)
+        if st.st_size > max_bytes:
+            raise CheckpointLoadError(
+                f"{name}: {st.st_size} bytes, over the {max_bytes} a checkpoint may have",
+                reason="too_large",
+                identity=identity,
+            )
+        data = _read_at_most(fd, st.st_size + 1)
+    except OSError as exc:
+        raise CheckpointLoadError(f"{name}: cannot read: {exc}", reason="unreadable") from None
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size:
+        raise CheckpointLoadError(
+            f"{name}: {len(data)} bytes read where fstat said {st.st_size} "
+            "(still being written in place?)",
+            reason="changing",
+            identity=identity,
+        )
+    return data, identity
+
+
+def _require_regular(name: str, st: os.stat_result, identity: FileIdentity | None) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise CheckpointLoadError(
+            f"{name}: {kind}, not a regular file", reason="not_regular_file", identity=identity
+        )
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link (paths are resolved before loading)",
+}
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``: two reads for a file that does not grow."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = os.read(fd, limit - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,57 @@
+"""How much of a checkpoint a node is willing to believe (issue 12).
+
+Checked before anything is built from the file: its size (``max_bytes``, also the bound on
+the archive's declared sizes) and its weights (``max_parameters``, both as the policy_config
+declares them and as the tensors hold them). Settings: ``FKS_MAX_CHECKPOINT_BYTES``,
+``FKS_MAX_PARAMETERS``. A config may also declare at most ``MAX_HIDDEN_LAYERS`` hidden layers:
+a deep stack of width-1 layers costs little in parameters but much to build and to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.errors import CheckpointRejected
+from common.policy import PolicyConfig, parameter_count
+
+if TYPE_CHECKING:
+    from common.settings import Settings
+
+__all__ = ["MAX_HIDDEN_LAYERS", "CheckpointLimits", "check_declared"]
+
+MAX_HIDDEN_LAYERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointLimits:
+    """Bounds on one checkpoint: file bytes and parameters."""
+
+    max_bytes: int = 1 << 30
+    max_parameters: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_parameters < 1:
+            raise ValueError(f"checkpoint limits must be positive, got {self}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CheckpointLimits:
+        """The limits a node's :class:`~common.settings.Settings` name."""
+        return cls(settings.max_checkpoint_bytes, settings.max_parameters)
+
+
+def check_declared(target: Path, config: PolicyConfig, limits: CheckpointLimits) -> None:
+    """Refuse a policy_config that declares more than ``limits``, before anything is built."""
+    if len(config.hidden) > MAX_HIDDEN_LAYERS:
+        raise CheckpointRejected(
+            f"{target}: {len(config.hidden)} hidden layers declared (at most {MAX_HIDDEN_LAYERS})",
+            reason="too_many_layers",
+        )
+    declared = parameter_count(config)
+    if declared > limits.max_parameters:
+        raise CheckpointRejected(
+            f"{target}: policy_config declares {declared} parameters "
+            f"(at most {limits.max_parameters})",
+            reason="too_many_parameters",
+        )
