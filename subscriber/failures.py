@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from common.fileid import FileIdentity
+from common.checkpoint_file import FileIdentity
 
 __all__ = ["NOT_REMEMBERED", "FailureMemory"]
 

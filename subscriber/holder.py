@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common.checkpoint import CheckpointLimits
+from common.checkpoint_file import file_identity
 from common.errors import CheckpointError, CheckpointLoadError
-from common.fileid import file_identity
 from common.settings import Settings
 from common.staleness import Freshness, ServedIdentity
 from common.textsafe import printable
@@ -69,7 +70,10 @@ class ModelHolder:
         self.roots = ModelRoots(settings)
         self.metrics = metrics or Metrics()
         self.options = options or LoadOptions(
-            state_dim=settings.state_dim, jit=settings.jit, backend=settings.compile_backend
+            state_dim=settings.state_dim,
+            jit=settings.jit,
+            backend=settings.compile_backend,
+            limits=CheckpointLimits.from_settings(settings),
         )
         self.lane = LoadLane(settings.load_timeout_seconds)
         self.failures = FailureMemory(failed_memory)

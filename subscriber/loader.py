@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from common.checkpoint import LoadedCheckpoint, build_policy, load_checkpoint
+from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_policy, load_checkpoint
 from common.errors import CheckpointRejected
 from common.policy import SACActor
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
@@ -31,11 +31,13 @@ PROBE_ROWS = 8
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """How a node loads: the state size it serves (None: any) and whether to compile."""
+    """How a node loads: the state size it serves (None: any), whether to compile, and the
+    bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
 
     state_dim: int | None = 28
     jit: bool = False
     backend: Backend = "numpy"
+    limits: CheckpointLimits = CheckpointLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ def prepare_checkpoint(
 ) -> Prepared:
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
     real: Path = roots.confine(path)
-    loaded = load_checkpoint(real, expected_sha256=expected_sha256)
+    loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
     if options.state_dim is not None and loaded.config.state_dim != options.state_dim:
         raise CheckpointRejected(
             f"{real}: state_dim {loaded.config.state_dim}, this node serves {options.state_dim}",

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.checkpoint_file import FileIdentity
 from common.errors import CheckpointError
-from common.fileid import FileIdentity
 from common.notification import CheckpointNotification
 from common.staleness import Freshness, ServedIdentity, judge
 
