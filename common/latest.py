@@ -2,12 +2,12 @@
 
 ``:latest`` holds the latest *decision* of the fleet. A message moves it when
 
-- nothing is held yet;
 - it is forced (an operator's decision, e.g. a rollback, is the latest by definition);
-- it is versioned above the held version, or, when the held message is unversioned, above
-  every version issued before this message (the ``:version`` counter): the same rule the
-  nodes apply with the highest version they know (``common/staleness.py``);
-- it is unversioned and so is the held one.
+- it is versioned above the held version, or, when the held message is unversioned or
+  there is none (a new instance, or Redis lost it), above every version issued before this
+  message (the ``:version`` counter): the same rule the nodes apply with the highest version
+  they know (``common/staleness.py``);
+- it is unversioned and the held one is unversioned or absent.
 
 An unversioned, unforced message does not move a versioned ``:latest`` by itself (the two
 cannot be ordered without the files); the nodes that apply it record it there, see
@@ -30,8 +30,8 @@ def moves_latest(
 ) -> bool:
     """Whether publishing ``new`` replaces ``held`` as ``:latest``; ``counter`` is the
     highest version issued before ``new``."""
-    if held is None or new.force:
+    if new.force:
         return True
-    if held.version == 0:
+    if held is None or held.version == 0:
         return new.version == 0 or new.version > counter
     return new.version > held.version

@@ -97,23 +97,23 @@ local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
 local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
 local raw = redis.call('GET', KEYS[1])
+local obj = decode(raw)
+local held = version_of(raw, obj)
 local move = true
-if raw then
-  local obj = decode(raw)
-  local held = version_of(raw, obj)
-  if v ~= '0' and held ~= '0' and vcmp(v, held) == 0 then
-    if not same_checkpoint(obj, ARGV[5], ARGV[6]) then
-      local where = ''
-      if obj and type(obj['model_path']) == 'string' then where = obj['model_path'] end
-      return {0, 0, 'conflict', where}
-    end
+if v ~= '0' and held ~= '0' and vcmp(v, held) == 0 then
+  if not same_checkpoint(obj, ARGV[5], ARGV[6]) then
+    local where = ''
+    if obj and type(obj['model_path']) == 'string' then where = obj['model_path'] end
+    return {0, 0, 'conflict', where}
+  end
+  move = false
+elseif not forced then
+  if held ~= '0' then
+    if v == '0' or vcmp(v, held) < 0 then move = false end
+  elseif v ~= '0' and ARGV[7] ~= '1' and vcmp(v, counter) <= 0 then
+    -- an unversioned decision (or none, after Redis lost it) stands against the versions
+    -- issued before it: only a version issued after it moves :latest
     move = false
-  elseif not forced then
-    if held ~= '0' then
-      if v == '0' or vcmp(v, held) < 0 then move = false end
-    elseif v ~= '0' and ARGV[7] ~= '1' and vcmp(v, counter) <= 0 then
-      move = false  -- an unversioned decision stands against versions issued before it
-    end
   end
 end
 if move then redis.call('SET', KEYS[1], ARGV[2]) end

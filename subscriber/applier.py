@@ -62,6 +62,7 @@ class Applier:
         self.max_pending = max_pending
         self.node_id = node_id
         self._reconnected = False
+        self._offline_generation = -1  # the last model loaded from disk while Redis was away
         self.counters: Counter[str] = Counter()
         self._cond = threading.Condition()
         self._pending: list[Candidate] = []
@@ -155,7 +156,10 @@ class Applier:
                 if batch:
                     self._apply(batch)
                 if disk:
-                    self.decider.check_disk()
+                    offline = self.in_fallback()
+                    outcome = self.decider.check_disk()
+                    if offline and outcome is not None and outcome.applied and outcome.model:
+                        self._offline_generation = outcome.model.generation
                 if announce:
                     self._announce()
             except Exception:  # noqa: BLE001 - the applier must never die
@@ -213,8 +217,7 @@ class Applier:
         if (
             self.recorder is None
             or model is None
-            or model.message is not None
-            or model.source not in ("disk", "mtime")
+            or model.generation != self._offline_generation  # not decided while Redis was away
         ):
             return
         self.counters[f"announce_{self.recorder.announce(model, node_id=self.node_id)}"] += 1

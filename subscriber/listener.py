@@ -199,7 +199,7 @@ class CheckpointSubscriber:
             self._await_subscription(pubsub)
             self._catch_up(client, "subscribe")
             if self.recorder is not None:
-                self.recorder.restore(self.holder.current())
+                self.recorder.restore(self.holder.current(), self.holder.highest_version)
             self.applier.reconnected(latest_present=bool(self._latest_digest))
             self._set_connected(True)  # subscribed and caught up: Redis mode
             self.attempts += 1

@@ -84,10 +84,11 @@ class Recorder:
             log.info("%s moved on since that message; a newer decision stands", self.keys.latest)
         return outcome
 
-    def restore(self, served: ServedModel | None) -> tuple[bool, bool]:
-        """Raise ``:version`` to the served version, refill an empty ``:latest``; returns
-        (counter raised, :latest restored). Errors are logged, never raised."""
-        version = served.version if served else 0
+    def restore(self, served: ServedModel | None, highest: int = 0) -> tuple[bool, bool]:
+        """Raise ``:version`` to the served version (or ``highest``, the highest this node
+        knows of), refill an empty ``:latest``; returns (counter raised, :latest restored).
+        Errors are logged, never raised."""
+        version = max(served.version if served else 0, highest)
         message = served.message if served and served.message else b""
         try:
             raised, restored = self._restore(
@@ -96,24 +97,23 @@ class Recorder:
         except (redis.RedisError, OSError) as exc:
             log.debug("could not restore %s / %s: %s", self.keys.version, self.keys.latest, exc)
             return False, False
-        if raised or restored:
+        if restored:
             log.warning(
-                "Redis had lost this instance's state (a restart without persistence, FLUSHALL "
-                "or a failover?): %s",
-                ", ".join(
-                    part
-                    for part, done in (
-                        (f":version raised to {version}", raised),
-                        (":latest restored to the served decision", restored),
-                    )
-                    if done
-                ),
+                "%s was empty (Redis lost its data? a restart without persistence, FLUSHALL, a "
+                "failover): restored to the decision this node serves; :version %s",
+                self.keys.latest,
+                f"raised to {version}" if raised else "kept",
+            )
+        elif raised:
+            log.info(
+                "raised %s to %d, the highest version this node knows", self.keys.version, version
             )
         return bool(raised), bool(restored)
 
     def announce(self, model: ServedModel, *, node_id: str) -> str:
-        """Announce ``model`` (served from disk) unless ``:latest`` already names it; returns
-        ``present``, ``announced``, ``conflict`` or ``error``."""
+        """Announce ``model`` (served from disk while Redis was away) unless ``:latest``
+        already names it or was decided after the file was written; returns ``present``,
+        ``older``, ``announced``, ``conflict`` or ``error``."""
         try:
             size = int(self._client.strlen(self.keys.latest))
             if size > MAX_MESSAGE_BYTES:
@@ -121,10 +121,12 @@ class Recorder:
                 return "error"
             raw = self._client.get(self.keys.latest) if size else None
             held = _parse(raw if isinstance(raw, bytes) else None)
-            if held is not None and (
-                held.sha256 == model.sha256 or held.model_path == str(model.path)
-            ):
-                return "present"
+            if held is not None:
+                if held.sha256 == model.sha256 or held.model_path == str(model.path):
+                    return "present"
+                decided = held.issued_at or held.saved_at
+                if model.mtime_ns <= decided.timestamp() * 1e9:
+                    return "older"  # :latest was decided after this file was written
             version = int(
                 self._allocate(
                     keys=[self.keys.version, self.keys.latest], args=[str(model.version)]

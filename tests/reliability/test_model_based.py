@@ -94,9 +94,14 @@ class NodeMachine(RuleBasedStateMachine):
         self.previous: File | None = None
         self.versions: dict[int, str] = {}  # served version -> sha256 (message-decided)
         self.reconnects_allowed = 0.0
+        self.trace: list[str] = []
         RUNS["examples"] += 1
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def fired(self, name: str) -> None:
+        FIRED[name] += 1
+        self.trace.append(name)
 
     def settings(self) -> Settings:
         return Settings(
@@ -184,7 +189,7 @@ class NodeMachine(RuleBasedStateMachine):
     def publish_versioned(self, new: bool) -> None:
         """The trainer announces a checkpoint (a new one, or an old one again) with the
         next version."""
-        FIRED["publish_versioned"] += 1
+        self.fired("publish_versioned")
         target = self.new_file() if new or len(self.files) < 2 else self.files[0]
         result = self.notifier.notify(target.path)
         assert result.sent, result.reason
@@ -195,7 +200,7 @@ class NodeMachine(RuleBasedStateMachine):
     @rule()
     def publish_bad(self) -> None:
         """The trainer announces a checkpoint with NaN weights: refused, nothing changes."""
-        FIRED["publish_bad"] += 1
+        self.fired("publish_bad")
         bad = self.new_file(good=False)
         result = self.notifier.notify(bad.path)
         assert result.sent
@@ -206,7 +211,7 @@ class NodeMachine(RuleBasedStateMachine):
     def publish_forced(self, via_cli: bool, pick: int) -> None:
         """An operator forces any good checkpoint: raw `redis-cli PUBLISH … force` or the
         publisher (which allocates a new version)."""
-        FIRED[f"publish_forced_{'raw' if via_cli else 'notifier'}"] += 1
+        self.fired(f"publish_forced_{'raw' if via_cli else 'notifier'}")
         good = [f for f in self.files if f.good]
         target = good[pick % len(good)]
         if via_cli:
@@ -221,7 +226,7 @@ class NodeMachine(RuleBasedStateMachine):
     def publish_unversioned(self, newer: bool) -> None:
         """A bare `{"model_path": …}`: applied if the file is newer than the decision, a
         no-op if it names an older file."""
-        FIRED[f"publish_unversioned_{'newer' if newer else 'older'}"] += 1
+        self.fired(f"publish_unversioned_{'newer' if newer else 'older'}")
         if newer:
             target = self.new_file()
             self.publish_raw(json.dumps({"model_path": str(target.path)}))
@@ -237,7 +242,7 @@ class NodeMachine(RuleBasedStateMachine):
     def publish_stale_or_duplicate(self, duplicate: bool) -> None:
         """A trainer reuses a version: the same one for another checkpoint is refused
         (conflict), an older one is published and skipped by the node."""
-        FIRED[f"publish_{'duplicate' if duplicate else 'stale'}"] += 1
+        self.fired(f"publish_{'duplicate' if duplicate else 'stale'}")
         other = self.files[0]
         version = self.fleet_version if duplicate else self.fleet_version - 1
         result = self.notifier.notify(other.path, version=version)
@@ -247,7 +252,7 @@ class NodeMachine(RuleBasedStateMachine):
     @rule(poison=st.sampled_from(POISON))
     def publish_poison(self, poison: bytes) -> None:
         """Garbage on the channel: rejected, and the session lives on."""
-        FIRED["publish_poison"] += 1
+        self.fired("publish_poison")
         before = self.reconnects()
         self.publish_raw(poison)
         time.sleep(0.05)
@@ -259,7 +264,7 @@ class NodeMachine(RuleBasedStateMachine):
     @rule()
     def rollback(self) -> None:
         """POST /sac/model/rollback: the previous model back, at once; never a toggle."""
-        FIRED["rollback"] += 1
+        self.fired("rollback")
         assert self.node is not None
         start = time.monotonic()
         try:
@@ -275,7 +280,7 @@ class NodeMachine(RuleBasedStateMachine):
     @rule()
     def reload(self) -> None:
         """POST /sac/model/reload: the newest file on disk, if it verifies."""
-        FIRED["reload"] += 1
+        self.fired("reload")
         assert self.node is not None
         newest = max(self.files, key=lambda f: f.order)
         try:
@@ -291,14 +296,14 @@ class NodeMachine(RuleBasedStateMachine):
     @rule()
     def kill_listener_connection(self) -> None:
         """CLIENT KILL TYPE pubsub: the listener reconnects and catches up; nothing changes."""
-        FIRED["kill_listener_connection"] += 1
+        self.fired("kill_listener_connection")
         self.reconnects_allowed += 1
         self.client.client_kill_filter(_type="pubsub")
 
     @rule(keep_data=st.booleans())
     def restart_redis(self, keep_data: bool) -> None:
         """kill -9 and start again, with its AOF or having lost everything."""
-        FIRED[f"restart_redis_{'with' if keep_data else 'without'}_data"] += 1
+        self.fired(f"restart_redis_{'with' if keep_data else 'without'}_data")
         self.reconnects_allowed += 1
         self.redis.kill()
         if not keep_data:
@@ -320,7 +325,7 @@ class NodeMachine(RuleBasedStateMachine):
     def outage_with_new_checkpoint(self, in_place: bool) -> None:
         """Redis goes away; a checkpoint is written (atomically, or in place as `cp` does);
         the fallback serves it; Redis returns and the node announces it."""
-        FIRED[f"outage_{'in_place' if in_place else 'atomic'}"] += 1
+        self.fired(f"outage_{'in_place' if in_place else 'atomic'}")
         assert self.node is not None
         node = self.node
         self.reconnects_allowed += 1
@@ -338,7 +343,7 @@ class NodeMachine(RuleBasedStateMachine):
     @rule()
     def write_without_notify(self) -> None:
         """A file appears while Redis is up, unannounced: Redis mode ignores the disk."""
-        FIRED["write_without_notify"] += 1
+        self.fired("write_without_notify")
         self.new_file()
 
     @precondition(lambda self: self.node is not None)
@@ -346,7 +351,7 @@ class NodeMachine(RuleBasedStateMachine):
     def restart_node(self) -> None:
         """The node restarts: it serves the fleet's decision (a per-node rollback or reload
         is gone), or the newest good file when Redis holds none it can serve."""
-        FIRED["restart_node"] += 1
+        self.fired("restart_node")
         assert self.node is not None
         self.settle()
         self.node.stop()
