@@ -732,3 +732,85 @@ def test_a_paused_redis_costs_the_publisher_a_second_and_it_says_what_is_known(
         "core e8: publisher vs SIGSTOPped redis",
         **{f"{label}_s": seconds for label, seconds in timings.items()},
     )
+
+
+# -- suspected: shared-storage lag, a starved reader ------------------------------------------
+
+
+def test_a_notified_file_that_appears_late_is_served_once_it_appears(
+    redis_url: str, serve: Serve, model_root: Path, tmp_path: Path
+) -> None:
+    """A notification whose file appears 1.5 s after the message (shared-storage lag) is
+    retried, not remembered as missing, and served once the file is there."""
+    write_checkpoint(model_root, 1)
+    incoming = model_root / "incoming"  # inside the root, never scanned: only the message counts
+    incoming.mkdir()
+    stage = tmp_path / "stage"
+    staged = write_checkpoint(stage, 2)
+    target = incoming / "model_2.pt"
+    server = serve(redis_url, model_root)
+    url = server.url
+    until(lambda: mode(url) == "redis", timeout=10)
+    res = notify_checkpoint(
+        target, version=2, sha256=staged.sha256, instance_id=INSTANCE, redis_url=redis_url
+    )
+    assert res.sent
+    time.sleep(1.5)
+    assert served(url) == (1, real(model_root / "model_1.pt"))
+    os.link(staged.path, target)  # appears at once, complete
+    took = until(lambda: served(url) == (2, real(target)), timeout=10)
+    missing = [e for e in events(url) if e["reason"] == "missing"]
+    record("core: notified file appears 1.5 s late", served_after_it_appeared_s=took)
+    assert missing, "the file was never seen missing: the scenario did not happen"
+
+
+def test_a_reader_thread_starved_of_the_cpu_is_not_declared_dead(
+    redis_url: str, start_node: StartNode, model_root: Path
+) -> None:
+    """Another thread of the node's process holds the GIL for 2 s (longer than the 1.5 s
+    liveness limit), three times: the listener reads its PONG when it wakes, no reconnect."""
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_url, instance_id=INSTANCE)
+    until(lambda: node.listener.connected, timeout=10)
+    assert node.timing.dead_after < 2.0
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.005)
+
+    probe = threading.Thread(target=tick, daemon=True)
+    probe.start()
+    interval = sys.getswitchinterval()
+    stalls = []
+    try:
+        for offset in (0.0, 0.2, 0.35):
+            time.sleep(0.6 + offset)  # another phase of the listener's 0.5 s PING cycle
+            sys.setswitchinterval(60.0)  # no forced GIL hand-over while we spin
+            try:
+                time.sleep(0.02)  # waiters re-arm with the long interval
+                before = len(ticks)
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:  # pure Python: holds the GIL throughout
+                    pass
+            finally:
+                sys.setswitchinterval(interval)
+            time.sleep(0.05)
+            stalls.append(
+                max(b - a for a, b in zip(ticks[before - 1 :], ticks[before:], strict=False))
+            )
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        probe.join(5)
+    reconnects = node.metrics.registry.get_sample_value("fks_listener_reconnects_total") or 0.0
+    record(
+        "core: listener thread starved of the GIL 3 x 2 s",
+        longest_stall_s=max(stalls),
+        reconnects=reconnects,
+    )
+    assert min(stalls) > node.timing.dead_after, stalls  # the reader really was starved
+    assert reconnects == 0 and node.listener.sessions == 1, node.listener.status()
+    assert node.listener.connected and node.listener.counters["connection_errors"] == 0
