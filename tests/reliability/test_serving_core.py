@@ -26,13 +26,14 @@ import pytest
 import redis
 import torch
 
-from common import CheckpointNotification, RedisKeys
+from common import CheckpointNotification, RedisKeys, Settings
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier, NotifyResult, notify_checkpoint
 from subscriber import ServingNode
+from tests.conftest import FAST
 from tests.helpers import wait_for, write_checkpoint
 from tests.reliability.harness import STATE, metric, record, start_server
 
@@ -814,3 +815,46 @@ def test_a_reader_thread_starved_of_the_cpu_is_not_declared_dead(
     assert min(stalls) > node.timing.dead_after, stalls  # the reader really was starved
     assert reconnects == 0 and node.listener.sessions == 1, node.listener.status()
     assert node.listener.connected and node.listener.counters["connection_errors"] == 0
+
+
+def test_a_node_that_refused_the_latest_for_its_own_reasons_does_not_roll_the_fleet_back(
+    session_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Node B refuses v2 (over its load time budget) and keeps its cold-start model: after a
+    reconnect it does not announce that model, and node A keeps serving v2."""
+    root = tmp_path / "models"
+    root.mkdir()
+    write_checkpoint(root, 1)
+    redis_url = session_redis.url
+
+    def node(name: str, **overrides: Any) -> ServingNode:
+        settings = Settings(
+            redis_url=redis_url, instance_id="refused", model_dir=root, default_model_dir=root,
+            node_id=name, **overrides,
+        )  # fmt: skip
+        return ServingNode(settings, timing=FAST).start()
+
+    a, b = node("A"), node("B", load_timeout_seconds=0.005)
+    try:
+        torch.manual_seed(2)
+        big = save_checkpoint(
+            root / "model_2.pt", SACActor(PolicyConfig(hidden=(2048, 2048))), version=2
+        )
+        with CheckpointNotifier(redis_url, "refused") as notifier:
+            assert notifier.notify(big.path, version=2).sent
+        wait_for(lambda: getattr(a.holder.current(), "version", None) == 2, timeout=10)
+        wait_for(lambda: any(e.reason == "timeout" for e in b.holder.events.recent()), 10)
+        client = session_redis.client()
+        client.client_kill_filter(_type="pubsub")
+        wait_for(lambda: a.listener.sessions > 1 and b.listener.sessions > 1, timeout=10)
+        b.applier.wait_idle(5)
+        time.sleep(0.5)
+        assert getattr(a.holder.current(), "version", None) == 2
+        assert b.applier.counters["announce_announced"] == 0
+        raw = client.get(RedisKeys("refused").latest)
+        latest = CheckpointNotification.from_message(raw if isinstance(raw, bytes) else b"")
+        assert latest.version == 2 and latest.model_path == str(big.path)
+        client.close()
+    finally:
+        a.stop()
+        b.stop()
