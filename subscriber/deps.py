@@ -25,7 +25,7 @@ BAD_INPUT: Responses = {
     400: {"model": ErrorResponse, "description": "Wrong state size or non-finite"}
 }
 UNAUTHORIZED: Responses = {
-    401: {"model": ErrorResponse, "description": "FKS_API_KEY set, key missing"}
+    401: {"model": ErrorResponse, "description": "FKS_API_KEY set, key missing or wrong"}
 }
 
 

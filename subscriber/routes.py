@@ -152,7 +152,10 @@ async def model_rollback(node: AuthorizedNode) -> ModelInfo:
     "/metrics",
     dependencies=[ApiKey],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **UNAUTHORIZED,
+    },
     summary="Prometheus metrics",
 )
 async def metrics(request: Request) -> Response:

@@ -253,6 +253,47 @@ class TestAuth:
         with client_for() as client:
             assert client.get("/sac/model/info").status_code == 200
             assert client.get("/metrics").status_code == 200
+            assert client.get("/docs").status_code == 200
+
+    DOCS = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+
+    def test_the_docs_need_the_key_unless_public(self, client_for: ClientFactory) -> None:
+        """With FKS_API_KEY set, /docs, /redoc, /openapi.json and the oauth2 redirect need the
+        key; FKS_PUBLIC_DOCS=true opens them (and nothing else)."""
+        with client_for(api_key=self.KEY) as client:
+            for path in self.DOCS:
+                assert client.get(path).status_code == 401, path
+                assert client.get(path, headers={"X-API-Key": self.KEY}).status_code == 200
+            assert client.get("/no/such/path").status_code == 401
+        with client_for(api_key=self.KEY, public_docs=True) as client:
+            for path in self.DOCS:
+                assert client.get(path).status_code == 200, path
+            assert client.get("/sac/model/info").status_code == 401
+
+    def test_mount_protects_only_our_routes(self, settings_for: Callable[..., Settings]) -> None:
+        """mount(app) with a key: /sac/* (but health and ready) and /metrics need it; the host
+        app's own routes and docs do not."""
+        host = FastAPI()
+
+        @host.get("/hello")
+        def hello() -> dict[str, str]:
+            return {"hello": "world"}
+
+        mount(host, settings_for(api_key=self.KEY))
+        with TestClient(host) as client:
+            assert client.get("/hello").json() == {"hello": "world"}
+            assert client.get("/docs").status_code == 200
+            assert client.get("/openapi.json").status_code == 200
+            nine_mib = b"x" * (9 * 1024 * 1024)
+            assert client.get("/sac/health").status_code == 200
+            assert client.get("/sac/ready").status_code == 503
+            for path in ("/sac/model/info", "/sac/model/history", "/metrics", "/sac/nope"):
+                assert client.get(path).status_code == 401, path
+            refused = client.post("/sac/predict/batch", content=nine_mib)
+            assert refused.status_code == 401  # the key first: nothing read
+            keyed = {"Authorization": f"Bearer {self.KEY}"}
+            too_big = client.post("/sac/predict/batch", content=nine_mib, headers=keyed)
+            assert too_big.status_code == 413
 
 
 def test_rollback_and_history(client_for: ClientFactory, model_root: Path) -> None:

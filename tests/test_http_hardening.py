@@ -1,0 +1,120 @@
+"""The HTTP side of issue 12, against a real uvicorn server over real sockets: the API key
+is checked from the headers, before any body is read."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fks.redis_server import EmbeddedRedis
+from fks.server_process import ServerProcess
+from tests.helpers import wait_for, write_checkpoint
+
+KEY = "k-http-hardening"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+STATE = [0.05] * 28
+BODY_TIMEOUT = 2.0
+
+
+def start(redis: EmbeddedRedis, root: Path, log: Path, **env: str) -> ServerProcess:
+    """A real server on ``root`` in Redis mode, with the model loaded."""
+    base = {
+        "REDIS_URL": redis.url,
+        "FKS_INSTANCE_ID": f"http-{root.parent.name}",
+        "STAT_PAIR_RL_DIR": str(root),
+        "FKS_DEFAULT_DIR": str(root),
+        "FKS_API_KEY": KEY,
+    }
+    server = ServerProcess(base | env, log_path=log).start()
+    try:
+        wait_for(lambda: httpx.get(server.url + "/sac/health").json()["mode"] == "redis", 20)
+        wait_for(lambda: httpx.get(server.url + "/sac/ready").status_code == 200, 20)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(
+    session_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The default actor behind an API key, a 2 s body timeout and room for 2 large bodies."""
+    root = tmp_path_factory.mktemp("guarded") / "models"
+    root.mkdir()
+    write_checkpoint(root, 1)
+    env = {"FKS_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "FKS_MAX_LARGE_BODIES": "2"}
+    running = start(session_redis, root, root.parent / "server.log", **env)
+    yield running
+    running.stop()
+
+
+# -- raw HTTP/1.1 over a socket --------------------------------------------------------------
+
+
+def send_head(server: ServerProcess, path: str, length: int, *, key: bool) -> socket.socket:
+    """A connection that has sent a POST's headers and no body yet."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n" + (f"Authorization: Bearer {KEY}\r\n" if key else "")
+    )
+    sock.sendall(head.encode() + b"\r\n")
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of the one response on ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+# -- the key before the body -----------------------------------------------------------------
+
+
+def test_a_keyless_body_is_refused_from_its_headers(server: ServerProcess) -> None:
+    """Without the key, 401 comes right after the headers of an 8 MiB POST, none of whose
+    body was sent (a server that read the body first would answer 408 after 2 s), and the
+    connection is closed rather than drained."""
+    with send_head(server, "/sac/predict/batch", 8 * 1024 * 1024 - 1, key=False) as sock:
+        sock.settimeout(BODY_TIMEOUT)  # a 408 would take this long: the 401 comes first
+        status, headers, body = read_response(sock)
+        assert status == 401, body
+        assert headers["www-authenticate"] == "Bearer"
+        assert "missing or wrong API key" in json.loads(body)["detail"]
+        assert closed_by_server(sock)
+
+
+def test_a_keyless_client_cannot_learn_the_schema(server: ServerProcess) -> None:
+    """A malformed body without the key is 401, not a 422 describing the schema; with the key
+    it is the 422; the docs need the key too."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.post("/sac/predict", json={"state": "x"}).status_code == 401
+        assert client.post("/sac/predict", json={"state": "x"}, headers=AUTH).status_code == 422
+        for path in ("/openapi.json", "/docs", "/redoc", "/metrics", "/sac/model/info"):
+            assert client.get(path).status_code == 401, path
+        assert client.get("/openapi.json", headers=AUTH).status_code == 200
+        assert client.get("/sac/health").status_code == 200
+        assert client.get("/sac/ready").status_code == 200
