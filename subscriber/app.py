@@ -5,10 +5,11 @@ starts the listener; it never fails the startup. No checkpoint, a bad file, Redi
 even a torch that will not import each log a warning, and ``/sac`` answers 503 until a model
 appears (``/sac/health`` always answers). The node lives in ``app.state.fks_node``.
 
-In front of the routes sits :class:`~subscriber.auth.ApiKeyGuard`, plain ASGI middleware
-that answers 401 from the headers alone, outside the body size limit. The ``Settings`` are
-resolved once, when the app is built, and shared by the guard and the lifespan
-(``app.state.fks_settings``): one source of truth.
+In front of the routes sit two plain ASGI guards, outermost first:
+:class:`~subscriber.auth.ApiKeyGuard` (401 from the headers alone) and
+:class:`~subscriber.bodyguard.BodyGuard` (size, time and concurrency bounds on bodies). The
+``Settings`` are resolved once, when the app is built, and shared by the guards and the
+lifespan (``app.state.fks_settings``): one source of truth.
 
 Serve it with ``fks serve`` or ``uvicorn subscriber.app:create_app --factory``.
 """
@@ -26,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.settings import Settings
 from subscriber.auth import PUBLIC_PATHS, ApiKeyGuard, Protection
-from subscriber.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from subscriber.bodyguard import DEFAULT_MAX_BODY_BYTES, BodyGuard
 from subscriber.predict import predict_router
 from subscriber.routes import metrics_router, router
 
@@ -76,7 +77,7 @@ def mount(
     """Add the ``/sac`` routes (and ``/metrics``) and their lifespan to an existing app.
 
     The app's own lifespan keeps running inside ours; its routes never depend on the model,
-    and the API key applies to our paths only, never to the app's own.
+    and the API key and the body bounds apply to our paths only, never to the app's own.
     ``settings`` default to the environment, read now. Call before the app starts.
     """
     ours = ("/sac", "/metrics") if metrics else ("/sac",)
@@ -124,7 +125,13 @@ def _install(
         app.include_router(metrics_router)
     # add_middleware puts each new one outside the others: the key is checked first.
     if max_body_bytes is not None:
-        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+        app.add_middleware(
+            BodyGuard,
+            max_bytes=max_body_bytes,
+            timeout=settings.body_timeout_seconds,
+            max_large=settings.max_large_bodies,
+            guarded=None if protection.prefixes is None else protection.covers,
+        )
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key, protection=protection)
     ours = sac_lifespan(settings)
     theirs = app.router.lifespan_context

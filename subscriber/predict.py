@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriber.deps import (
     BAD_INPUT,
+    BODY_LIMITS,
     NO_MODEL,
     UNAUTHORIZED,
     AuthorizedNode,
@@ -94,7 +95,7 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 @predict_router.post(
     "/predict",
     response_model=PredictResponse,
-    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED},
+    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED, **BODY_LIMITS},
     summary="One action for one state",
 )
 async def predict(body: PredictRequest, request: Request) -> Response:
@@ -127,7 +128,11 @@ async def predict(body: PredictRequest, request: Request) -> Response:
         **NO_MODEL,
         **BAD_INPUT,
         **UNAUTHORIZED,
-        413: {"model": ErrorResponse, "description": "More rows than FKS_MAX_BATCH_ROWS"},
+        **BODY_LIMITS,
+        413: {
+            "model": ErrorResponse,
+            "description": "More rows than FKS_MAX_BATCH_ROWS, or a body over 8 MiB",
+        },
     },
     summary="Actions for many states",
 )
@@ -162,7 +167,12 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
 @predict_router.post(
     "/benchmark",
     response_model=BenchmarkResponse,
-    responses={**NO_MODEL, **UNAUTHORIZED, 400: {"model": ErrorResponse, "description": "Caps"}},
+    responses={
+        **NO_MODEL,
+        **UNAUTHORIZED,
+        **BODY_LIMITS,
+        400: {"model": ErrorResponse, "description": "Caps"},
+    },
     summary="Time the served policy in-process",
 )
 async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkResponse:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from common import Settings
@@ -272,12 +272,16 @@ class TestAuth:
 
     def test_mount_protects_only_our_routes(self, settings_for: Callable[..., Settings]) -> None:
         """mount(app) with a key: /sac/* (but health and ready) and /metrics need it; the host
-        app's own routes and docs do not."""
+        app's own routes and docs do not, and its bodies are not bounded by ours."""
         host = FastAPI()
 
         @host.get("/hello")
         def hello() -> dict[str, str]:
             return {"hello": "world"}
+
+        @host.post("/upload")
+        async def upload(request: Request) -> dict[str, int]:
+            return {"size": len(await request.body())}
 
         mount(host, settings_for(api_key=self.KEY))
         with TestClient(host) as client:
@@ -285,6 +289,7 @@ class TestAuth:
             assert client.get("/docs").status_code == 200
             assert client.get("/openapi.json").status_code == 200
             nine_mib = b"x" * (9 * 1024 * 1024)
+            assert client.post("/upload", content=nine_mib).json() == {"size": len(nine_mib)}
             assert client.get("/sac/health").status_code == 200
             assert client.get("/sac/ready").status_code == 503
             for path in ("/sac/model/info", "/sac/model/history", "/metrics", "/sac/nope"):

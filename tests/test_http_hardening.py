@@ -1,5 +1,6 @@
 """The HTTP side of issue 12, against a real uvicorn server over real sockets: the API key
-is checked from the headers, before any body is read."""
+is checked from the headers, before any body is read, and bodies are read under a time limit
+and a cap."""
 
 from __future__ import annotations
 
@@ -118,3 +119,40 @@ def test_a_keyless_client_cannot_learn_the_schema(server: ServerProcess) -> None
         assert client.get("/openapi.json", headers=AUTH).status_code == 200
         assert client.get("/sac/health").status_code == 200
         assert client.get("/sac/ready").status_code == 200
+
+
+# -- bodies: time limit and cap --------------------------------------------------------------
+
+
+def test_a_keyed_slow_body_is_cut_off_with_408(server: ServerProcess) -> None:
+    """With the key, a body that stops arriving gets 408 after FKS_BODY_TIMEOUT_SECONDS and
+    the connection is closed."""
+    with send_head(server, "/sac/predict", 1000, key=True) as sock:
+        sock.sendall(b'{"state": [0.1, ')
+        status, headers, body = read_response(sock)
+        assert status == 408 and "FKS_BODY_TIMEOUT_SECONDS" in json.loads(body)["detail"]
+        assert headers["connection"] == "close" and closed_by_server(sock)
+
+
+def test_large_bodies_over_the_cap_get_503_at_once(server: ServerProcess) -> None:
+    """Two large bodies being read fill FKS_MAX_LARGE_BODIES=2: a third gets 503 with
+    Retry-After at once, small requests still pass, and once the two are gone (408) a large
+    body is read again."""
+    holders = [send_head(server, "/sac/predict/batch", 1 << 20, key=True) for _ in range(2)]
+    try:
+        for sock in holders:
+            sock.sendall(b"[" * 100_000)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/sac/health").status_code == 200  # the holders' heads are in
+            with send_head(server, "/sac/predict/batch", 1 << 20, key=True) as third:
+                status, headers, body = read_response(third)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert "FKS_MAX_LARGE_BODIES" in json.loads(body)["detail"]
+            small = client.post("/sac/predict", json={"state": STATE}, headers=AUTH)
+            assert small.status_code == 200
+            assert [read_response(sock)[0] for sock in holders] == [408, 408]
+            rows = {"states": [STATE] * 500}  # ~84 KB: a large body
+            assert client.post("/sac/predict/batch", json=rows, headers=AUTH).status_code == 200
+    finally:
+        for sock in holders:
+            sock.close()
