@@ -79,8 +79,9 @@ def test_cold_start_answers_503_until_a_model_appears(
             "status": "ok", "model_loaded": False, "redis_connected": False, "mode": "mtime",
         }  # fmt: skip
         write_checkpoint(model_root, 1)
-        assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
+        # /sac/ready answers from state alone: the request that needs a model finds the file.
         assert client.post("/sac/predict", json={"state": STATE}).status_code == 200
+        assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
 
 
 def test_forced_reload_route(client_for: ClientFactory, model_root: Path) -> None:

@@ -1,19 +1,22 @@
-"""The HTTP side of issue 12, against a real uvicorn server over real sockets: the API key
-is checked from the headers, before any body is read, and bodies are read under a time limit
-and a cap."""
+"""The HTTP side of issue 12. Over real sockets against a real uvicorn server: the API key is
+checked from the headers, before any body is read, and bodies are read under a time limit and
+a cap. In-process: health and readiness answer from state."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from common import Settings
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
+from subscriber import create_app
 from tests.helpers import wait_for, write_checkpoint
 
 KEY = "k-http-hardening"
@@ -156,3 +159,25 @@ def test_large_bodies_over_the_cap_get_503_at_once(server: ServerProcess) -> Non
     finally:
         for sock in holders:
             sock.close()
+
+
+# -- in-process: state -------------------------------------------------
+
+
+@pytest.fixture
+def client(settings_for: Callable[..., Settings], model_root: Path) -> Iterator[TestClient]:
+    write_checkpoint(model_root, 1)
+    with TestClient(create_app(settings_for())) as running:
+        yield running
+
+
+def test_health_and_ready_answer_from_state(client: TestClient) -> None:
+    """/sac/health and /sac/ready never call into the node's model lookup (stat, load)."""
+
+    def refuse() -> None:
+        raise AssertionError("health and ready must not look for a model")
+
+    assert client.post("/sac/predict", json={"state": STATE}).status_code == 200
+    client.app.state.fks_node.model_for_request = refuse  # type: ignore[attr-defined]
+    assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
+    assert client.get("/sac/health").json()["model_loaded"] is True
