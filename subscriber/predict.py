@@ -3,9 +3,10 @@
 Each request captures the served model once (:func:`~subscriber.deps.served_model`) and uses
 that snapshot to the end, so a swap mid-request never mixes two models. Handlers are
 ``async``: in Redis mode the snapshot read and a small forward pass (tens of µs) run inline,
-which is cheaper than a thread hop; the fallback's stat-and-maybe-load, batches over
-``INLINE_ROWS`` rows and the benchmark run in the threadpool, so the event loop keeps serving
-other requests (bench/http.py measures the choice).
+which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in the threadpool
+and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) and the
+benchmark on the model-work limiter, so the event loop keeps serving other requests
+(bench/http.py measures the choice).
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from subscriber.deps import (
     BAD_INPUT,
     BODY_LIMITS,
     NO_MODEL,
     UNAUTHORIZED,
-    AuthorizedNode,
     bad,
     get_authorized_node,
     served_model,
 )
+from subscriber.modelwork import run_model_work, runs_inline
 from subscriber.schemas import (
     BatchRequest,
     BatchResponse,
@@ -43,9 +43,9 @@ from subscriber.schemas import (
 if TYPE_CHECKING:
     from subscriber.snapshot import ServedModel
 
-__all__ = ["INLINE_ROWS", "predict_router", "to_states"]
+__all__ = ["predict_router", "to_states"]
 
-INLINE_ROWS = 64
+Matrix = npt.NDArray[np.float32]
 MAX_WARMUP = 10_000
 MAX_ITERATIONS = 10_000
 MAX_BENCHMARK_ROWS = 2_000_000
@@ -53,7 +53,7 @@ MAX_BENCHMARK_ROWS = 2_000_000
 predict_router = APIRouter(prefix="/sac", tags=["sac"])
 
 
-def to_states(rows: list[list[float]], state_dim: int, name: str) -> npt.NDArray[np.float32]:
+def to_states(rows: list[list[float]], state_dim: int, name: str) -> Matrix:
     """Rows as a float32 matrix; 400 for ragged rows, a wrong size or non-finite values."""
     if not rows:
         raise bad(f"{name} is empty")
@@ -82,6 +82,21 @@ def _raw_json(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
+async def _infer(
+    request: Request, model: ServedModel, states: Matrix, deterministic: bool
+) -> tuple[Matrix, float]:
+    """The actions and the seconds they took: inline when short, else off the loop."""
+
+    def infer() -> tuple[Matrix, float]:
+        start = time.perf_counter()
+        out = model.runner(states, deterministic)
+        return out, time.perf_counter() - start
+
+    if runs_inline(len(states), model.parameters):
+        return infer()
+    return await run_model_work(request.app, infer)
+
+
 def _echo(model: ServedModel) -> dict[str, Any]:
     return {
         "model_path": str(model.path),
@@ -105,9 +120,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     node = await get_authorized_node(request)
     model = await served_model(node)
     states = to_states([body.state], model.state_dim, "state")
-    start = time.perf_counter()
-    actions = model.runner(states, body.deterministic)
-    elapsed = time.perf_counter() - start
+    actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
@@ -146,13 +159,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
         )
     model = await served_model(node)
     states = to_states(body.states, model.state_dim, "states")
-
-    def infer() -> tuple[npt.NDArray[np.float32], float]:
-        start = time.perf_counter()
-        out = model.runner(states, body.deterministic)
-        return out, time.perf_counter() - start
-
-    actions, elapsed = infer() if len(states) <= INLINE_ROWS else await run_in_threadpool(infer)
+    actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
     listed: list[float] | list[list[float]] = (
         actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
@@ -175,7 +182,8 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     },
     summary="Time the served policy in-process",
 )
-async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkResponse:
+async def benchmark(body: BenchmarkRequest, request: Request) -> BenchmarkResponse:
+    node = await get_authorized_node(request)
     limit = node.settings.max_batch_rows
     total = body.batch_size * (body.warmup + body.iterations)
     if (
@@ -190,7 +198,7 @@ async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkRe
             f"{MAX_BENCHMARK_ROWS}"
         )
     model = await served_model(node)
-    samples = await run_in_threadpool(_time_runner, model, body)
+    samples = await run_model_work(request.app, lambda: _time_runner(model, body))
     ordered = sorted(samples)
     return BenchmarkResponse(
         batch_size=body.batch_size,

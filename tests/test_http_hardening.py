@@ -1,14 +1,17 @@
 """The HTTP side of issue 12. Over real sockets against a real uvicorn server: the API key is
 checked from the headers, before any body is read, and bodies are read under a time limit and
-a cap. In-process: health and readiness answer from state."""
+a cap. In-process: health and readiness answer from state, and model work never needs the
+default threadpool."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio.to_thread
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +20,7 @@ from common import Settings
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
 from subscriber import create_app
+from subscriber.modelwork import runs_inline
 from tests.helpers import wait_for, write_checkpoint
 
 KEY = "k-http-hardening"
@@ -161,7 +165,7 @@ def test_large_bodies_over_the_cap_get_503_at_once(server: ServerProcess) -> Non
             sock.close()
 
 
-# -- in-process: state -------------------------------------------------
+# -- in-process: state and threads -------------------------------------------------
 
 
 @pytest.fixture
@@ -181,3 +185,57 @@ def test_health_and_ready_answer_from_state(client: TestClient) -> None:
     client.app.state.fks_node.model_for_request = refuse  # type: ignore[attr-defined]
     assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
     assert client.get("/sac/health").json()["model_loaded"] is True
+
+
+def test_model_work_never_needs_the_default_threadpool(
+    settings_for: Callable[..., Settings], model_root: Path, redis_url: str
+) -> None:
+    """With every thread of the default pool taken, health, ready, a small predict, a big
+    batch and a benchmark all still answer (Redis mode: the request path needs no stat)."""
+    write_checkpoint(model_root, 1)
+    with TestClient(create_app(settings_for(redis_url=redis_url))) as client:
+        wait_for(lambda: client.get("/sac/health").json()["mode"] == "redis", 10)
+        limiter, borrowers = client.portal.call(_take_every_default_thread)  # type: ignore[union-attr]
+        try:
+            calls: dict[str, Callable[[], int]] = {
+                "health": lambda: client.get("/sac/health").status_code,
+                "ready": lambda: client.get("/sac/ready").status_code,
+                "predict": lambda: client.post("/sac/predict", json={"state": STATE}).status_code,
+                "batch": lambda: (
+                    client.post("/sac/predict/batch", json={"states": [STATE] * 300}).status_code
+                ),
+                "benchmark": lambda: (
+                    client.post("/sac/benchmark", json={"iterations": 5}).status_code
+                ),
+            }
+            for name, call in calls.items():
+                assert _status_within(10.0, call) == 200, name
+        finally:
+            client.portal.call(  # type: ignore[union-attr]
+                lambda: [limiter.release_on_behalf_of(b) for b in borrowers]
+            )
+
+
+def _take_every_default_thread() -> tuple[anyio.CapacityLimiter, list[object]]:
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    borrowers = [object() for _ in range(int(limiter.total_tokens) - limiter.borrowed_tokens)]
+    for borrower in borrowers:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    return limiter, borrowers
+
+
+def _status_within(seconds: float, call: Callable[[], int]) -> int:
+    """The status ``call()`` returns, or -1 if it has not answered within ``seconds``."""
+    out: list[int] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out[0] if out else -1
+
+
+def test_small_passes_run_inline_and_big_ones_off_the_loop() -> None:
+    """The default actor (73,730 parameters) stays inline up to 64 rows; more rows or a big
+    model go to a thread."""
+    assert runs_inline(1, 73_730) and runs_inline(64, 73_730)
+    assert not runs_inline(65, 73_730)
+    assert not runs_inline(1, 10_000_000) and not runs_inline(8, 1_081_346)
