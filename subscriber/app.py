@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.settings import Settings
 from subscriber.auth import PUBLIC_PATHS, ApiKeyGuard, Protection
+from subscriber.benchmark import benchmark_router
 from subscriber.bodyguard import DEFAULT_MAX_BODY_BYTES, BodyGuard
 from subscriber.predict import predict_router
 from subscriber.routes import metrics_router, router
@@ -121,6 +122,7 @@ def _install(
 ) -> FastAPI:
     app.include_router(router)
     app.include_router(predict_router)
+    app.include_router(benchmark_router)
     if metrics:
         app.include_router(metrics_router)
     # add_middleware puts each new one outside the others: the key is checked first.

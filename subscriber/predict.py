@@ -1,18 +1,17 @@
-"""The inference routes: ``/sac/predict``, ``/sac/predict/batch`` and ``/sac/benchmark``.
+"""The inference routes: ``/sac/predict`` and ``/sac/predict/batch``.
 
 Each request captures the served model once (:func:`~subscriber.deps.served_model`) and uses
 that snapshot to the end, so a swap mid-request never mixes two models. Handlers are
 ``async``: in Redis mode the snapshot read and a small forward pass (tens of µs) run inline,
 which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in the threadpool
-and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) and the
-benchmark on the model-work limiter, so the event loop keeps serving other requests
-(bench/http.py measures the choice).
+and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) on the
+model-work limiter, so the event loop keeps serving other requests (bench/http.py measures
+the choice).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,6 @@ from subscriber.modelwork import run_model_work, runs_inline
 from subscriber.schemas import (
     BatchRequest,
     BatchResponse,
-    BenchmarkRequest,
-    BenchmarkResponse,
     ErrorResponse,
     PredictRequest,
     PredictResponse,
@@ -46,9 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["predict_router", "to_states"]
 
 Matrix = npt.NDArray[np.float32]
-MAX_WARMUP = 10_000
-MAX_ITERATIONS = 10_000
-MAX_BENCHMARK_ROWS = 2_000_000
 
 predict_router = APIRouter(prefix="/sac", tags=["sac"])
 
@@ -169,60 +163,3 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
             actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **_echo(model)
         )
     )
-
-
-@predict_router.post(
-    "/benchmark",
-    response_model=BenchmarkResponse,
-    responses={
-        **NO_MODEL,
-        **UNAUTHORIZED,
-        **BODY_LIMITS,
-        400: {"model": ErrorResponse, "description": "Caps"},
-    },
-    summary="Time the served policy in-process",
-)
-async def benchmark(body: BenchmarkRequest, request: Request) -> BenchmarkResponse:
-    node = await get_authorized_node(request)
-    limit = node.settings.max_batch_rows
-    total = body.batch_size * (body.warmup + body.iterations)
-    if (
-        body.batch_size > limit
-        or body.warmup > MAX_WARMUP
-        or body.iterations > MAX_ITERATIONS
-        or total > MAX_BENCHMARK_ROWS
-    ):
-        raise bad(
-            f"over the caps: batch_size <= {limit}, warmup <= {MAX_WARMUP}, "
-            f"iterations <= {MAX_ITERATIONS}, batch_size*(warmup+iterations) <= "
-            f"{MAX_BENCHMARK_ROWS}"
-        )
-    model = await served_model(node)
-    samples = await run_model_work(request.app, lambda: _time_runner(model, body))
-    ordered = sorted(samples)
-    return BenchmarkResponse(
-        batch_size=body.batch_size,
-        iterations=body.iterations,
-        p50_ms=_pct(ordered, 50),
-        p90_ms=_pct(ordered, 90),
-        p99_ms=_pct(ordered, 99),
-        mean_ms=math.fsum(ordered) / len(ordered),
-        jit_compiled=model.jit_compiled,
-    )
-
-
-def _time_runner(model: ServedModel, body: BenchmarkRequest) -> list[float]:
-    rng = np.random.default_rng(0)
-    states = rng.standard_normal((body.batch_size, model.state_dim), dtype=np.float32)
-    for _ in range(body.warmup):
-        model.runner(states)
-    samples = []
-    for _ in range(body.iterations):
-        start = time.perf_counter()
-        model.runner(states)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

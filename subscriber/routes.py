@@ -2,9 +2,9 @@
 
 Health, readiness, what is served, its history, reload and rollback. They only read the node
 (``app.state``) or ask the holder to act; health and readiness answer from that state alone,
-never behind a load or the threadpool. The inference routes live in
-:mod:`subscriber.predict`. Nothing here imports torch at module level: with a broken torch
-the app still starts and answers 503.
+never behind a load or the threadpool. The inference routes live in :mod:`subscriber.predict`
+and :mod:`subscriber.benchmark`. Nothing here imports torch at module level: with a broken
+torch the app still starts and answers 503.
 """
 
 from __future__ import annotations

@@ -397,6 +397,25 @@ def test_openapi_describes_every_route_with_examples(client_for: ClientFactory) 
     assert schemas["PredictResponse"]["examples"]
 
 
+def test_openapi_documents_the_guards_answers(client_for: ClientFactory) -> None:
+    """401 on every protected route; 408, 413 and 503 (with Retry-After) on the routes that
+    take a body; 429 on the benchmark; nothing but 200 on health."""
+    with client_for() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    codes = {
+        (m.upper(), p): set(op["responses"]) for p, ops in paths.items() for m, op in ops.items()
+    }
+    for route, code in codes.items():
+        if route[1] not in ("/sac/health", "/sac/ready"):
+            assert "401" in code, route
+    for path in ("/sac/predict", "/sac/predict/batch", "/sac/benchmark"):
+        assert {"400", "401", "408", "413", "422", "503"} <= codes[("POST", path)], path
+        retry = paths[path]["post"]["responses"]["503"]["headers"]
+        assert "Retry-After" in retry
+    assert "429" in codes[("POST", "/sac/benchmark")]
+    assert codes[("GET", "/sac/health")] == {"200"}
+
+
 def test_a_torch_that_cannot_be_imported_still_starts_the_server(tmp_path: Path) -> None:
     """With torch unimportable, create_app serves health and answers 503 on /sac."""
     script = textwrap.dedent(

@@ -1,13 +1,14 @@
-"""The HTTP side of issue 12. Over real sockets against a real uvicorn server: the API key is
-checked from the headers, before any body is read, and bodies are read under a time limit and
-a cap. In-process: health and readiness answer from state, and model work never needs the
-default threadpool."""
+"""The HTTP side of issue 12. Over real sockets against a real uvicorn server: the key is
+checked before any body is read, bodies are read under a time limit and a cap, and the
+benchmark runs one at a time, bounded, and stops when its client hangs up. In-process: health
+and readiness answer from state, and model work never needs the default threadpool."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common import Settings
+from common.policy import PolicyConfig
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
 from subscriber import create_app
+from subscriber.benchmark import MAX_SECONDS
 from subscriber.modelwork import runs_inline
 from tests.helpers import wait_for, write_checkpoint
 
@@ -58,6 +61,19 @@ def server(
     write_checkpoint(root, 1)
     env = {"FKS_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "FKS_MAX_LARGE_BODIES": "2"}
     running = start(session_redis, root, root.parent / "server.log", **env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def big_server(
+    session_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A 1024x1024 actor (1.08 M parameters): one benchmark of it outlasts the 5 s cap."""
+    root = tmp_path_factory.mktemp("big") / "models"
+    root.mkdir()
+    write_checkpoint(root, 1, config=PolicyConfig(hidden=(1024, 1024)))
+    running = start(session_redis, root, root.parent / "server.log")
     yield running
     running.stop()
 
@@ -163,6 +179,63 @@ def test_large_bodies_over_the_cap_get_503_at_once(server: ServerProcess) -> Non
     finally:
         for sock in holders:
             sock.close()
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+
+LONG = {"batch_size": 256, "warmup": 0, "iterations": 5000}  # minutes without the cap
+SHORT = {"batch_size": 1, "warmup": 0, "iterations": 5}
+
+
+def test_one_benchmark_at_a_time_and_at_most_5_s(big_server: ServerProcess) -> None:
+    """While a benchmark runs a second one is 429 at once; the first stops at the 5 s cap and
+    reports the iterations it timed."""
+    result: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: result.append(
+            httpx.post(big_server.url + "/sac/benchmark", json=LONG, headers=AUTH, timeout=60)
+        )
+    )
+    refused: list[httpx.Response] = []
+
+    def second_is_refused(client: httpx.Client) -> bool:
+        refused.append(client.post("/sac/benchmark", json=SHORT))
+        return refused[-1].status_code == 429
+
+    with httpx.Client(base_url=big_server.url, headers=AUTH, timeout=30) as client:
+        first.start()
+        try:
+            wait_for(lambda: second_is_refused(client), timeout=MAX_SECONDS, every=0.05)
+        finally:
+            first.join(60)
+    assert "one runs at a time" in refused[-1].json()["detail"]
+    body = result[0].json()
+    assert result[0].status_code == 200 and body["capped"] is True
+    assert 1 <= body["iterations"] < LONG["iterations"]
+
+
+def test_a_benchmark_stops_when_its_client_hangs_up(big_server: ServerProcess) -> None:
+    """A client that hangs up ends its benchmark: the next one is accepted long before the
+    5 s cap would have ended the first."""
+    payload = json.dumps(LONG).encode()
+    with httpx.Client(base_url=big_server.url, headers=AUTH, timeout=30) as client:
+        wait_for(lambda: client.post("/sac/benchmark", json=SHORT).status_code == 200, 30, 0.1)
+        sock = send_head(big_server, "/sac/benchmark", len(payload), key=True)
+        sock.sendall(payload)
+        started = time.monotonic()
+        wait_for(
+            lambda: client.post("/sac/benchmark", json=SHORT).status_code == 429,
+            timeout=MAX_SECONDS / 2,
+            every=0.05,
+        )
+        sock.close()
+        hung_up = time.monotonic()
+        wait_for(lambda: client.post("/sac/benchmark", json=SHORT).status_code == 200, 30, 0.05)
+        stopped = time.monotonic()
+    assert stopped - hung_up < MAX_SECONDS - (hung_up - started) - 1.0, (
+        f"accepted {stopped - hung_up:.2f} s after the hang-up, {stopped - started:.2f} s "
+        "after the start: the first ran on"
+    )
 
 
 # -- in-process: state and threads -------------------------------------------------
