@@ -31,6 +31,7 @@ from subscriber.benchmark import benchmark_router
 from subscriber.bodyguard import DEFAULT_MAX_BODY_BYTES, BodyGuard
 from subscriber.predict import predict_router
 from subscriber.routes import metrics_router, router
+from subscriber.strictjson import install_validation_handler
 
 __all__ = ["create_app", "mount", "sac_lifespan"]
 
@@ -125,6 +126,7 @@ def _install(
     app.include_router(benchmark_router)
     if metrics:
         app.include_router(metrics_router)
+    install_validation_handler(app)
     # add_middleware puts each new one outside the others: the key is checked first.
     if max_body_bytes is not None:
         app.add_middleware(

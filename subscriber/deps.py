@@ -22,7 +22,7 @@ __all__ = [
 Responses = dict[int | str, dict[str, Any]]
 NO_MODEL: Responses = {503: {"model": ErrorResponse, "description": "No model is served yet"}}
 BAD_INPUT: Responses = {
-    400: {"model": ErrorResponse, "description": "Wrong state size or non-finite"}
+    400: {"model": ErrorResponse, "description": "Wrong state size, non-finite state or action"}
 }
 UNAUTHORIZED: Responses = {
     401: {"model": ErrorResponse, "description": "FKS_API_KEY set, key missing or wrong"}

@@ -6,12 +6,14 @@ that snapshot to the end, so a swap mid-request never mixes two models. Handlers
 which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in the threadpool
 and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) on the
 model-work limiter, so the event loop keeps serving other requests (bench/http.py measures
-the choice).
+the choice). An action that is not finite (a state can overflow a policy) is a 400, never
+a ``NaN`` in the JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +75,9 @@ def _json(body: PredictResponse | BatchResponse) -> Response:
 
 
 def _raw_json(body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    # allow_nan=False: a NaN that slipped through is a 500, never an invalid JSON token.
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return Response(text, media_type="application/json")
 
 
 async def _infer(
@@ -89,6 +93,14 @@ async def _infer(
     if runs_inline(len(states), model.parameters):
         return infer()
     return await run_model_work(request.app, infer)
+
+
+def _not_finite(row: int | None) -> HTTPException:
+    where = "this state" if row is None else f"states[{row}]"
+    return bad(
+        f"the policy's action for {where} is not finite (NaN or infinite: the state overflows "
+        "the network); send states in the range the policy was trained on"
+    )
 
 
 def _echo(model: ServedModel) -> dict[str, Any]:
@@ -117,6 +129,8 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
+    if not all(map(math.isfinite, row)):
+        raise _not_finite(None)
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
     # it): validating a response model it just built cost ~5% of its throughput.
     return _raw_json(
@@ -155,6 +169,9 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     states = to_states(body.states, model.state_dim, "states")
     actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
+    finite = np.isfinite(actions).all(axis=1)
+    if not finite.all():
+        raise _not_finite(int(np.argmin(finite)))
     listed: list[float] | list[list[float]] = (
         actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
     )

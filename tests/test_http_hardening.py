@@ -1,7 +1,8 @@
 """The HTTP side of issue 12. Over real sockets against a real uvicorn server: the key is
 checked before any body is read, bodies are read under a time limit and a cap, and the
 benchmark runs one at a time, bounded, and stops when its client hangs up. In-process: health
-and readiness answer from state, and model work never needs the default threadpool."""
+and readiness answer from state, model work never needs the default threadpool, and every
+answer is strict JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -238,7 +240,16 @@ def test_a_benchmark_stops_when_its_client_hangs_up(big_server: ServerProcess) -
     )
 
 
-# -- in-process: state and threads -------------------------------------------------
+# -- in-process: state, threads, strict JSON -------------------------------------------------
+
+
+def strict(text: str) -> Any:
+    """``json.loads`` that refuses the NaN and Infinity tokens (RFC 8259)."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 @pytest.fixture
@@ -312,3 +323,35 @@ def test_small_passes_run_inline_and_big_ones_off_the_loop() -> None:
     assert runs_inline(1, 73_730) and runs_inline(64, 73_730)
     assert not runs_inline(65, 73_730)
     assert not runs_inline(1, 10_000_000) and not runs_inline(8, 1_081_346)
+
+
+HUGE = [3e38 if i % 2 else -3e38 for i in range(28)]  # finite, but overflows the network
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_a_non_finite_action_is_400_not_nan(client: TestClient, deterministic: bool) -> None:
+    """States that make the policy's output NaN get 400 with a reason, never HTTP 200 with a
+    NaN token; a batch names its first bad row."""
+    one = client.post("/sac/predict", json={"state": HUGE, "deterministic": deterministic})
+    assert one.status_code == 400 and "not finite" in strict(one.text)["detail"]
+    rows = {"states": [STATE, HUGE, HUGE], "deterministic": deterministic}
+    many = client.post("/sac/predict/batch", json=rows)
+    assert many.status_code == 400 and "states[1]" in strict(many.text)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/sac/predict", '{"state": NaN}'),
+        ("/sac/predict", '{"states": [[Infinity]], "deterministic": "x"}'),
+        ("/sac/predict/batch", '{"state": [-Infinity]}'),
+        ("/sac/benchmark", '{"batch_size": NaN}'),
+    ],
+)
+def test_validation_errors_are_strict_json(client: TestClient, path: str, body: str) -> None:
+    """A 422 that echoes NaN or Infinity from the request writes them as strings (FastAPI's
+    own handler failed to render them and answered 500)."""
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "Infinity" in response.text or "NaN" in response.text
+    strict(response.text)
