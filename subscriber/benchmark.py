@@ -77,6 +77,12 @@ class Timing:
 )
 async def benchmark(body: BenchmarkRequest, request: Request) -> BenchmarkResponse | Response:
     node = await get_authorized_node(request)  # see subscriber.predict.predict()
+    state = request.app.state
+    if getattr(state, "fks_benchmark_running", False):  # before the caps: any call is 429
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="a benchmark is running already; one runs at a time, retry when it ends",
+        )
     limit = node.settings.max_batch_rows
     if (
         body.batch_size > limit
@@ -88,12 +94,6 @@ async def benchmark(body: BenchmarkRequest, request: Request) -> BenchmarkRespon
             f"over the caps: batch_size <= {limit}, warmup <= {MAX_WARMUP}, "
             f"iterations <= {MAX_ITERATIONS}, batch_size*(warmup+iterations) <= "
             f"{MAX_BENCHMARK_ROWS}"
-        )
-    state = request.app.state
-    if getattr(state, "fks_benchmark_running", False):
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail="a benchmark is running already; one runs at a time, retry when it ends",
         )
     state.fks_benchmark_running = True  # no await since the check: one event loop
     try:
