@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,12 +93,62 @@ class Settings(BaseSettings):
         return roots
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_HOSTS = re.compile(r"^[\w.~%:,\[\]-]*$")  # host[:port][,host[:port]...], IPv6 in brackets
+_SECRET_PARTS = ("pass", "pwd", "secret", "token", "credential", "signature")
+_SECRET_ENDS = ("key", "sig", "auth")
+MASK = "***"
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with its secrets replaced by ``***``, for logs; the rest is left as it was.
+
+    Masks the password of the userinfo (``user:pw@``, any scheme, one host or a comma list
+    as in ``redis+sentinel://user:pw@h1:26379,h2:26379/mymaster``) and the value of every
+    query parameter whose name, case-insensitive, contains ``pass``, ``pwd``, ``secret``,
+    ``token``, ``credential`` or ``signature``, or ends in ``key``, ``sig`` or ``auth``
+    (``password``, ``sentinel_password``, ``access_key``, ``X-Amz-Signature``, ...). The
+    userinfo ends at the last ``@`` followed by a host list, so a password holding a raw
+    ``/``, ``?``, ``#`` or ``@`` is masked whole (a URL with an ``@`` in a query value may
+    lose more than its secrets). A user name alone is not a secret.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None or not url.startswith("//", scheme.end()):
+        return _redact_query(url)
+    start = scheme.end() + 2
+    userinfo_end = _userinfo_end(url, start)
+    if userinfo_end is None:
+        return _redact_query(url)
+    user, colon, _ = url[start:userinfo_end].partition(":")
+    shown = user + (":" + MASK if colon else "")
+    return url[:start] + shown + _redact_query(url[userinfo_end:])
+
+
+def _userinfo_end(url: str, start: int) -> int | None:
+    """Index of the ``@`` closing the userinfo, or None: the last ``@`` followed by hosts."""
+    at = len(url)
+    while (at := url.rfind("@", start, at)) != -1:
+        hosts = re.split(r"[/?#]", url[at + 1 :], maxsplit=1)[0]
+        userinfo = url[start:at]
+        # A user name alone cannot hold a path or a query: that "@" is in a query value.
+        if _HOSTS.match(hosts) and (":" in userinfo or not re.search(r"[/?#]", userinfo)):
+            return at
+    return None
+
+
+def _redact_query(text: str) -> str:
+    """``text`` with the values of secret-looking query parameters masked."""
+    head, question, rest = text.partition("?")
+    if not question:
+        return text
+    query, hash_, fragment = rest.partition("#")
+    pairs = []
+    for pair in re.split(r"([&;])", query):
+        name, equals, _ = pair.partition("=")
+        pairs.append(name + "=" + MASK if equals and _is_secret(name) else pair)
+    return head + "?" + "".join(pairs) + hash_ + fragment
+
+
+def _is_secret(name: str) -> bool:
+    lowered = unquote_plus(name).strip().lower()
+    return any(part in lowered for part in _SECRET_PARTS) or lowered.endswith(_SECRET_ENDS)

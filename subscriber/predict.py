@@ -1,11 +1,13 @@
-"""The inference routes: ``/sac/predict``, ``/sac/predict/batch`` and ``/sac/benchmark``.
+"""The inference routes: ``/sac/predict`` and ``/sac/predict/batch``.
 
 Each request captures the served model once (:func:`~subscriber.deps.served_model`) and uses
 that snapshot to the end, so a swap mid-request never mixes two models. Handlers are
 ``async``: in Redis mode the snapshot read and a small forward pass (tens of µs) run inline,
-which is cheaper than a thread hop; the fallback's stat-and-maybe-load, batches over
-``INLINE_ROWS`` rows and the benchmark run in the threadpool, so the event loop keeps serving
-other requests (bench/http.py measures the choice).
+which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in the threadpool
+and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) on the
+model-work limiter, so the event loop keeps serving other requests (bench/http.py measures
+the choice). An action that is not finite (a state can overflow a policy) is a 400, never
+a ``NaN`` in the JSON.
 """
 
 from __future__ import annotations
@@ -18,22 +20,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from subscriber.deps import (
     BAD_INPUT,
+    BODY_LIMITS,
     NO_MODEL,
     UNAUTHORIZED,
-    AuthorizedNode,
     bad,
     get_authorized_node,
     served_model,
 )
+from subscriber.modelwork import run_model_work, runs_inline
 from subscriber.schemas import (
     BatchRequest,
     BatchResponse,
-    BenchmarkRequest,
-    BenchmarkResponse,
     ErrorResponse,
     PredictRequest,
     PredictResponse,
@@ -42,17 +42,14 @@ from subscriber.schemas import (
 if TYPE_CHECKING:
     from subscriber.snapshot import ServedModel
 
-__all__ = ["INLINE_ROWS", "predict_router", "to_states"]
+__all__ = ["predict_router", "to_states"]
 
-INLINE_ROWS = 64
-MAX_WARMUP = 10_000
-MAX_ITERATIONS = 10_000
-MAX_BENCHMARK_ROWS = 2_000_000
+Matrix = npt.NDArray[np.float32]
 
 predict_router = APIRouter(prefix="/sac", tags=["sac"])
 
 
-def to_states(rows: list[list[float]], state_dim: int, name: str) -> npt.NDArray[np.float32]:
+def to_states(rows: list[list[float]], state_dim: int, name: str) -> Matrix:
     """Rows as a float32 matrix; 400 for ragged rows, a wrong size or non-finite values."""
     if not rows:
         raise bad(f"{name} is empty")
@@ -78,7 +75,32 @@ def _json(body: PredictResponse | BatchResponse) -> Response:
 
 
 def _raw_json(body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    # allow_nan=False: a NaN that slipped through is a 500, never an invalid JSON token.
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return Response(text, media_type="application/json")
+
+
+async def _infer(
+    request: Request, model: ServedModel, states: Matrix, deterministic: bool
+) -> tuple[Matrix, float]:
+    """The actions and the seconds they took: inline when short, else off the loop."""
+
+    def infer() -> tuple[Matrix, float]:
+        start = time.perf_counter()
+        out = model.runner(states, deterministic)
+        return out, time.perf_counter() - start
+
+    if runs_inline(len(states), model.parameters):
+        return infer()
+    return await run_model_work(request.app, infer)
+
+
+def _not_finite(row: int | None) -> HTTPException:
+    where = "this state" if row is None else f"states[{row}]"
+    return bad(
+        f"the policy's action for {where} is not finite (NaN or infinite: the state overflows "
+        "the network); send states in the range the policy was trained on"
+    )
 
 
 def _echo(model: ServedModel) -> dict[str, Any]:
@@ -94,7 +116,7 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 @predict_router.post(
     "/predict",
     response_model=PredictResponse,
-    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED},
+    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED, **BODY_LIMITS},
     summary="One action for one state",
 )
 async def predict(body: PredictRequest, request: Request) -> Response:
@@ -104,11 +126,11 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     node = await get_authorized_node(request)
     model = await served_model(node)
     states = to_states([body.state], model.state_dim, "state")
-    start = time.perf_counter()
-    actions = model.runner(states, body.deterministic)
-    elapsed = time.perf_counter() - start
+    actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
+    if not all(map(math.isfinite, row)):
+        raise _not_finite(None)
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
     # it): validating a response model it just built cost ~5% of its throughput.
     return _raw_json(
@@ -127,7 +149,11 @@ async def predict(body: PredictRequest, request: Request) -> Response:
         **NO_MODEL,
         **BAD_INPUT,
         **UNAUTHORIZED,
-        413: {"model": ErrorResponse, "description": "More rows than FKS_MAX_BATCH_ROWS"},
+        **BODY_LIMITS,
+        413: {
+            "model": ErrorResponse,
+            "description": "More rows than FKS_MAX_BATCH_ROWS, or a body over 8 MiB",
+        },
     },
     summary="Actions for many states",
 )
@@ -141,14 +167,11 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
         )
     model = await served_model(node)
     states = to_states(body.states, model.state_dim, "states")
-
-    def infer() -> tuple[npt.NDArray[np.float32], float]:
-        start = time.perf_counter()
-        out = model.runner(states, body.deterministic)
-        return out, time.perf_counter() - start
-
-    actions, elapsed = infer() if len(states) <= INLINE_ROWS else await run_in_threadpool(infer)
+    actions, elapsed = await _infer(request, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
+    finite = np.isfinite(actions).all(axis=1)
+    if not finite.all():
+        raise _not_finite(int(np.argmin(finite)))
     listed: list[float] | list[list[float]] = (
         actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
     )
@@ -157,54 +180,3 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
             actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **_echo(model)
         )
     )
-
-
-@predict_router.post(
-    "/benchmark",
-    response_model=BenchmarkResponse,
-    responses={**NO_MODEL, **UNAUTHORIZED, 400: {"model": ErrorResponse, "description": "Caps"}},
-    summary="Time the served policy in-process",
-)
-async def benchmark(body: BenchmarkRequest, node: AuthorizedNode) -> BenchmarkResponse:
-    limit = node.settings.max_batch_rows
-    total = body.batch_size * (body.warmup + body.iterations)
-    if (
-        body.batch_size > limit
-        or body.warmup > MAX_WARMUP
-        or body.iterations > MAX_ITERATIONS
-        or total > MAX_BENCHMARK_ROWS
-    ):
-        raise bad(
-            f"over the caps: batch_size <= {limit}, warmup <= {MAX_WARMUP}, "
-            f"iterations <= {MAX_ITERATIONS}, batch_size*(warmup+iterations) <= "
-            f"{MAX_BENCHMARK_ROWS}"
-        )
-    model = await served_model(node)
-    samples = await run_in_threadpool(_time_runner, model, body)
-    ordered = sorted(samples)
-    return BenchmarkResponse(
-        batch_size=body.batch_size,
-        iterations=body.iterations,
-        p50_ms=_pct(ordered, 50),
-        p90_ms=_pct(ordered, 90),
-        p99_ms=_pct(ordered, 99),
-        mean_ms=math.fsum(ordered) / len(ordered),
-        jit_compiled=model.jit_compiled,
-    )
-
-
-def _time_runner(model: ServedModel, body: BenchmarkRequest) -> list[float]:
-    rng = np.random.default_rng(0)
-    states = rng.standard_normal((body.batch_size, model.state_dim), dtype=np.float32)
-    for _ in range(body.warmup):
-        model.runner(states)
-    samples = []
-    for _ in range(body.iterations):
-        start = time.perf_counter()
-        model.runner(states)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
-def _pct(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

@@ -1,9 +1,10 @@
 """The model-management routes of ``/sac`` (SPEC §5) and ``/metrics``.
 
 Health, readiness, what is served, its history, reload and rollback. They only read the node
-(``app.state``) or ask the holder to act; the inference routes live in
-:mod:`subscriber.predict`. Nothing here imports torch at module level: with a broken torch
-the app still starts and answers 503.
+(``app.state``) or ask the holder to act; health and readiness answer from that state alone,
+never behind a load or the threadpool. The inference routes live in :mod:`subscriber.predict`
+and :mod:`subscriber.benchmark`. Nothing here imports torch at module level: with a broken
+torch the app still starts and answers 503.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ async def health(request: Request) -> HealthResponse:
     summary="Readiness: 200 once a model is served; never needs auth",
 )
 async def ready(request: Request, response: Response) -> ReadyResponse:
+    # From state only: no load, no stat, no thread, so readiness never queues behind work.
     node: ServingNode | None = getattr(request.app.state, "fks_node", None)
-    model = await run_in_threadpool(node.model_for_request) if node else None
+    model = node.holder.current() if node is not None else None
     if model is None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return ReadyResponse(ready=False)
@@ -152,7 +154,10 @@ async def model_rollback(node: AuthorizedNode) -> ModelInfo:
     "/metrics",
     dependencies=[ApiKey],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **UNAUTHORIZED,
+    },
     summary="Prometheus metrics",
 )
 async def metrics(request: Request) -> Response:

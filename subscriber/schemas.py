@@ -85,12 +85,13 @@ class BenchmarkRequest(BaseModel):
 
 class BenchmarkResponse(BaseModel):
     batch_size: int
-    iterations: int
+    iterations: int = Field(description="Iterations timed: fewer than asked when capped")
     p50_ms: float
     p90_ms: float
     p99_ms: float
     mean_ms: float
     jit_compiled: bool
+    capped: bool = Field(False, description="True when the 5 s wall-clock cap stopped the run")
 
 
 class ModelInfo(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from common import Settings
@@ -84,8 +84,9 @@ def test_cold_start_answers_503_until_a_model_appears(
             "status": "ok", "model_loaded": False, "redis_connected": False, "mode": "mtime",
         }  # fmt: skip
         write_checkpoint(model_root, 1)
-        assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
+        # /sac/ready answers from state alone: the request that needs a model finds the file.
         assert client.post("/sac/predict", json={"state": STATE}).status_code == 200
+        assert client.get("/sac/ready").json() == {"ready": True, "version": 1, "generation": 1}
 
 
 def test_forced_reload_route(client_for: ClientFactory, model_root: Path) -> None:
@@ -258,6 +259,52 @@ class TestAuth:
         with client_for() as client:
             assert client.get("/sac/model/info").status_code == 200
             assert client.get("/metrics").status_code == 200
+            assert client.get("/docs").status_code == 200
+
+    DOCS = ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+
+    def test_the_docs_need_the_key_unless_public(self, client_for: ClientFactory) -> None:
+        """With FKS_API_KEY set, /docs, /redoc, /openapi.json and the oauth2 redirect need the
+        key; FKS_PUBLIC_DOCS=true opens them (and nothing else)."""
+        with client_for(api_key=self.KEY) as client:
+            for path in self.DOCS:
+                assert client.get(path).status_code == 401, path
+                assert client.get(path, headers={"X-API-Key": self.KEY}).status_code == 200
+            assert client.get("/no/such/path").status_code == 401
+        with client_for(api_key=self.KEY, public_docs=True) as client:
+            for path in self.DOCS:
+                assert client.get(path).status_code == 200, path
+            assert client.get("/sac/model/info").status_code == 401
+
+    def test_mount_protects_only_our_routes(self, settings_for: Callable[..., Settings]) -> None:
+        """mount(app) with a key: /sac/* (but health and ready) and /metrics need it; the host
+        app's own routes and docs do not, and its bodies are not bounded by ours."""
+        host = FastAPI()
+
+        @host.get("/hello")
+        def hello() -> dict[str, str]:
+            return {"hello": "world"}
+
+        @host.post("/upload")
+        async def upload(request: Request) -> dict[str, int]:
+            return {"size": len(await request.body())}
+
+        mount(host, settings_for(api_key=self.KEY))
+        with TestClient(host) as client:
+            assert client.get("/hello").json() == {"hello": "world"}
+            assert client.get("/docs").status_code == 200
+            assert client.get("/openapi.json").status_code == 200
+            nine_mib = b"x" * (9 * 1024 * 1024)
+            assert client.post("/upload", content=nine_mib).json() == {"size": len(nine_mib)}
+            assert client.get("/sac/health").status_code == 200
+            assert client.get("/sac/ready").status_code == 503
+            for path in ("/sac/model/info", "/sac/model/history", "/metrics", "/sac/nope"):
+                assert client.get(path).status_code == 401, path
+            refused = client.post("/sac/predict/batch", content=nine_mib)
+            assert refused.status_code == 401  # the key first: nothing read
+            keyed = {"Authorization": f"Bearer {self.KEY}"}
+            too_big = client.post("/sac/predict/batch", content=nine_mib, headers=keyed)
+            assert too_big.status_code == 413
 
 
 def test_rollback_and_history(client_for: ClientFactory, model_root: Path) -> None:
@@ -357,6 +404,25 @@ def test_openapi_describes_every_route_with_examples(client_for: ClientFactory) 
     schemas = spec["components"]["schemas"]
     assert schemas["PredictRequest"]["properties"]["state"]["examples"]
     assert schemas["PredictResponse"]["examples"]
+
+
+def test_openapi_documents_the_guards_answers(client_for: ClientFactory) -> None:
+    """401 on every protected route; 408, 413 and 503 (with Retry-After) on the routes that
+    take a body; 429 on the benchmark; nothing but 200 on health."""
+    with client_for() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    codes = {
+        (m.upper(), p): set(op["responses"]) for p, ops in paths.items() for m, op in ops.items()
+    }
+    for route, code in codes.items():
+        if route[1] not in ("/sac/health", "/sac/ready"):
+            assert "401" in code, route
+    for path in ("/sac/predict", "/sac/predict/batch", "/sac/benchmark"):
+        assert {"400", "401", "408", "413", "422", "503"} <= codes[("POST", path)], path
+        retry = paths[path]["post"]["responses"]["503"]["headers"]
+        assert "Retry-After" in retry
+    assert "429" in codes[("POST", "/sac/benchmark")]
+    assert codes[("GET", "/sac/health")] == {"200"}
 
 
 def test_a_torch_that_cannot_be_imported_still_starts_the_server(tmp_path: Path) -> None:

@@ -91,3 +91,39 @@ def test_bad_instance_id_in_the_environment_is_a_clear_error(
 def test_redis_passwords_are_redacted(url: str, shown: str) -> None:
     """URLs in logs never show the password."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0?password=hunter2", "redis://127.0.0.1:6379/0?password=***"),
+        ("redis://h/0?db=1&PASSWORD=hunter2&x=1", "redis://h/0?db=1&PASSWORD=***&x=1"),
+        ("redis://h/0?pass=a;pwd=b", "redis://h/0?pass=***;pwd=***"),
+        ("redis://h/0?sentinel_password=a&ssl_password=b", "redis://h/0?sentinel_password=***&ssl_password=***"),
+        ("redis://h/0?secret=a&token=b&access_key=c", "redis://h/0?secret=***&token=***&access_key=***"),
+        ("redis://h/0?api%5Fkey=a&apikey=b&auth=c", "redis://h/0?api%5Fkey=***&apikey=***&auth=***"),
+        ("redis://h/0?ssl_keyfile=/k.pem&db=2", "redis://h/0?ssl_keyfile=/k.pem&db=2"),
+        ("redis://:pw@h/0?password=pw", "redis://:***@h/0?password=***"),
+        ("redis://user@h:6379/0", "redis://user@h:6379/0"),
+        ("redis://user:@h/0", "redis://user:***@h/0"),
+        ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+        ("redis+sentinel://user:pw@h1:26379,h2:26379/mymaster",
+         "redis+sentinel://user:***@h1:26379,h2:26379/mymaster"),
+        ("redis+sentinel://:pw@h1:26379,h2:26379/mymaster/0?sentinel_password=s",
+         "redis+sentinel://:***@h1:26379,h2:26379/mymaster/0?sentinel_password=***"),
+        ("redis+cluster://u:pw@h1:7000,h2:7001", "redis+cluster://u:***@h1:7000,h2:7001"),
+        ("rediss://default:p@ss/w?rd#x@cache.example.com:6380/0",
+         "rediss://default:***@cache.example.com:6380/0"),
+        ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
+        ("unix://u:pw@/run/redis.sock", "unix://u:***@/run/redis.sock"),
+        ("s3://bucket/k.pt?X-Amz-Credential=AKIA/1&X-Amz-Signature=ab#f",
+         "s3://bucket/k.pt?X-Amz-Credential=***&X-Amz-Signature=***#f"),
+        ("https://host/m.pt?sig=abc&email=a@b.example", "https://host/m.pt?sig=***&email=a@b.example"),
+        ("/srv/models/model_1.pt", "/srv/models/model_1.pt"),
+        ("", ""),
+    ],
+)  # fmt: skip
+def test_every_url_form_is_redacted(url: str, shown: str) -> None:
+    """Userinfo passwords (any scheme, several hosts, raw / ? # @ in them) and secret query
+    parameters are masked; everything else is kept as written."""
+    assert redact_url(url) == shown
