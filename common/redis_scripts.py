@@ -130,13 +130,14 @@ RECORD = (
     + r"""
 -- KEYS[1] = :latest, KEYS[2] = :version
 -- ARGV[1] = the message, ARGV[2] = sha1 of what :latest held before it ('' = nothing),
--- ARGV[3] = its version (decimal)
+-- ARGV[3] = its version (decimal), ARGV[4] = sha1 of the last message this node recorded
+-- (that one came before this message too)
 -- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision)
 local raw = redis.call('GET', KEYS[1])
 if raw == ARGV[1] then return 0 end
 local known = ''
 if raw then known = redis.sha1hex(raw) end
-if known ~= ARGV[2] then return -1 end
+if known ~= ARGV[2] and (ARGV[4] == '' or known ~= ARGV[4]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 local v = vnorm(ARGV[3]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[2])) or '0'

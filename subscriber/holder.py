@@ -8,9 +8,10 @@ with a time budget, and every failure is remembered by the file's identity
 
 Installing re-judges the candidate if another decision landed during its load (a rollback, a
 notification, a reload): a load that took long never undoes a newer decision. A rollback
-swaps the previous model back in at once; afterwards versions up to the one rolled back from
-need ``force``, files older than the rollback are not newer than it, and no previous model
-is kept: a second rollback is refused (409), never a toggle back.
+swaps the previous model back in at once; afterwards the versions known at that moment (the
+one rolled back from, and any still in flight) need ``force``, files older than the rollback
+are not newer than it, and no previous model is kept: a second rollback is refused (409),
+never a toggle back.
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ class ModelHolder:
                 newer_after_ns=max(previous.mtime_ns, time.time_ns()),
                 message=None,  # a node's own decision: never restored into :latest
             )
-            self._skip_through = max(self._skip_through, current.version)
+            # every version known now was decided before this rollback: it needs force
+            self._skip_through = max(self._skip_through, current.version, self._highest_version)
             self._install(restored, previous=None)
         self.metrics.swaps.labels("rollback").inc()
         self.events.add(

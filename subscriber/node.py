@@ -66,7 +66,9 @@ class ServingNode:
             settle_max=self.timing.settle_max,
             poll=s.fallback_poll_seconds,
             missing_retry=s.missing_retry_seconds,
-            in_fallback=lambda: not self.listener.connected,
+            # the disk is polled once Redis is known to be away (not before a first try)
+            in_fallback=lambda: not self.listener.connected
+            and (not self.listen or self.listener.attempts > 0),
             recorder=self.recorder,
             node_id=self.registry_id(s),
         )

@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from common.errors import InvalidNotification
 from common.keys import RedisKeys
-from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification
+from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
 from common.redis_scripts import ALLOCATE, PUBLISH, RECORD, RESTORE
 from common.textsafe import printable
 from subscriber.plan import Candidate
@@ -51,6 +51,7 @@ class Recorder:
     ) -> None:
         self.keys = keys
         self.secret = secret
+        self._last_recorded = ""  # sha1 of the last message this node put into :latest
         self._client = redis.Redis.from_url(
             redis_url,
             socket_connect_timeout=timeout,
@@ -71,13 +72,20 @@ class Recorder:
             code = int(
                 self._record(
                     keys=[self.keys.latest, self.keys.version],
-                    args=[candidate.raw, candidate.latest_before, str(candidate.version)],
+                    args=[
+                        candidate.raw,
+                        candidate.latest_before,
+                        str(candidate.version),
+                        self._last_recorded,
+                    ],
                 )
             )
         except (redis.RedisError, OSError) as exc:
             log.warning("could not record the applied decision in %s: %s", self.keys.latest, exc)
             return "error"
         outcome = _RECORDED.get(code, "error")
+        if outcome in ("recorded", "present"):
+            self._last_recorded = message_digest(candidate.raw)
         if outcome == "recorded":
             log.info("recorded the applied decision in %s (it was not there)", self.keys.latest)
         elif outcome == "superseded":

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from common import RedisKeys, Settings
+from common import CheckpointNotification, RedisKeys, Settings
 from common.checkpoint import file_sha256, save_checkpoint
 from common.policy import SACActor
 from fks.redis_server import EmbeddedRedis
@@ -156,14 +156,21 @@ class NodeMachine(RuleBasedStateMachine):
         self.client.publish(KEYS.channel, payload)
 
     def decided(self, file: File, *, fleet: bool = True) -> None:
-        """``file`` becomes the node's decision (and the fleet's)."""
-        if self.expected is not None and self.expected != file:
-            self.previous = self.expected
-        elif self.expected is None:
-            self.previous = None
-        self.expected = file
+        """The node swaps ``file`` in (the model it served becomes the previous one, even
+        for the same file loaded again); with ``fleet``, :latest records it."""
+        self.previous, self.expected = self.expected, file
         if fleet:
             self.fleet, self.fleet_bad = file, False
+
+    def delivered(self, received: float) -> None:
+        """Wait until the node's listener has read the message just published."""
+        assert self.node is not None
+        node = self.node
+        wait_for(lambda: node.listener.counters["received_channel"] > received, timeout=5)
+
+    def received(self) -> float:
+        assert self.node is not None
+        return self.node.listener.counters["received_channel"]
 
     def settle(self) -> None:
         assert self.node is not None
@@ -191,8 +198,10 @@ class NodeMachine(RuleBasedStateMachine):
         next version."""
         self.fired("publish_versioned")
         target = self.new_file() if new or len(self.files) < 2 else self.files[0]
+        seen = self.received()
         result = self.notifier.notify(target.path)
         assert result.sent, result.reason
+        self.delivered(seen)
         self.fleet_version = result.notification.version  # type: ignore[union-attr]
         if target.good:
             self.decided(target)
@@ -202,8 +211,10 @@ class NodeMachine(RuleBasedStateMachine):
         """The trainer announces a checkpoint with NaN weights: refused, nothing changes."""
         self.fired("publish_bad")
         bad = self.new_file(good=False)
+        seen = self.received()
         result = self.notifier.notify(bad.path)
         assert result.sent
+        self.delivered(seen)
         self.fleet_version = result.notification.version  # type: ignore[union-attr]
         self.fleet_bad = True
 
@@ -214,12 +225,14 @@ class NodeMachine(RuleBasedStateMachine):
         self.fired(f"publish_forced_{'raw' if via_cli else 'notifier'}")
         good = [f for f in self.files if f.good]
         target = good[pick % len(good)]
+        seen = self.received()
         if via_cli:
             self.publish_raw(json.dumps({"model_path": str(target.path), "force": True}))
         else:
             result = self.notifier.notify(target.path, force=True)
             assert result.sent
             self.fleet_version = result.notification.version  # type: ignore[union-attr]
+        self.delivered(seen)
         self.decided(target)
 
     @rule(newer=st.booleans())
@@ -227,15 +240,18 @@ class NodeMachine(RuleBasedStateMachine):
         """A bare `{"model_path": …}`: applied if the file is newer than the decision, a
         no-op if it names an older file."""
         self.fired(f"publish_unversioned_{'newer' if newer else 'older'}")
+        seen = self.received()
         if newer:
             target = self.new_file()
             self.publish_raw(json.dumps({"model_path": str(target.path)}))
+            self.delivered(seen)
             self.decided(target)
         else:
             assert self.expected is not None
             older = [f for f in self.files if f.order < self.expected.order]
             if older:
                 self.publish_raw(json.dumps({"model_path": str(older[0].path)}))
+                self.delivered(seen)
 
     @precondition(lambda self: self.fleet is not None and self.fleet_version > 1)
     @rule(duplicate=st.booleans())
@@ -245,17 +261,21 @@ class NodeMachine(RuleBasedStateMachine):
         self.fired(f"publish_{'duplicate' if duplicate else 'stale'}")
         other = self.files[0]
         version = self.fleet_version if duplicate else self.fleet_version - 1
+        seen = self.received()
         result = self.notifier.notify(other.path, version=version)
         if duplicate and self.fleet is not None and self.fleet.path != other.path:
             assert result.outcome == "conflict", result
+        if result.sent:
+            self.delivered(seen)
 
     @rule(poison=st.sampled_from(POISON))
     def publish_poison(self, poison: bytes) -> None:
         """Garbage on the channel: rejected, and the session lives on."""
         self.fired("publish_poison")
         before = self.reconnects()
+        seen = self.received()
         self.publish_raw(poison)
-        time.sleep(0.05)
+        self.delivered(seen)
         self.settle()
         assert self.reconnects() == before, "a message ended the listener's session"
 
@@ -297,13 +317,18 @@ class NodeMachine(RuleBasedStateMachine):
     def kill_listener_connection(self) -> None:
         """CLIENT KILL TYPE pubsub: the listener reconnects and catches up; nothing changes."""
         self.fired("kill_listener_connection")
+        assert self.node is not None
+        node, sessions = self.node, self.node.listener.sessions
         self.reconnects_allowed += 1
         self.client.client_kill_filter(_type="pubsub")
+        wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, 10)
 
     @rule(keep_data=st.booleans())
     def restart_redis(self, keep_data: bool) -> None:
         """kill -9 and start again, with its AOF or having lost everything."""
         self.fired(f"restart_redis_{'with' if keep_data else 'without'}_data")
+        assert self.node is not None
+        node, sessions = self.node, self.node.listener.sessions
         self.reconnects_allowed += 1
         self.redis.kill()
         if not keep_data:
@@ -312,7 +337,7 @@ class NodeMachine(RuleBasedStateMachine):
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         self.redis.start()
         self.client = self.redis.client()
-        wait_for(lambda: self.node is not None and self.node.listener.connected, timeout=10)
+        wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, 10)
         if not keep_data:
             # the node put its decision back into the empty :latest if a message made it
             assert self.node is not None
@@ -334,11 +359,22 @@ class NodeMachine(RuleBasedStateMachine):
         made = self.new_file(in_place=in_place)
         wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, timeout=10)
         latest_known = self.fleet is not None or self.fleet_bad
+        sessions = node.listener.sessions
         self.redis.start()
         self.client = self.redis.client()
-        self.decided(made, fleet=latest_known)
-        if not latest_known:
-            self.fleet = None
+        wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, 10)
+        self.decided(made, fleet=False)
+        if latest_known:  # the node announces what it served meanwhile, then applies it
+            wait_for(lambda: self.latest_path() == str(made.path), timeout=10)
+            raw = self.client.get(KEYS.latest)
+            assert raw is not None
+            self.fleet_version = CheckpointNotification.from_message(raw).version
+            wait_for(lambda: getattr(node.holder.current(), "version", 0) == self.fleet_version)
+            self.decided(made)
+
+    def latest_path(self) -> str | None:
+        raw = self.client.get(KEYS.latest)
+        return None if raw is None else CheckpointNotification.from_message(raw).model_path
 
     @rule()
     def write_without_notify(self) -> None:
