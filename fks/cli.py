@@ -88,8 +88,15 @@ def cmd_notify(args: argparse.Namespace) -> int:
             args.path, args.name, version=args.version, training_step=args.step,
             metadata=metadata, sha256=args.sha256, force=args.force,
         )  # fmt: skip
+    if result.outcome == "unknown":
+        print(
+            f"fks notify: sent but not confirmed ({result.reason}): Redis may still publish "
+            "it; check with `fks status`",
+            file=sys.stderr,
+        )
+        return 3
     if not result.sent:
-        print(f"fks notify: not sent: {result.reason}", file=sys.stderr)
+        print(f"fks notify: not sent ({result.outcome}): {result.reason}", file=sys.stderr)
         return 1
     assert result.notification is not None
     print(json.dumps(result.notification.wire_dict()))
@@ -170,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     notify = sub.add_parser("notify", help="publish one notification", description=(
         "Announce a checkpoint, as notify_checkpoint() does. Prints the JSON sent; exits 1 "
-        "with the reason if nothing was sent."))  # fmt: skip
+        "with the reason if nothing was sent (Redis unreachable, or the version already names "
+        "another checkpoint), 3 if it was sent but Redis did not confirm it."))  # fmt: skip
     notify.add_argument("path", help="checkpoint path (sent absolute)")
     notify.add_argument("--name", default="", help="model name")
     notify.add_argument("--version", type=int, help="version (default: next from INCR)")

@@ -124,7 +124,7 @@ def train(
         if step % config.every == 0:
             report = _checkpoint(config, agent, notifier, step, version, stats)
             summary.checkpoints.append(report)
-            version += 1
+            version = max(version, report.version) + 1
             bar.set_postfix(version=report.version, eval_return=f"{report.eval_return:.2f}")
             if on_checkpoint is not None:
                 on_checkpoint(report)
@@ -170,6 +170,18 @@ def _checkpoint(
         metadata=metadata,
         sha256=saved.sha256,
     )
+    if result.outcome == "conflict":  # e.g. an operator's `fks notify --force` took it
+        log.warning("version %d is taken (%s); announcing under the next free one", version,
+                    result.reason)  # fmt: skip
+        result = notifier.notify(
+            saved.path,
+            config.model_name,
+            training_step=step,
+            metadata=metadata,
+            sha256=saved.sha256,
+        )
+        if result.sent and result.notification is not None:
+            version = result.notification.version
     _prune(config.directory, config.keep)
     announced = "announced" if result.sent else f"not announced: {result.reason}"
     log.info(

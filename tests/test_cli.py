@@ -119,6 +119,29 @@ def test_train_saves_announces_prunes_and_continues_versions(
     assert CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "").version == 6
 
 
+def test_train_moves_past_a_version_an_operator_took(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """An operator's `fks notify --force` takes the trainer's next version mid-run: the
+    trainer's checkpoint is announced under the next free version instead of being lost."""
+    from fks.trainer import CheckpointReport, TrainConfig, train
+    from publisher import CheckpointNotifier
+
+    def operator(report: CheckpointReport) -> None:
+        if report.version == 1:  # roll back to it: --force allocates 2, the trainer's next
+            assert (
+                main(["notify", str(report.saved.path), "--force", "--redis-url", redis_url]) == 0
+            )
+
+    config = TrainConfig(directory=tmp_path, steps=80, every=40, warmup=20, progress=False)
+    with CheckpointNotifier(redis_url) as notifier:
+        summary = train(config, notifier, on_checkpoint=operator)
+    assert [r.version for r in summary.checkpoints] == [1, 3]
+    assert all(r.result.sent for r in summary.checkpoints)
+    latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
+    assert latest.version == 3 and not latest.force
+
+
 @pytest.mark.slow
 def test_training_visibly_improves_the_evaluation_return(tmp_path: Path) -> None:
     """Over 2,000 steps the deterministic policy's return rises well above its start."""
