@@ -214,7 +214,8 @@ class ModelHolder:
             self.stale(Freshness(superseded.detail), c.source, str(real), c.version)
             return superseded
         self.metrics.swaps.labels(c.source).inc()
-        self.metrics.notify_to_swap.observe(max(0.0, time.monotonic() - c.received_at))
+        if c.notification is not None:
+            self.metrics.notify_to_swap.observe(max(0.0, time.monotonic() - c.received_at))
         self.events.add(
             Event(EventKind.SWAP, "swapped", c.source, str(real), model.version, model.generation)
         )

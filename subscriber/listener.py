@@ -95,7 +95,7 @@ class CheckpointSubscriber:
         self.last_message_at: datetime | None = None
         self.last_connected_at: datetime | None = None
         self.sessions = 0
-        self.attempts = 0  # sessions tried, successful or not
+        self._tried = threading.Event()  # the first session subscribed, or failed
         self._connected = False
         self._stop = threading.Event()
         self._silent_reconnect = threading.Event()
@@ -131,11 +131,15 @@ class CheckpointSubscriber:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def tried(self) -> bool:
+        """Whether a first session has subscribed (and queued its catch-up) or failed."""
+        return self._tried.is_set()
+
     def wait_first_attempt(self, timeout: float) -> bool:
-        """Wait until the first session has subscribed (and queued its catch-up) or failed."""
-        deadline = time.monotonic() + timeout
-        while self.attempts == 0 and time.monotonic() < deadline and self.alive():
-            time.sleep(0.005)
+        """Wait until the first session has subscribed (and queued its catch-up) or failed;
+        True if it is connected."""
+        self._tried.wait(timeout)
         return self._connected
 
     def status(self) -> dict[str, Any]:
@@ -165,7 +169,7 @@ class CheckpointSubscriber:
                 log.exception("listener session failed unexpectedly; reconnecting")
                 self._lost("unexpected error")
             finally:
-                self.attempts += 1
+                self._tried.set()
             if self._stop.is_set():
                 break
             if self.sessions > sessions:  # that session had subscribed: start backoff afresh
@@ -202,7 +206,7 @@ class CheckpointSubscriber:
                 self.recorder.restore(self.holder.current(), self.holder.highest_version)
             self.applier.reconnected(latest_present=bool(self._latest_digest))
             self._set_connected(True)  # subscribed and caught up: Redis mode
-            self.attempts += 1
+            self._tried.set()
             self._read(client, pubsub)
         finally:
             self._close(pubsub, client)

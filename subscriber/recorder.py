@@ -132,8 +132,8 @@ class Recorder:
             if held is not None:
                 if held.sha256 == model.sha256 or held.model_path == str(model.path):
                     return "present"
-                decided = held.issued_at or held.saved_at
-                if model.mtime_ns <= decided.timestamp() * 1e9:
+                issued = held.issued_at  # a bare message has no time of its own
+                if issued is not None and model.mtime_ns <= issued.timestamp() * 1e9:
                     return "older"  # :latest was decided after this file was written
             version = int(
                 self._allocate(

@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -253,17 +254,28 @@ class NodeMachine(RuleBasedStateMachine):
                 self.publish_raw(json.dumps({"model_path": str(older[0].path)}))
                 self.delivered(seen)
 
-    @precondition(lambda self: self.fleet is not None and self.fleet_version > 1)
+    @precondition(lambda self: self.fleet_version > 1)
     @rule(duplicate=st.booleans())
     def publish_stale_or_duplicate(self, duplicate: bool) -> None:
-        """A trainer reuses a version: the same one for another checkpoint is refused
-        (conflict), an older one is published and skipped by the node."""
+        """A trainer reuses a version: the one :latest holds, for another checkpoint, is
+        refused (conflict); one at or below what the node serves is skipped by the node."""
         self.fired(f"publish_{'duplicate' if duplicate else 'stale'}")
+        assert self.node is not None
         other = self.files[0]
-        version = self.fleet_version if duplicate else self.fleet_version - 1
+        held = self.latest()
+        served = self.node.holder.identity()
+        assert served is not None
+        if duplicate:
+            if held is None or held.version == 0:
+                return
+            version = held.version
+        else:
+            version = served.version_floor
+            if version < 1:
+                return
         seen = self.received()
         result = self.notifier.notify(other.path, version=version)
-        if duplicate and self.fleet is not None and self.fleet.path != other.path:
+        if held is not None and held.version == version and held.model_path != str(other.path):
             assert result.outcome == "conflict", result
         if result.sent:
             self.delivered(seen)
@@ -357,7 +369,14 @@ class NodeMachine(RuleBasedStateMachine):
         self.redis.kill()
         wait_for(lambda: not node.listener.connected, timeout=5)
         made = self.new_file(in_place=in_place)
-        wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, timeout=10)
+        try:
+            wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, 10)
+        except AssertionError:
+            events = [(e.kind, e.reason, e.source, e.path) for e in node.holder.events.recent(8)]
+            raise AssertionError(
+                f"the fallback did not serve {made.path}: {events}, {node.applier.counters}, "
+                f"served {node.holder.identity()}, mtime {made.path.stat().st_mtime_ns}"
+            ) from None
         latest_known = self.fleet is not None or self.fleet_bad
         sessions = node.listener.sessions
         self.redis.start()
@@ -372,9 +391,13 @@ class NodeMachine(RuleBasedStateMachine):
             wait_for(lambda: getattr(node.holder.current(), "version", 0) == self.fleet_version)
             self.decided(made)
 
-    def latest_path(self) -> str | None:
+    def latest(self) -> CheckpointNotification | None:
         raw = self.client.get(KEYS.latest)
-        return None if raw is None else CheckpointNotification.from_message(raw).model_path
+        return None if raw is None else CheckpointNotification.from_message(raw)
+
+    def latest_path(self) -> str | None:
+        held = self.latest()
+        return None if held is None else held.model_path
 
     @rule()
     def write_without_notify(self) -> None:
@@ -471,4 +494,4 @@ NodeMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=os.environ.get("FKS_MODEL_SEED") is None,
 )
-TestNodeModel = NodeMachine.TestCase
+TestNodeModel = pytest.mark.timeout(60 + 3 * EXAMPLES * STEPS)(NodeMachine.TestCase)
