@@ -67,8 +67,9 @@ class ServingNode:
             poll=s.fallback_poll_seconds,
             missing_retry=s.missing_retry_seconds,
             # the disk is polled once Redis is known to be away (not before a first try)
-            in_fallback=lambda: not self.listener.connected
-            and (not self.listen or self.listener.attempts > 0),
+            in_fallback=lambda: (
+                not self.listener.connected and (not self.listen or self.listener.attempts > 0)
+            ),
             recorder=self.recorder,
             node_id=self.registry_id(s),
         )
