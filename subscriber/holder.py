@@ -180,12 +180,15 @@ class ModelHolder:
                         )
             return prepare_checkpoint(real, self.roots, self.options, expected_sha256=c.sha256)
 
+        elapsed = self.metrics.timer()
         try:
-            return self.lane.run(load, what=f"loading {printable(real)}")
+            prepared = self.lane.run(load, what=f"loading {printable(real)}")
         except CheckpointError as exc:
             identity = getattr(exc, "identity", None) or located.identity
             self.failures.remember(identity, str(real), exc.reason)
             raise
+        self.metrics.load_seconds.observe(elapsed())
+        return prepared
 
     def install(self, prepared: Prepared, located: Located, *, generation_seen: int) -> Outcome:
         """Swap ``prepared`` in, unless a decision that landed since ``generation_seen``

@@ -42,6 +42,14 @@ def rejections(holder: ModelHolder, reason: str) -> float:
     return value or 0.0
 
 
+def test_every_load_is_timed(holder: ModelHolder, model_root: Path) -> None:
+    """fks_load_seconds counts each verify+load+build, failed ones excluded."""
+    apply(holder, note(write_checkpoint(model_root, 1).path, 1))
+    apply(holder, note(write_checkpoint(model_root, 2).path, 2))
+    count = holder.metrics.registry.get_sample_value("fks_load_seconds_count")
+    assert count == 2.0
+
+
 def test_a_newer_version_is_swapped_in_with_a_new_generation(
     holder: ModelHolder, model_root: Path
 ) -> None:

@@ -25,6 +25,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
+def volatile_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server of the test's own without persistence: a restart loses every key."""
+    with EmbeddedRedis(persistent=False) as server:
+        yield server
+
+
+@pytest.fixture
 def aof_redis() -> Iterator[EmbeddedRedis]:
     """A redis-server with appendfsync always: kill -9 loses nothing, as in production."""
     with EmbeddedRedis(persistent=True) as server:

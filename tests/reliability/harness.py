@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 
 from fks.server_process import ServerProcess
+from tests.helpers import wait_for
 
 STATE = [0.05] * 28
 FIGURES: dict[str, dict[str, Any]] = {}
@@ -120,6 +122,12 @@ def wait_version(clients: Clients, version: int, since: float, timeout: float = 
             return seen - since
         time.sleep(0.005)
     raise AssertionError(f"version {version} was not served within {timeout}s")
+
+
+def until(predicate: Callable[[], object], timeout: float) -> float:
+    """Poll ``predicate`` every 20 ms (most polls are HTTP calls: spare the shared CPUs); the
+    seconds it took, AssertionError after ``timeout``."""
+    return wait_for(predicate, timeout=timeout, every=0.02)
 
 
 def start_server(redis_url: str, root: Path, log: Path, **env: str) -> ServerProcess:

@@ -39,8 +39,8 @@ from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis, free_port
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier, notify_checkpoint
-from tests.helpers import bump_mtime, wait_for, write_checkpoint
-from tests.reliability.harness import STATE, Clients, metric, record, start_server
+from tests.helpers import bump_mtime, write_checkpoint
+from tests.reliability.harness import STATE, Clients, metric, record, start_server, until
 
 INSTANCE = "hostile"
 KEYS = RedisKeys(INSTANCE)
@@ -66,18 +66,6 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def volatile_redis() -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test's own, without persistence (free to kill)."""
-    with EmbeddedRedis(persistent=False) as server:
-        yield server
-
-
-def until(predicate: Callable[[], object], timeout: float) -> float:
-    """Poll ``predicate`` every 20 ms; the seconds it took, AssertionError after ``timeout``."""
-    return wait_for(predicate, timeout=timeout, every=0.02)
 
 
 def real(path: str | os.PathLike[str]) -> str:

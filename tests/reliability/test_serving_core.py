@@ -35,7 +35,7 @@ from publisher import CheckpointNotifier, NotifyResult, notify_checkpoint
 from subscriber import ServingNode
 from tests.conftest import FAST
 from tests.helpers import wait_for, write_checkpoint
-from tests.reliability.harness import STATE, metric, record, start_server
+from tests.reliability.harness import STATE, metric, record, start_server, until
 
 INSTANCE = "core"
 KEYS = RedisKeys(INSTANCE)
@@ -64,19 +64,6 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def volatile_redis() -> Iterator[EmbeddedRedis]:
-    """A redis-server without persistence: a restart loses every key."""
-    with EmbeddedRedis(persistent=False) as server:
-        yield server
-
-
-def until(predicate: Callable[[], object], timeout: float) -> float:
-    """Poll ``predicate`` every 20 ms (most polls are HTTP calls: spare the shared CPUs);
-    the seconds it took, AssertionError after ``timeout``."""
-    return wait_for(predicate, timeout=timeout, every=0.02)
 
 
 def real(path: str | os.PathLike[str]) -> str:
