@@ -11,9 +11,9 @@ Redis' own data loss (besides its registry heartbeat).
   without persistence, ``FLUSHALL`` or a failover to a lagging replica, allocated versions
   continue above what the fleet serves instead of restarting at 1.
 - :meth:`Recorder.announce`: a checkpoint the node served from disk while Redis was away
-  (newer than ``:latest``: its catch-up did not replace it) is announced under a fresh
-  version when Redis returns, so the nodes that stayed connected and the nodes started later
-  serve it too, instead of the older ``:latest``.
+  (newer than ``:latest``: its catch-up did not replace it) is announced when Redis returns,
+  under the version the file carries (else a fresh one), so the nodes that stayed connected
+  and the nodes started later serve it too, instead of the older ``:latest``.
 """
 
 from __future__ import annotations
@@ -135,11 +135,16 @@ class Recorder:
                 issued = held.issued_at  # a bare message has no time of its own
                 if issued is not None and model.mtime_ns <= issued.timestamp() * 1e9:
                     return "older"  # :latest was decided after this file was written
-            version = int(
-                self._allocate(
-                    keys=[self.keys.version, self.keys.latest], args=[str(model.version)]
+                if 0 < model.version <= held.version:
+                    return "older"  # the file's own version says :latest is newer
+            # A file that carries its version (fks train writes it) is announced under that
+            # version, the trainer's own numbering; an unversioned one gets a fresh version.
+            allocated = model.version == 0
+            version = model.version
+            if allocated:
+                version = int(
+                    self._allocate(keys=[self.keys.version, self.keys.latest], args=["0"])
                 )
-            )
             now = datetime.now(UTC)
             notification = CheckpointNotification(
                 model_path=str(model.path),
@@ -162,7 +167,7 @@ class Recorder:
                     "0",
                     model.sha256,
                     str(model.path),
-                    "1",
+                    "1" if allocated else "0",
                 ],
             )[2]
         except (redis.RedisError, OSError) as exc:
