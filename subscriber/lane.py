@@ -1,21 +1,26 @@
 """The load lane: one checkpoint load at a time, each with a time budget, none a hostage.
 
 A load reads a file that may sit on a hung NFS mount or be anything else that blocks, and a
-Python thread cannot be killed. So each load runs on a fresh daemon thread while the caller
-waits at most ``timeout``; a load that overruns is *abandoned*: the caller gets a
-:class:`~common.errors.CheckpointLoadError` (reason ``timeout``), the lane is free for the
-next load, and the late result, if it ever comes, is dropped. At most ``max_hung`` abandoned
-loads may still be stuck; past that the lane refuses loads (reason ``loads_hung``) rather
-than pile up threads, until one of them returns.
+Python thread cannot be killed. So loads run on a worker thread while the caller waits at
+most ``timeout``; a load that overruns is *abandoned*: the caller gets a
+:class:`~common.errors.CheckpointLoadError` (reason ``timeout``), the stuck worker is left
+to finish (its late result is dropped) and a fresh worker takes the next load. At most
+``max_hung`` abandoned workers may still be stuck; past that the lane refuses loads (reason
+``loads_hung``) rather than pile up threads, until one of them returns.
+
+The worker is kept between loads: a thread per load cost ~100 µs to start and, worse, made
+glibc spread the models' memory over new arenas that ``malloc_trim`` could not fully return
+(RSS grew by ~1 model per hundreds of swaps; `tests/reliability/test_memory.py`).
 
 Nothing else waits on the lane: swaps, rollbacks and requests never do.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from common.errors import CheckpointLoadError
 
@@ -24,7 +29,7 @@ __all__ = ["LoadLane"]
 T = TypeVar("T")
 
 
-class _Run(Generic[T]):
+class _Job(Generic[T]):
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
         self.done = threading.Event()
@@ -40,14 +45,28 @@ class _Run(Generic[T]):
             self.done.set()
 
 
+class _Worker:
+    """A daemon thread running jobs from its queue until told to stop (``None``)."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="fks-load", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            job()
+
+
 class LoadLane:
-    """Runs ``fn`` on a worker thread, one at a time, for at most ``timeout`` seconds."""
+    """Runs ``fn`` on the worker thread, one at a time, for at most ``timeout`` seconds."""
 
     def __init__(self, timeout: float, *, max_hung: int = 2) -> None:
         self.timeout = timeout
         self.max_hung = max_hung
         self.abandoned = 0
         self._slot = threading.Lock()
+        self._worker: _Worker | None = None
         self._hung: list[threading.Thread] = []
 
     @property
@@ -72,11 +91,14 @@ class LoadLane:
                     "one returns",
                     reason="loads_hung",
                 )
-            run = _Run(fn)
-            thread = threading.Thread(target=run, name="fks-load", daemon=True)
-            thread.start()
-            if not run.done.wait(budget):
-                self._hung.append(thread)
+            if self._worker is None:
+                self._worker = _Worker()
+            job = _Job(fn)
+            self._worker.jobs.put(job)
+            if not job.done.wait(budget):
+                stuck, self._worker = self._worker, None
+                stuck.jobs.put(None)  # it stops once (if ever) the stuck job returns
+                self._hung.append(stuck.thread)
                 self.abandoned += 1
                 raise CheckpointLoadError(
                     f"{what}: not finished after {budget:.1f} s; abandoned (a hung read?)",
@@ -84,6 +106,13 @@ class LoadLane:
                 )
         finally:
             self._slot.release()
-        if run.error is not None:
-            raise run.error
-        return run.value  # type: ignore[return-value]
+        if job.error is not None:
+            raise job.error
+        return job.value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Let the worker thread end (it is a daemon: this is only tidiness)."""
+        with self._slot:
+            if self._worker is not None:
+                self._worker.jobs.put(None)
+                self._worker = None

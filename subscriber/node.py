@@ -141,6 +141,7 @@ class ServingNode:
         if self.recorder is not None:
             self.recorder.close()
         self.holder.trim.cancel()
+        self.holder.lane.close()
 
     def describe(self) -> dict[str, Any]:
         model = self.holder.current()
