@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     config = TrainConfig(
         directory=Path(args.dir), steps=args.steps, every=args.every, keep=args.keep,
-        seed=args.seed, warmup=args.warmup, progress=not args.quiet,
+        seed=args.seed, warmup=args.warmup, progress=not args.quiet, format=args.format,
     )  # fmt: skip
     with CheckpointNotifier(settings=settings) as notifier:
         summary = train(config, notifier)
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
+    train.add_argument("--format", choices=["safetensors", "pt"], default="safetensors",
+                       help="checkpoint format (safetensors; pt: the first release's)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
     common(train)
     train.set_defaults(func=cmd_train)

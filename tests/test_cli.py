@@ -185,20 +185,27 @@ def test_convert_refuses_a_bad_source_or_destination_with_exit_2(
 def test_train_saves_announces_prunes_and_continues_versions(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    """Every N steps a checkpoint is saved and announced; only K stay; a rerun continues."""
+    """Every N steps a checkpoint is saved (.safetensors unless --format pt) and announced;
+    only K stay, of both formats; a rerun continues the versions."""
     argv = [
         "train", "--steps", "120", "--every", "40", "--warmup", "20", "--keep", "2",
         "--dir", str(tmp_path), "--redis-url", redis_url, "--quiet",
     ]  # fmt: skip
-    assert main(argv) == 0
-    files = sorted(tmp_path.glob("model_*.pt"))
+    assert main([*argv, "--format", "pt"]) == 0
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["model_000002.pt", "model_000003.pt"]
     assert [load_checkpoint(f).version for f in files] == [2, 3]
     latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
     assert latest.version == 3 and latest.training_step == 120
     assert {"eval_return", "alpha", "critic_loss", "mean_q"} <= set(latest.metadata)
     assert "np." not in json.dumps(latest.metadata)
     assert main(argv) == 0
-    assert CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "").version == 6
+    latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
+    assert latest.version == 6 and latest.model_path.endswith("model_000006.safetensors")
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["model_000005.safetensors", "model_000006.safetensors"]
+    loaded = load_checkpoint(files[-1], expected_sha256=latest.sha256)
+    assert loaded.format == "safetensors" and loaded.metadata == latest.metadata
 
 
 def test_train_moves_past_a_version_an_operator_took(
