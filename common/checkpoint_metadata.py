@@ -12,10 +12,11 @@ Written by :func:`metadata_of`, all strings (safetensors allows nothing else)::
     saved_at        "2026-05-01T12:00:00Z"    RFC 3339 (absent: unknown)
     metadata        '{"loss":"0.12"}'         JSON object of str -> str
 
-Read back strictly by :func:`read_metadata`: nothing is coerced, a key nobody writes is
-refused, and every failure is a :class:`~common.errors.CheckpointError` with a reason:
-``bad_metadata`` (``bad_config`` for ``config``), ``unsupported_format`` for another
-``format_version``, ``unknown_architecture`` for a network this node cannot build.
+Read back strictly by :func:`read_metadata`: nothing is coerced, a value that is not a
+string or a key nobody writes is refused, and every failure is a
+:class:`~common.errors.CheckpointError` with a reason: ``bad_metadata`` (``bad_config`` for
+``config``), ``unsupported_format`` for another ``format_version``, ``unknown_architecture``
+for a network this node cannot build.
 
 A file without the tag (no ``__metadata__``, or one another tool wrote, such as
 ``{"format": "pt"}``) is a bare state_dict, as ``torch.save(actor.state_dict())`` is for
@@ -74,17 +75,18 @@ def read_metadata(
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad(target, f"__metadata__ is a {type(metadata).__name__}, not an object")
     fields: dict[str, object] = metadata or {}
-    if fields.get("format") != FORMAT_TAG:
-        ours = set(fields) & set(_REQUIRED[1:] + _OPTIONAL)
+    for key, value in fields.items():
+        if not isinstance(value, str):
+            raise _bad(target, f"__metadata__ field {key[:40]!r} is not a string")
+    text: dict[str, str] = {k: v for k, v in fields.items() if isinstance(v, str)}
+    if text.get("format") != FORMAT_TAG:
+        ours = set(text) & set(_REQUIRED[1:] + _OPTIONAL)
         if ours:
             raise _bad(target, f"fields {sorted(ours)} without the {FORMAT_TAG!r} format tag")
         return SAC_ACTOR, _inferred(target, shapes), CheckpointHeader()
-    for key, value in fields.items():
-        if key not in _REQUIRED and key not in _OPTIONAL:
-            raise _bad(target, f"unknown __metadata__ field {key[:40]!r}")
-        if not isinstance(value, str):
-            raise _bad(target, f"__metadata__ field {key!r} is not a string")
-    text: dict[str, str] = {k: v for k, v in fields.items() if isinstance(v, str)}
+    unknown = [key for key in text if key not in _REQUIRED and key not in _OPTIONAL]
+    if unknown:
+        raise _bad(target, f"unknown __metadata__ field {unknown[0][:40]!r}")
     missing = [key for key in _REQUIRED if key not in text]
     if missing:
         raise _bad(target, f"__metadata__ lacks {', '.join(missing)}")

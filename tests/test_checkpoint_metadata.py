@@ -103,3 +103,10 @@ def test_the_largest_version_and_other_offsets_are_read(tmp_path: Path) -> None:
     loaded = load_checkpoint(parts.write(tmp_path / "model.safetensors"))
     assert loaded.version == 2**64 - 1
     assert loaded.saved_at is not None and loaded.saved_at.isoformat().endswith("+02:00")
+
+
+def test_metadata_values_must_be_strings_even_in_a_bare_file(tmp_path: Path) -> None:
+    """safetensors' __metadata__ is str -> str: another tool's numbers are refused here, not
+    left to the library."""
+    error = load_with(tmp_path, format=1)
+    assert error.reason == "bad_metadata" and "format" in str(error)
