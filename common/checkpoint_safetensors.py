@@ -34,6 +34,7 @@ tensors pass :func:`~common.checkpoint_tensors.check_tensors` like those of a ``
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -107,7 +108,19 @@ def encode_safetensors(contents: CheckpointContents) -> bytes:
         name: t.detach().cpu().clone(memory_format=torch.contiguous_format)
         for name, t in contents.state_dict.items()
     }  # one storage each: safetensors refuses tensors that share one
-    return safetensors.torch.save(tensors, metadata=metadata_of(contents))
+    return _sorted_metadata(safetensors.torch.save(tensors, metadata=metadata_of(contents)))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` with its ``__metadata__`` keys in sorted order. safetensors writes them in
+    hash order, which changes from one map to the next: one checkpoint would get another
+    sha256 each time it is saved or converted."""
+    (length,) = _LENGTH.unpack_from(data)
+    header = json.loads(data[_LENGTH.size : _LENGTH.size + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the tensors stay 8-byte aligned, as safetensors pads
+    return _LENGTH.pack(len(raw)) + raw + data[_LENGTH.size + length :]
 
 
 def _header_length(target: Path, data: bytes) -> int:

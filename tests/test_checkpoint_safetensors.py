@@ -66,6 +66,24 @@ def test_any_safetensors_reader_sees_the_weights_and_our_metadata(tmp_path: Path
     }  # fmt: skip
 
 
+def test_one_checkpoint_is_always_the_same_bytes(tmp_path: Path) -> None:
+    """Saved again (or converted again), a checkpoint hashes the same: the metadata keys,
+    which safetensors writes in hash order, are sorted."""
+    actor = SACActor(SMALL)
+    hashes = {
+        save_checkpoint(
+            tmp_path / f"model_{i}.safetensors", actor, version=3, metadata={"a": 1, "b": 2},
+            saved_at=WHEN,
+        ).sha256
+        for i in range(8)
+    }  # fmt: skip
+    assert len(hashes) == 1
+    data = (tmp_path / "model_0.safetensors").read_bytes()
+    meta = split(data).header["__metadata__"]
+    assert list(meta) == sorted(meta)
+    assert (8 + len(data) - len(split(data).data)) % 8 == 0, "the tensors stay aligned"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_every_real_float_dtype_round_trips_unchanged(tmp_path: Path, dtype: torch.dtype) -> None:
     """Weights keep their dtype and every bit through a .safetensors file."""
