@@ -1,9 +1,10 @@
 """Fuzzed .safetensors checkpoints (issue 13): no unexpected exception, nothing unverified served.
 
 A seeded generator mutates one real checkpoint ``FKS_FUZZ_FILES`` times (default 3,000; seed
-``FKS_FUZZ_SEED``, default 13, ``random`` for a fresh one): byte flips in the length, the
-header or the data, truncations, appended and overwritten spans, edits of the header's JSON
-(dtypes, shapes, offsets, names, fields, metadata) and header lengths that lie.
+``FKS_FUZZ_SEED``, default 13, ``random`` for a fresh one; one seed makes the same files):
+byte flips in the length, the header or the data, truncations, appended and overwritten
+spans, edits of the header's JSON (dtypes, shapes, offsets, names, fields, metadata) and
+header lengths that lie.
 
 What "nothing unverified is served" means here, precisely. Without an announced sha256 a flip
 inside the weights makes another valid checkpoint (a float with one bit changed is still a
@@ -31,6 +32,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +163,7 @@ def test_1000_mutated_safetensors_files(
     torch.manual_seed(SEED)
     base_path = save_checkpoint(
         tmp_path / "base.safetensors", SACActor(CONFIG), model_name="fuzz", version=1,
-        training_step=10, metadata={"loss": 0.5},
+        training_step=10, metadata={"loss": 0.5}, saved_at=datetime(2026, 5, 1, tzinfo=UTC),
     ).path  # fmt: skip
     base = base_path.read_bytes()
     original = load_checkpoint(base_path).state_dict
