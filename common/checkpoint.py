@@ -1,13 +1,11 @@
-"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)`` only.
+"""Checkpoint files: written atomically, read within bounds, in either format (SPEC §8).
 
-A checkpoint is a ``torch.save``-d dict::
+``save_checkpoint`` picks the format by the target's suffix: ``.safetensors`` (tensors, and
+everything else as string metadata; no pickle) or ``.pt`` (the ``torch.save`` dict of the first
+release). ``load_checkpoint`` reads both, ``.pt`` through ``torch.load(weights_only=True)``
+only; ``common/checkpoint_format.py`` says how a file's format is told.
 
-    {"format": "fks.sac_actor", "format_version": 1, "policy_config": {...},
-     "state_dict": {...}, "model_name": str, "version": int, "training_step": int,
-     "saved_at": RFC 3339 str, "metadata": {str: str}}
-
-A bare ``SACActor.state_dict()`` is also read (its shape is inferred). Everything else, and
-every truncated, corrupt or tampered file, is a :class:`~common.errors.CheckpointLoadError`;
+Every truncated, corrupt or tampered file is a :class:`~common.errors.CheckpointLoadError`;
 a file that loads but holds non-finite or mis-shaped weights is a
 :class:`~common.errors.CheckpointRejected`.
 """
@@ -15,29 +13,38 @@ a file that loads but holds non-finite or mis-shaped weights is a
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import torch
 from torch import Tensor
 
-from common.checkpoint_archive import pickle_record
-from common.checkpoint_fields import CHECKPOINT_FORMAT, interpret
-from common.checkpoint_file import FileIdentity, file_identity, read_checkpoint_file
-from common.checkpoint_limits import CheckpointLimits, check_declared
-from common.checkpoint_pickle import check_globals, torch_load
-from common.checkpoint_tensors import check_finite, check_tensors
+from common.checkpoint_fields import (
+    CHECKPOINT_FORMAT,
+    SAC_ACTOR,
+    CheckpointContents,
+    CheckpointHeader,
+)
+from common.checkpoint_file import (
+    FileIdentity,
+    file_identity,
+    read_checkpoint_file,
+    write_atomically,
+)
+from common.checkpoint_format import CheckpointFormat, decode, encode, format_for_path
+from common.checkpoint_limits import CheckpointLimits
+from common.checkpoint_pt import packed_state_dict
+from common.checkpoint_tensors import check_finite
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor, parameter_count
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointContents",
+    "CheckpointFormat",
+    "CheckpointHeader",
     "CheckpointLimits",
     "FileIdentity",
     "LoadedCheckpoint",
@@ -49,9 +56,8 @@ __all__ = [
     "packed_state_dict",
     "parameter_count",
     "save_checkpoint",
+    "write_checkpoint",
 ]
-
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,8 @@ class LoadedCheckpoint:
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     identity: FileIdentity = field(kw_only=True)
+    format: CheckpointFormat = field(default="pt", kw_only=True)
+    architecture: str = field(default=SAC_ACTOR, kw_only=True)
 
 
 def save_checkpoint(
@@ -94,70 +102,29 @@ def save_checkpoint(
     metadata: Mapping[str, object] | None = None,
     saved_at: datetime | None = None,
 ) -> SavedCheckpoint:
-    """Write ``policy`` to ``path`` as tmp -> fsync -> ``os.replace`` -> fsync(dir).
+    """Write ``policy`` to ``path`` as tmp -> fsync -> ``os.replace`` -> fsync(dir), in the
+    format its suffix names (``.safetensors``; anything else is ``.pt``).
 
     A reader never sees half a file: it sees the old one or the whole new one.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    when = (saved_at or datetime.now(UTC)).astimezone(UTC)
-    payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "policy_config": policy.config.to_dict(),
-        "state_dict": packed_state_dict(policy.state_dict()),
-        "model_name": model_name,
-        "version": int(version),
-        "training_step": int(training_step),
-        "saved_at": when.isoformat().replace("+00:00", "Z"),
-        "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-    return SavedCheckpoint(
-        target, hashlib.sha256(data).hexdigest(), len(data), when, int(version), int(training_step)
+    header = CheckpointHeader(
+        model_name=model_name,
+        version=int(version),
+        training_step=int(training_step),
+        saved_at=(saved_at or datetime.now(UTC)).astimezone(UTC),
+        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
     )
+    return write_checkpoint(path, CheckpointContents(policy.config, policy.state_dict(), header))
 
 
-def packed_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """CPU copies of ``state_dict``'s tensors, all views into one contiguous storage.
-
-    ``torch.save`` then writes a single storage record, and ``torch.load(weights_only=True)``
-    reads it back about 40 % faster than one record per tensor (bench/: 8 tensors, 0.7 ms vs
-    1.2 ms). The file is still an ordinary ``{name: tensor}`` state_dict to any reader.
-    Tensors of mixed dtypes cannot share a storage and are copied one by one.
-    """
-    tensors = {name: t.detach().cpu() for name, t in state_dict.items()}
-    dtypes = {t.dtype for t in tensors.values()}
-    if len(dtypes) != 1:
-        return {name: t.clone() for name, t in tensors.items()}
-    flat = torch.cat([t.reshape(-1) for t in tensors.values()])
-    packed: dict[str, Tensor] = {}
-    offset = 0
-    for name, t in tensors.items():
-        packed[name] = flat[offset : offset + t.numel()].view(t.shape)
-        offset += t.numel()
-    return packed
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_checkpoint(path: str | os.PathLike[str], contents: CheckpointContents) -> SavedCheckpoint:
+    """Write ``contents`` atomically to ``path``, in the format its suffix names."""
+    target = Path(path)
+    data = encode(format_for_path(target), contents)
+    sha256 = write_atomically(target, data)
+    header = contents.header
+    when = header.saved_at or datetime.now(UTC)
+    return SavedCheckpoint(target, sha256, len(data), when, header.version, header.training_step)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -175,7 +142,7 @@ def load_checkpoint(
     expected_sha256: str | None = None,
     limits: CheckpointLimits | None = None,
 ) -> LoadedCheckpoint:
-    """Read, hash and ``torch.load(weights_only=True)`` one checkpoint, within ``limits``.
+    """Read, hash and decode one checkpoint (``.pt`` or ``.safetensors``), within ``limits``.
 
     The bytes are read once, so the hash, the identity and the weights all describe the same
     file even if it is replaced meanwhile. ``path`` is opened as given, without following a
@@ -183,7 +150,9 @@ def load_checkpoint(
     :class:`~common.errors.CheckpointError` with a reason, carrying the file's identity once
     it could be stat-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
     ``load_error`` naming the exception's type. The checks, in order, are described in the
-    modules ``common/checkpoint_{file,archive,pickle,fields,limits,tensors}.py``.
+    modules ``common/checkpoint_{file,format}.py`` and, for ``.pt``,
+    ``common/checkpoint_{archive,pickle,fields,limits,tensors}.py``; for ``.safetensors``,
+    ``common/checkpoint_{safetensors,metadata}.py``.
     """
     target = Path(path)
     identity: FileIdentity | None = None
@@ -216,25 +185,24 @@ def _believe(
             f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
             reason="sha256_mismatch",
         )
-    check_globals(target, pickle_record(target, data, limits.max_bytes))
-    raw = torch_load(target, data)
-    config, state_dict, header = interpret(target, raw)
-    check_declared(target, config, limits)
-    check_tensors(target, state_dict, limits.max_parameters)
-    check_finite(target, state_dict)
+    fmt, contents = decode(target, data, limits)
+    check_finite(target, contents.state_dict)
+    header = contents.header
     return LoadedCheckpoint(
         path=target,
         sha256=sha256,
         size=len(data),
         mtime_ns=identity.mtime_ns,
-        config=config,
-        state_dict=state_dict,
+        config=contents.config,
+        state_dict=contents.state_dict,
         model_name=header.model_name,
         version=header.version,
         training_step=header.training_step,
         saved_at=header.saved_at,
         metadata=header.metadata,
         identity=identity,
+        format=fmt,
+        architecture=contents.architecture,
     )
 
 

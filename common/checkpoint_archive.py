@@ -26,27 +26,27 @@ from pathlib import Path
 
 from common.errors import CheckpointLoadError
 
-__all__ = ["MAX_DIRECTORY_BYTES", "MAX_PICKLE_BYTES", "pickle_record"]
+__all__ = ["LEGACY_MAGIC", "MAX_DIRECTORY_BYTES", "MAX_PICKLE_BYTES", "ZIP_MAGIC", "pickle_record"]
 
 MAX_DIRECTORY_BYTES = 1 << 20
 MAX_PICKLE_BYTES = 1 << 20
 
-_LOCAL = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 _END = struct.Struct("<4s4H2LH")  # signature, disks, entries, directory size, offset, comment
 _END_SIG = b"PK\x05\x06"
 _LOCATOR = struct.Struct("<4sLQL")  # zip64 locator: signature, disk, zip64 end offset, disks
 _LOCATOR_SIG = b"PK\x06\x07"
 _END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end: ..., entries, directory size, offset
 _END64_SIG = b"PK\x06\x06"
-_LEGACY = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 def pickle_record(target: Path, data: bytes, max_bytes: int) -> bytes:
     """Check the archive in ``data``; return its pickle record (``<archive>/data.pkl``)."""
     if not data:
         raise CheckpointLoadError(f"{target}: empty file", reason="truncated")
-    if not data.startswith(_LOCAL):
-        if data.startswith(_LEGACY):
+    if not data.startswith(ZIP_MAGIC):
+        if data.startswith(LEGACY_MAGIC):
             raise CheckpointLoadError(
                 f"{target}: torch's legacy (pre-1.6) format is not read; re-save it",
                 reason="unsupported_format",

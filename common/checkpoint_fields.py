@@ -21,9 +21,10 @@ from torch import Tensor
 from common.errors import CheckpointLoadError
 from common.policy import PolicyConfig, SACActor
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointHeader", "interpret"]
+__all__ = ["CHECKPOINT_FORMAT", "SAC_ACTOR", "CheckpointContents", "CheckpointHeader", "interpret"]
 
 CHECKPOINT_FORMAT = "fks.sac_actor"
+SAC_ACTOR = "sac_actor"  # the architecture of every checkpoint so far (SPEC §12)
 _UINT64_END = 1 << 64
 
 
@@ -36,6 +37,16 @@ class CheckpointHeader:
     training_step: int = 0
     saved_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointContents:
+    """What a checkpoint holds, whatever its format: what the format seam reads and writes."""
+
+    config: PolicyConfig
+    state_dict: dict[str, Tensor]
+    header: CheckpointHeader = field(default_factory=CheckpointHeader)
+    architecture: str = SAC_ACTOR
 
 
 def interpret(

@@ -1,4 +1,4 @@
-"""Opening a checkpoint file: never blocks, never reads past a bound, says what it read.
+"""Checkpoint files on disk: read without blocking or past a bound, written atomically.
 
 A FIFO, socket, device or directory is refused (``not_regular_file``) from ``lstat`` before
 ``open``, and ``open`` itself is ``O_NONBLOCK | O_NOFOLLOW`` with the descriptor ``fstat``-ed
@@ -6,17 +6,24 @@ again, so a file swapped in between cannot block or redirect the read either. A 
 ``max_bytes`` is refused from its size, before a byte is read (``too_large``); a file whose
 size changes while it is read is refused (``changing``), and never read past its size + 1.
 Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused.
+
+:func:`write_atomically` writes tmp -> fsync -> ``os.replace`` -> fsync(dir): a reader sees
+the old file or the whole new one, never half of one, and a crash leaves no half file behind
+under the target's name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.errors import CheckpointLoadError
 
-__all__ = ["FileIdentity", "file_identity", "read_checkpoint_file"]
+__all__ = ["FileIdentity", "file_identity", "read_checkpoint_file", "write_atomically"]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -117,3 +124,24 @@ def _read_at_most(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def write_atomically(target: Path, data: bytes) -> str:
+    """Write ``data`` to ``target`` (its directory created if need be); return its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return hashlib.sha256(data).hexdigest()

@@ -9,14 +9,15 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
     └── CheckpointError       a checkpoint that will not be served
         ├── CheckpointLoadError   the file cannot be read as a checkpoint: missing,
         │                         not_regular_file, unreadable, too_large, changing,
-        │                         truncated, corrupt, compressed_archive,
+        │                         truncated, corrupt, compressed_archive, bad_header,
         │                         unsupported_format, unsafe_pickle, foreign_format,
         │                         bad_metadata, bad_config, bad_dtype, bad_layout,
         │                         aliased_storage, sha256_mismatch, and load_error for
         │                         any failure nobody foresaw.
         └── CheckpointRejected    the file loads but is refused: outside the model
                                   roots, too_many_parameters, too_many_layers,
-                                  non-finite weights, wrong shape, a failed probe.
+                                  unknown_architecture, non-finite weights, wrong
+                                  shape, a failed probe.
 
 A ``CheckpointError`` carries the ``identity`` (path, size, mtime, inode, device) of the file
 that failed whenever it could be stat-ed, so a caller can remember the failure by the file,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PolicyConfig", "SACActor", "parameter_count"]
+__all__ = ["PolicyConfig", "SACActor", "config_from_shapes", "parameter_count", "state_shapes"]
 
 LOG_2 = math.log(2.0)
 LOG_STD_MIN = -20.0
@@ -80,6 +80,35 @@ def parameter_count(config: PolicyConfig) -> int:
     widths = (config.state_dim, *config.hidden)
     trunk = sum((fan_in + 1) * fan_out for fan_in, fan_out in pairwise(widths))
     return trunk + 2 * (widths[-1] + 1) * config.action_dim  # the mean and log-std heads
+
+
+def state_shapes(config: PolicyConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in the state_dict of an actor of ``config``,
+    from the config alone (what a checkpoint of it must hold, and nothing more)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    width = config.state_dim
+    for index, size in enumerate(config.hidden):
+        shapes[f"trunk.{2 * index}.weight"] = (size, width)
+        shapes[f"trunk.{2 * index}.bias"] = (size,)
+        width = size
+    for head in ("mean", "log_std"):
+        shapes[f"{head}.weight"] = (config.action_dim, width)
+        shapes[f"{head}.bias"] = (config.action_dim,)
+    return shapes
+
+
+def config_from_shapes(shapes: Mapping[str, Sequence[int]]) -> PolicyConfig:
+    """The config of a bare state_dict, from its tensors' shapes; ``ValueError`` if it is not
+    an actor's (the log-std bounds, which no shape tells, are the defaults)."""
+    hidden: list[int] = []
+    while (shape := shapes.get(f"trunk.{2 * len(hidden)}.weight")) is not None:
+        if len(shape) != 2:
+            raise ValueError(f"trunk.{2 * len(hidden)}.weight is not a matrix")
+        hidden.append(int(shape[0]))
+    first, mean = shapes.get("trunk.0.weight"), shapes.get("mean.weight")
+    if first is None or mean is None or len(mean) != 2:
+        raise ValueError("not a SACActor state_dict (no trunk.*.weight / mean.weight)")
+    return PolicyConfig(state_dim=int(first[1]), action_dim=int(mean[0]), hidden=tuple(hidden))
 
 
 def _is_int(value: object) -> bool:
@@ -157,15 +186,4 @@ class SACActor(nn.Module):
     @classmethod
     def infer_config(cls, state_dict: Mapping[str, Tensor]) -> PolicyConfig:
         """Rebuild the config of a bare ``state_dict`` from its weight shapes."""
-        hidden: list[int] = []
-        index = 0
-        while f"trunk.{index}.weight" in state_dict:
-            hidden.append(int(state_dict[f"trunk.{index}.weight"].shape[0]))
-            index += 2
-        if not hidden or "mean.weight" not in state_dict:
-            raise ValueError("not a SACActor state_dict (no trunk.*.weight / mean.weight)")
-        return PolicyConfig(
-            state_dim=int(state_dict["trunk.0.weight"].shape[1]),
-            action_dim=int(state_dict["mean.weight"].shape[0]),
-            hidden=tuple(hidden),
-        )
+        return config_from_shapes({name: tuple(t.shape) for name, t in state_dict.items()})

@@ -1,4 +1,4 @@
-"""The ``fks`` command line (SPEC §7): serve, train, notify, status, demo."""
+"""The ``fks`` command line (SPEC §7, §8): serve, train, notify, status, convert, demo."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     config = TrainConfig(
         directory=Path(args.dir), steps=args.steps, every=args.every, keep=args.keep,
-        seed=args.seed, warmup=args.warmup, progress=not args.quiet,
+        seed=args.seed, warmup=args.warmup, progress=not args.quiet, format=args.format,
     )  # fmt: skip
     with CheckpointNotifier(settings=settings) as notifier:
         summary = train(config, notifier)
@@ -126,6 +126,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from common.checkpoint import CheckpointLimits
+    from common.checkpoint_convert import convert_checkpoint, default_destination
+    from common.errors import CheckpointError
+
+    destination = Path(args.dst) if args.dst else default_destination(args.src)
+    if destination.suffix != ".safetensors":
+        print(f"fks convert: {destination}: DST must end in .safetensors", file=sys.stderr)
+        return 2
+    same = destination.absolute() == Path(args.src).absolute()  # refused below: not a .pt
+    if destination.exists() and not args.force and not same:
+        print(f"fks convert: {destination} exists (--force replaces it)", file=sys.stderr)
+        return 2
+    try:
+        converted = convert_checkpoint(
+            args.src, destination, limits=CheckpointLimits.from_settings(_settings(args))
+        )
+    except CheckpointError as exc:
+        print(f"fks convert: {exc} ({exc.reason})", file=sys.stderr)
+        return 2
+    source, saved = converted.source, converted.saved
+    print(f"{source.sha256}  {source.path}")  # sha256sum's format: `sha256sum -c` checks both
+    print(f"{saved.sha256}  {saved.path}")
+    print(
+        f"converted version {source.version} (step {source.training_step}, "
+        f"{len(source.state_dict)} tensors): {source.size} -> {saved.size} bytes",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fks.demo import DemoConfig, run_demo
 
@@ -171,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
+    train.add_argument("--format", choices=["safetensors", "pt"], default="safetensors",
+                       help="checkpoint format (safetensors; pt: the first release's)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
     common(train)
     train.set_defaults(func=cmd_train)
@@ -196,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     common(status)
     status.set_defaults(func=cmd_status)
+
+    convert = sub.add_parser("convert", help="rewrite a .pt checkpoint as .safetensors",
+                             description=(
+        "Read SRC as a serving node would (every bound, finite weights) and write the same "
+        "weights and metadata to DST (default: SRC with the suffix .safetensors) atomically, "
+        "then read it back and compare. Prints both sha256s as `sha256sum` does; exits 2 for "
+        "a missing or bad SRC, or a DST that is not .safetensors or exists."))  # fmt: skip
+    convert.add_argument("src", help="the .pt checkpoint")
+    convert.add_argument("dst", nargs="?", help="the .safetensors to write")
+    convert.add_argument("--force", action="store_true", help="replace an existing DST")
+    convert.set_defaults(func=cmd_convert)
 
     demo = sub.add_parser("demo", help="the main job on one machine", description=(
         "Embedded Redis + server + trainer + a predicting client; prints each swap and a "

@@ -1,10 +1,11 @@
 """The demo trainer: SAC on the simulated pair spread, saving and announcing every N steps.
 
-Each checkpoint is written with ``save_checkpoint`` (atomic) and announced with the
-publisher, carrying the training metrics as metadata (critic and actor loss, mean Q, alpha,
-evaluation return). Versions continue from the larger of Redis' ``:version`` counter and the
-newest checkpoint on disk, so a restarted trainer never announces an older version. Only the
-newest ``keep`` checkpoints stay on disk.
+Each checkpoint is written with ``save_checkpoint`` (atomic; ``.safetensors`` unless the
+config asks for the first release's ``.pt``) and announced with the publisher, carrying the
+training metrics as metadata (critic and actor loss, mean Q, alpha, evaluation return).
+Versions continue from the larger of Redis' ``:version`` counter and the newest checkpoint on
+disk (either format), so a restarted trainer never announces an older version. Only the
+newest ``keep`` checkpoints stay on disk, of both suffixes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.checkpoint import SavedCheckpoint, load_checkpoint, save_checkpoint
+from common.checkpoint import (
+    CheckpointFormat,
+    SavedCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from common.errors import CheckpointError
 from fks.env import PairSpreadEnv
 from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
@@ -43,6 +49,7 @@ class TrainConfig:
     eval_episodes: int = 5
     model_name: str = "sac_stat_pair"
     progress: bool = True
+    format: CheckpointFormat = "safetensors"
     sac: SACConfig = field(default_factory=SACConfig)
 
 
@@ -155,7 +162,7 @@ def _checkpoint(
             "mean_q": round(stats.mean_q, 6),
         }
     saved = save_checkpoint(
-        config.directory / f"model_{version:06d}.pt",
+        config.directory / f"model_{version:06d}.{config.format}",
         agent.actor,
         model_name=config.model_name,
         version=version,

@@ -1,7 +1,7 @@
 """Request-path freshness while the Redis listener is away: one ``os.stat`` per request.
 
-The watched path is the tier 1 file, or the tier 2/3 directory (a new ``model_*.pt`` renamed
-into it changes the directory's mtime). When its signature (mtime, inode, size) differs from
+The watched path is the tier 1 file, or the tier 2/3 directory (a new ``model_*`` checkpoint
+renamed into it changes the directory's mtime). When its signature (mtime, inode, size) differs from
 the last one seen, the request asks the applier to look at the disk and goes on with the
 served model: no request waits for a load. The applier loads a file that is newer than the
 served decision (``common/staleness.py``), and also polls the roots every

@@ -1,7 +1,8 @@
 """Where checkpoints may come from: the model roots and the tier 1/2/3 resolution (SPEC §4).
 
 - tier 1: ``STAT_PAIR_RL_MODEL``, an explicit file;
-- tier 2: ``STAT_PAIR_RL_DIR``, the newest ``model_*.pt`` by mtime;
+- tier 2: ``STAT_PAIR_RL_DIR``, the newest ``model_*.pt`` or ``model_*.safetensors`` by
+  mtime (SPEC §8);
 - tier 3: ``cache/models/rl/stat_pair/``, likewise.
 
 The roots are the directories of the three tiers. A path from a notification is confined to
@@ -18,7 +19,9 @@ from pathlib import Path
 from common.errors import CheckpointRejected
 from common.settings import Settings
 
-__all__ = ["ModelRoots", "Resolved", "checkpoints_newest_first"]
+__all__ = ["CHECKPOINT_SUFFIXES", "ModelRoots", "Resolved", "checkpoints_newest_first"]
+
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class ModelRoots:
         return found[:limit]
 
     def resolve(self) -> Resolved:
-        """Tier 1, else the newest ``model_*.pt`` of tier 2, else of tier 3."""
+        """Tier 1, else the newest ``model_*`` checkpoint of tier 2, else of tier 3."""
         if self.explicit is not None and self.explicit.is_file():
             return Resolved(self.explicit, self.explicit, 1)
         for tier, directory in ((2, self.directory), (3, self.default)):
@@ -95,15 +98,16 @@ _DIGITS = re.compile(r"(\d+)")
 
 
 def checkpoints_newest_first(directory: Path) -> list[Path]:
-    """The ``model_*.pt`` files of ``directory``, newest mtime first (ties: by name, with
-    numbers compared as numbers: ``model_10.pt`` is newer than ``model_9.pt``)."""
+    """The ``model_*.pt`` and ``model_*.safetensors`` files of ``directory``, newest mtime
+    first (ties: by name, with numbers compared as numbers: ``model_10.pt`` is newer than
+    ``model_9.safetensors``, and of one stem ``.safetensors`` is newer than ``.pt``)."""
     found: list[tuple[tuple[int, tuple[tuple[int, int | str], ...]], Path]] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return []
     for entry in entries:
-        if not (entry.name.startswith("model_") and entry.name.endswith(".pt")):
+        if not (entry.name.startswith("model_") and entry.name.endswith(CHECKPOINT_SUFFIXES)):
             continue
         try:
             if entry.is_file():
@@ -118,6 +122,6 @@ def _realpath(path: Path) -> Path:
 
 
 def newest_checkpoint(directory: Path) -> Path | None:
-    """The ``model_*.pt`` file with the newest mtime in ``directory`` (ties: by name)."""
+    """The ``model_*`` checkpoint with the newest mtime in ``directory`` (ties: by name)."""
     ordered = checkpoints_newest_first(directory)
     return ordered[0] if ordered else None

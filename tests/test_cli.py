@@ -12,9 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import torch
 
 from common import CheckpointNotification, RedisKeys
-from common.checkpoint import load_checkpoint
+from common.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from common.checkpoint_convert import convert_checkpoint
+from common.errors import CheckpointLoadError
+from common.policy import PolicyConfig, SACActor
 from fks.cli import main
 from fks.redis_server import free_port
 from subscriber import ServingNode
@@ -23,7 +27,9 @@ from tests.helpers import wait_for, write_checkpoint
 KEYS = RedisKeys("default")
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["train"], ["notify"], ["status"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["train"], ["notify"], ["status"], ["convert"], ["demo"]]
+)
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """`fks [COMMAND] --help` explains itself and exits 0."""
     with pytest.raises(SystemExit) as exit_:
@@ -100,23 +106,106 @@ def test_status_without_redis_exits_1(capsys: pytest.CaptureFixture[str]) -> Non
     assert "fks status" in capsys.readouterr().err
 
 
+def test_convert_rewrites_a_pt_as_safetensors_and_prints_both_sha256s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same weights, same metadata, the suffix changed; stdout is `sha256sum` lines."""
+    actor = SACActor(PolicyConfig(hidden=(16,)))
+    src = save_checkpoint(
+        tmp_path / "model_7.pt", actor, model_name="m", version=7, training_step=70,
+        metadata={"loss": 0.5},
+    ).path  # fmt: skip
+    assert main(["convert", str(src)]) == 0
+    dst = tmp_path / "model_7.safetensors"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{file_sha256(src)}  {src}", f"{file_sha256(dst)}  {dst}"]
+    before, after = load_checkpoint(src), load_checkpoint(dst)
+    assert after.format == "safetensors" and before.format == "pt"
+    for field in ("config", "model_name", "version", "training_step", "saved_at", "metadata"):
+        assert getattr(after, field) == getattr(before, field), field
+    assert all(torch.equal(after.state_dict[k], v) for k, v in before.state_dict.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_7.pt", "model_7.safetensors"]
+
+
+def test_convert_keeps_a_first_release_file_and_its_dtype(tmp_path: Path) -> None:
+    """The first release's .pt converts; float64 weights stay float64 (no model in between)."""
+    first = tmp_path / "first.pt"
+    first.write_bytes((Path(__file__).parent / "data" / "model_first_release.pt").read_bytes())
+    converted = convert_checkpoint(first)
+    assert converted.saved.path == tmp_path / "first.safetensors"
+    assert load_checkpoint(converted.saved.path).version == 7
+    double = save_checkpoint(tmp_path / "double.pt", SACActor(PolicyConfig(hidden=(8,))).double())
+    written = load_checkpoint(
+        convert_checkpoint(double.path, tmp_path / "d.safetensors").saved.path
+    )
+    assert {t.dtype for t in written.state_dict.values()} == {torch.float64}
+
+
+def test_a_conversion_that_does_not_read_back_the_same_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.checkpoint_convert
+
+    def differ(*args: object) -> None:
+        raise CheckpointLoadError("reads back with other state_dict", reason="corrupt")
+
+    monkeypatch.setattr(common.checkpoint_convert, "_same", differ)
+    src = write_checkpoint(tmp_path, 1).path
+    with pytest.raises(CheckpointLoadError):
+        convert_checkpoint(src)
+    assert [p.name for p in tmp_path.iterdir()] == ["model_1.pt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["nope.pt"], "missing"),
+        (["junk.pt"], "corrupt"),
+        (["model_1.safetensors"], "foreign_format"),
+        (["model_1.pt", "out.pt"], "must end in .safetensors"),
+        (["model_1.pt", "taken.safetensors"], "exists"),
+    ],
+)
+def test_convert_refuses_a_bad_source_or_destination_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    """A missing, corrupt or already converted SRC, a DST that is not .safetensors or exists."""
+    write_checkpoint(tmp_path, 1)
+    write_checkpoint(tmp_path, 1, name="model_1.safetensors")
+    (tmp_path / "junk.pt").write_bytes(b"junk" * 100)
+    (tmp_path / "taken.safetensors").write_bytes(b"x")
+    assert main(["convert", *(str(tmp_path / a) for a in argv)]) == 2
+    assert needle in capsys.readouterr().err
+    assert (tmp_path / "taken.safetensors").read_bytes() == b"x"
+    assert not (tmp_path / "out.pt").exists() and not (tmp_path / "nope.safetensors").exists()
+    assert main(["convert", str(tmp_path / "model_1.pt"), str(tmp_path / "taken.safetensors"),
+                 "--force"]) == 0  # fmt: skip
+
+
 def test_train_saves_announces_prunes_and_continues_versions(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    """Every N steps a checkpoint is saved and announced; only K stay; a rerun continues."""
+    """Every N steps a checkpoint is saved (.safetensors unless --format pt) and announced;
+    only K stay, of both formats; a rerun continues the versions."""
     argv = [
         "train", "--steps", "120", "--every", "40", "--warmup", "20", "--keep", "2",
         "--dir", str(tmp_path), "--redis-url", redis_url, "--quiet",
     ]  # fmt: skip
-    assert main(argv) == 0
-    files = sorted(tmp_path.glob("model_*.pt"))
+    assert main([*argv, "--format", "pt"]) == 0
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["model_000002.pt", "model_000003.pt"]
     assert [load_checkpoint(f).version for f in files] == [2, 3]
     latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
     assert latest.version == 3 and latest.training_step == 120
     assert {"eval_return", "alpha", "critic_loss", "mean_q"} <= set(latest.metadata)
     assert "np." not in json.dumps(latest.metadata)
     assert main(argv) == 0
-    assert CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "").version == 6
+    latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
+    assert latest.version == 6 and latest.model_path.endswith("model_000006.safetensors")
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["model_000005.safetensors", "model_000006.safetensors"]
+    loaded = load_checkpoint(files[-1], expected_sha256=latest.sha256)
+    assert loaded.format == "safetensors" and loaded.metadata == latest.metadata
 
 
 def test_train_moves_past_a_version_an_operator_took(

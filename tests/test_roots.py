@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from common import Settings
+from subscriber import ModelHolder
+from subscriber.decider import Decider
 from subscriber.roots import checkpoints_newest_first, newest_checkpoint
+from tests.helpers import bump_mtime, write_checkpoint
 
 
 def test_equal_mtimes_rank_model_10_above_model_9(tmp_path: Path) -> None:
@@ -25,3 +30,46 @@ def test_a_newer_mtime_still_wins_over_a_larger_number(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
         os.utime(tmp_path / name, ns=(ns * 10**18, ns * 10**18))
     assert [p.name for p in checkpoints_newest_first(tmp_path)] == ["model_9.pt", "model_10.pt"]
+
+
+def test_both_formats_are_scanned_and_nothing_else(tmp_path: Path) -> None:
+    """model_*.pt and model_*.safetensors are checkpoints (SPEC §8); other names are not."""
+    names = ["model_1.pt", "model_2.safetensors", "model_3.pth", "model_4.safetensors.tmp",
+             ".model_5.safetensors.1.ab.tmp", "other_6.safetensors", "model_7.txt"]  # fmt: skip
+    for ns, name in enumerate(names, start=1):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(ns * 10**18, ns * 10**18))
+    found = [p.name for p in checkpoints_newest_first(tmp_path)]
+    assert found == ["model_2.safetensors", "model_1.pt"]
+
+
+def test_equal_mtimes_rank_across_formats_by_number_then_suffix(tmp_path: Path) -> None:
+    """model_10.pt is newer than model_9.safetensors; of one stem, .safetensors (the file
+    `fks convert` writes) ranks above .pt."""
+    names = ["model_9.safetensors", "model_10.pt", "model_9.pt", "model_10.safetensors"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(1_700_000_000_000_000_000,) * 2)
+    ordered = [p.name for p in checkpoints_newest_first(tmp_path)]
+    assert ordered == ["model_10.safetensors", "model_10.pt", "model_9.safetensors", "model_9.pt"]
+
+
+def test_a_cold_node_serves_the_newest_checkpoint_of_either_format(
+    settings_for: Callable[..., Settings], model_root: Path
+) -> None:
+    """Tier 2 holds a .pt and a newer .safetensors: the .safetensors is resolved and served;
+    a newer .pt then wins the fallback in turn."""
+    write_checkpoint(model_root, 1)
+    newer = write_checkpoint(model_root, 2, name="model_2.safetensors").path
+    bump_mtime(newer)
+    holder = ModelHolder(settings_for())
+    assert holder.roots.resolve().path == newer
+    outcome = Decider(holder).check_disk()
+    assert outcome is not None and outcome.applied
+    served = holder.current()
+    assert served is not None and served.version == 2 and served.path == newer
+    third = write_checkpoint(model_root, 3).path
+    bump_mtime(third, 2.0)
+    outcome = Decider(holder).check_disk()
+    assert outcome is not None and outcome.applied
+    assert (served := holder.current()) is not None and served.path == third
