@@ -58,7 +58,9 @@ class ServingNode:
         self.replay = ReplayGuard(
             enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
         )
-        self.decider = Decider(self.holder, judged=self.judged, replay=self.replay)
+        self.decider = Decider(
+            self.holder, judged=self.judged, replay=self.replay, remote_url=s.model_url
+        )
         self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
         self.applier = Applier(
             self.decider,
@@ -72,6 +74,7 @@ class ServingNode:
             ),
             recorder=self.recorder,
             node_id=self.registry_id(s),
+            remote_poll=s.remote_poll_seconds if s.model_url else None,
         )
         self.fallback = FallbackWatcher(self.holder, self.applier)
         self.listener = CheckpointSubscriber(
