@@ -135,7 +135,7 @@ def parse_model_path(
 
 def canonical_url(url: str) -> str:
     """``url`` in the one form that is compared and fetched; ValueError says what is refused."""
-    if "::" in url:
+    if "::" in re.sub(r"\[[^\]]*\]", "", url):  # an IPv6 host is not a chain
         raise ValueError("a chained fsspec URL (::) is not allowed")
     if any(ch in url for ch in "?#"):
         raise ValueError("a query or fragment is not allowed")

@@ -23,6 +23,7 @@ import redis
 from common.keys import RedisKeys
 from common.redis_scripts import STORE_BLOB
 from common.remote import BLOB_SCHEME, canonical_url, is_url
+from common.stores import filesystem
 
 __all__ = ["BlobTooLarge", "UploadFailed", "store_blob", "upload_checkpoint"]
 
@@ -51,9 +52,7 @@ def upload_checkpoint(local: str | os.PathLike[str], prefix: str, sha256: str) -
     url = upload_url(local, prefix)
     protocol, _, path = url.partition("://")
     try:
-        import fsspec
-
-        fs = fsspec.filesystem(protocol)
+        fs = filesystem(protocol)
         extra = {"Metadata": {"sha256": sha256}} if protocol in ("s3", "s3a") else {}
         fs.put_file(os.fspath(local), path, **extra)
     except ImportError as exc:

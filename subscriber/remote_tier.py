@@ -18,7 +18,7 @@ from typing import Any
 
 from common.errors import CheckpointLoadError, CheckpointRejected
 from common.remote import SUFFIXES, RemoteRef, canonical_url
-from subscriber.transports import filesystem
+from common.stores import filesystem
 
 __all__ = ["RemoteObject", "newest_object"]
 
@@ -67,7 +67,7 @@ def newest_object(prefix_url: str, *, timeout: float) -> RemoteObject | None:
         return None
     (mtime_ns, _), name, size = max(found)
     try:
-        url = canonical_url(f"{protocol}://{name}")
+        url = canonical_url(f"{protocol}://{name.lstrip('/')}")
     except ValueError:
         return None  # a name no message could name either
     return RemoteObject(RemoteRef(url, "fsspec", protocol, _sha256_of(fs, name)), size, mtime_ns)

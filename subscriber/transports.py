@@ -31,10 +31,12 @@ from redis.retry import Retry
 from common.errors import CheckpointLoadError
 from common.keys import RedisKeys
 from common.remote import RemoteRef
+from common.stores import filesystem
 
-__all__ = ["CHUNK_BYTES", "Source", "Transient", "filesystem", "open_source"]
+__all__ = ["CHUNK_BYTES", "Source", "Transient", "open_source"]
 
 CHUNK_BYTES = 1 << 20
+HTTP_CHUNK_BYTES = 64 << 10
 _RETRIED_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -89,7 +91,7 @@ def _http(ref: RemoteRef, timeout: float) -> Iterator[Source]:
 
 
 def _http_chunks(response: httpx.Response) -> Iterator[bytes]:
-    yield from response.iter_raw(CHUNK_BYTES)  # the bytes as sent: no content decoding
+    yield from response.iter_raw(HTTP_CHUNK_BYTES)  # the bytes as sent: no decoding
 
 
 @contextlib.contextmanager
@@ -124,27 +126,6 @@ def _blob_chunks(ref: RemoteRef, client: redis.Redis, key: str, size: int) -> It
         if not isinstance(chunk, bytes) or not chunk:
             return  # evicted meanwhile: the short read is caught by the size check
         yield chunk
-
-
-_FILESYSTEMS: dict[tuple[str, float], Any] = {}
-
-
-def filesystem(protocol: str, timeout: float) -> Any:
-    """One fsspec file system per protocol and timeout (fsspec caches instances too)."""
-    import fsspec
-
-    key = (protocol, timeout)
-    if key not in _FILESYSTEMS:
-        options: dict[str, Any] = {}
-        if protocol in ("s3", "s3a"):
-            options["config_kwargs"] = {
-                "connect_timeout": min(timeout, 10.0),
-                "read_timeout": timeout,
-                "retries": {"max_attempts": 1},  # subscriber/fetch.py retries, within its budget
-            }
-            options["retries"] = 1
-        _FILESYSTEMS[key] = fsspec.filesystem(protocol, **options)
-    return _FILESYSTEMS[key]
 
 
 @contextlib.contextmanager

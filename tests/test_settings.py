@@ -54,9 +54,7 @@ def test_every_spec_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert s.jit is True
     assert s.api_key is not None and s.api_key.get_secret_value() == "key-123"
     assert s.secret == "sec-456"
-    assert s.model_roots() == [
-        tmp_path / "a", tmp_path / "b", DEFAULT_MODEL_DIR, DEFAULT_CACHE_DIR
-    ]
+    assert s.model_roots() == [tmp_path / "a", tmp_path / "b", DEFAULT_MODEL_DIR, DEFAULT_CACHE_DIR]
 
 
 def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
