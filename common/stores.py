@@ -39,6 +39,8 @@ def filesystem(protocol: str, timeout: float | None = None) -> Any:
                         "read_timeout": timeout,
                         "retries": {"max_attempts": 1},
                     }
-                    options["retries"] = 1
-            _CACHE[key] = fsspec.filesystem(protocol, **options)
+            fs = fsspec.filesystem(protocol, **options)
+            if protocol in ("s3", "s3a") and timeout is not None:
+                fs.retries = 1  # s3fs' own retry loop (5 by default): the caller retries
+            _CACHE[key] = fs
         return _CACHE[key]

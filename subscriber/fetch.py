@@ -95,6 +95,22 @@ def fetch(
     for an object of the node's own remote tier, whose ``ref.sha256`` may be None).
     ``on_bytes(n)``: called for every chunk received, failed attempts included.
     """
+    try:
+        return _fetch(ref, options, expected_size, on_bytes, protect)
+    except OSError as exc:  # the cache itself: not writable, full
+        raise CheckpointLoadError(
+            f"{ref.url}: cannot write to the cache {options.cache_dir}: {exc}",
+            reason="fetch_failed",
+        ) from None
+
+
+def _fetch(
+    ref: RemoteRef,
+    options: FetchOptions,
+    expected_size: int | None,
+    on_bytes: Callable[[int], None],
+    protect: Collection[Path],
+) -> Fetched:
     start = time.monotonic()
     deadline = start + options.timeout
     options.cache_dir.mkdir(parents=True, exist_ok=True)
