@@ -11,7 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal
 
-Behaviour = Literal["ok", "truncated", "wrong_bytes", "no_length", "fail_once", "slow"]
+# ok; truncated: a Content-Length, half the body; cut_no_length: no length, half the body;
+# no_length: no length, the whole body; wrong_bytes: the length, other bytes; fail_once: a 503
+# first; slow: 64 KiB every 50 ms
+Behaviour = Literal[
+    "ok", "truncated", "cut_no_length", "wrong_bytes", "no_length", "fail_once", "slow"
+]
 
 
 @dataclass
@@ -68,12 +73,12 @@ class HttpStore:
         if how == "wrong_bytes":
             data = bytes(b ^ 0x01 for b in data[:64]) + data[64:]
         handler.send_response(200)
-        if how != "no_length":
+        if how not in ("no_length", "cut_no_length"):
             handler.send_header("Content-Length", str(len(data)))
         else:
             handler.send_header("Connection", "close")
         handler.end_headers()
-        body = data[: len(data) // 2] if how == "truncated" else data
+        body = data[: len(data) // 2] if how in ("truncated", "cut_no_length") else data
         step = 64 * 1024
         try:
             for start in range(0, len(body), step):
@@ -83,7 +88,7 @@ class HttpStore:
                     time.sleep(0.05)
         except OSError:
             pass  # the client hung up (a byte cap, a timeout)
-        if how in ("truncated", "no_length"):
+        if how in ("truncated", "no_length", "cut_no_length"):
             handler.close_connection = True
 
     def __enter__(self) -> HttpStore:
