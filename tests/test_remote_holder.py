@@ -13,10 +13,12 @@ import pytest
 import redis
 
 from common import CheckpointNotification, RedisKeys, Settings
+from publisher import notify_checkpoint
 from publisher.upload import store_blob
+from subscriber import ServingNode
 from subscriber.decider import Decider
 from subscriber.holder import ModelHolder
-from tests.helpers import write_checkpoint
+from tests.helpers import wait_for, write_checkpoint
 from tests.http_store import HttpStore
 
 
@@ -187,3 +189,28 @@ def test_the_remote_tier_serves_the_newest_object_and_notices_a_newer_one(
     assert newer is not None and newer.model is not None
     assert newer.model.origin == "memory://tier/models/model_3.pt"
     memory.rm("/tier", recursive=True)
+
+
+def test_while_redis_is_away_a_node_serves_the_newest_upload_of_its_remote_tier(
+    start_node: Callable[..., ServingNode], s3_bucket: str, trainer_dir: Path, tmp_path: Path
+) -> None:
+    """STAT_PAIR_RL_URL on a real S3 server: Redis is unreachable, the trainer's uploads are
+    not announced, and the node still serves each newest one, listed by its applier."""
+    down = "redis://127.0.0.1:1/0"
+    prefix = f"s3://{s3_bucket}/tier/"
+    node = start_node(
+        down,
+        model_url=prefix,
+        cache_dir=tmp_path / "node-cache",
+        remote_poll_seconds=0.2,
+        fallback_poll_seconds=0.1,
+    )
+    assert node.holder.current() is None
+    for version in (1, 2):
+        saved = write_checkpoint(trainer_dir, version)
+        result = notify_checkpoint(saved.path, version=version, redis_url=down, upload_to=prefix)
+        assert result.outcome == "not_sent"  # uploaded, not announced
+        url = f"{prefix}model_{version}.pt"
+        wait_for(lambda u=url: getattr(node.holder.current(), "origin", None) == u, 15)  # type: ignore[misc]
+        model = node.holder.current()
+        assert model is not None and model.sha256 == saved.sha256 and model.source == "remote"
