@@ -11,7 +11,11 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["filesystem"]
+__all__ = ["STALL_SECONDS", "filesystem"]
+
+# A store silent this long (no connection, no byte) is given up on for this attempt: within
+# a fetch's budget (30 s by default) there is time to try again.
+STALL_SECONDS = 10.0
 
 _LOCK = threading.Lock()
 _CACHE: dict[tuple[str, str, float | None], Any] = {}
@@ -20,8 +24,9 @@ _CACHE: dict[tuple[str, str, float | None], Any] = {}
 def filesystem(protocol: str, timeout: float | None = None) -> Any:
     """The fsspec file system of ``protocol`` (ImportError if its package is missing).
 
-    For S3 with ``timeout``: botocore's connect/read timeouts, and a single attempt per call
-    (the caller retries within its own budget).
+    For S3 with ``timeout``: botocore's connect/read timeouts (at most ``STALL_SECONDS``:
+    a stalled read is given up on and retried), and a single attempt per call (the caller
+    retries within its own budget).
     """
     import fsspec
 
@@ -35,8 +40,8 @@ def filesystem(protocol: str, timeout: float | None = None) -> Any:
                     options["client_kwargs"] = {"endpoint_url": endpoint}
                 if timeout is not None:
                     options["config_kwargs"] = {
-                        "connect_timeout": min(timeout, 10.0),
-                        "read_timeout": timeout,
+                        "connect_timeout": min(timeout, STALL_SECONDS),
+                        "read_timeout": min(timeout, STALL_SECONDS),
                         "retries": {"max_attempts": 1},
                     }
             fs = fsspec.filesystem(protocol, **options)

@@ -151,7 +151,7 @@ class ServingNode:
             "mode": self.mode,
             "version": model.version if model else None,
             "generation": model.generation if model else None,
-            "path": str(model.path) if model else None,
+            "path": (model.origin or str(model.path)) if model else None,
             "loaded_at": model.loaded_at.isoformat() if model else None,
             "model_name": model.model_name if model else None,
         }

@@ -31,7 +31,7 @@ from redis.retry import Retry
 from common.errors import CheckpointLoadError
 from common.keys import RedisKeys
 from common.remote import RemoteRef
-from common.stores import filesystem
+from common.stores import STALL_SECONDS, filesystem
 
 __all__ = ["CHUNK_BYTES", "Source", "Transient", "open_source"]
 
@@ -70,7 +70,10 @@ def open_source(
 def _http(ref: RemoteRef, timeout: float) -> Iterator[Source]:
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            httpx.Client(
+                timeout=httpx.Timeout(min(timeout, STALL_SECONDS), pool=timeout),
+                follow_redirects=False,
+            ) as client,
             client.stream("GET", ref.url) as response,
         ):
             status = response.status_code
@@ -100,8 +103,8 @@ def _blob(ref: RemoteRef, timeout: float, redis_url: str, instance_id: str) -> I
     key = RedisKeys(instance_id).blob(ref.sha256)
     client = redis.Redis.from_url(
         redis_url,
-        socket_connect_timeout=min(timeout, 5.0),
-        socket_timeout=min(timeout, 10.0),
+        socket_connect_timeout=min(timeout, STALL_SECONDS),
+        socket_timeout=min(timeout, STALL_SECONDS),
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
@@ -133,8 +136,8 @@ def _fsspec(ref: RemoteRef, timeout: float) -> Iterator[Source]:
     fs = filesystem(ref.protocol, timeout)
     path = ref.url.split("://", 1)[1]
     with _store_errors(ref):
-        size = fs.info(path).get("size")
-        handle = fs.open(path, "rb", block_size=CHUNK_BYTES, cache_type="none")
+        handle = fs.open(path, "rb", block_size=CHUNK_BYTES, cache_type="none")  # one HEAD
+        size = getattr(handle, "size", None)
     try:
         yield Source(int(size) if size is not None else None, _fsspec_chunks(ref, handle))
     finally:

@@ -136,6 +136,7 @@ def test_s3_killed_mid_download_ten_times_while_clients_predict(
                     FKS_MODEL_URLS="s3://runs/ckpt/",
                     FKS_NODE_ID=f"node-{name}",
                     FKS_MISSING_RETRY_SECONDS="30",
+                    FKS_FETCH_RETRIES="8",  # ride through the restart within one fetch
                 )
             )
         sizes: dict[int, int] = {}
@@ -153,7 +154,10 @@ def test_s3_killed_mid_download_ten_times_while_clients_predict(
             announce(1)
             for node in nodes:
                 until(lambda n=node: model_info(n).get("version") == 1, 30)  # type: ignore[misc]
-            with Clients(nodes[0].url, n=4) as clients_a, Clients(nodes[1].url, n=4) as clients_b:
+            with (
+                Clients(nodes[0].url, n=4, pause=0.002) as clients_a,
+                Clients(nodes[1].url, n=4, pause=0.002) as clients_b,
+            ):
                 for version in range(2, rounds + 2):
                     before = proxy.down
                     sha = announce(version)
