@@ -28,7 +28,7 @@ from pathlib import Path
 from common.checkpoint import CheckpointLimits
 from common.checkpoint_file import file_identity
 from common.errors import CheckpointError, CheckpointLoadError
-from common.remote import RemoteRef, parse_model_path
+from common.remote import RemoteRef, parse_model_path, protocol_installed
 from common.settings import Settings
 from common.staleness import Freshness, ServedIdentity
 from common.textsafe import printable
@@ -72,6 +72,8 @@ class ModelHolder:
     ) -> None:
         self.roots = ModelRoots(settings)
         self.url_prefixes = settings.url_prefixes()
+        for prefix in self.url_prefixes:  # import s3fs & co now, not on a first notification
+            protocol_installed(prefix.split("://", 1)[0])
         self.fetch_options = FetchOptions.from_settings(settings)
         self.metrics = metrics or Metrics()
         self.options = options or LoadOptions(
