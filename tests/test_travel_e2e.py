@@ -5,7 +5,7 @@ served by both nodes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,27 +20,34 @@ STATE = [0.05] * 28
 
 
 @pytest.fixture
-def nodes(
+def start_node(
     redis_url: str, s3_server: MotoServer, s3_bucket: str, tmp_path: Path
-) -> Iterator[list[ServerProcess]]:
+) -> Iterator[Callable[[str], ServerProcess]]:
+    """A node with a directory of its own (empty), the bucket's prefix allowed."""
     started: list[ServerProcess] = []
-    try:
-        for name in ("node-a", "node-b"):
-            home = tmp_path / name
-            env = {
-                **s3_server.env,
-                "REDIS_URL": redis_url,
-                "STAT_PAIR_RL_DIR": str(home / "models"),
-                "FKS_DEFAULT_DIR": str(home / "default"),
-                "FKS_CACHE_DIR": str(home / "cache"),
-                "FKS_MODEL_URLS": f"s3://{s3_bucket}/runs/",
-                "FKS_NODE_ID": name,
-            }
-            started.append(ServerProcess(env, log_path=tmp_path / f"{name}.log").start())
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+
+    def start(name: str) -> ServerProcess:
+        home = tmp_path / name
+        env = {
+            **s3_server.env,
+            "REDIS_URL": redis_url,
+            "STAT_PAIR_RL_DIR": str(home / "models"),
+            "FKS_DEFAULT_DIR": str(home / "default"),
+            "FKS_CACHE_DIR": str(home / "cache"),
+            "FKS_MODEL_URLS": f"s3://{s3_bucket}/runs/",
+            "FKS_NODE_ID": name,
+        }
+        started.append(ServerProcess(env, log_path=tmp_path / f"{name}.log").start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def nodes(start_node: Callable[[str], ServerProcess]) -> list[ServerProcess]:
+    return [start_node("node-a"), start_node("node-b")]
 
 
 def info(server: ServerProcess) -> dict[str, object]:
@@ -76,3 +83,18 @@ def test_every_checkpoint_announced_is_served_by_both_nodes(
         assert not (home / "models").exists() or not any((home / "models").iterdir())
         cached = sorted(p.name for p in (home / "cache").iterdir())
         assert len(cached) == 4 and all(not n.startswith(".") for n in cached)  # FKS_CACHE_KEEP
+
+
+def test_a_node_started_later_with_an_empty_disk_serves_the_latest(
+    start_node: Callable[[str], ServerProcess], redis_url: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Its catch-up on :latest names a URL: fetched at start, served before any request."""
+    trainer_dir = tmp_path / "trainer"
+    trainer_dir.mkdir()
+    saved = write_checkpoint(trainer_dir, 7)
+    with CheckpointNotifier(redis_url) as notifier:
+        assert notifier.notify(saved.path, version=7, upload_to=f"s3://{s3_bucket}/runs/")
+    late = start_node("node-late")
+    served = info(late)
+    assert served["version"] == 7 and served["sha256"] == saved.sha256
+    assert served["source"] == "latest"
