@@ -26,8 +26,9 @@ import time
 from collections import OrderedDict
 
 from common.checkpoint_file import FileIdentity
+from common.remote import RemoteRef
 
-__all__ = ["NOT_REMEMBERED", "FailureMemory"]
+__all__ = ["NOT_REMEMBERED", "FailureMemory", "fetch_key"]
 
 # Failures that say nothing about the file's bytes: retried, never remembered.
 NOT_REMEMBERED = frozenset({"missing", "busy", "loads_hung", "superseded", "fetch_failed"})
@@ -70,6 +71,19 @@ class FailureMemory:
                 self._by_sha256.popitem(last=False)
         return True
 
+    def remember_remote(
+        self,
+        identity: FileIdentity | None,
+        ref: RemoteRef,
+        fetched_sha256: str | None,
+        reason: str,
+    ) -> bool:
+        """A remote checkpoint failed: its verified bytes (``fetched_sha256``) for good, else
+        what its store sent, by listing ``identity`` or by URL and sha256 for a while."""
+        if fetched_sha256 is not None:
+            return self.remember_content(fetched_sha256, reason)
+        return self.remember(identity, fetch_key(ref), reason)
+
     def known(
         self, identity: FileIdentity | None, path: str, sha256: str | None = None
     ) -> str | None:
@@ -93,3 +107,8 @@ class FailureMemory:
             for identity in [i for i in self._by_identity if i.path == path]:
                 del self._by_identity[identity]
             self._by_path.pop(path, None)
+
+
+def fetch_key(ref: RemoteRef) -> str:
+    """What a failed fetch is remembered by: the URL and the sha256 asked of it."""
+    return f"{ref.url}#{ref.sha256 or ''}"

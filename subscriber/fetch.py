@@ -35,6 +35,7 @@ from pathlib import Path
 from common.errors import CheckpointLoadError
 from common.remote import SUFFIXES, RemoteRef
 from common.settings import Settings
+from common.textsafe import printable
 from subscriber.transports import Transient, open_source
 
 __all__ = ["FetchOptions", "Fetched", "cached_file", "fetch"]
@@ -133,11 +134,15 @@ def _fetch(
                     f"{time.monotonic() - start:.1f} s: {exc}",
                     reason="fetch_failed",
                 ) from None
-            log.info("fetching %s failed (%s); retrying in %.2f s", ref.url, exc, pause)
+            log.info("fetching %s failed (%s); retrying in %.2f s", printable(ref.url), exc, pause)
             time.sleep(pause)
             delay = min(delay * 2, BACKOFF_MAX)
     _prune(options.cache_dir, options.keep, {path, *protect})
-    return Fetched(path, digest, size, False, time.monotonic() - start, attempt)
+    seconds = time.monotonic() - start
+    log.info(
+        "fetched %s (%d bytes) in %.3f s, %d attempt(s)", printable(ref.url), size, seconds, attempt
+    )
+    return Fetched(path, digest, size, False, seconds, attempt)
 
 
 def cached_file(cache_dir: Path, sha256: str) -> Path | None:

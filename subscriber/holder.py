@@ -34,7 +34,7 @@ from common.staleness import Freshness, ServedIdentity
 from common.textsafe import printable
 from subscriber.errors import NoPreviousModel, NothingToLoad
 from subscriber.events import Event, EventKind, EventLog
-from subscriber.failures import FailureMemory
+from subscriber.failures import FailureMemory, fetch_key
 from subscriber.fetch import Fetched, FetchOptions, fetch
 from subscriber.lane import LoadLane
 from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
@@ -162,7 +162,7 @@ class ModelHolder:
 
     def known_bad(self, located: Located) -> str | None:
         if (ref := located.remote) is not None:
-            return self.failures.known(located.identity, _fetch_key(ref), ref.sha256)
+            return self.failures.known(located.identity, fetch_key(ref), ref.sha256)
         path = str(located.real) if located.real is not None else located.candidate.path
         return self.failures.known(located.identity, path)
 
@@ -190,8 +190,17 @@ class ModelHolder:
                         )
             target, sha256 = real, c.sha256
             if remote is not None:
-                fetched.append(self._fetch(remote, located))
-                target, sha256 = fetched[0].path, fetched[0].sha256
+                got = fetch(
+                    remote,
+                    self.fetch_options,
+                    expected_size=located.identity.size if located.identity else None,
+                    on_bytes=self.metrics.fetch_bytes.inc,
+                    protect=[m.path for m in (self._current, self._previous) if m is not None],
+                )
+                fetched.append(got)
+                if not got.cached:
+                    self.metrics.fetch_seconds.observe(got.seconds)
+                target, sha256 = got.path, got.sha256
             assert target is not None
             return prepare_checkpoint(target, self.roots, self.options, expected_sha256=sha256)
 
@@ -201,41 +210,14 @@ class ModelHolder:
             prepared = self.lane.run(load, what=f"loading {printable(located.key)}", timeout=budget)
         except CheckpointError as exc:
             if remote is not None:
-                self._remember_remote(located, remote, fetched, exc)
+                fetched_sha256 = fetched[0].sha256 if fetched else None
+                self.failures.remember_remote(located.identity, remote, fetched_sha256, exc.reason)
             else:
                 identity = getattr(exc, "identity", None) or located.identity
                 self.failures.remember(identity, str(real), exc.reason)
             raise
         self.metrics.load_seconds.observe(elapsed())
         return prepared
-
-    def _fetch(self, ref: RemoteRef, located: Located) -> Fetched:
-        protect = [m.path for m in (self._current, self._previous) if m is not None]
-        got = fetch(
-            ref,
-            self.fetch_options,
-            expected_size=located.identity.size if located.identity is not None else None,
-            on_bytes=self.metrics.fetch_bytes.inc,
-            protect=protect,
-        )
-        if not got.cached:
-            self.metrics.fetch_seconds.observe(got.seconds)
-            log.info(
-                "fetched %s (%d bytes) in %.3f s, %d attempt(s)",
-                printable(ref.url),
-                got.size,
-                got.seconds,
-                got.attempts,
-            )
-        return got
-
-    def _remember_remote(
-        self, located: Located, ref: RemoteRef, fetched: list[Fetched], exc: CheckpointError
-    ) -> None:
-        if fetched:  # the verified bytes failed to load: they always will
-            self.failures.remember_content(fetched[0].sha256, exc.reason)
-        else:  # the store gave other bytes than announced (or too many): for a while
-            self.failures.remember(located.identity, _fetch_key(ref), exc.reason)
 
     def install(self, prepared: Prepared, located: Located, *, generation_seen: int) -> Outcome:
         """Swap ``prepared`` in, unless a decision that landed since ``generation_seen``
@@ -438,8 +420,3 @@ class ModelHolder:
                 log.exception("swap callback %r failed", callback)
         del previous  # the model before it is now unreferenced (unless a request holds it)
         self.trim.after_swap()
-
-
-def _fetch_key(ref: RemoteRef) -> str:
-    """What a failed fetch is remembered by: the URL and the sha256 asked of it."""
-    return f"{ref.url}#{ref.sha256 or ''}"
