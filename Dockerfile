@@ -11,9 +11,9 @@ COPY common ./common
 COPY publisher ./publisher
 COPY subscriber ./subscriber
 COPY fks ./fks
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt '.[s3]'
 
-RUN useradd --create-home --uid 10001 fks && mkdir -p /models && chown fks /models
+RUN useradd --create-home --uid 10001 fks && mkdir -p /models /app/cache && chown fks /models /app/cache
 USER fks
 EXPOSE 8000
 CMD ["fks", "serve", "--host", "0.0.0.0", "--port", "8000"]

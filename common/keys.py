@@ -56,6 +56,23 @@ class RedisKeys:
         """Hash: serving node id -> JSON of what that node serves."""
         return f"{self.prefix}:nodes"
 
+    @property
+    def blob_prefix(self) -> str:
+        """What every blob key starts with (the blob script builds the keys it evicts)."""
+        return f"{self.prefix}:blob:"
+
+    def blob(self, sha256: str) -> str:
+        """String key: a checkpoint's bytes, named by their sha256 (``redis-blob:<sha256>``)."""
+        if len(sha256) != 64 or any(ch not in "0123456789abcdef" for ch in sha256):
+            raise ValueError(f"a blob is named by 64 lowercase hex characters, got {sha256!r}")
+        return self.blob_prefix + sha256
+
+    @property
+    def blobs(self) -> str:
+        """Sorted set: the sha256 of every stored blob, scored by when it was stored (the
+        publisher keeps the newest ``FKS_BLOB_KEEP``)."""
+        return f"{self.prefix}:blobs"
+
 
 def checkpoint_channel(instance_id: str = "default") -> str:
     """Name of the pub/sub channel of ``instance_id``: ``fks:{instance_id}:model_checkpoints``."""

@@ -14,11 +14,13 @@ then digits, incremented digit by digit. ``:version`` still holds a plain decima
   (a raw ``redis-cli PUBLISH``), unless ``:latest`` moved on since that message was sent.
 - :data:`RESTORE`: a node that reconnects raises ``:version`` to the version it serves and
   puts its decision back into an empty ``:latest``.
+- :data:`STORE_BLOB`: the publisher stores a checkpoint's bytes at ``blob:<sha256>`` and
+  keeps the newest ``FKS_BLOB_KEEP`` blobs (never the one ``:latest`` names).
 """
 
 from __future__ import annotations
 
-__all__ = ["ALLOCATE", "PUBLISH", "RECORD", "RESTORE"]
+__all__ = ["ALLOCATE", "PUBLISH", "RECORD", "RESTORE", "STORE_BLOB"]
 
 _PRELUDE = r"""
 local function vnorm(s)
@@ -160,5 +162,34 @@ if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], ARGV[2]); restored = 1
 end
 return {raised, restored}
+"""
+)
+
+STORE_BLOB = (
+    _PRELUDE
+    + r"""
+-- KEYS[1] = blob:<sha256>, KEYS[2] = blobs (sorted set), KEYS[3] = :latest
+-- ARGV[1] = the bytes, ARGV[2] = sha256, ARGV[3] = how many to keep, ARGV[4] = the blob key
+-- prefix, ARGV[5] = the score (the publisher's clock, ms)
+-- returns the number of blobs evicted
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+local keep = tonumber(ARGV[3])
+local count = redis.call('ZCARD', KEYS[2])
+if count <= keep then return 0 end
+local held = ''
+local obj = decode(redis.call('GET', KEYS[3]))
+if obj and type(obj['model_path']) == 'string' then
+  held = string.match(obj['model_path'], '^redis%-blob:(%x+)$') or ''
+end
+local evicted = 0
+for _, sha in ipairs(redis.call('ZRANGE', KEYS[2], 0, count - keep - 1)) do
+  if sha ~= held and sha ~= ARGV[2] then
+    redis.call('DEL', ARGV[4] .. sha)
+    redis.call('ZREM', KEYS[2], sha)
+    evicted = evicted + 1
+  end
+end
+return evicted
 """
 )

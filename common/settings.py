@@ -11,10 +11,12 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.keys import RedisKeys, validate_instance_id
+from common.remote import BLOB_SCHEME, canonical_url, is_url
 
-__all__ = ["DEFAULT_MODEL_DIR", "Settings", "redact_url"]
+__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "redact_url"]
 
 DEFAULT_MODEL_DIR = Path("cache/models/rl/stat_pair")
+DEFAULT_CACHE_DIR = Path("cache/models/remote")
 
 
 def _env(name: str) -> AliasChoices:
@@ -68,11 +70,37 @@ class Settings(BaseSettings):
         10.0, gt=0, validation_alias=_env("FKS_BODY_TIMEOUT_SECONDS")
     )
     max_large_bodies: int = Field(4, ge=1, validation_alias=_env("FKS_MAX_LARGE_BODIES"))
+    # Checkpoints that travel (SPEC §9):
+    model_urls: str = Field("", validation_alias=_env("FKS_MODEL_URLS"))
+    model_url: str | None = Field(None, validation_alias=_env("STAT_PAIR_RL_URL"))
+    cache_dir: Path = Field(DEFAULT_CACHE_DIR, validation_alias=_env("FKS_CACHE_DIR"))
+    cache_keep: int = Field(4, ge=1, validation_alias=_env("FKS_CACHE_KEEP"))
+    fetch_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("FKS_FETCH_TIMEOUT_SECONDS")
+    )
+    fetch_retries: int = Field(3, ge=0, validation_alias=_env("FKS_FETCH_RETRIES"))
+    remote_poll_seconds: float = Field(5.0, gt=0, validation_alias=_env("FKS_REMOTE_POLL_SECONDS"))
+    blob_keep: int = Field(8, ge=1, validation_alias=_env("FKS_BLOB_KEEP"))
+    blob_max_bytes: int = Field(64 << 20, ge=1, validation_alias=_env("FKS_BLOB_MAX_BYTES"))
+    upload_to: str | None = Field(None, validation_alias=_env("FKS_UPLOAD_TO"))
 
     @field_validator("instance_id")
     @classmethod
     def _valid_instance(cls, value: str) -> str:
         return validate_instance_id(value)
+
+    @field_validator("model_urls")
+    @classmethod
+    def _valid_prefixes(cls, value: str) -> str:
+        _prefixes(value)
+        return value
+
+    @field_validator("model_url")
+    @classmethod
+    def _valid_tier_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _prefixes(value)
+        return value
 
     @property
     def keys(self) -> RedisKeys:
@@ -90,7 +118,25 @@ class Settings(BaseSettings):
         if self.model_dir is not None:
             roots.append(self.model_dir.expanduser())
         roots.append(self.default_model_dir.expanduser())
+        roots.append(self.cache_dir.expanduser())  # fetched checkpoints are confined too
         return roots
+
+    def url_prefixes(self) -> list[str]:
+        """The URL prefixes a remote ``model_path`` must lie under (canonical form):
+        ``FKS_MODEL_URLS`` and the remote tier ``STAT_PAIR_RL_URL``."""
+        return _prefixes(self.model_urls) + _prefixes(self.model_url or "")
+
+
+def _prefixes(value: str) -> list[str]:
+    """Canonical URL prefixes of a comma-separated list; ValueError for one that is not."""
+    out = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if not is_url(item) or item.lower().startswith(("file:", BLOB_SCHEME + ":")):
+            raise ValueError(f"{item!r} is not a URL prefix such as s3://bucket/models/")
+        out.append(canonical_url(item))
+    return out
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

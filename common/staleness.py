@@ -55,7 +55,8 @@ class ServedIdentity:
 
     ``newer_after_ns``: another file counts as newer only from this mtime on (``None``: the
     served file's own mtime). ``watermark``: the highest version known when the decision was
-    taken (only matters for an unversioned one).
+    taken (only matters for an unversioned one). ``sha256``: the served bytes (an unversioned
+    remote checkpoint is newer iff its sha256 differs, ``subscriber/plan.py``).
     """
 
     path: str
@@ -63,6 +64,7 @@ class ServedIdentity:
     version: int
     newer_after_ns: int | None = None
     watermark: int = 0
+    sha256: str | None = None
 
     @property
     def threshold_ns(self) -> int:

@@ -73,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
+    from common.remote import is_url
     from publisher import CheckpointNotifier
 
     metadata: dict[str, str] = {}
@@ -83,11 +84,27 @@ def cmd_notify(args: argparse.Namespace) -> int:
             return 2
         metadata[key] = value
     settings = _settings(args)
+    travels = args.upload_to is not None or args.via == "redis" or settings.upload_to is not None
+    absent = not is_url(args.path) and not Path(args.path).exists()
+    if absent and travels:
+        print(
+            f"fks notify: {args.path} does not exist on this machine: nothing to send",
+            file=sys.stderr,
+        )
+        return 1
     with CheckpointNotifier(settings=settings) as notifier:
         result = notifier.notify(
             args.path, args.name, version=args.version, training_step=args.step,
             metadata=metadata, sha256=args.sha256, force=args.force,
+            upload_to=args.upload_to, transport=args.via,
         )  # fmt: skip
+    if absent:
+        print(
+            f"fks notify: {args.path} does not exist on this machine; it may still exist on "
+            "the serving nodes, which look for it on their own disks"
+            + ("" if result.sent else " (and nothing was announced)"),
+            file=sys.stderr,
+        )
     if result.outcome == "unknown":
         print(
             f"fks notify: sent but not confirmed ({result.reason}): Redis may still publish "
@@ -220,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="metadata entry (repeatable)")  # fmt: skip
     notify.add_argument("--sha256", help="file hash (default: computed if the file is here)")
     notify.add_argument("--force", action="store_true", help="apply even if not newer")
+    notify.add_argument("--upload-to", metavar="URL",
+                        help="upload the file under this prefix (s3://bucket/prefix/) and "
+                        "announce its URL (default: $FKS_UPLOAD_TO)")  # fmt: skip
+    notify.add_argument("--via", choices=["path", "redis"], default="path",
+                        help="redis: store the bytes in Redis and announce redis-blob:<sha256> "
+                        "(files up to FKS_BLOB_MAX_BYTES)")  # fmt: skip
     common(notify)
     notify.set_defaults(func=cmd_notify)
 

@@ -12,6 +12,12 @@ Redis being down is never an exception for the trainer: the checkpoint is alread
 is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the message was
 sent but Redis did not answer in time: it may still be published), ``conflict`` or
 ``disabled``, within the client's 1 s connect/read timeouts and with no retries.
+
+A checkpoint can travel with its notification (SPEC §9, ``publisher/upload.py``):
+``upload_to="s3://bucket/prefix/"`` (or ``FKS_UPLOAD_TO``) uploads the file first and
+announces its URL with its sha256; ``transport="redis"`` stores its bytes as a blob in this
+Redis (10 s timeouts) and announces ``redis-blob:<sha256>``. A failed upload is
+``not_sent`` too, never an exception.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -33,16 +38,20 @@ from common.checkpoint import file_sha256
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
 from common.redis_scripts import ALLOCATE, PUBLISH
+from common.remote import BLOB_SCHEME, is_url
 from common.settings import Settings, redact_url
 from common.textsafe import printable
+from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
 
 __all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 1.0
+BLOB_TIMEOUT_S = 10.0
 
 Outcome = Literal["published", "not_sent", "unknown", "conflict", "disabled"]
+Transport = Literal["path", "redis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,10 @@ class CheckpointNotifier:
         self.keys = RedisKeys(instance_id or base.instance_id)
         self.secret = secret if secret is not None else base.secret
         self.enabled = base.enable_checkpoint_notify if enabled is None else enabled
+        self.upload_to = base.upload_to
+        self.blob_keep = base.blob_keep
+        self.blob_max_bytes = base.blob_max_bytes
+        self._blob_client: redis.Redis | None = None
         self._own_client = client is None
         self._client = client or redis.Redis.from_url(
             self.redis_url,
@@ -110,16 +123,33 @@ class CheckpointNotifier:
         force: bool = False,
         saved_at: datetime | None = None,
         hash_file: bool = True,
+        upload_to: str | None = None,
+        transport: Transport = "path",
     ) -> NotifyResult:
-        """Publish one notification for ``model_path`` (made absolute).
+        """Publish one notification for ``model_path`` (made absolute; a URL is sent as is).
 
         ``version=None`` allocates the next one (above ``:version``, ``:latest`` and what this
         notifier published before); ``sha256=None`` hashes the file
-        when it is readable here (``hash_file=False`` skips that). Invalid arguments raise
-        ``ValueError``; an unreachable Redis does not raise.
+        when it is readable here (``hash_file=False`` skips that). ``upload_to`` (default
+        ``FKS_UPLOAD_TO``) uploads the file and announces its URL; ``transport="redis"``
+        stores it as a blob and announces ``redis-blob:<sha256>``. Invalid arguments raise
+        ``ValueError``; an unreachable Redis or object store does not raise.
         """
-        path = os.path.abspath(os.fspath(model_path))
-        if sha256 is None and hash_file and os.path.isfile(path):
+        if transport not in ("path", "redis"):
+            raise ValueError(f"transport must be 'path' or 'redis', got {transport!r}")
+        if transport == "redis" and upload_to is not None:
+            raise ValueError("a checkpoint travels by upload_to or by transport='redis', not both")
+        raw = os.fspath(model_path)
+        remote = is_url(raw)
+        path = raw if remote else os.path.abspath(raw)
+        target = upload_to
+        if target is None and transport == "path" and not remote:
+            target = self.upload_to
+        if (target is not None or transport == "redis") and remote:
+            raise ValueError(f"{raw!r} is a URL: only a local file can be uploaded or stored")
+        if target is not None:
+            upload_url(path, target)  # a prefix that cannot be uploaded to is a ValueError
+        if sha256 is None and hash_file and not remote and os.path.isfile(path):
             sha256 = file_sha256(path)
         fields: dict[str, Any] = {
             "model_path": path,
@@ -137,6 +167,11 @@ class CheckpointNotifier:
         if not self.enabled:
             log.info("checkpoint notify disabled (ENABLE_CHECKPOINT_NOTIFY=false): %s", path)
             return NotifyResult(False, "disabled", draft, outcome="disabled")
+        if target is not None or transport == "redis":
+            moved = self._travel(path, draft, target)
+            if isinstance(moved, NotifyResult):
+                return moved
+            draft = moved
         try:
             if version is None:
                 allocated = self._allocate(
@@ -196,13 +231,63 @@ class CheckpointNotifier:
         )
         return NotifyResult(True, "published", message, int(receivers), bool(moved))
 
+    def _travel(
+        self, path: str, draft: CheckpointNotification, upload_to: str | None
+    ) -> CheckpointNotification | NotifyResult:
+        """Upload ``path`` (or store it as a blob); the notification naming it, or why not."""
+        if not os.path.isfile(path):
+            what = "upload" if upload_to is not None else "store in Redis"
+            why = f"missing_file: {path} does not exist on this machine: nothing to {what}"
+            return self._not_sent(path, why, draft)
+        if upload_to is not None:
+            sha256 = draft.sha256 or file_sha256(path)
+            try:
+                url = upload_checkpoint(path, upload_to, sha256)
+            except UploadFailed as exc:
+                return self._not_sent(path, f"upload_failed: {exc}", draft)
+            log.info("uploaded %s to %s", printable(path), printable(url))
+            return draft.model_copy(update={"model_path": url, "sha256": sha256})
+        try:
+            sha256 = store_blob(
+                self._blobs(), self.keys, path, max_bytes=self.blob_max_bytes, keep=self.blob_keep
+            )
+        except BlobTooLarge as exc:
+            return self._not_sent(path, f"too_large_for_blob: {exc}", draft)
+        except (redis.RedisError, OSError) as exc:
+            return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
+        if draft.sha256 is not None and draft.sha256 != sha256:
+            why = f"sha256_mismatch: {path} hashes to {sha256}, not {draft.sha256}"
+            return self._not_sent(path, why, draft)
+        return draft.model_copy(update={"model_path": f"{BLOB_SCHEME}:{sha256}", "sha256": sha256})
+
+    def _blobs(self) -> redis.Redis:
+        """A client for blobs: a 64 MiB SET needs more than the 1 s of a notification."""
+        if self._blob_client is None:
+            self._blob_client = redis.Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
+                socket_timeout=BLOB_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+            )
+        return self._blob_client
+
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
-        log.warning(
-            "checkpoint %s saved but not announced (%s at %s)",
-            printable(path),
-            why,
-            redact_url(self.redis_url),
-        )
+        if is_url(path) or os.path.exists(path):
+            log.warning(
+                "checkpoint %s saved but not announced (%s at %s)",
+                printable(path),
+                why,
+                redact_url(self.redis_url),
+            )
+        else:
+            log.warning(
+                "checkpoint %s not announced (%s at %s); it does not exist on this machine "
+                "(it may still exist on the serving nodes)",
+                printable(path),
+                why,
+                redact_url(self.redis_url),
+            )
         return NotifyResult(False, why, draft, outcome="not_sent")
 
     def current_version(self) -> int | None:
@@ -216,6 +301,8 @@ class CheckpointNotifier:
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+        if self._blob_client is not None:
+            self._blob_client.close()
 
     def __enter__(self) -> CheckpointNotifier:
         return self
@@ -240,15 +327,21 @@ def notify_checkpoint(
     force: bool = False,
     instance_id: str | None = None,
     redis_url: str | None = None,
+    upload_to: str | None = None,
+    transport: Transport = "path",
 ) -> NotifyResult:
-    """Announce a saved checkpoint once (SPEC §6). Never raises because Redis is down."""
+    """Announce a saved checkpoint once (SPEC §6, §9). Never raises because Redis (or the
+    object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
+    announces its URL; ``transport="redis"`` stores it as a Redis blob."""
     with CheckpointNotifier(redis_url, instance_id) as notifier:
         return notifier.notify(
-            Path(model_path),
+            model_path,
             model_name,
             version=version,
             training_step=training_step,
             metadata=metadata,
             sha256=sha256,
             force=force,
+            upload_to=upload_to,
+            transport=transport,
         )

@@ -11,6 +11,8 @@
 - Disk checks: asked for by requests while Redis is away (the fallback's ``os.stat`` saw a
   change) or with no model at all, and every ``poll`` seconds while Redis is away, which
   catches what one ``stat`` cannot: a file rewritten in place, a tier that was empty.
+  With a remote tier (``STAT_PAIR_RL_URL``), a disk check also lists it, at most every
+  ``remote_poll`` seconds: on this thread, never per request.
 - After applying a message from the channel, the node records it in ``:latest`` if it is not
   there; after a reconnect, a decision it took from disk while Redis was away (newer than
   ``:latest``, or the catch-up would have replaced it) is announced (``subscriber/recorder.py``).
@@ -50,6 +52,7 @@ class Applier:
         recorder: Recorder | None = None,
         max_pending: int = 256,
         node_id: str = "",
+        remote_poll: float | None = None,
     ) -> None:
         self.decider = decider
         self.holder = decider.holder
@@ -61,6 +64,8 @@ class Applier:
         self.recorder = recorder
         self.max_pending = max_pending
         self.node_id = node_id
+        self.remote_poll = remote_poll
+        self._next_remote = 0.0
         self._reconnected = False
         self._offline_generation = -1  # the last model loaded from disk while Redis was away
         self.counters: Counter[str] = Counter()
@@ -157,9 +162,12 @@ class Applier:
                     self._apply(batch)
                 if disk:
                     offline = self.in_fallback()
-                    outcome = self.decider.check_disk()
-                    if offline and outcome is not None and outcome.applied and outcome.model:
-                        self._offline_generation = outcome.model.generation
+                    outcomes = [self.decider.check_disk()]
+                    if self._remote_due(offline):
+                        outcomes.append(self.decider.check_remote())
+                    for outcome in outcomes:
+                        if offline and outcome is not None and outcome.applied and outcome.model:
+                            self._offline_generation = outcome.model.generation
                 if announce:
                     self._announce()
             except Exception:  # noqa: BLE001 - the applier must never die
@@ -201,6 +209,17 @@ class Applier:
             announce, self._reconnected = self._reconnected, False
             self._busy = True
             return batch, disk, announce
+
+    def _remote_due(self, offline: bool) -> bool:
+        """Whether to list the remote tier now: while Redis is away or no model is served,
+        at most every ``remote_poll`` seconds."""
+        if self.remote_poll is None or not (offline or self.holder.current() is None):
+            return False
+        now = time.monotonic()
+        if now < self._next_remote:
+            return False
+        self._next_remote = now + self.remote_poll
+        return True
 
     def _settle(self) -> None:
         """A burst: wait for ``quiet`` without arrivals, at most ``settle_max`` (held lock)."""

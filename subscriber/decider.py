@@ -5,7 +5,9 @@
 ``subscriber/plan.py``, loads the latest applicable one and, if that fails, the one before
 it. :meth:`Decider.check_disk` is the mtime fallback and the cold start: the tier resolution,
 then the newest file that is newer than the served decision (or, with no model, the newest
-that loads). Every skip and rejection is counted and logged once with its reason.
+that loads). :meth:`Decider.check_remote` does the same for the remote tier 2
+(``STAT_PAIR_RL_URL``, ``subscriber/remote_tier.py``). Every skip and rejection is counted
+and logged once with its reason.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from common.checkpoint_file import FileIdentity
 from common.errors import CheckpointError
 from common.notification import CheckpointNotification, message_digest
 from subscriber.holder import ModelHolder, Outcome
-from subscriber.plan import Candidate, Located, judge_candidate, plan
+from subscriber.plan import Candidate, Located, judge_candidate, judge_located, plan
+from subscriber.remote_tier import newest_object
 from subscriber.seen import JudgedMessages, ReplayGuard
 
-__all__ = ["BatchResult", "Decider"]
+__all__ = ["RETRIED", "BatchResult", "Decider"]
 
 log = logging.getLogger(__name__)
+
+# Failures that a notification is retried after (for FKS_MISSING_RETRY_SECONDS): its file is
+# not there yet, or its store could not be reached.
+RETRIED = frozenset({"missing", "fetch_failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +51,10 @@ class Decider:
         *,
         judged: JudgedMessages | None = None,
         replay: ReplayGuard | None = None,
+        remote_url: str | None = None,
     ) -> None:
         self.holder = holder
+        self.remote_url = remote_url
         self.judged = judged or JudgedMessages()
         self.replay = replay or ReplayGuard(enabled=False, max_age_seconds=300.0)
         self.watch: Path | None = None
@@ -104,7 +114,7 @@ class Decider:
                 if exc.reason == "superseded":
                     h.stale("superseded", c.source, str(step.located.real), c.version, str(exc))
                     break
-                retrying = exc.reason == "missing" and c.notification is not None
+                retrying = exc.reason in RETRIED and c.notification is not None
                 h.refused(exc, c.source, str(step.located.real or c.path), c.version,
                           log_it=c.first_received_at is None)  # fmt: skip
                 if retrying:
@@ -166,6 +176,46 @@ class Decider:
                 continue
             return h.install(prepared, located_item, generation_seen=generation)
         return None
+
+    def check_remote(self) -> Outcome | None:
+        """Serve the newest object of ``STAT_PAIR_RL_URL`` if it is newer than the served
+        decision (judged as a file: by its listed modification time)."""
+        h = self.holder
+        url = self.remote_url
+        if url is None:
+            return None
+        timeout = h.fetch_options.timeout
+        try:
+            newest = h.lane.run(
+                lambda: newest_object(url, timeout=timeout), what=f"listing {url}", timeout=timeout
+            )
+        except CheckpointError as exc:
+            log.warning("listing the remote tier failed (%s): %s", exc.reason, exc)
+            return None
+        if newest is None:
+            return None
+        ref = newest.ref
+        source = "remote"
+        c = Candidate(
+            source=source,
+            path=ref.url,
+            sha256=ref.sha256,
+            decided_ns=0,  # its modification time is its decision time, as a file's
+            watermark=h.highest_version,
+        )
+        listed = FileIdentity(ref.url, newest.size, newest.mtime_ns, 0, 0)
+        located = Located(c, None, listed, remote=ref)
+        verdict = judge_located(h.identity(), located, h.skip_through)
+        if not verdict.apply or h.known_bad(located) is not None:
+            return None
+        generation = h.generation
+        try:
+            prepared = h.prepare(located, generation_seen=generation)
+        except CheckpointError as exc:
+            if exc.reason != "superseded":
+                h.refused(exc, source, ref.url, 0)
+            return None
+        return h.install(prepared, located, generation_seen=generation)
 
     def _refuse_force(self, c: Candidate) -> str | None:
         if c.notification is None:

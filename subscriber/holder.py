@@ -28,17 +28,19 @@ from pathlib import Path
 from common.checkpoint import CheckpointLimits
 from common.checkpoint_file import file_identity
 from common.errors import CheckpointError, CheckpointLoadError
+from common.remote import RemoteRef, parse_model_path, protocol_installed
 from common.settings import Settings
 from common.staleness import Freshness, ServedIdentity
 from common.textsafe import printable
 from subscriber.errors import NoPreviousModel, NothingToLoad
 from subscriber.events import Event, EventKind, EventLog
-from subscriber.failures import FailureMemory
+from subscriber.failures import FailureMemory, fetch_key
+from subscriber.fetch import Fetched, FetchOptions, fetch
 from subscriber.lane import LoadLane
 from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
 from subscriber.memory import DeferredTrim
 from subscriber.metrics import Metrics
-from subscriber.plan import Candidate, Located, judge_candidate
+from subscriber.plan import Candidate, Located, judge_located
 from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
 
@@ -69,6 +71,10 @@ class ModelHolder:
         failed_memory: int = 256,
     ) -> None:
         self.roots = ModelRoots(settings)
+        self.url_prefixes = settings.url_prefixes()
+        for prefix in self.url_prefixes:  # import s3fs & co now, not on a first notification
+            protocol_installed(prefix.split("://", 1)[0])
+        self.fetch_options = FetchOptions.from_settings(settings)
         self.metrics = metrics or Metrics()
         self.options = options or LoadOptions(
             state_dim=settings.state_dim,
@@ -138,9 +144,15 @@ class ModelHolder:
 
     def locate(self, candidate: Candidate) -> Located:
         """Confine ``candidate``'s path to the model roots and stat it (file system I/O:
-        call it on the lane)."""
+        call it on the lane); a URL is only parsed and checked (``common/remote.py``): it is
+        fetched by :meth:`prepare`."""
         try:
-            real = self.roots.confine(candidate.path)
+            target = parse_model_path(
+                candidate.path, sha256=candidate.sha256, allowed=self.url_prefixes
+            )
+            if isinstance(target, RemoteRef):
+                return Located(candidate, None, None, remote=target)
+            real = self.roots.confine(target)
         except CheckpointError as exc:
             return Located(candidate, None, None, exc)
         try:
@@ -149,43 +161,60 @@ class ModelHolder:
             return Located(candidate, real, None, exc)
 
     def known_bad(self, located: Located) -> str | None:
+        if (ref := located.remote) is not None:
+            return self.failures.known(located.identity, fetch_key(ref), ref.sha256)
         path = str(located.real) if located.real is not None else located.candidate.path
         return self.failures.known(located.identity, path)
 
     def prepare(self, located: Located, *, generation_seen: int | None = None) -> Prepared:
-        """Load and verify on the lane; a failure is remembered by the file's identity and
-        re-raised. With ``generation_seen``, a candidate that a decision taken meanwhile made
-        stale is not loaded at all (CheckpointLoadError, reason ``superseded``)."""
-        real = located.real
-        if real is None:
+        """Load and verify on the lane (a remote checkpoint is fetched first, on the lane too,
+        within ``FKS_FETCH_TIMEOUT_SECONDS`` more); a failure is remembered by the file's
+        identity (a remote one by its sha256 or URL) and re-raised. With ``generation_seen``,
+        a candidate that a decision taken meanwhile made stale is not loaded at all
+        (CheckpointLoadError, reason ``superseded``)."""
+        real, remote = located.real, located.remote
+        if real is None and remote is None:
             raise located.error or CheckpointLoadError("no path to load", reason="missing")
         c = located.candidate
+        fetched: list[Fetched] = []
 
         def load() -> Prepared:
             current = self._current
             if generation_seen is not None and current is not None:
                 if current.generation != generation_seen:
-                    verdict = judge_candidate(
-                        current.identity,
-                        str(real),
-                        c.version,
-                        c.force,
-                        located.mtime_ns,
-                        self._skip_through,
-                    )
+                    verdict = judge_located(current.identity, located, self._skip_through)
                     if not verdict.apply:
                         raise CheckpointLoadError(
-                            f"{real}: {verdict} after a decision taken meanwhile",
+                            f"{located.key}: {verdict} after a decision taken meanwhile",
                             reason="superseded",
                         )
-            return prepare_checkpoint(real, self.roots, self.options, expected_sha256=c.sha256)
+            target, sha256 = real, c.sha256
+            if remote is not None:
+                got = fetch(
+                    remote,
+                    self.fetch_options,
+                    expected_size=located.identity.size if located.identity else None,
+                    on_bytes=self.metrics.fetch_bytes.inc,
+                    protect=[m.path for m in (self._current, self._previous) if m is not None],
+                )
+                fetched.append(got)
+                if not got.cached:
+                    self.metrics.fetch_seconds.observe(got.seconds)
+                target, sha256 = got.path, got.sha256
+            assert target is not None
+            return prepare_checkpoint(target, self.roots, self.options, expected_sha256=sha256)
 
         elapsed = self.metrics.timer()
+        budget = self.lane.timeout + (self.fetch_options.timeout if remote is not None else 0.0)
         try:
-            prepared = self.lane.run(load, what=f"loading {printable(real)}")
+            prepared = self.lane.run(load, what=f"loading {printable(located.key)}", timeout=budget)
         except CheckpointError as exc:
-            identity = getattr(exc, "identity", None) or located.identity
-            self.failures.remember(identity, str(real), exc.reason)
+            if remote is not None:
+                fetched_sha256 = fetched[0].sha256 if fetched else None
+                self.failures.remember_remote(located.identity, remote, fetched_sha256, exc.reason)
+            else:
+                identity = getattr(exc, "identity", None) or located.identity
+                self.failures.remember(identity, str(real), exc.reason)
             raise
         self.metrics.load_seconds.observe(elapsed())
         return prepared
@@ -198,21 +227,19 @@ class ModelHolder:
         with self._lock:
             current = self._current
             if current is not None and current.generation != generation_seen:
-                verdict = judge_candidate(
+                verdict = judge_located(
                     current.identity,
-                    str(real),
-                    c.version,
-                    c.force,
-                    prepared.loaded.mtime_ns,
+                    located,
                     self._skip_through,
+                    mtime_ns=None if located.remote else prepared.loaded.mtime_ns,
                 )
                 if not verdict.apply:
                     superseded = Outcome(False, "superseded", current, str(verdict))
                     model = None
                 else:
-                    model = self._swap_in(prepared, c, current)
+                    model = self._swap_in(prepared, located, current)
             else:
-                model = self._swap_in(prepared, c, current)
+                model = self._swap_in(prepared, located, current)
         if model is None:
             self.stale(Freshness(superseded.detail), c.source, str(real), c.version)
             return superseded
@@ -349,15 +376,18 @@ class ModelHolder:
     # -- internals -------------------------------------------------------------------------
 
     def _swap_in(
-        self, prepared: Prepared, c: Candidate, current: ServedModel | None
+        self, prepared: Prepared, located: Located, current: ServedModel | None
     ) -> ServedModel:
-        loaded = prepared.loaded
+        loaded, c = prepared.loaded, located.candidate
+        # a remote tier object is dated by its listing, any other checkpoint by its file
+        listed = located.identity if located.remote is not None else None
+        mtime_ns = listed.mtime_ns if listed is not None else loaded.mtime_ns
         self._generation += 1
         model = ServedModel(
             policy=prepared.policy,
             runner=prepared.runner,
             path=loaded.path,
-            mtime_ns=loaded.mtime_ns,
+            mtime_ns=mtime_ns,
             version=c.version if c.version > 0 else loaded.version,
             generation=self._generation,
             sha256=loaded.sha256,
@@ -367,9 +397,10 @@ class ModelHolder:
             training_step=loaded.training_step,
             saved_at=loaded.saved_at,
             metadata=loaded.metadata,
-            newer_after_ns=max(loaded.mtime_ns, c.decided_ns),
+            newer_after_ns=max(mtime_ns, c.decided_ns),
             watermark=c.version if c.version > 0 else max(loaded.version, c.watermark),
             message=c.raw if c.source in ("channel", "latest") else None,
+            origin=located.remote.url if located.remote is not None else None,
         )
         self._highest_version = max(self._highest_version, model.version)
         self._install(model, previous=current)

@@ -67,6 +67,17 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.fetch_seconds = Histogram(
+            "fks_fetch_seconds",
+            "Time to download and verify a remote checkpoint (retries included; cache hits not)",
+            buckets=LAG_BUCKETS + (30.0, 60.0),
+            registry=r,
+        )
+        self.fetch_bytes = Counter(
+            "fks_fetch_bytes",
+            "Bytes received from remote stores, failed and cut attempts included",
+            registry=r,
+        )
         self.notify_to_swap = Histogram(
             "fks_notify_to_swap_seconds",
             "From a notification's arrival to the swap it caused",

@@ -58,7 +58,9 @@ class ServingNode:
         self.replay = ReplayGuard(
             enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
         )
-        self.decider = Decider(self.holder, judged=self.judged, replay=self.replay)
+        self.decider = Decider(
+            self.holder, judged=self.judged, replay=self.replay, remote_url=s.model_url
+        )
         self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
         self.applier = Applier(
             self.decider,
@@ -72,6 +74,7 @@ class ServingNode:
             ),
             recorder=self.recorder,
             node_id=self.registry_id(s),
+            remote_poll=s.remote_poll_seconds if s.model_url else None,
         )
         self.fallback = FallbackWatcher(self.holder, self.applier)
         self.listener = CheckpointSubscriber(
@@ -149,7 +152,7 @@ class ServingNode:
             "mode": self.mode,
             "version": model.version if model else None,
             "generation": model.generation if model else None,
-            "path": str(model.path) if model else None,
+            "path": (model.origin or str(model.path)) if model else None,
             "loaded_at": model.loaded_at.isoformat() if model else None,
             "model_name": model.model_name if model else None,
         }

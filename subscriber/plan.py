@@ -14,6 +14,11 @@ candidate judged against the state the previous applicable ones would have left:
 and only the last applicable candidate is loaded. If its load fails, the one before it is
 tried, and so on: exactly what applying them one by one would have served, for one load.
 Versions 1 … ``skip_through`` need ``force`` after a rollback (``holder.py``).
+
+A remote checkpoint (SPEC §9) has no file, hence no mtime, before it is fetched: a versioned
+or forced one is judged as any message; an unversioned one is newer iff its sha256 differs
+from the served model's (a decision taken when it arrives). An object of the remote tier
+(``STAT_PAIR_RL_URL``) has its listing's size and modification time, and is judged as a file.
 """
 
 from __future__ import annotations
@@ -26,16 +31,17 @@ from pathlib import Path
 from common.checkpoint_file import FileIdentity
 from common.errors import CheckpointError
 from common.notification import CheckpointNotification
+from common.remote import RemoteRef
 from common.staleness import Freshness, ServedIdentity, judge
 
-__all__ = ["Candidate", "Located", "Plan", "Step", "judge_candidate", "plan"]
+__all__ = ["Candidate", "Located", "Plan", "Step", "judge_candidate", "judge_located", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """Something that may become the served decision: a message, or a file found on disk."""
 
-    source: str  # channel | latest | disk | mtime
+    source: str  # channel | latest | disk | mtime | remote
     path: str
     version: int = 0
     force: bool = False
@@ -81,16 +87,25 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Located:
-    """A candidate with its real path and file identity (or why it has none)."""
+    """A candidate with its real path and file identity (or why it has none); a remote
+    candidate has ``remote`` instead of a path (and the identity its listing gave, if any)."""
 
     candidate: Candidate
     real: Path | None
     identity: FileIdentity | None
     error: CheckpointError | None = None
+    remote: RemoteRef | None = None
 
     @property
     def mtime_ns(self) -> int | None:
         return self.identity.mtime_ns if self.identity else None
+
+    @property
+    def key(self) -> str:
+        """What names this candidate for the staleness rule: its real path, or its URL."""
+        if self.remote is not None:
+            return self.remote.url
+        return str(self.real) if self.real is not None else self.candidate.path
 
     def identity_after(self) -> ServedIdentity:
         """The served identity if this candidate were applied: files of another path must
@@ -98,11 +113,12 @@ class Located:
         c = self.candidate
         mtime = self.mtime_ns or 0
         return ServedIdentity(
-            str(self.real),
+            self.key,
             mtime,
             c.version,
             max(mtime, c.decided_ns),
             c.version if c.version > 0 else c.watermark,
+            self.remote.sha256 if self.remote is not None else c.sha256,
         )
 
 
@@ -144,10 +160,9 @@ def plan(
         if bad is not None:
             steps.append(Step(item, "known_bad", False, bad))
             continue
-        path = str(item.real) if item.real is not None else c.path
-        verdict = judge_candidate(state, path, c.version, c.force, item.mtime_ns, skip_through)
+        verdict = judge_located(state, item, skip_through)
         if verdict is Freshness.FORCED:
-            without = judge_candidate(state, path, c.version, False, item.mtime_ns, skip_through)
+            without = judge_located(state, item, skip_through, force=False)
             refusal = None if without.apply else refuse_force(c)
             if refusal is not None:
                 steps.append(Step(item, "replayed", False, refusal))
@@ -158,6 +173,32 @@ def plan(
         else:
             steps.append(Step(item, str(verdict), False))
     return Plan(steps)
+
+
+def judge_located(
+    state: ServedIdentity | None,
+    item: Located,
+    skip_through: int,
+    *,
+    force: bool | None = None,
+    mtime_ns: int | None = None,
+) -> Freshness:
+    """:func:`judge_candidate` for a located candidate; an unversioned remote one without a
+    listing is newer iff its sha256 differs from the served one's."""
+    c = item.candidate
+    forced = c.force if force is None else force
+    remote = item.remote
+    if (
+        remote is not None
+        and item.identity is None
+        and state is not None
+        and not forced
+        and c.version == 0
+    ):
+        same = remote.sha256 is not None and remote.sha256 == state.sha256
+        return Freshness.SAME_FILE if same else Freshness.FILE_CHANGED
+    mtime = item.mtime_ns if mtime_ns is None else mtime_ns
+    return judge_candidate(state, item.key, c.version, forced, mtime, skip_through)
 
 
 def judge_candidate(

@@ -129,8 +129,9 @@ class Recorder:
                 return "error"
             raw = self._client.get(self.keys.latest) if size else None
             held = _parse(raw if isinstance(raw, bytes) else None)
+            where = model.origin or str(model.path)  # a remote checkpoint by its URL
             if held is not None:
-                if held.sha256 == model.sha256 or held.model_path == str(model.path):
+                if held.sha256 == model.sha256 or held.model_path == where:
                     return "present"
                 issued = held.issued_at  # a bare message has no time of its own
                 if issued is not None and model.mtime_ns <= issued.timestamp() * 1e9:
@@ -147,7 +148,7 @@ class Recorder:
                 )
             now = datetime.now(UTC)
             notification = CheckpointNotification(
-                model_path=str(model.path),
+                model_path=where,
                 model_name=model.model_name,
                 version=version,
                 saved_at=model.saved_at or now,
@@ -166,7 +167,7 @@ class Recorder:
                     str(version),
                     "0",
                     model.sha256,
-                    str(model.path),
+                    where,
                     "1" if allocated else "0",
                 ],
             )[2]

@@ -51,6 +51,7 @@ def _info(model: ServedModel) -> ModelInfo:
         loaded_at=model.loaded_at.isoformat().replace("+00:00", "Z"),
         source=model.source,
         sha256=model.sha256,
+        origin=model.origin,
     )
 
 

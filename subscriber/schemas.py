@@ -125,8 +125,11 @@ class ModelInfo(BaseModel):
     action_dim: int
     jit_compiled: bool
     loaded_at: str
-    source: str = Field(description="disk, mtime, channel, latest, reload or rollback")
+    source: str = Field(description="disk, mtime, remote, channel, latest, reload or rollback")
     sha256: str
+    origin: str | None = Field(
+        None, description="the URL a remote checkpoint was fetched from (path: its cached copy)"
+    )
 
 
 class HistoryResponse(BaseModel):

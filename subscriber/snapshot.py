@@ -37,6 +37,9 @@ class ServedModel:
     watermark: int = 0
     # The message that decided this model (channel or :latest), kept to restore :latest.
     message: bytes | None = None
+    # The URL a remote checkpoint was fetched from (``path`` is then its cached copy): the
+    # decision names it, and it is what a node announces.
+    origin: str | None = None
     mtime_utc: str = field(init=False, default="")
     parameters: int = field(init=False, default=0)
 
@@ -51,7 +54,12 @@ class ServedModel:
     @property
     def identity(self) -> ServedIdentity:
         return ServedIdentity(
-            str(self.path), self.mtime_ns, self.version, self.newer_after_ns, self.watermark
+            self.origin or str(self.path),
+            self.mtime_ns,
+            self.version,
+            self.newer_after_ns,
+            self.watermark,
+            self.sha256,
         )
 
     @property
@@ -81,5 +89,6 @@ class ServedModel:
             "sha256": self.sha256,
             "loaded_at": self.loaded_at.isoformat(),
             "source": self.source,
+            "origin": self.origin,
             "jit_compiled": self.jit_compiled,
         }

@@ -3,6 +3,7 @@ test kills or pauses it, and a temporary model root."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import redis
 
 from common import Settings
 from fks.redis_server import EmbeddedRedis
+from fks.s3_server import MotoServer
 from subscriber import ServingNode
 from subscriber.listener import ListenerTiming
 
@@ -37,6 +39,24 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One real S3-protocol server (moto_server) for the session (not to be killed)."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with MotoServer(log_path=log) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the session's S3 server, its endpoint and credentials in the env."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    return bucket
 
 
 @pytest.fixture

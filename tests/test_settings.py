@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common import Settings
-from common.settings import DEFAULT_MODEL_DIR, redact_url
+from common.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL_DIR, redact_url
 
 SPEC_VARS = [
     "REDIS_URL", "FKS_INSTANCE_ID", "ENABLE_CHECKPOINT_NOTIFY", "STAT_PAIR_RL_MODEL",
@@ -30,7 +30,7 @@ def test_defaults_match_the_spec() -> None:
     assert s.jit is False
     assert s.model_path is None and s.model_dir is None
     assert s.api_key is None and s.secret is None
-    assert s.model_roots() == [DEFAULT_MODEL_DIR]
+    assert s.model_roots() == [DEFAULT_MODEL_DIR, DEFAULT_CACHE_DIR]
 
 
 def test_every_spec_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_every_spec_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert s.jit is True
     assert s.api_key is not None and s.api_key.get_secret_value() == "key-123"
     assert s.secret == "sec-456"
-    assert s.model_roots() == [tmp_path / "a", tmp_path / "b", DEFAULT_MODEL_DIR]
+    assert s.model_roots() == [tmp_path / "a", tmp_path / "b", DEFAULT_MODEL_DIR, DEFAULT_CACHE_DIR]
 
 
 def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
