@@ -1,15 +1,24 @@
 """Verify before swap: every check a checkpoint passes before it may be served.
 
 Confined to the model roots (symlinks and ``..`` resolved) → sha256 checked when announced →
-``torch.load(weights_only=True)`` → finite weights → expected state size → policy built →
-probe forward pass (finite, right shape) → optional compile, checked against the probe's
-actions, warm-up.
+decoded (``.safetensors``, or ``torch.load(weights_only=True)``) → finite weights → expected
+state size → every tensor's name and shape → probe forward pass (finite, right shape) → the
+runner that will serve, checked against the probe's actions within ``COMPILE_ATOL``, warm-up.
 Any failure raises a :class:`~common.errors.CheckpointError` with a reason, before anything
 is swapped.
+
+The fast load (the default): the built-in actor is served by a
+:class:`~subscriber.numpy_runner.NumpyRunner` made straight from the loaded arrays, and the
+probe is torch's functional forward over those same tensors (``subscriber/probe.py``): no
+``nn.Module`` is built, initialised or filled, and the Python the load runs under the GIL
+(decoding and checking the header, the probe's few dispatches) is what remains. A torch
+module is built only for a torch runner (``FKS_COMPILE_BACKEND=torchscript``: eager, or
+TorchScript with ``STAT_PAIR_RL_JIT=true``), or for another architecture.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +28,24 @@ import numpy.typing as npt
 import torch
 
 from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_policy, load_checkpoint
+from common.checkpoint_fields import SAC_ACTOR
 from common.errors import CheckpointRejected
-from common.policy import SACActor
+from common.policy import PolicyConfig, SACActor
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
+from subscriber.numpy_runner import NumpyRunner, actor_arrays
+from subscriber.probe import PROBE_ROWS, probe_states, reference_pass, runner_error
 from subscriber.roots import ModelRoots
 
 __all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
 
-PROBE_ROWS = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """How a node loads: the state size it serves (None: any), whether to compile, and the
-    bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
+    """How a node loads: the state size it serves (None: any), whether to compile, the runner
+    family (``numpy``: no module; ``torchscript``: torch), and the bounds a checkpoint must
+    keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
 
     state_dim: int | None = 28
     jit: bool = False
@@ -42,11 +55,16 @@ class LoadOptions:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A checkpoint that passed every check, ready to be swapped in."""
+    """A checkpoint that passed every check, ready to be swapped in (``policy`` is None when
+    no module was built: the numpy runner serves straight from the arrays)."""
 
     loaded: LoadedCheckpoint
-    policy: SACActor
+    policy: SACActor | None
     runner: Runner
+
+    @property
+    def config(self) -> PolicyConfig:
+        return self.loaded.config
 
 
 def prepare_checkpoint(
@@ -64,20 +82,38 @@ def prepare_checkpoint(
             f"{real}: state_dim {loaded.config.state_dim}, this node serves {options.state_dim}",
             reason="state_dim_mismatch",
         )
+    if options.backend == "numpy" and loaded.architecture == SAC_ACTOR:
+        prepared = _fast(real, loaded, options)
+        if prepared is not None:
+            return prepared
+        return _with_module(real, loaded, options, compile_it=False)
+    return _with_module(real, loaded, options, compile_it=options.jit)
+
+
+def _fast(real: Path, loaded: LoadedCheckpoint, options: LoadOptions) -> Prepared | None:
+    """The numpy runner from the arrays, checked against torch's forward over the same
+    tensors; None (logged) if it disagrees, and the module is built instead."""
+    arrays = actor_arrays(loaded.config, loaded.state_dict, real)
+    states = probe_states(loaded.config.state_dim)
+    actions = reference_pass(real, loaded.config, loaded.state_dict, states)
+    runner = NumpyRunner(arrays, compiled=options.jit)
+    why = runner_error(runner(states.numpy()), actions)
+    if why is not None:
+        log.warning("%s: the numpy runner %s; serving it with torch (eager)", real, why)
+        return None
+    return Prepared(loaded, None, runner)
+
+
+def _with_module(
+    real: Path, loaded: LoadedCheckpoint, options: LoadOptions, *, compile_it: bool
+) -> Prepared:
     policy = build_policy(loaded)
-    states = _probe_states(policy)
+    states = probe_states(policy.state_dim)
     actions = _probe_policy(real, policy, states)
     runner: Runner = EagerRunner(policy)
-    if options.jit:
+    if compile_it:
         runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
     return Prepared(loaded, policy, runner)
-
-
-def _probe_states(policy: SACActor) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1234)
-    states = torch.randn(PROBE_ROWS, policy.state_dim, generator=generator)
-    states[0] = 0.0
-    return states
 
 
 def _probe_policy(path: Path, policy: SACActor, states: torch.Tensor) -> npt.NDArray[np.float32]:

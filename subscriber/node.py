@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 from common.settings import Settings
 from subscriber.applier import Applier
 from subscriber.decider import Decider
@@ -32,6 +30,7 @@ from subscriber.recorder import Recorder
 from subscriber.registry import NodeRegistry, default_node_id
 from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
+from subscriber.threads import limit_threads
 
 __all__ = ["START_WAIT_SECONDS", "ServingNode"]
 
@@ -114,12 +113,12 @@ class ServingNode:
     def start(self) -> ServingNode:
         """Catch up on Redis, else look at the disk; listen and heartbeat; never fails.
 
-        Sets torch's intra-op threads to ``FKS_TORCH_THREADS`` (default 1; 0 leaves it): a
-        server of small policies gains nothing from them, and their spinning steals the
-        CPU from Redis and the other requests (bench/swap_latency.py shows it on 2 cores).
+        Sets torch's intra-op threads and numpy's BLAS threads to ``FKS_TORCH_THREADS``
+        (default 1; 0 leaves them; ``subscriber/threads.py``): a server of small policies
+        gains nothing from them, and their spinning steals the CPU from Redis and the other
+        requests (bench/swap_latency.py shows it on 2 cores).
         """
-        if self.settings.torch_threads > 0:
-            torch.set_num_threads(self.settings.torch_threads)
+        limit_threads(self.settings.torch_threads)
         self.applier.start()
         if self.listen:
             self.listener.start()

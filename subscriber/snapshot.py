@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.policy import SACActor
+from common.policy import PolicyConfig, SACActor, parameter_count
 from common.staleness import ServedIdentity
 from subscriber.inference import Runner
 
@@ -17,8 +17,9 @@ __all__ = ["ServedModel"]
 class ServedModel:
     """Everything a request needs, captured by one reference read of the holder."""
 
-    policy: SACActor
+    policy: SACActor | None  # None: served by the numpy runner, no module was built
     runner: Runner
+    config: PolicyConfig
     path: Path
     mtime_ns: int
     version: int
@@ -48,8 +49,7 @@ class ServedModel:
         object.__setattr__(self, "mtime_utc", self.mtime.isoformat().replace("+00:00", "Z"))
         # The size of the network, counted once: the HTTP layer decides from it whether a
         # forward pass may run on the event loop.
-        count = sum(p.numel() for p in self.policy.parameters())
-        object.__setattr__(self, "parameters", count)
+        object.__setattr__(self, "parameters", parameter_count(self.config))
 
     @property
     def identity(self) -> ServedIdentity:
@@ -64,11 +64,11 @@ class ServedModel:
 
     @property
     def state_dim(self) -> int:
-        return self.policy.state_dim
+        return self.config.state_dim
 
     @property
     def action_dim(self) -> int:
-        return self.policy.action_dim
+        return self.config.action_dim
 
     @property
     def jit_compiled(self) -> bool:
