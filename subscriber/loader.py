@@ -9,9 +9,9 @@ is swapped.
 
 The fast load (the default): the built-in actor is served by a
 :class:`~subscriber.numpy_runner.NumpyRunner` made straight from the loaded arrays, and the
-probe is torch's functional forward over those same tensors (``subscriber/probe.py``): no
-``nn.Module`` is built, initialised or filled, and the Python the load runs under the GIL
-(decoding and checking the header, the probe's few dispatches) is what remains. A torch
+probe is the network written out over those same arrays (``subscriber/probe.py``): no
+``nn.Module`` is built, initialised or filled, no torch op runs, and the Python the load
+runs under the GIL (decoding and checking the header and metadata) is what remains. A torch
 module is built only for a torch runner (``FKS_COMPILE_BACKEND=torchscript``: eager, or
 TorchScript with ``STAT_PAIR_RL_JIT=true``), or for another architecture.
 """
@@ -95,9 +95,10 @@ def _fast(real: Path, loaded: LoadedCheckpoint, options: LoadOptions) -> Prepare
     tensors; None (logged) if it disagrees, and the module is built instead."""
     arrays = actor_arrays(loaded.config, loaded.state_dict, real)
     states = probe_states(loaded.config.state_dim)
-    actions = reference_pass(real, loaded.config, loaded.state_dict, states)
+    actions = reference_pass(real, arrays, states)
     runner = NumpyRunner(arrays, compiled=options.jit)
-    why = runner_error(runner(states.numpy()), actions)
+    with np.errstate(all="ignore"):
+        why = runner_error(runner(states), actions)
     if why is not None:
         log.warning("%s: the numpy runner %s; serving it with torch (eager)", real, why)
         return None
@@ -109,10 +110,10 @@ def _with_module(
 ) -> Prepared:
     policy = build_policy(loaded)
     states = probe_states(policy.state_dim)
-    actions = _probe_policy(real, policy, states)
+    actions = _probe_policy(real, policy, torch.from_numpy(states.copy()))
     runner: Runner = EagerRunner(policy)
     if compile_it:
-        runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
+        runner = compile_runner(policy, options.backend, probe=states.copy(), expected=actions)
     return Prepared(loaded, policy, runner)
 
 
