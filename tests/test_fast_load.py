@@ -12,8 +12,10 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
+from common import checkpoint_digest
 from common.checkpoint import build_policy, load_checkpoint, save_checkpoint
-from common.errors import CheckpointRejected
+from common.checkpoint_digest import PARALLEL_BYTES
+from common.errors import CheckpointError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 from common.settings import Settings
 from subscriber.inference import EagerRunner, TorchScriptRunner
@@ -182,3 +184,52 @@ def test_the_load_lane_gives_its_thread_the_process_s_torch_threads() -> None:
         lane.close()
     finally:
         torch.set_num_threads(before)
+
+
+BIG = PolicyConfig(hidden=(512, 512))  # ~1.1 MB: hashed beside its decoding
+
+
+def test_a_large_safetensors_is_hashed_beside_its_decoding_and_still_verified(
+    model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over PARALLEL_BYTES the sha256 runs on its helper thread; a mismatch is still refused
+    before anything is returned, and it is the reason given even when the bytes are bad."""
+    torch.manual_seed(4)
+    saved = save_checkpoint(model_root / "model_1.safetensors", SACActor(BIG), version=1)
+    assert saved.size >= PARALLEL_BYTES
+    threads: list[str] = []
+    real = checkpoint_digest.sha256_hex
+
+    def spy(data: bytes) -> str:
+        threads.append(threading.current_thread().name)
+        return real(data)
+
+    monkeypatch.setattr(checkpoint_digest, "sha256_hex", spy)
+    loaded = load_checkpoint(saved.path, expected_sha256=saved.sha256)
+    assert loaded.sha256 == saved.sha256 and threads[-1].startswith("fks-sha256")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(saved.path, expected_sha256="0" * 64)
+    assert caught.value.reason == "sha256_mismatch"
+    data = bytearray(saved.path.read_bytes())
+    data[8:9] = b"["  # the header no longer parses
+    bad = model_root / "model_2.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(bad, expected_sha256=saved.sha256)
+    assert caught.value.reason == "sha256_mismatch"
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(bad, expected_sha256=checkpoint_digest.sha256_hex(bytes(data)))
+    assert caught.value.reason == "bad_header"
+
+
+def test_a_large_pt_is_hashed_before_it_is_unpickled(
+    model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .pt whose bytes do not match never reaches torch.load, however large."""
+    torch.manual_seed(4)
+    saved = save_checkpoint(model_root / "model_1.pt", SACActor(BIG), version=1)
+    assert saved.size >= PARALLEL_BYTES
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled"))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(saved.path, expected_sha256="0" * 64)
+    assert caught.value.reason == "sha256_mismatch"
