@@ -91,8 +91,8 @@ def prepare_checkpoint(
 
 
 def _fast(real: Path, loaded: LoadedCheckpoint, options: LoadOptions) -> Prepared | None:
-    """The numpy runner from the arrays, checked against torch's forward over the same
-    tensors; None (logged) if it disagrees, and the module is built instead."""
+    """The numpy runner from the arrays, checked against the probe's reference pass over the
+    same arrays; None (logged) if it disagrees, and the module is built instead."""
     arrays = actor_arrays(loaded.config, loaded.state_dict, real)
     states = probe_states(loaded.config.state_dim)
     actions = reference_pass(real, arrays, states)

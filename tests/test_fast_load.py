@@ -135,8 +135,8 @@ def test_weights_that_overflow_the_probe_are_refused(model_root: Path) -> None:
 def test_a_numpy_runner_that_disagrees_is_not_served(
     model_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Off by more than 1e-5 from torch's forward on the probe: the module is built and
-    served eagerly, and the reason is logged."""
+    """Off by more than 1e-5 from the probe's reference pass: the module is built and served
+    eagerly, and the reason is logged."""
     path = saved_actor(model_root, "model_1.safetensors")
     right = NumpyRunner.__call__
 
