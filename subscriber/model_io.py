@@ -10,8 +10,11 @@ read ``(state_dim,)`` from its ``state_dim`` attribute or config key; one that d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not before
+    from torch import nn
+
 
 __all__ = ["ModelIO", "declared_io"]
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from common.staleness import ServedIdentity
 from subscriber.inference import Runner
 from subscriber.model_io import ModelIO
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not before
+    from torch import nn
 
 __all__ = ["ServedModel"]
 
