@@ -100,6 +100,8 @@ class Architecture:
     defaults). ``parse`` turns a checked dict into the config (``ValueError``: ``bad_config``);
     ``state_shapes`` names every tensor of the module's state_dict, from the config alone;
     ``build`` makes a module whose every weight is loaded next (it may skip initialising).
+    ``complete_configs``: a checkpoint's config must name every key (no defaults filled in),
+    as ``sac_actor`` checkpoints always have.
     """
 
     name: str
@@ -108,6 +110,7 @@ class Architecture:
     parse: Callable[[Mapping[str, Any]], ModelConfig] | None = None
     state_shapes: Callable[[ModelConfig], dict[str, tuple[int, ...]]] | None = None
     build: Callable[[ModelConfig], nn.Module] | None = None
+    complete_configs: bool = False
 
     def config_of(self, raw: object, *, fill_defaults: bool = True) -> ModelConfig:
         """The config ``raw`` declares: :class:`ConfigError` for an unknown key or a size over

@@ -46,6 +46,7 @@ SAC_ACTOR_ARCHITECTURE = Architecture(
     parse=PolicyConfig.from_dict,
     state_shapes=lambda config: state_shapes(_policy_config(config)),
     build=lambda config: SACActor(_policy_config(config), initialise=False),
+    complete_configs=True,
 )
 DQN_ARCHITECTURE = Architecture(
     "dqn",

@@ -62,7 +62,7 @@ def resolve(target: Path, name: object, raw: object, limits: CheckpointLimits) -
             reason="unknown_architecture",
         ) from None
     try:
-        config = architecture.config_of(raw, fill_defaults=False)
+        config = architecture.config_of(raw, fill_defaults=not architecture.complete_configs)
     except ConfigError as exc:
         raise CheckpointRejected(
             f"{target}: {name} config: {exc}", reason="invalid_config"
@@ -71,7 +71,9 @@ def resolve(target: Path, name: object, raw: object, limits: CheckpointLimits) -
         raise CheckpointLoadError(f"{target}: {name} config: {exc}", reason="bad_config") from None
     try:
         shapes = check_declared(target, architecture, config, limits)
-    except (ValueError, TypeError, RuntimeError) as exc:  # a user factory refusing its config
+    except CheckpointRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's factory refusing the config, however
         raise CheckpointRejected(
             f"{target}: {name} refuses its config: {str(exc)[:200]}", reason="invalid_config"
         ) from None

@@ -181,3 +181,23 @@ def test_get_architecture_names_a_user_factory_without_defaults_as_any_keys() ->
     spec = get_architecture("tiny_free")
     config = spec.config_of({"width": 7, "note": "x"})
     assert spec.shapes(config) == {"layer.weight": (7, 4), "layer.bias": (7,)}
+
+
+def _picky(config: dict[str, Any]) -> nn.Module:
+    if config["width"] == 13:
+        raise KeyError("13 is unlucky")
+    return Tiny(config["width"])
+
+
+def test_a_user_factory_gets_its_defaults_and_its_refusal_is_invalid_config(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint config missing a key of a user's architecture takes its default; any
+    exception of the factory on a config (built on the meta device) is invalid_config."""
+    register_architecture("picky_test", _picky, defaults={"width": 3})
+    _pt(tmp_path / "ok.pt", "picky_test", {}, Tiny(3))
+    assert load_checkpoint(tmp_path / "ok.pt").config.to_dict() == {"width": 3}
+    _pt(tmp_path / "bad.pt", "picky_test", {"width": 13}, Tiny(3))
+    with pytest.raises(CheckpointRejected) as info:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert info.value.reason == "invalid_config" and "unlucky" in str(info.value)
