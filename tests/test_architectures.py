@@ -201,3 +201,14 @@ def test_a_user_factory_gets_its_defaults_and_its_refusal_is_invalid_config(
     with pytest.raises(CheckpointRejected) as info:
         load_checkpoint(tmp_path / "bad.pt")
     assert info.value.reason == "invalid_config" and "unlucky" in str(info.value)
+
+
+def test_fks_convert_keeps_a_dqn_a_dqn(tmp_path: Path) -> None:
+    """A windowed dqn .pt converted to .safetensors keeps its architecture, config, weights."""
+    from common.checkpoint_convert import convert_checkpoint
+
+    config = DQNConfig(hidden=(8,), window=2, lstm_hidden=4)
+    source = save_checkpoint(tmp_path / "model_1.pt", DQN(config), version=1)
+    converted = convert_checkpoint(source.path)
+    loaded = load_checkpoint(converted.saved.path)
+    assert (loaded.format, loaded.architecture, loaded.config) == ("safetensors", "dqn", config)
