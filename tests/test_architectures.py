@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from common import CheckpointLoadError, CheckpointRejected
-from common.architectures import UnknownArchitecture, architecture_names, get_architecture
+from common.architectures import (
+    ConfigError,
+    UnknownArchitecture,
+    architecture_names,
+    get_architecture,
+)
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from common.dqn import DQN, DQNConfig
 from common.policy import PolicyConfig, SACActor, build_architecture, register_architecture
@@ -163,6 +168,12 @@ def test_a_hostile_architecture_or_config_is_refused_before_anything_is_built(
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert info.value.reason == reason, str(info.value)
     assert grown_kib < 200_000
+
+
+def test_an_integer_too_long_to_print_is_over_the_caps() -> None:
+    """A 5,000-digit integer (beyond Python's int-to-str limit) is refused as over the caps."""
+    with pytest.raises(ConfigError, match="bit integer"):
+        build_architecture("dqn", {"state_dim": 10**5000})
 
 
 def test_a_dqn_with_the_wrong_tensors_is_shape_mismatch(tmp_path: Path) -> None:
