@@ -19,6 +19,7 @@ from common.architectures import (
     UnknownArchitecture,
     architecture_names,
     get_architecture,
+    load_entry_points,
 )
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from common.dqn import DQN, DQNConfig
@@ -223,3 +224,32 @@ def test_fks_convert_keeps_a_dqn_a_dqn(tmp_path: Path) -> None:
     converted = convert_checkpoint(source.path)
     loaded = load_checkpoint(converted.saved.path)
     assert (loaded.format, loaded.architecture, loaded.config) == ("safetensors", "dqn", config)
+
+
+def test_an_entry_point_that_fails_to_import_is_logged_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken plugin never stops a node: its entry point is logged with the reason and the
+    others (here one naming an Architecture object) are registered."""
+    dist = tmp_path / "plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[fks.architectures]\n"
+        "broken_plugin = no_such_module_here:build\n"
+        "spec_plugin = fks_test_plugin:SPEC\n"
+    )
+    (tmp_path / "fks_test_plugin.py").write_text(
+        "from common.architectures import Architecture\n"
+        "from torch import nn\n"
+        "SPEC = Architecture('ignored', lambda c: nn.Linear(4, c['out']), defaults={'out': 2})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with caplog.at_level("ERROR", logger="common.architectures"):
+        names = load_entry_points()
+    assert "spec_plugin" in names and "broken_plugin" not in names
+    assert "broken_plugin" in caplog.text and "no_such_module_here" in caplog.text
+    module = build_architecture("spec_plugin", {"out": 5})
+    assert isinstance(module, nn.Linear) and module.out_features == 5
+    with pytest.raises(UnknownArchitecture):
+        get_architecture("broken_plugin")
