@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,10 +34,12 @@ STATE = [0.05] * 28
 def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/my_arch pip-installed into a directory of its own (not into the venv)."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "my_arch"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", *isolation, "--target", str(target), str(EXAMPLE)],
+         "--no-deps", *isolation, "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     return target
