@@ -6,27 +6,19 @@ The ``:latest`` notification, the ``:version`` counter, how many subscribers lis
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from common.errors import InvalidNotification
+from common.fleet import NodeEntry, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
-from subscriber.registry import is_stale
 
 __all__ = ["NodeRow", "StatusReport", "format_status", "gather_status"]
 
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    node_id: str
-    entry: dict[str, Any]
-    age: float
-    stale: bool
+NodeRow = NodeEntry
 
 
 @dataclass
@@ -66,15 +58,7 @@ def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
             report.latest_error = str(exc)
     report.version_counter = int(client.get(keys.version) or 0)
     report.subscribers = int(client.pubsub_numsub(keys.channel)[0][1])
-    now = time.time()
-    for node_id, value in sorted(client.hgetall(keys.nodes).items()):
-        name = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
-        try:
-            entry = json.loads(value)
-        except ValueError:
-            entry = {"error": "unreadable entry"}
-        age = now - float(entry.get("heartbeat_at", 0.0))
-        report.nodes.append(NodeRow(name, entry, age, is_stale(entry, now)))
+    report.nodes = read_nodes(client, keys)
     return report
 
 
