@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.checkpoint import file_sha256
-from common.fleet import live_nodes
+from common.fleet import NodeEntry, live_nodes, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
 from common.redis_scripts import ALLOCATE, PUBLISH
@@ -359,6 +359,10 @@ class CheckpointNotifier:
                 redact_url(self.redis_url),
             )
         return NotifyResult(False, why, draft, outcome="not_sent")
+
+    def nodes(self) -> list[NodeEntry]:
+        """Every entry of the node registry (Redis errors propagate)."""
+        return read_nodes(self._client, self.keys)
 
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""
