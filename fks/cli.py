@@ -204,6 +204,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    if args.watch:
+        from fks.status import watch_status
+
+        try:
+            watch_status(
+                lambda: gather_status(client, settings.instance_id),
+                interval=args.interval, count=args.count,
+            )  # fmt: skip
+        finally:
+            client.close()
+        return 0
     try:
         report = gather_status(client, settings.instance_id)
     except (redis.RedisError, OSError) as exc:
@@ -349,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
                             description="What Redis knows of an instance: the :latest "
                             "notification, subscribers listening, every serving node.")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="redraw the table in place")
+    status.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between redraws with --watch (1)")  # fmt: skip
+    status.add_argument("--count", type=int, help=argparse.SUPPRESS)  # tests: stop after N
     common(status)
     status.set_defaults(func=cmd_status)
 
