@@ -39,10 +39,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("fks").info(
         "serving instance %s, Redis %s", settings.instance_id, redact_url(settings.redis_url)
     )
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     uvicorn.run(
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
         access_log=args.access_log,
     )  # fmt: skip
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """N uvicorn worker processes, each its own node ``<FKS_NODE_ID>-w<slot>``
+    (``subscriber/workers.py``); the settings reach them through the environment."""
+    import os
+    import socket
+    import tempfile
+
+    import uvicorn
+
+    from subscriber.workers import SLOTS_ENV
+
+    os.environ["FKS_INSTANCE_ID"] = settings.instance_id
+    os.environ["REDIS_URL"] = settings.redis_url
+    os.environ.setdefault("FKS_NODE_ID", f"{socket.gethostname()[:60]}:{os.getpid()}")
+    with tempfile.TemporaryDirectory(prefix="fks-workers-") as slots:
+        os.environ[SLOTS_ENV] = slots
+        uvicorn.run(
+            "subscriber.app:create_app", factory=True, workers=args.workers, host=args.host,
+            port=args.port, log_level=args.log_level, access_log=args.access_log,
+        )  # fmt: skip
     return 0
 
 
@@ -288,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes, each its own node <id>-w<slot> (1)")  # fmt: skip
     common(serve)
     serve.set_defaults(func=cmd_serve)
 

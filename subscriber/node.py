@@ -35,10 +35,11 @@ from subscriber.loader import LoadOptions
 from subscriber.metrics import Metrics
 from subscriber.plan import Candidate
 from subscriber.recorder import Recorder
-from subscriber.registry import NodeRegistry, default_node_id
+from subscriber.registry import NodeRegistry
 from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
 from subscriber.traffic import Traffic
+from subscriber.workers import node_id_for
 
 __all__ = ["START_WAIT_SECONDS", "ServingNode"]
 
@@ -61,7 +62,7 @@ class ServingNode:
         self.timing = timing or ListenerTiming()
         self.holder = ModelHolder(s, metrics=metrics, options=options)
         self.metrics = self.holder.metrics
-        self.node_id = self.registry_id(s)
+        self.node_id = node_id_for(s)
         self.metrics.node_info.labels(self.node_id, str(os.getpid())).set(1)
         self.traffic = Traffic()
         self.holder.on_swap(lambda model: self.traffic.swapped(model.generation))
@@ -117,7 +118,7 @@ class ServingNode:
 
     @staticmethod
     def registry_id(settings: Settings) -> str:
-        return settings.node_id or default_node_id()
+        return node_id_for(settings)
 
     @property
     def mode(self) -> str:
