@@ -284,13 +284,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fks.demo import DemoConfig, run_demo
+    from fks.redis_server import RedisServerNotFound
 
     logging.basicConfig(level=logging.ERROR)
     if args.short:
         config = DemoConfig(steps=600, every=150, warmup=200, redis_url=args.redis_url)
     else:
         config = DemoConfig(steps=args.steps, every=args.every, redis_url=args.redis_url)
-    return run_demo(config)
+    try:
+        return run_demo(config)
+    except RedisServerNotFound:
+        print(
+            "fks demo: no Redis answers and no redis-server to start: "
+            "pip install 'fks-checkpoint-notify[demo]' (or give --redis-url)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
