@@ -38,7 +38,8 @@ class AckReport:
     ``expected``: the nodes waited for (live when it was sent; with ``nodes`` and an int
     ``wait_for``, the targeted ones among them); ``acks``: the first ack of every node that
     answered, in arrival order; ``silent``: expected nodes that did not answer in time (for
-    an int ``wait_for`` only when fewer than N answered); ``complete``: the wait was satisfied.
+    an int ``wait_for`` only when fewer than N answered); ``complete``: the wait was satisfied;
+    ``seconds``: from publishing to the last ack awaited (or the timeout).
     """
 
     wait_for: WaitFor
@@ -106,12 +107,14 @@ class AckWaiter:
         wait_for: WaitFor,
         expected: tuple[str, ...],
         timeout: float,
+        sent_at: float | None = None,
     ) -> AckReport:
         """Acks of the message (``version``, ``sha256``, ``model_path``) until ``wait_for``
         is met or ``timeout`` seconds pass (Redis errors end the wait early: the report says
-        who answered until then)."""
-        start = time.monotonic()
-        deadline = start + timeout
+        who answered until then). ``sent_at`` (``time.monotonic()`` just before publishing)
+        is where the report's ``seconds`` start."""
+        start = time.monotonic() if sent_at is None else sent_at
+        deadline = time.monotonic() + timeout
         acks: dict[str, Ack] = {}
 
         def done() -> bool:

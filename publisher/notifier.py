@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -223,6 +224,7 @@ class CheckpointNotifier:
             except (redis.RedisError, OSError) as exc:
                 why = f"redis_unavailable: {type(exc).__name__}: {exc}"
                 return self._not_sent(path, why, draft)
+            sent_at = time.monotonic()
             result = self._send(path, draft, version)
             if waiter is None or not result.sent or result.notification is None:
                 return replace(result, unknown_nodes=unknown)
@@ -236,6 +238,7 @@ class CheckpointNotifier:
                 wait_for=wait_for,
                 expected=expected,
                 timeout=timeout,
+                sent_at=sent_at,
             )
             return replace(result, acks=report, unknown_nodes=unknown)
 

@@ -135,6 +135,8 @@ def run_rollout(
         suspects = tuple(
             n for n in canaries if (a := first.acks.ack_of(n)) is None or a.outcome == "applied"
         )
+        if not suspects:
+            say("  no canary serves it: nothing to force back, no other node was sent it")
         rollbacks = _roll_back(notifier, suspects, before, plan, say)
         return RolloutResult("rolled_back", bad, canaries, first, rollbacks=rollbacks)
     say(f"promoting version {sent.version} to every node ({others} more, :latest moves)")
@@ -226,6 +228,9 @@ def _soak(
             say(f"  {min(elapsed, plan.soak):5.1f} s  " + "; ".join(status))
             next_report = now + max(1.0, plan.soak / 5)
         if elapsed >= plan.soak:
+            idle = [n for n in canaries if not _count(rows[n].get("requests"))]
+            if idle:
+                say(f"  note: no requests reached {', '.join(idle)}: no error rate to judge")
             return None
         time.sleep(min(plan.poll, max(0.0, plan.soak - elapsed)))
 
