@@ -227,3 +227,45 @@ def test_acks_never_block_the_applier_when_redis_is_gone() -> None:
     assert acker.sent == 0
     assert metrics.acks_dropped._value.get() == 100
     assert queued < 1.0, "ack() must not wait for Redis"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 129, "n\n1", "ünï", "a/b"])
+def test_a_node_id_that_no_message_could_name_is_refused_at_start(bad: str) -> None:
+    """FKS_NODE_ID outside [A-Za-z0-9_.:@-]{1,128} is a clear ValueError: a node that no
+    targeted message could name, or whose acks would not parse, never starts."""
+    from common.settings import Settings
+
+    with pytest.raises(ValueError, match="node id"):
+        Settings(node_id=bad)
+
+
+def test_junk_and_forged_acks_do_not_confuse_a_waiting_publisher(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> None:
+    """While the publisher waits, the acks channel also carries garbage, an oversized blob
+    and acks of another message: only the acks of its own message count."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
+    saved = write_checkpoint(model_root, 5)
+    stop = threading.Event()
+
+    def spam() -> None:
+        other = Ack(node="n1", outcome="rejected", reason="forged", version=4).to_json()
+        while not stop.is_set():
+            for junk in ("{", "[]", "x" * 20000, '{"node":"n 1","outcome":"applied"}', other):
+                redis_client.publish(KEYS.acks, junk)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=spam)
+    thread.start()
+    try:
+        with CheckpointNotifier(redis_url) as notifier:
+            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.acks is not None and result.acks.ok, result.acks
+    assert [(a.node, a.outcome, a.version) for a in result.acks.acks] == [("n1", "applied", 5)]
