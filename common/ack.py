@@ -23,8 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from common.errors import InvalidNotification
 from common.keys import NODE_ID_PATTERN
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification
+from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
 __all__ = ["MAX_ACK_BYTES", "OUTCOMES", "Ack", "AckOutcome", "judged_fields"]
 
@@ -51,21 +53,38 @@ class Ack(BaseModel):
     generation: Annotated[int, Field(ge=0)] | None = None
     ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     at: AwareDatetime = Field(default_factory=_utc_now)
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
-    def to_json(self) -> str:
-        out = self.model_dump(mode="json")
+    def wire_dict(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"signature"})
         out["at"] = self.at.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
         out["ms"] = round(self.ms, 3)
-        return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+        if self.signature is not None:
+            out[SIGNATURE_FIELD] = self.signature
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.wire_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def signed(self, secret: str | bytes) -> Ack:
+        """A copy carrying the HMAC-SHA256 signature of its canonical JSON."""
+        unsigned = self.model_copy(update={"signature": None}).wire_dict()
+        return self.model_copy(update={"signature": sign_payload(unsigned, secret)})
 
     @classmethod
-    def parse(cls, data: bytes | str) -> Ack | None:
-        """The ack in ``data``, or None for anything that is not one (never raises)."""
+    def parse(cls, data: bytes | str, *, secret: str | bytes | None = None) -> Ack | None:
+        """The ack in ``data`` (signed with ``secret`` when one is given), or None for
+        anything that is not one (never raises)."""
         if len(data) > MAX_ACK_BYTES:
             return None
         try:
+            if secret is not None:
+                obj = json.loads(data)
+                if not isinstance(obj, dict):
+                    return None
+                verify_payload(obj, secret)
             return cls.model_validate_json(data)
-        except ValueError:
+        except (ValueError, RecursionError, InvalidNotification):
             return None
 
     def answers(self, version: int, sha256: str | None, model_path: str) -> bool:

@@ -11,7 +11,8 @@ timeout passes:
   does not count).
 
 The :class:`AckReport` lists each node's first ack and the nodes that stayed silent. Acks are
-parsed strictly (``common/ack.py``); anything else on the channel is skipped.
+parsed strictly (``common/ack.py``); anything else on the channel is skipped, and so is, when
+the publisher holds ``FKS_NOTIFY_SECRET``, any ack not signed with it.
 """
 
 from __future__ import annotations
@@ -69,8 +70,16 @@ class AckReport:
 class AckWaiter:
     """``with AckWaiter(client, keys) as waiter:`` publish, then ``waiter.collect(...)``."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, *, confirm_timeout: float = 2.0):
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RedisKeys,
+        *,
+        secret: str | None = None,
+        confirm_timeout: float = 2.0,
+    ):
         self.keys = keys
+        self.secret = secret
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         self._confirm_timeout = confirm_timeout
 
@@ -131,7 +140,7 @@ class AckWaiter:
                 message = self._pubsub.get_message(timeout=min(left, 0.2))
                 if message is None or message["type"] != "message":
                     continue
-                ack = Ack.parse(message["data"])
+                ack = Ack.parse(message["data"], secret=self.secret)
                 if ack is None or not ack.answers(version, sha256, model_path):
                     continue
                 acks.setdefault(ack.node, ack)

@@ -217,7 +217,7 @@ class CheckpointNotifier:
         with contextlib.ExitStack() as stack:
             try:
                 waiter = (
-                    stack.enter_context(AckWaiter(self._client, self.keys))
+                    stack.enter_context(AckWaiter(self._client, self.keys, secret=self.secret))
                     if wait_for is not None
                     else None
                 )

@@ -205,13 +205,13 @@ class ServingNode:
         if self.acker is None:
             return
         model = self.holder.current()
-        self.acker.ack(
-            Ack(
-                node=self.node_id,
-                outcome=outcome,
-                reason=reason[:200],
-                generation=model.generation if model else None,
-                ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
-                **judged_fields(notification, raw),
-            )
+        ack = Ack(
+            node=self.node_id,
+            outcome=outcome,
+            reason=reason[:200],
+            generation=model.generation if model else None,
+            ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
+            **judged_fields(notification, raw),
         )
+        secret = self.settings.secret
+        self.acker.ack(ack.signed(secret) if secret else ack)

@@ -269,3 +269,41 @@ def test_junk_and_forged_acks_do_not_confuse_a_waiting_publisher(
         thread.join()
     assert result.acks is not None and result.acks.ok, result.acks
     assert [(a.node, a.outcome, a.version) for a in result.acks.acks] == [("n1", "applied", 5)]
+
+
+def test_with_a_secret_only_signed_acks_count(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    tap: AckTap,
+) -> None:
+    """FKS_NOTIFY_SECRET: the node signs its acks; a waiting publisher holding the secret
+    ignores a flood of unsigned and wrongly signed acks claiming the node rejected it."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3, notify_secret="s3cret")
+    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
+    saved = write_checkpoint(model_root, 5)
+    forged = Ack(node="n1", outcome="rejected", reason="forged", version=5, sha256=saved.sha256,
+                 model_path=str(saved.path))  # fmt: skip
+    stop = threading.Event()
+
+    def spam() -> None:
+        while not stop.is_set():
+            redis_client.publish(KEYS.acks, forged.to_json())
+            redis_client.publish(KEYS.acks, forged.signed("wrong").to_json())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=spam)
+    thread.start()
+    try:
+        with CheckpointNotifier(redis_url, secret="s3cret") as notifier:
+            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.acks is not None and result.acks.ok, result.acks
+    (ack,) = result.acks.acks
+    assert (ack.outcome, ack.reason) == ("applied", "swapped") and ack.signature is not None
+    signed = [raw for raw in tap.raw if b'"reason":"swapped"' in raw]
+    assert signed and Ack.parse(signed[0], secret="s3cret") is not None
+    assert Ack.parse(forged.to_json(), secret="s3cret") is None
