@@ -246,6 +246,16 @@ def _roll_back(
     plan: RolloutPlan,
     say: Say,
 ) -> tuple[NotifyResult, ...]:
+    try:
+        live = {n.node_id for n in notifier.nodes() if not n.stale}
+    except (redis.RedisError, OSError):
+        live = set(nodes)
+    for node in nodes:
+        if node not in live:
+            say(
+                f"  {node} is not live: the rollback is sent to it but not waited for; if it "
+                "returns without a restart it may still serve the canary (see fks status)"
+            )
     groups: dict[_Served, list[str]] = {}
     for node in nodes:
         served = before[node]
@@ -264,7 +274,7 @@ def _roll_back(
             hash_file=False,
             force=True,
             nodes=members,
-            wait_for=len(members),
+            wait_for=sum(1 for m in members if m in live) or None,
             timeout=plan.timeout,
         )
         if result.acks is not None:

@@ -228,6 +228,7 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
     out = capsys.readouterr().out
     assert codes == [2], out
     assert "rolling back: r2 went silent during the soak" in out
+    assert "r2 is not live: the rollback is sent to it but not waited for" in out
     assert "promoting" not in out
     assert fleet.versions() == {"r1": 5, "r3": 5}
     assert fleet.latest_version() == 5
