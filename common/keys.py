@@ -8,10 +8,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["INSTANCE_ID_PATTERN", "RedisKeys", "checkpoint_channel", "validate_instance_id"]
+__all__ = [
+    "INSTANCE_ID_PATTERN",
+    "NODE_ID_PATTERN",
+    "RedisKeys",
+    "checkpoint_channel",
+    "validate_instance_id",
+    "validate_node_id",
+]
 
 KEY_PREFIX = "fks"
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A serving node's id (``FKS_NODE_ID``, default ``<hostname>:<pid>``): what a targeted
+# message names in ``nodes`` (SPEC §11).
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
 def validate_instance_id(instance_id: object) -> str:
@@ -21,6 +31,16 @@ def validate_instance_id(instance_id: object) -> str:
             f"invalid instance_id {instance_id!r}: expected 1 to 64 characters of [A-Za-z0-9_.-]"
         )
     return instance_id
+
+
+def validate_node_id(node_id: object) -> str:
+    """Return ``node_id`` unchanged, or raise ``ValueError`` if it cannot name a node."""
+    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+        shown = node_id[:40] + "..." if isinstance(node_id, str) and len(node_id) > 40 else node_id
+        raise ValueError(
+            f"invalid node id {shown!r}: expected 1 to 128 characters of [A-Za-z0-9_.:@-]"
+        )
+    return node_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,11 @@ class RedisKeys:
     def nodes(self) -> str:
         """Hash: serving node id -> JSON of what that node serves."""
         return f"{self.prefix}:nodes"
+
+    @property
+    def acks(self) -> str:
+        """Pub/sub channel: one JSON ack per notification a node judged (SPEC §11)."""
+        return f"{self.prefix}:acks"
 
     @property
     def blob_prefix(self) -> str:

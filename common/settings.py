@@ -10,7 +10,7 @@ from urllib.parse import unquote_plus
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.keys import RedisKeys, validate_instance_id
+from common.keys import RedisKeys, validate_instance_id, validate_node_id
 from common.remote import BLOB_SCHEME, canonical_url, is_url
 
 __all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "redact_url"]
@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_instance(cls, value: str) -> str:
         return validate_instance_id(value)
+
+    @field_validator("node_id")
+    @classmethod
+    def _valid_node_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_node_id(value)
 
     @field_validator("model_urls")
     @classmethod

@@ -13,6 +13,13 @@ is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the 
 sent but Redis did not answer in time: it may still be published), ``conflict`` or
 ``disabled``, within the client's 1 s connect/read timeouts and with no retries.
 
+Rollouts (SPEC §11, ``publisher/acks.py``): ``nodes=[...]`` targets some nodes only (the
+others ack ``ignored``; ``:latest`` does not move, so a canary never spreads by catch-up);
+``wait_for=N`` or ``"all"`` waits up to ``timeout`` seconds for the nodes' acks, subscribed
+before publishing, and returns them in ``NotifyResult.acks``. Waiting with no live node in the
+registry sends nothing (``not_sent``, "no live nodes"); ids in ``nodes`` that no live node
+has are warned about by name (``NotifyResult.unknown_nodes``).
+
 A checkpoint can travel with its notification (SPEC §9, ``publisher/upload.py``):
 ``upload_to="s3://bucket/prefix/"`` (or ``FKS_UPLOAD_TO``) uploads the file first and
 announces its URL with its sha256; ``transport="redis"`` stores its bytes as a blob in this
@@ -22,10 +29,12 @@ Redis (10 s timeouts) and announces ``redis-blob:<sha256>``. A failed upload is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -35,12 +44,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.checkpoint import file_sha256
+from common.fleet import NodeEntry, live_nodes, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
 from common.redis_scripts import ALLOCATE, PUBLISH
 from common.remote import BLOB_SCHEME, is_url
 from common.settings import Settings, redact_url
 from common.textsafe import printable
+from publisher.acks import AckReport, AckWaiter, WaitFor
 from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
 
 __all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
@@ -71,6 +82,8 @@ class NotifyResult:
     receivers: int = 0
     latest_updated: bool = False
     outcome: Outcome = "published"
+    acks: AckReport | None = None
+    unknown_nodes: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.sent
@@ -125,6 +138,9 @@ class CheckpointNotifier:
         hash_file: bool = True,
         upload_to: str | None = None,
         transport: Transport = "path",
+        nodes: Sequence[str] | None = None,
+        wait_for: WaitFor | None = None,
+        timeout: float = 10.0,
     ) -> NotifyResult:
         """Publish one notification for ``model_path`` (made absolute; a URL is sent as is).
 
@@ -132,9 +148,16 @@ class CheckpointNotifier:
         notifier published before); ``sha256=None`` hashes the file
         when it is readable here (``hash_file=False`` skips that). ``upload_to`` (default
         ``FKS_UPLOAD_TO``) uploads the file and announces its URL; ``transport="redis"``
-        stores it as a blob and announces ``redis-blob:<sha256>``. Invalid arguments raise
-        ``ValueError``; an unreachable Redis or object store does not raise.
+        stores it as a blob and announces ``redis-blob:<sha256>``. ``nodes`` targets those
+        nodes only; ``wait_for`` (an int >= 1 or ``"all"``) waits up to ``timeout`` seconds
+        for the acks. Invalid arguments raise ``ValueError``; an unreachable Redis or object
+        store does not raise.
         """
+        if wait_for is not None and wait_for != "all":
+            if isinstance(wait_for, bool) or not isinstance(wait_for, int) or wait_for < 1:
+                raise ValueError(f"wait_for must be an int >= 1 or 'all', got {wait_for!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
         if transport not in ("path", "redis"):
             raise ValueError(f"transport must be 'path' or 'redis', got {transport!r}")
         if transport == "redis" and upload_to is not None:
@@ -160,6 +183,7 @@ class CheckpointNotifier:
             "sha256": sha256,
             "force": force,
             "issued_at": datetime.now(UTC),
+            "nodes": None if nodes is None else tuple(nodes),
         }
         if saved_at is not None:
             fields["saved_at"] = saved_at
@@ -167,11 +191,59 @@ class CheckpointNotifier:
         if not self.enabled:
             log.info("checkpoint notify disabled (ENABLE_CHECKPOINT_NOTIFY=false): %s", path)
             return NotifyResult(False, "disabled", draft, outcome="disabled")
+        live: list[str] = []
+        if wait_for is not None or draft.nodes is not None:
+            try:
+                live = [row.node_id for row in live_nodes(self._client, self.keys)]
+            except (redis.RedisError, OSError) as exc:
+                why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+                return self._not_sent(path, why, draft)
+        unknown = tuple(n for n in draft.nodes or () if n not in live)
+        if unknown:
+            log.warning(
+                "nodes %s are unknown or not live in %s: they will not hear this message",
+                ", ".join(unknown),
+                self.keys.nodes,
+            )
+        if wait_for is not None and not live:
+            why = f"no live nodes in {self.keys.nodes}: nothing sent, nobody would answer"
+            log.warning("checkpoint %s not announced: %s", printable(path), why)
+            return NotifyResult(False, why, draft, outcome="not_sent", unknown_nodes=unknown)
         if target is not None or transport == "redis":
             moved = self._travel(path, draft, target)
             if isinstance(moved, NotifyResult):
                 return moved
             draft = moved
+        with contextlib.ExitStack() as stack:
+            try:
+                waiter = (
+                    stack.enter_context(AckWaiter(self._client, self.keys, secret=self.secret))
+                    if wait_for is not None
+                    else None
+                )
+            except (redis.RedisError, OSError) as exc:
+                why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+                return self._not_sent(path, why, draft)
+            sent_at = time.monotonic()
+            result = self._send(path, draft, version)
+            if waiter is None or not result.sent or result.notification is None:
+                return replace(result, unknown_nodes=unknown)
+            assert wait_for is not None
+            sent = result.notification
+            expected = tuple(n for n in live if wait_for == "all" or sent.targets(n))
+            report = waiter.collect(
+                version=sent.version,
+                sha256=sent.sha256,
+                model_path=sent.model_path,
+                wait_for=wait_for,
+                expected=expected,
+                timeout=timeout,
+                sent_at=sent_at,
+            )
+            return replace(result, acks=report, unknown_nodes=unknown)
+
+    def _send(self, path: str, draft: CheckpointNotification, version: int | None) -> NotifyResult:
+        """Allocate a version if none was given, sign, publish."""
         try:
             if version is None:
                 allocated = self._allocate(
@@ -196,6 +268,7 @@ class CheckpointNotifier:
                     message.sha256 or "",
                     message.model_path,
                     "1" if version is None else "0",
+                    "1" if message.nodes is not None else "0",
                 ],
             )
         except redis.ResponseError as exc:
@@ -290,6 +363,10 @@ class CheckpointNotifier:
             )
         return NotifyResult(False, why, draft, outcome="not_sent")
 
+    def nodes(self) -> list[NodeEntry]:
+        """Every entry of the node registry (Redis errors propagate)."""
+        return read_nodes(self._client, self.keys)
+
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""
         try:
@@ -329,10 +406,14 @@ def notify_checkpoint(
     redis_url: str | None = None,
     upload_to: str | None = None,
     transport: Transport = "path",
+    nodes: Sequence[str] | None = None,
+    wait_for: WaitFor | None = None,
+    timeout: float = 10.0,
 ) -> NotifyResult:
-    """Announce a saved checkpoint once (SPEC §6, §9). Never raises because Redis (or the
-    object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
-    announces its URL; ``transport="redis"`` stores it as a Redis blob."""
+    """Announce a saved checkpoint once (SPEC §6, §9, §11). Never raises because Redis (or
+    the object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
+    announces its URL; ``transport="redis"`` stores it as a Redis blob; ``nodes`` targets
+    some nodes only; ``wait_for=N`` or ``"all"`` waits up to ``timeout`` s for their acks."""
     with CheckpointNotifier(redis_url, instance_id) as notifier:
         return notifier.notify(
             model_path,
@@ -344,4 +425,7 @@ def notify_checkpoint(
             force=force,
             upload_to=upload_to,
             transport=transport,
+            nodes=nodes,
+            wait_for=wait_for,
+            timeout=timeout,
         )

@@ -17,6 +17,9 @@ Every message is parsed here and handed to the applier (``subscriber/applier.py`
 notification is rejected with a reason, logged once (its text escaped), counted: nothing a
 publisher sends can end a session or the thread. A catch-up that brings a message already
 judged is skipped; with a secret, a signature already judged is refused as ``replayed``.
+A targeted message (``nodes``, SPEC §11) that does not name this node is not considered at
+all: it is acked ``ignored``. Messages refused here are acked ``rejected`` (``report``); the
+others are acked by the applier once judged.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.ack import AckOutcome
 from common.errors import InvalidNotification
 from common.latest import moves_latest
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
@@ -45,11 +50,15 @@ from subscriber.plan import Candidate
 from subscriber.recorder import Recorder
 from subscriber.seen import JudgedMessages, ReplayGuard
 
-__all__ = ["CheckpointSubscriber", "ListenerTiming"]
+__all__ = ["CheckpointSubscriber", "ListenerTiming", "Report"]
 
 log = logging.getLogger(__name__)
 
 PING_PAYLOAD = "fks-liveness"
+
+# Told of a channel message judged here (outcome, reason, the message if it parsed, its raw
+# bytes, its arrival on the monotonic clock): an ack (subscriber/acker.py).
+Report = Callable[[AckOutcome, str, CheckpointNotification | None, bytes, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +89,12 @@ class CheckpointSubscriber:
         replay: ReplayGuard,
         recorder: Recorder | None = None,
         timing: ListenerTiming | None = None,
+        node_id: str = "",
+        report: Report | None = None,
     ) -> None:
         self.holder = holder
+        self.node_id = node_id
+        self.report = report
         self.applier = applier
         self.judged = judged
         self.replay = replay
@@ -320,7 +333,15 @@ class CheckpointSubscriber:
         try:
             notification = CheckpointNotification.from_message(raw, secret=self.secret)
         except InvalidNotification as exc:
-            self._reject(exc.reason, str(exc), via)
+            self._reject(exc.reason, str(exc), via, raw=raw, received=received)
+            return
+        if not notification.targets(self.node_id):
+            self.counters["ignored"] += 1
+            if via == "latest":
+                self._latest = notification
+            else:
+                self._tell("ignored", "not_targeted", notification, raw, received)
+            log.debug("a message for nodes %s only: ignored", notification.nodes)
             return
         decided = None
         known = self.holder.highest_version  # before this message
@@ -332,10 +353,13 @@ class CheckpointSubscriber:
         else:
             replayed = self.replay.replayed(notification)
             if replayed is not None:
-                self._reject("replayed", replayed, via)
+                self._reject(
+                    "replayed", replayed, via, raw=raw, received=received, parsed=notification
+                )
                 return
             before = self._latest_digest
-            if moves_latest(self._latest, notification, known):
+            # a targeted message never moves :latest (the publisher's script leaves it)
+            if notification.nodes is None and moves_latest(self._latest, notification, known):
                 self._latest, self._latest_digest = notification, digest
         self.holder.note_version(notification.version)
         self.applier.offer(
@@ -350,7 +374,32 @@ class CheckpointSubscriber:
             )
         )
 
-    def _reject(self, reason: str, detail: str, via: str) -> None:
+    def _reject(
+        self,
+        reason: str,
+        detail: str,
+        via: str,
+        *,
+        raw: bytes = b"",
+        received: float = 0.0,
+        parsed: CheckpointNotification | None = None,
+    ) -> None:
         self.counters[f"rejected_{reason}"] += 1
         self.holder.record_rejection(reason, detail, via)
         log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
+        if via == "channel":
+            self._tell("rejected", reason, parsed, raw, received)
+
+    def _tell(
+        self,
+        outcome: AckOutcome,
+        reason: str,
+        notification: CheckpointNotification | None,
+        raw: bytes,
+        received: float,
+    ) -> None:
+        if self.report is not None:
+            try:
+                self.report(outcome, reason, notification, raw, received)
+            except Exception:  # noqa: BLE001 - an ack never ends a session
+                log.exception("reporting a judged message failed")

@@ -7,7 +7,9 @@ which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in t
 and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) on the
 model-work limiter, so the event loop keeps serving other requests (bench/http.py measures
 the choice). An action that is not finite (a state can overflow a policy) is a 400, never
-a ``NaN`` in the JSON.
+a ``NaN`` in the JSON. Each request is counted against the generation it used, and so is an
+error of the model (a non-finite action, an exception while inferring): the registry carries
+both since the last swap (``subscriber/traffic.py``), and ``fks rollout`` watches them.
 """
 
 from __future__ import annotations
@@ -137,11 +139,17 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     node = await get_authorized_node(request)
     model = await served_model(node)
     states = _rows([body.state], model, "state")
-    actions, elapsed = await _infer(request, model, states, body.deterministic)
+    try:
+        actions, elapsed = await _infer(request, model, states, body.deterministic)
+    except Exception:
+        node.traffic.served(model.generation, error=True)
+        raise
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
+        node.traffic.served(model.generation, error=True)
         raise _not_finite(None)
+    node.traffic.served(model.generation)
     if model.discrete:  # Q-values: the action is their argmax (SPEC §12)
         chosen = int(np.argmax(actions[0]))
         return _raw_json(
@@ -183,11 +191,17 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
         )
     model = await served_model(node)
     states = _rows(body.states, model, "states")
-    actions, elapsed = await _infer(request, model, states, body.deterministic)
+    try:
+        actions, elapsed = await _infer(request, model, states, body.deterministic)
+    except Exception:
+        node.traffic.served(model.generation, error=True)
+        raise
     node.metrics.batch_latency.observe(elapsed)
     finite = np.isfinite(actions).all(axis=1)
     if not finite.all():
+        node.traffic.served(model.generation, error=True)
         raise _not_finite(int(np.argmin(finite)))
+    node.traffic.served(model.generation)
     if model.discrete:
         return _json(
             DiscreteBatchResponse(

@@ -37,7 +37,7 @@ __all__ = ["Recorder"]
 
 log = logging.getLogger(__name__)
 
-_RECORDED = {0: "present", 1: "recorded", -1: "superseded"}
+_RECORDED = {0: "present", 1: "recorded", -1: "superseded", -2: "targeted"}
 
 
 class Recorder:
@@ -65,9 +65,13 @@ class Recorder:
 
     def record(self, candidate: Candidate) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
-        place; returns ``present``, ``recorded``, ``superseded`` or ``error``."""
+        place; returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for
+        some nodes only is never recorded: a canary must not spread by catch-up) or
+        ``error``."""
         if candidate.raw is None:
             return "present"
+        if candidate.targeted:
+            return "targeted"
         try:
             code = int(
                 self._record(
@@ -169,6 +173,7 @@ class Recorder:
                     model.sha256,
                     where,
                     "1" if allocated else "0",
+                    "0",
                 ],
             )[2]
         except (redis.RedisError, OSError) as exc:

@@ -168,4 +168,6 @@ async def model_rollback(node: AuthorizedNode) -> ModelInfo:
 async def metrics(request: Request) -> Response:
     node: ServingNode | None = getattr(request.app.state, "fks_node", None)
     body = generate_latest(node.metrics.registry) if node else b""
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    # which node (worker of `fks serve --workers N`) answered; also fks_node_info{node}
+    headers = {"X-FKS-Node": node.node_id} if node else None
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
