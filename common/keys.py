@@ -1,6 +1,11 @@
 """Every Redis key and channel name of the project, built in this one place (SPEC §3).
 
 No other module writes an ``fks:`` string: they ask :class:`RedisKeys` for it.
+
+In a Redis Cluster (``redis+cluster://``, SPEC §10) the keys of an instance carry a hash tag,
+``fks:{<instance>}:…``, so they all live in one slot and each Lua script call touches one
+slot. The pub/sub channel keeps its name, ``fks:<instance>:model_checkpoints``, in every
+mode: operators and other readers subscribe to it as before.
 """
 
 from __future__ import annotations
@@ -28,28 +33,31 @@ class RedisKeys:
     """The channel and keys of one instance, all under ``fks:{instance_id}:``."""
 
     instance_id: str
+    hash_tag: bool = False  # True in a Redis Cluster: every key in the instance's slot
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
 
     @property
     def prefix(self) -> str:
-        return f"{KEY_PREFIX}:{self.instance_id}"
+        """What every key of the instance starts with (``fks:{<instance>}`` in a cluster)."""
+        tag = f"{{{self.instance_id}}}" if self.hash_tag else self.instance_id
+        return f"{KEY_PREFIX}:{tag}"
 
     @property
     def channel(self) -> str:
-        """Pub/sub channel carrying the notifications."""
-        return f"{self.prefix}:model_checkpoints"
+        """Pub/sub channel carrying the notifications (never hash-tagged)."""
+        return f"{KEY_PREFIX}:{self.instance_id}:model_checkpoints"
 
     @property
     def latest(self) -> str:
         """String key: the last notification (JSON), read after every (re)subscribe."""
-        return f"{self.channel}:latest"
+        return f"{self.prefix}:model_checkpoints:latest"
 
     @property
     def version(self) -> str:
         """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
-        return f"{self.channel}:version"
+        return f"{self.prefix}:model_checkpoints:version"
 
     @property
     def nodes(self) -> str:

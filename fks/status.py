@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
+from redis.cluster import RedisCluster
 
 from common.errors import InvalidNotification
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
+from common.redis_connect import RedisClient
 from subscriber.registry import is_stale
 
 __all__ = ["NodeRow", "StatusReport", "format_status", "gather_status"]
@@ -55,8 +56,11 @@ class StatusReport:
         }  # fmt: skip
 
 
-def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
-    keys = RedisKeys(instance_id)
+def gather_status(
+    client: RedisClient, instance_id: str, keys: RedisKeys | None = None
+) -> StatusReport:
+    """What ``client`` says of ``instance_id`` (``keys``: its layout, hash-tagged in a cluster)."""
+    keys = keys or RedisKeys(instance_id, hash_tag=isinstance(client, RedisCluster))
     report = StatusReport(instance_id, keys.channel)
     raw = client.get(keys.latest)
     if raw is not None:
@@ -65,7 +69,7 @@ def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
         except InvalidNotification as exc:
             report.latest_error = str(exc)
     report.version_counter = int(client.get(keys.version) or 0)
-    report.subscribers = int(client.pubsub_numsub(keys.channel)[0][1])
+    report.subscribers = _subscribers(client, keys.channel)
     now = time.time()
     for node_id, value in sorted(client.hgetall(keys.nodes).items()):
         name = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
@@ -113,3 +117,14 @@ def format_status(report: StatusReport) -> str:
 
 def _opt(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def _subscribers(client: RedisClient, channel: str) -> int:
+    """``PUBSUB NUMSUB`` (in a cluster: summed over the nodes, each counts its own clients)."""
+    if isinstance(client, RedisCluster):
+        total = 0
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            replies = client.pubsub_numsub(channel, target_nodes=node)
+            total += sum(int(count) for _, count in replies)
+        return total
+    return int(client.pubsub_numsub(channel)[0][1])

@@ -61,7 +61,11 @@ class ServingNode:
         self.decider = Decider(
             self.holder, judged=self.judged, replay=self.replay, remote_url=s.model_url
         )
-        self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
+        self.recorder = (
+            Recorder(s.redis_url, s.keys, secret=s.secret, sharded=s.sharded_pubsub)
+            if listen
+            else None
+        )
         self.applier = Applier(
             self.decider,
             quiet=self.timing.quiet,
