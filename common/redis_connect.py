@@ -38,8 +38,10 @@ __all__ = [
     "RedisClient",
     "Timeouts",
     "connect",
+    "close_client",
     "is_readonly",
     "sentinel_for",
+    "sentinel_of",
 ]
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
@@ -60,8 +62,7 @@ def _socket_kwargs(timeouts: Timeouts) -> dict[str, Any]:
     return {
         "socket_connect_timeout": timeouts.connect,
         "socket_timeout": timeouts.command,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
+        "retry": Retry(NoBackoff(), 0),  # no retries, on timeouts neither
     }
 
 
@@ -83,7 +84,6 @@ def connect(
         )
         return master
     nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call]
-    kwargs.pop("retry_on_timeout")  # deprecated for clusters: Retry(…, 0) says it all
     options: dict[str, Any] = kwargs | target.credentials() | target.tls_kwargs()
     return RedisCluster(
         startup_nodes=nodes,
@@ -112,6 +112,22 @@ def sentinel_for(target: RedisTarget, timeouts: Timeouts | None = None) -> Senti
         **target.credentials(),
         **target.tls_kwargs(),
     )
+
+
+def close_client(client: RedisClient | None) -> None:
+    """Close ``client`` and, behind Sentinel, its connections to the sentinels."""
+    if client is None:
+        return
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+    client.close()
+
+
+def sentinel_of(client: RedisClient) -> Sentinel | None:
+    """The :class:`Sentinel` a master client asks, or None for other clients."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return manager if isinstance(manager, Sentinel) else None
 
 
 def is_readonly(exc: BaseException) -> bool:
@@ -150,5 +166,4 @@ class LazyRedis:
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        close_client(client)
