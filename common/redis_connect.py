@@ -6,7 +6,11 @@ recorder, the blob fetcher and ``fks status``) builds its client here, so each U
 
 - one server: ``redis.Redis.from_url`` (``redis://``, ``rediss://``, ``unix://``);
 - Sentinel: ``redis.sentinel.Sentinel(...).master_for(service)``, a client whose every new
-  connection asks the sentinels where the master is now;
+  connection asks the sentinels where the master is now. :class:`FailoverAwareSentinel` asks
+  every sentinel and believes the newest configuration (the highest ``config-epoch``, and
+  during a failover the sentinel running it): redis-py's own ``SENTINEL MASTERS`` lookup names
+  the old master until the failover has ended, while the promoted replica already takes
+  writes, and writes to the old master are lost when it is demoted;
 - Cluster: ``redis.cluster.RedisCluster``, which follows ``MOVED`` and refreshes its slot map
   after a node fails. Building one already talks to the cluster, so :class:`LazyRedis` builds
   it on first use: a node starts, and a trainer saves, while Redis is away.
@@ -28,12 +32,13 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from common.redis_url import RedisTarget, parse_redis_url
 
 __all__ = [
     "REDIS_ERRORS",
+    "FailoverAwareSentinel",
     "LazyRedis",
     "RedisClient",
     "Timeouts",
@@ -105,13 +110,41 @@ def sentinel_for(target: RedisTarget, timeouts: Timeouts | None = None) -> Senti
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password is not None:
         sentinel_kwargs["password"] = target.sentinel_password
-    return Sentinel(  # type: ignore[no-untyped-call]
+    return FailoverAwareSentinel(  # type: ignore[no-untyped-call]
         list(target.hosts),
         sentinel_kwargs=sentinel_kwargs,
         **socket,
         **target.credentials(),
         **target.tls_kwargs(),
     )
+
+
+class FailoverAwareSentinel(Sentinel):
+    """A :class:`~redis.sentinel.Sentinel` that names the master of the newest
+    configuration among all the sentinels that answer."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        best: tuple[tuple[int, bool], tuple[str, int]] | None = None
+        errors = []
+        sentinels: list[Any] = self.sentinels
+        for sentinel in sentinels:
+            try:
+                state = sentinel.sentinel_master(service_name)
+                address = sentinel.sentinel_get_master_addr_by_name(service_name)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                errors.append(f"{sentinel}: {exc!r}")
+                continue
+            if not address:
+                continue
+            flags = str(state.get("flags", ""))
+            rank = (int(state.get("config-epoch", 0) or 0), "failover_in_progress" in flags)
+            host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
+            if best is None or rank > best[0]:
+                best = (rank, (host, int(address[1])))
+        if best is None:
+            detail = f": {', '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return best[1]
 
 
 def close_client(client: RedisClient | None) -> None:
