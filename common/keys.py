@@ -2,10 +2,12 @@
 
 No other module writes an ``fks:`` string: they ask :class:`RedisKeys` for it.
 
-In a Redis Cluster (``redis+cluster://``, SPEC §10) the keys of an instance carry a hash tag,
-``fks:{<instance>}:…``, so they all live in one slot and each Lua script call touches one
-slot. The pub/sub channel keeps its name, ``fks:<instance>:model_checkpoints``, in every
-mode: operators and other readers subscribe to it as before.
+In a Redis Cluster (``redis+cluster://``, SPEC §10) the keys of an instance carry the channel
+name as their hash tag: ``{fks:<instance>:model_checkpoints}:latest``, ``…:version``,
+``…:nodes``, ``…:blob:<sha256>``, ``…:blobs``. They all live in the channel's own slot, so
+each Lua script call touches one slot and may ``SPUBLISH`` (sharded pub/sub) from inside the
+script. The channel keeps its name, ``fks:<instance>:model_checkpoints``, in every mode:
+operators and other readers subscribe to it as before.
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ class RedisKeys:
     """The channel and keys of one instance, all under ``fks:{instance_id}:``."""
 
     instance_id: str
-    hash_tag: bool = False  # True in a Redis Cluster: every key in the instance's slot
+    hash_tag: bool = False  # True in a Redis Cluster: every key in the channel's slot
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
 
     @property
     def prefix(self) -> str:
-        """What every key of the instance starts with (``fks:{<instance>}`` in a cluster)."""
-        tag = f"{{{self.instance_id}}}" if self.hash_tag else self.instance_id
-        return f"{KEY_PREFIX}:{tag}"
+        """What the instance's other keys start with (``{<channel>}`` in a cluster)."""
+        return f"{{{self.channel}}}" if self.hash_tag else f"{KEY_PREFIX}:{self.instance_id}"
+
+    @property
+    def _checkpoints(self) -> str:
+        return f"{{{self.channel}}}" if self.hash_tag else self.channel
 
     @property
     def channel(self) -> str:
@@ -52,12 +57,12 @@ class RedisKeys:
     @property
     def latest(self) -> str:
         """String key: the last notification (JSON), read after every (re)subscribe."""
-        return f"{self.prefix}:model_checkpoints:latest"
+        return f"{self._checkpoints}:latest"
 
     @property
     def version(self) -> str:
         """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
-        return f"{self.prefix}:model_checkpoints:version"
+        return f"{self._checkpoints}:version"
 
     @property
     def nodes(self) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "Timeouts",
     "connect",
     "close_client",
+    "has_sharded_pubsub",
     "is_readonly",
     "sentinel_for",
     "sentinel_of",
@@ -145,6 +146,20 @@ class FailoverAwareSentinel(Sentinel):
             detail = f": {', '.join(errors)}" if errors else ""
             raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
         return best[1]
+
+
+def has_sharded_pubsub(client: RedisClient) -> bool:
+    """Whether the server has ``SPUBLISH``/``SSUBSCRIBE``: Redis 7 or newer (``INFO server``;
+    in a cluster, of one node)."""
+    if isinstance(client, RedisCluster):
+        info: Any = client.info("server", target_nodes=RedisCluster.RANDOM)
+    else:
+        info = client.info("server")
+    if isinstance(info, dict) and "redis_version" not in info and info:
+        info = next(iter(info.values()))  # keyed by node
+    version = str(info.get("redis_version", "0")) if isinstance(info, dict) else "0"
+    major = version.split(".")[0]
+    return major.isdigit() and int(major) >= 7
 
 
 def close_client(client: RedisClient | None) -> None:

@@ -44,7 +44,14 @@ from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainEr
 
 from common.checkpoint import file_sha256
 from common.notification import CheckpointNotification
-from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts, is_readonly
+from common.redis_connect import (
+    REDIS_ERRORS,
+    LazyRedis,
+    RedisClient,
+    Timeouts,
+    has_sharded_pubsub,
+    is_readonly,
+)
 from common.redis_scripts import ALLOCATE, PUBLISH
 from common.remote import BLOB_SCHEME, is_url
 from common.settings import Settings, keys_for, redact_url
@@ -325,11 +332,9 @@ class CheckpointNotifier:
         return client
 
     def _has_spublish(self, client: RedisClient) -> bool:
-        """Whether the server knows SPUBLISH (asked once per client: ``COMMAND INFO``)."""
+        """Whether the server knows SPUBLISH (asked once per client)."""
         if self._spublish is None or self._spublish[0] is not client:
-            info = client.execute_command("COMMAND", "INFO", "SPUBLISH")  # type: ignore[no-untyped-call]
-            known = bool(info) and any(bool(item) for item in info)
-            self._spublish = (client, known)
+            self._spublish = (client, has_sharded_pubsub(client))
         return self._spublish[1]
 
     def _check_master(self, client: RedisClient) -> None:

@@ -17,7 +17,6 @@ subscribed to the channel (``SSUBSCRIBE`` with ``FKS_SHARDED_PUBSUB=true``):
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from redis.client import PubSub
@@ -30,6 +29,7 @@ from common.redis_connect import (
     Timeouts,
     close_client,
     connect,
+    has_sharded_pubsub,
     sentinel_of,
 )
 from common.redis_url import RedisTarget
@@ -103,11 +103,10 @@ class RedisLink:
         return None
 
     def _require_sharded(self, client: RedisClient) -> None:
-        info: Any = client.execute_command("COMMAND", "INFO", "SSUBSCRIBE")  # type: ignore[no-untyped-call]
-        if not info or not any(bool(item) for item in info):
+        if not has_sharded_pubsub(client):
             raise ShardedPubSubUnsupported(
-                "FKS_SHARDED_PUBSUB=true needs Redis >= 7 (SSUBSCRIBE); this server has no such "
-                "command: set FKS_SHARDED_PUBSUB=false or upgrade Redis"
+                "FKS_SHARDED_PUBSUB=true needs Redis >= 7 (SSUBSCRIBE); this server is older: "
+                "set FKS_SHARDED_PUBSUB=false or upgrade Redis"
             )
 
     def close(self, *, unsubscribe: bool) -> None:

@@ -81,16 +81,24 @@ def test_new_forms_are_redacted(url: str, shown: str) -> None:
 
 
 def test_cluster_keys_share_one_slot_and_the_channel_keeps_its_name() -> None:
-    """In a cluster every key of an instance carries the {instance} hash tag; the channel
-    is the same as on one server."""
+    """In a cluster every key of an instance carries the channel as its hash tag (one slot,
+    the channel's own: a script may SPUBLISH); the channel is the same as on one server."""
     plain = keys_for("inst-1", "redis://h/0")
     tagged = keys_for("inst-1", "redis+cluster://h:7000")
     assert plain.latest == "fks:inst-1:model_checkpoints:latest"
-    assert tagged.latest == "fks:{inst-1}:model_checkpoints:latest"
+    assert tagged.latest == "{fks:inst-1:model_checkpoints}:latest"
+    assert tagged.nodes == "{fks:inst-1:model_checkpoints}:nodes"
     assert tagged.channel == plain.channel == "fks:inst-1:model_checkpoints"
     slots = {
         key_slot(k.encode())
-        for k in (tagged.latest, tagged.version, tagged.nodes, tagged.blobs, tagged.blob("a" * 64))
+        for k in (
+            tagged.channel,
+            tagged.latest,
+            tagged.version,
+            tagged.nodes,
+            tagged.blobs,
+            tagged.blob("a" * 64),
+        )
     }
     assert len(slots) == 1
 
