@@ -32,7 +32,14 @@ import redis
 
 from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
 
-__all__ = ["ClusterSet", "SentinelSet", "TlsFiles", "free_cluster_port", "write_tls_files"]
+__all__ = [
+    "ClusterSet",
+    "SentinelSet",
+    "TlsFiles",
+    "TlsRedis",
+    "free_cluster_port",
+    "write_tls_files",
+]
 
 SERVICE = "mymaster"
 
@@ -423,3 +430,39 @@ def write_tls_files(directory: Path) -> TlsFiles:
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return files
+
+
+class TlsRedis(EmbeddedRedis):
+    """A ``redis-server`` (7, with TLS) that speaks only TLS, with certificates of its own."""
+
+    def __init__(self, binary: Path, workdir: Path) -> None:
+        super().__init__(binary=binary, workdir=workdir, persistent=False)
+        self.tls = write_tls_files(workdir / "tls")
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
+
+    def admin(self) -> redis.Redis:
+        """The default user, over TLS with the right CA."""
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.tls.ca),
+            socket_timeout=2,
+        )  # fmt: skip
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        args = [
+            str(self.binary), "--port", "0", "--tls-port", str(self.port),
+            "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
+            "--appendonly", "no", "--loglevel", "warning",
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        probe = self.admin()
+        try:
+            _wait(probe.ping, timeout, f"TLS redis-server on port {self.port} did not answer")
+        finally:
+            probe.close()
+        return self
