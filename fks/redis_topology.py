@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 SERVICE = "mymaster"
+FAILOVER_TIMEOUT_MS = 1000  # sentinels start no new failover of a master for twice this
 
 
 def _cmd(port: int, *args: object) -> Any:
@@ -123,6 +124,7 @@ class SentinelSet:
         self.sentinel_ports: list[int] = []
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.n_replicas, self.n_sentinels = replicas, sentinels
+        self._failed_over_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -153,7 +155,7 @@ class SentinelSet:
             f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 500\n"
-            f"sentinel failover-timeout {SERVICE} 2000\n"
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SERVICE} 2\n"
         )
         with open(workdir / "sentinel.log", "ab") as log:
@@ -187,7 +189,34 @@ class SentinelSet:
 
     def failover(self) -> None:
         """A manual ``SENTINEL FAILOVER``: the old master stays up and is demoted."""
-        _cmd(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SERVICE)
+        deadline = time.monotonic() + 20
+        while True:  # the last failover may still be ending, its replicas not yet seen: wait
+            try:
+                _cmd(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SERVICE)
+                return
+            except redis.ResponseError as exc:
+                if "INPROG" not in str(exc) and "NOGOODSLAVE" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Wait until every sentinel names the same master, none is failing over, and a new
+        failover may start (twice the failover timeout after the last one began)."""
+
+        def settled() -> bool:
+            states = [
+                _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
+            ]
+            ports = {s["port"] for s in states}
+            busy = any("failover_in_progress" in s["flags"] for s in states)
+            return len(ports) == 1 and not busy and _role(int(ports.pop()))[0] == "master"
+
+        _wait(settled, timeout, "the sentinels did not settle")
+        if self._failed_over_at is not None:
+            left = self._failed_over_at + 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.2 - time.monotonic()
+            time.sleep(max(0.0, left))
 
     def wait_new_master(self, old_port: int, timeout: float = 20.0) -> int:
         """Wait until the sentinels name a master other than ``old_port`` that takes writes."""
@@ -197,6 +226,7 @@ class SentinelSet:
             return port != old_port and _role(port)[0] == "master"
 
         _wait(promoted, timeout, f"no master other than port {old_port} was promoted")
+        self._failed_over_at = time.monotonic()
         return self.master_port()
 
     def rejoin(self, node: _Node, timeout: float = 20.0) -> None:

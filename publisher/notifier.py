@@ -219,7 +219,9 @@ class CheckpointNotifier:
                 )
                 draft = draft.model_copy(update={"version": int(allocated)})
             else:
-                client.ping()  # nothing of ours is sent until Redis has answered once
+                # nothing of ours is sent until Redis has answered once: the node serving
+                # :latest, in a cluster too (where PING would ask any node)
+                client.exists(self.keys.latest)
         except redis.ResponseError as exc:
             result = self._not_sent(path, f"version_unavailable: {exc}", draft)
             if is_readonly(exc) or _failing_over(exc):
