@@ -202,8 +202,9 @@ class SentinelSet:
                 time.sleep(0.1)
 
     def wait_settled(self, timeout: float = 30.0) -> None:
-        """Wait until every sentinel names the same master, none is failing over, and a new
-        failover may start (twice the failover timeout after the last one began)."""
+        """Wait until every sentinel names the same master, none is failing over, they see
+        every replica in sync, and a new failover may start (twice the failover timeout
+        after the last one began)."""
 
         def settled() -> bool:
             states = [
@@ -211,7 +212,14 @@ class SentinelSet:
             ]
             ports = {s["port"] for s in states}
             busy = any("failover_in_progress" in s["flags"] for s in states)
-            return len(ports) == 1 and not busy and _role(int(ports.pop()))[0] == "master"
+            if len(ports) != 1 or busy or _role(int(ports.pop()))[0] != "master":
+                return False
+            replicas = _cmd(self.sentinel_ports[0], "SENTINEL", "REPLICAS", SERVICE)
+            good = [
+                r for r in map(_text_dict, replicas)
+                if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
+            ]  # fmt: skip
+            return len(good) >= self.n_replicas
 
         _wait(settled, timeout, "the sentinels did not settle")
         if self._failed_over_at is not None:

@@ -107,6 +107,7 @@ def _run_failovers(
     redis_url: str,
     tmp_path: Path,
     fail: Callable[[], Callable[[], None]],
+    ready: Callable[[], None] = lambda: None,
     **env: str,
 ) -> None:
     """Serve under load with a trainer notifying; ``fail()`` fails Redis over and returns
@@ -125,6 +126,7 @@ def _run_failovers(
         ):
             trainer.first_sent_after(time.monotonic())
             for _ in range(ROUNDS):
+                ready()  # e.g. the last failover over, a new one allowed
                 failed_at = time.monotonic()
                 repair = fail()
                 swaps.append(_first_swap(clients, trainer.first_sent_after(failed_at), failed_at))
@@ -160,11 +162,11 @@ def test_sentinel_master_sigkilled(sentinels: SentinelSet, tmp_path: Path) -> No
         def repair() -> None:
             sentinels.wait_new_master(killed.port)
             sentinels.rejoin(killed)
-            sentinels.wait_settled()
 
         return repair
 
-    _run_failovers(f"sentinel: master SIGKILL x{ROUNDS}", sentinels.url, tmp_path, kill)
+    scenario = f"sentinel: master SIGKILL x{ROUNDS}"
+    _run_failovers(scenario, sentinels.url, tmp_path, kill, sentinels.wait_settled)
 
 
 def test_sentinel_manual_failover_the_quiet_trap(sentinels: SentinelSet, tmp_path: Path) -> None:
@@ -177,13 +179,11 @@ def test_sentinel_manual_failover_the_quiet_trap(sentinels: SentinelSet, tmp_pat
         def repair() -> None:
             sentinels.wait_new_master(old)
             sentinels.settle(old)
-            sentinels.wait_settled()
 
         return repair
 
-    _run_failovers(
-        f"sentinel: manual SENTINEL FAILOVER x{ROUNDS}", sentinels.url, tmp_path, failover
-    )
+    scenario = f"sentinel: manual SENTINEL FAILOVER x{ROUNDS}"
+    _run_failovers(scenario, sentinels.url, tmp_path, failover, sentinels.wait_settled)
 
 
 def test_cluster_slot_owner_killed(tmp_path: Path) -> None:
@@ -238,3 +238,31 @@ def test_tls_end_to_end(tmp_path: Path) -> None:
     )  # fmt: skip
     assert clients.failures() == [] and clients.errors == []
     assert len(trainer.sent) == len(trainer.outcomes)
+
+
+def test_back_within_a_second_after_redis_returns(tmp_path: Path) -> None:
+    """Redis SIGKILLed for 2 s (the backoff at its cap) ROUNDS times: from the moment it
+    answers again to the listener subscribed and caught up, under a second every time."""
+    from common import Settings
+    from fks.redis_server import EmbeddedRedis
+    from subscriber import ServingNode
+
+    returns: list[float] = []
+    with EmbeddedRedis(persistent=False) as server_redis:
+        root = tmp_path / "models"
+        root.mkdir()
+        settings = Settings(redis_url=server_redis.url, model_dir=root, default_model_dir=root)
+        node = ServingNode(settings).start()
+        try:
+            until(lambda: node.listener.connected, timeout=10)
+            for _ in range(ROUNDS):
+                server_redis.kill()
+                time.sleep(2.0)
+                server_redis.start()  # returns once it answers PING
+                back = time.monotonic()
+                until(lambda: node.listener.connected, timeout=10)
+                returns.append(time.monotonic() - back)
+        finally:
+            node.stop()
+    record(f"redis returns after 2 s away x{ROUNDS}: listener back", **_ms(returns))
+    assert max(returns) < 1.0, returns
