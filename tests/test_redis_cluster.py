@@ -42,10 +42,11 @@ def served(node: ServingNode) -> int | None:
 
 
 def test_notify_and_listen_through_a_cluster(
-    cluster: ClusterSet, start_node: StartNode, incoming: Path
+    cluster: ClusterSet, start_node: StartNode, incoming: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The scripts' keys share the {instance} slot; the channel keeps its name; a node
-    subscribed through the cluster serves the notification and catches up on :latest."""
+    """The scripts' keys share the channel's slot; the channel keeps its name; a node
+    subscribed through the cluster serves the notification and catches up on :latest;
+    `fks status` reads the cluster (subscribers summed over the nodes)."""
     node = start_node(cluster.url, instance_id="clu-a")
     wait_for(lambda: node.listener.connected)
     with CheckpointNotifier(cluster.url, "clu-a") as notifier:
@@ -59,7 +60,12 @@ def test_notify_and_listen_through_a_cluster(
     wait_for(lambda: served(node) == 1)
     late = start_node(cluster.url, instance_id="clu-a")  # catch-up through the cluster
     wait_for(lambda: served(late) == 1)
-    wait_for(lambda: node.registry.beats > 0)
+    wait_for(lambda: node.registry.beats > 0 and late.registry.beats > 0)
+    from fks.cli import main
+
+    assert main(["status", "--json", "--instance", "clu-a", "--redis-url", cluster.url]) == 0
+    out = capsys.readouterr().out
+    assert '"subscribers": 2' in out and '"version_counter": 1' in out
 
 
 def test_the_slot_owner_killed_and_its_replica_promoted(

@@ -94,9 +94,20 @@ def _ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def _first_swap(clients: Clients, version: int, since: float) -> float:
-    """Seconds from ``since`` until a client was first served ``version`` (or newer)."""
-    until(lambda: clients.first_seen(version, since) is not None, timeout=20)
+def _first_swap(clients: Clients, trainer: Trainer, since: float) -> float:
+    """Seconds from ``since`` until a client was first served the first version published
+    after it (or a newer one)."""
+    version = trainer.first_sent_after(since)
+    try:
+        until(lambda: clients.first_seen(version, since) is not None, timeout=30)
+    except AssertionError:
+        served = [r.version for r in clients.responses[-3:]]
+        at = next(at for v, at in trainer.sent if v == version)
+        raise AssertionError(
+            f"version {version} (published {at - since:.1f}s after the "
+            f"failover) not served; last served {served}, last sent {trainer.sent[-3:]}, "
+            f"last outcomes {trainer.outcomes[-5:]}"
+        ) from None
     seen = clients.first_seen(version, since)
     assert seen is not None
     return seen - since
@@ -129,7 +140,7 @@ def _run_failovers(
                 ready()  # e.g. the last failover over, a new one allowed
                 failed_at = time.monotonic()
                 repair = fail()
-                swaps.append(_first_swap(clients, trainer.first_sent_after(failed_at), failed_at))
+                swaps.append(_first_swap(clients, trainer, failed_at))
                 repair()
         newest = trainer.newest
         until(lambda: _served(server) == newest, timeout=10)
