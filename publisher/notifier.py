@@ -121,6 +121,8 @@ class CheckpointNotifier:
         self._allocate: Script
         self._publish: Script
         self._spublish: tuple[RedisClient, bool] | None = None
+        if client is not None or self._lazy.target.kind != "cluster":
+            self._redis()  # no connection yet: one server and Sentinel clients are lazy
         self._floor = 0  # the highest version this notifier published
 
     def notify(

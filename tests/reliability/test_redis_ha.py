@@ -138,8 +138,8 @@ def _run_failovers(
             trainer.first_sent_after(time.monotonic())
             for _ in range(ROUNDS):
                 ready()  # e.g. the last failover over, a new one allowed
+                repair = fail()  # returns once the kill or the failover command is done
                 failed_at = time.monotonic()
-                repair = fail()
                 swaps.append(_first_swap(clients, trainer, failed_at))
                 repair()
         newest = trainer.newest
