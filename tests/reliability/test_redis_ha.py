@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.settings import keys_for
 from fks.redis_seven import Redis7Unavailable, ensure_redis7
 from fks.redis_topology import ClusterSet, SentinelSet, TlsRedis
 from fks.server_process import ServerProcess
@@ -119,21 +120,23 @@ def _run_failovers(
     tmp_path: Path,
     fail: Callable[[], Callable[[], None]],
     ready: Callable[[], None] = lambda: None,
-    **env: str,
+    *,
+    instance: str,
 ) -> None:
     """Serve under load with a trainer notifying; ``fail()`` fails Redis over and returns
-    how to put it back together before the next round."""
+    how to put it back together before the next round. Each scenario has an instance of its
+    own (its versions start again at 2)."""
     root = tmp_path / "models"
     incoming = root / "incoming"  # inside the root, never scanned: only Redis brings these
     incoming.mkdir(parents=True)
     write_checkpoint(root, 1)
-    server = start_server(redis_url, root, tmp_path / "server.log", **env)
+    server = start_server(redis_url, root, tmp_path / "server.log", FKS_INSTANCE_ID=instance)
     swaps: list[float] = []
     try:
         until(lambda: _connected(server), timeout=20)
         with (
             Clients(server.url, n=8, pause=0.002) as clients,
-            Trainer(redis_url, incoming) as trainer,
+            Trainer(redis_url, incoming, instance) as trainer,
         ):
             trainer.first_sent_after(time.monotonic())
             for _ in range(ROUNDS):
@@ -177,7 +180,9 @@ def test_sentinel_master_sigkilled(sentinels: SentinelSet, tmp_path: Path) -> No
         return repair
 
     scenario = f"sentinel: master SIGKILL x{ROUNDS}"
-    _run_failovers(scenario, sentinels.url, tmp_path, kill, sentinels.wait_settled)
+    _run_failovers(
+        scenario, sentinels.url, tmp_path, kill, sentinels.wait_settled, instance="ha-kill"
+    )
 
 
 def test_sentinel_manual_failover_the_quiet_trap(sentinels: SentinelSet, tmp_path: Path) -> None:
@@ -194,13 +199,15 @@ def test_sentinel_manual_failover_the_quiet_trap(sentinels: SentinelSet, tmp_pat
         return repair
 
     scenario = f"sentinel: manual SENTINEL FAILOVER x{ROUNDS}"
-    _run_failovers(scenario, sentinels.url, tmp_path, failover, sentinels.wait_settled)
+    _run_failovers(
+        scenario, sentinels.url, tmp_path, failover, sentinels.wait_settled, instance="ha-manual"
+    )
 
 
 def test_cluster_slot_owner_killed(tmp_path: Path) -> None:
     """The master of the instance's slot SIGKILLed ROUNDS times, its replica promoted."""
     with ClusterSet(masters=3, replicas=1) as cluster:
-        latest = "{fks:default:model_checkpoints}:latest"
+        latest = keys_for("ha-cluster", cluster.url).latest
 
         def kill() -> Callable[[], None]:
             killed = cluster.owner(latest)
@@ -212,7 +219,8 @@ def test_cluster_slot_owner_killed(tmp_path: Path) -> None:
 
             return repair
 
-        _run_failovers(f"cluster: slot owner SIGKILL x{ROUNDS}", cluster.url, tmp_path, kill)
+        scenario = f"cluster: slot owner SIGKILL x{ROUNDS}"
+        _run_failovers(scenario, cluster.url, tmp_path, kill, instance="ha-cluster")
 
 
 def test_tls_end_to_end(tmp_path: Path) -> None:
