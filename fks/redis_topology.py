@@ -363,6 +363,19 @@ class ClusterSet:
                 continue
         raise RuntimeError(f"no live node says who owns {key!r}")
 
+    def move_slot(self, key: str, *, to: _Node) -> None:
+        """Hand ``key``'s slot (and its keys, by ``MIGRATE``) to the master ``to``."""
+        source = self.owner(key)
+        slot = int(_cmd(source.port, "CLUSTER", "KEYSLOT", key))
+        ids = {n.port: _text(_cmd(n.port, "CLUSTER", "MYID")) for n in (source, to)}
+        _cmd(to.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+        _cmd(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+        while keys := _cmd(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _cmd(source.port, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        for node in self.nodes:
+            if node.process is not None and _role(node.port)[0] == "master":
+                _cmd(node.port, "CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+
     def kill_owner(self, key: str, timeout: float = 20.0) -> tuple[_Node, _Node]:
         """SIGKILL the master of ``key``'s slot; wait until a replica took it over.
         Returns (killed, promoted)."""

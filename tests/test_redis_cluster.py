@@ -139,3 +139,30 @@ def test_sharded_pubsub_on_a_redis_7_cluster(
     messages = [plain.get_message(timeout=0.1) for _ in range(5)]
     assert not any(m and m["type"] == "message" for m in messages)
     plain.close()
+
+
+def test_a_moved_shard_channel_is_followed(
+    cluster7: ClusterSet, start_node: StartNode, incoming: Path
+) -> None:
+    """The channel's slot handed to another master: Redis SUNSUBSCRIBEs the node, which
+    resubscribes on the new owner and serves what is published there."""
+    node = start_node(cluster7.url, instance_id="clu-m", sharded_pubsub=True)
+    wait_for(lambda: node.listener.connected)
+    channel = "fks:clu-m:model_checkpoints"
+    old = cluster7.owner(channel)
+    new = next(n for n in cluster7.nodes if n.port != old.port)
+    with CheckpointNotifier(cluster7.url, "clu-m", settings=_sharded()) as notifier:
+        assert notifier.notify(write_checkpoint(incoming, 1).path, version=1).sent
+        wait_for(lambda: served(node) == 1)
+        sessions = node.listener.sessions
+        cluster7.move_slot(channel, to=new)  # the keys go too (MIGRATE)
+        wait_for(lambda: node.listener.counters["slot_moved"] >= 1, timeout=10)
+        wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, 10)
+        result = None
+        for _ in range(10):  # the notifier's slot map learns the move from MOVED
+            result = notifier.notify(write_checkpoint(incoming, 2).path, version=2)
+            if result.sent:
+                break
+        assert result is not None and result.sent, result
+    wait_for(lambda: served(node) == 2, timeout=10)
+    assert cluster7.owner(channel).port == new.port
