@@ -186,12 +186,20 @@ class CheckpointNotifier:
             if isinstance(moved, NotifyResult):
                 return moved
             draft = moved
+        sent: NotifyResult | None = None  # a first try that may have published
+        allocate = version is None
         for attempt in (1, 2):
             try:
-                return self._announce(path, draft, allocate=version is None)
+                result = self._announce(path, draft, allocate=allocate, fresh=version is None)
             except _Failover as failover:
+                if failover.result.outcome == "unknown":
+                    sent = failover.result
+                    if failover.result.notification is not None:
+                        # the same message again, under the version it may already carry
+                        draft, allocate = failover.result.notification, False
                 if attempt == 2:
-                    return failover.result
+                    # not_sent only if neither try may have reached Redis
+                    return self._give_up(path, sent or failover.result)
                 self.retries += 1
                 log.info(
                     "Redis at %s failed over (%s); finding the master and trying once more",
@@ -199,13 +207,18 @@ class CheckpointNotifier:
                     printable(failover.result.reason),
                 )
                 self._rediscover()
+                continue
+            if sent is not None and result.outcome == "not_sent":
+                return self._unconfirmed(path, sent)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _announce(
-        self, path: str, draft: CheckpointNotification, *, allocate: bool
+        self, path: str, draft: CheckpointNotification, *, allocate: bool, fresh: bool
     ) -> NotifyResult:
-        """One try: allocate (or PING), then the publish script. Raises :class:`_Failover`
-        (carrying the result to return if the retry fails too) when the master was lost."""
+        """One try: allocate (or PING), then the publish script (``fresh``: the version was
+        allocated for this notification). Raises :class:`_Failover` (carrying the result to
+        return if the retry fails too) when the master was lost."""
         try:
             client = self._redis()
             self._check_master(client)
@@ -225,15 +238,15 @@ class CheckpointNotifier:
                 # :latest, in a cluster too (where PING would ask any node)
                 client.exists(self.keys.latest)
         except redis.ResponseError as exc:
-            result = self._not_sent(path, f"version_unavailable: {exc}", draft)
+            why = f"version_unavailable: {exc}"
             if is_readonly(exc) or _failing_over(exc):
-                raise _Failover(result) from None
-            return result
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
         except REDIS_ERRORS as exc:
-            result = self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
+            why = f"redis_unavailable: {type(exc).__name__}: {exc}"
             if _failing_over(exc):
-                raise _Failover(result) from None
-            return result
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
         message = draft.signed(self.secret) if self.secret else draft
         try:
             receivers, moved, status, where = self._publish(
@@ -245,31 +258,24 @@ class CheckpointNotifier:
                     "1" if message.force else "0",
                     message.sha256 or "",
                     message.model_path,
-                    "1" if allocate else "0",
+                    "1" if fresh else "0",
                     "SPUBLISH" if self.sharded else "PUBLISH",
                 ],
             )
         except redis.ResponseError as exc:
-            result = self._not_sent(path, _script_error(exc, self.sharded), draft)
+            why = _script_error(exc, self.sharded)
             if is_readonly(exc) or _failing_over(exc):
-                raise _Failover(result) from None
-            return result
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
         except REDIS_ERRORS as exc:
-            why = f"unconfirmed: {type(exc).__name__}: {exc}"
-            log.warning(
-                "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be "
-                "published",
-                printable(path),
-                message.version,
-                why,
-                redact_url(self.redis_url),
+            result = NotifyResult(
+                False, f"unconfirmed: {type(exc).__name__}: {exc}", message, outcome="unknown"
             )
-            result = NotifyResult(False, why, message, outcome="unknown")
             if _failing_over(exc):
                 # The script is safe to run twice: the same version of the same checkpoint
                 # moves nothing, and a node judges a repeated message once.
                 raise _Failover(result) from None
-            return result
+            return self._unconfirmed(path, result)
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "conflict":
             held = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
@@ -353,6 +359,24 @@ class CheckpointNotifier:
         client = self._bound
         if isinstance(client, redis.Redis):
             client.connection_pool.disconnect()
+
+    def _give_up(self, path: str, result: NotifyResult) -> NotifyResult:
+        """Log the outcome of a notification whose retry failed too; return it."""
+        if result.outcome == "unknown":
+            return self._unconfirmed(path, result)
+        assert result.notification is not None
+        return self._not_sent(path, result.reason, result.notification)
+
+    def _unconfirmed(self, path: str, result: NotifyResult) -> NotifyResult:
+        assert result.notification is not None
+        log.warning(
+            "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be published",
+            printable(path),
+            result.notification.version,
+            result.reason,
+            redact_url(self.redis_url),
+        )
+        return result
 
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
         if is_url(path) or os.path.exists(path):
