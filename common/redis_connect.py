@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+SENTINEL_TIMEOUT_S = 0.5  # a sentinel asked where the master is: every one is asked
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 
 
@@ -105,8 +106,10 @@ def sentinel_for(target: RedisTarget, timeouts: Timeouts | None = None) -> Senti
     TLS to both with ``rediss+sentinel://``."""
     if target.kind != "sentinel":
         raise ValueError(f"{target.kind} URL is not a sentinel URL")
-    socket = _socket_kwargs(timeouts or Timeouts())
-    sentinel_kwargs: dict[str, Any] = socket | target.tls_kwargs()
+    given = timeouts or Timeouts()
+    socket = _socket_kwargs(given)
+    quick = Timeouts(min(given.connect, SENTINEL_TIMEOUT_S), min(given.command, SENTINEL_TIMEOUT_S))
+    sentinel_kwargs: dict[str, Any] = _socket_kwargs(quick) | target.tls_kwargs()
     if target.sentinel_username:
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password is not None:
