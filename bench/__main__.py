@@ -20,7 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bench import burst, fanout, freshness_cost, http, inference, swap_latency, swap_memory  # noqa: E402
+from bench import (  # noqa: E402
+    architectures,
+    burst,
+    fanout,
+    freshness_cost,
+    http,
+    inference,
+    swap_latency,
+    swap_memory,
+)
 from bench._util import table  # noqa: E402
 from fks.redis_server import find_redis_server  # noqa: E402
 
@@ -271,6 +280,11 @@ def run(quick: bool, plots: Path) -> list[Section]:
             f"swaps ≤ served + previous",
         )
     )
+    sections.append(s)
+
+    command, body, checks = architectures.section(quick)
+    s = Section("8. Architectures", command, body)
+    s.verdicts += [verdict(ok, text) for ok, text in checks]
     sections.append(s)
     return sections
 

@@ -58,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         directory=Path(args.dir), steps=args.steps, every=args.every, keep=args.keep,
         seed=args.seed, warmup=args.warmup, progress=not args.quiet, format=args.format,
+        algo=args.algo, model_name=f"{args.algo}_stat_pair",
     )  # fmt: skip
     with CheckpointNotifier(settings=settings) as notifier:
         summary = train(config, notifier)
@@ -178,9 +179,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     if args.short:
-        config = DemoConfig(steps=600, every=150, warmup=200, redis_url=args.redis_url)
+        config = DemoConfig(
+            steps=600, every=150, warmup=200, redis_url=args.redis_url, algo=args.algo
+        )
     else:
-        config = DemoConfig(steps=args.steps, every=args.every, redis_url=args.redis_url)
+        config = DemoConfig(
+            steps=args.steps, every=args.every, redis_url=args.redis_url, algo=args.algo
+        )
     return run_demo(config)
 
 
@@ -220,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
     train.add_argument("--format", choices=["safetensors", "pt"], default="safetensors",
                        help="checkpoint format (safetensors; pt: the first release's)")  # fmt: skip
+    train.add_argument(
+        "--algo",
+        choices=["sac", "dqn"],
+        default="sac",
+        help=("sac: the continuous sac_actor (default); dqn: a dqn Q-network over short/flat/long"),
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
     common(train)
     train.set_defaults(func=cmd_train)
@@ -270,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--every", type=int, default=300, help="checkpoint interval (300)")
     demo.add_argument("--short", action="store_true", help="a quick run (600 steps)")
     demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    demo.add_argument(
+        "--algo",
+        choices=["sac", "dqn"],
+        default="sac",
+        help="what the trainer trains: sac (sac_actor) or dqn",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -401,6 +401,8 @@ class ModelHolder:
             watermark=c.version if c.version > 0 else max(loaded.version, c.watermark),
             message=c.raw if c.source in ("channel", "latest") else None,
             origin=located.remote.url if located.remote is not None else None,
+            architecture=loaded.architecture,
+            io=prepared.io,
         )
         self._highest_version = max(self._highest_version, model.version)
         self._install(model, previous=current)

@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
-from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_policy, load_checkpoint
+from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_module, load_checkpoint
 from common.errors import CheckpointRejected
 from common.policy import SACActor
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
+from subscriber.model_io import ModelIO, declared_io
+from subscriber.module_probe import verified_runner
 from subscriber.roots import ModelRoots
 
 __all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
@@ -45,8 +48,9 @@ class Prepared:
     """A checkpoint that passed every check, ready to be swapped in."""
 
     loaded: LoadedCheckpoint
-    policy: SACActor
+    policy: nn.Module
     runner: Runner
+    io: ModelIO = ModelIO((28,), (1,))
 
 
 def prepare_checkpoint(
@@ -59,18 +63,26 @@ def prepare_checkpoint(
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
     real: Path = roots.confine(path)
     loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
-    if options.state_dim is not None and loaded.config.state_dim != options.state_dim:
+    module = build_module(loaded)
+    try:
+        io = declared_io(module)
+    except ValueError as exc:
+        raise CheckpointRejected(f"{real}: {exc}", reason="probe_failed") from None
+    if options.state_dim is not None and io.state_dim != options.state_dim:
         raise CheckpointRejected(
-            f"{real}: state_dim {loaded.config.state_dim}, this node serves {options.state_dim}",
+            f"{real}: state_dim {io.state_dim}, this node serves {options.state_dim}",
             reason="state_dim_mismatch",
         )
-    policy = build_policy(loaded)
+    if not isinstance(module, SACActor):  # any other architecture (SPEC §12)
+        io, verified = verified_runner(real, module, io, jit=options.jit)
+        return Prepared(loaded, module, verified, io)
+    policy = module
     states = _probe_states(policy)
     actions = _probe_policy(real, policy, states)
     runner: Runner = EagerRunner(policy)
     if options.jit:
         runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
-    return Prepared(loaded, policy, runner)
+    return Prepared(loaded, policy, runner, io)
 
 
 def _probe_states(policy: SACActor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from common.architectures import architecture_names
 from common.settings import Settings
 from subscriber.applier import Applier
 from subscriber.decider import Decider
@@ -124,6 +125,8 @@ class ServingNode:
         """
         if self.settings.torch_threads > 0:
             torch.set_num_threads(self.settings.torch_threads)
+        # The built-ins and the fks.architectures entry points, registered before any load.
+        log.info("architectures: %s", ", ".join(architecture_names()))
         self.applier.start()
         if self.listen:
             self.listener.start()

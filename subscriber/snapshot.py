@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from common.policy import SACActor
 from common.staleness import ServedIdentity
 from subscriber.inference import Runner
+from subscriber.model_io import ModelIO
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not before
+    from torch import nn
 
 __all__ = ["ServedModel"]
 
@@ -17,7 +21,7 @@ __all__ = ["ServedModel"]
 class ServedModel:
     """Everything a request needs, captured by one reference read of the holder."""
 
-    policy: SACActor
+    policy: nn.Module
     runner: Runner
     path: Path
     mtime_ns: int
@@ -40,6 +44,9 @@ class ServedModel:
     # The URL a remote checkpoint was fetched from (``path`` is then its cached copy): the
     # decision names it, and it is what a node announces.
     origin: str | None = None
+    # The architecture (SPEC §12) and the shapes of one request row and one answer row.
+    architecture: str = "sac_actor"
+    io: ModelIO = ModelIO((28,), (1,))
     mtime_utc: str = field(init=False, default="")
     parameters: int = field(init=False, default=0)
 
@@ -64,11 +71,16 @@ class ServedModel:
 
     @property
     def state_dim(self) -> int:
-        return self.policy.state_dim
+        return self.io.state_dim
 
     @property
     def action_dim(self) -> int:
-        return self.policy.action_dim
+        """Action dimensions of a continuous policy; actions (Q-values) of a discrete one."""
+        return self.io.output_dim
+
+    @property
+    def discrete(self) -> bool:
+        return self.io.discrete
 
     @property
     def jit_compiled(self) -> bool:
@@ -90,5 +102,6 @@ class ServedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "source": self.source,
             "origin": self.origin,
+            "architecture": self.architecture,
             "jit_compiled": self.jit_compiled,
         }

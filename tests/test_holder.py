@@ -236,6 +236,7 @@ def test_readers_never_see_a_half_swapped_state(holder: ModelHolder, model_root:
             assert m is not None
             if files[m.version].sha256 != m.sha256 or m.path != files[m.version].path:
                 problems.append(f"v{m.version} with {m.path}")
+            assert isinstance(m.policy, SACActor)
             expected = m.policy.act(torch.from_numpy(state)).numpy()
             if abs(float(m.runner(state)[0, 0]) - float(expected[0, 0])) > 1e-6:
                 problems.append(f"runner of v{m.version} disagrees with its policy")
