@@ -136,7 +136,8 @@ class FailoverAwareSentinel(Sentinel):
                 state = sentinel.sentinel_master(service_name)
                 address = sentinel.sentinel_get_master_addr_by_name(service_name)
             except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-                errors.append(f"{sentinel}: {exc!r}")
+                where = sentinel.connection_pool.connection_kwargs
+                errors.append(f"{where.get('host')}:{where.get('port')}: {exc}")
                 continue
             if not address:
                 continue

@@ -28,7 +28,11 @@ class Settings(BaseSettings):
     """Every knob of the publisher and the server. Field names are also accepted as keywords."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=False, env_ignore_empty=True, extra="ignore", populate_by_name=True
+        case_sensitive=False,
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a refused REDIS_URL may hold a password
     )
 
     redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))

@@ -67,6 +67,13 @@ def test_malformed_urls_are_refused_with_the_reason(url: str, says: str) -> None
         Settings(redis_url=url)
 
 
+def test_a_refused_url_does_not_echo_its_password() -> None:
+    """The start-up error names what is wrong, never the password in the URL."""
+    with pytest.raises(ValueError, match="service name") as refused:
+        Settings(redis_url="redis+sentinel://trainer:hunter2@h:26379")
+    assert "hunter2" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
