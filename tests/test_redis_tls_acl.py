@@ -12,7 +12,7 @@ import redis
 
 from common.notification import CheckpointNotification
 from fks.redis_seven import Redis7Unavailable, ensure_redis7
-from fks.redis_topology import TlsRedis
+from fks.redis_tls import TlsRedis
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
 from tests.helpers import wait_for, write_checkpoint

@@ -21,7 +21,8 @@ import pytest
 
 from common.settings import keys_for
 from fks.redis_seven import Redis7Unavailable, ensure_redis7
-from fks.redis_topology import ClusterSet, SentinelSet, TlsRedis
+from fks.redis_tls import TlsRedis
+from fks.redis_topology import ClusterSet, SentinelSet
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
 from tests.helpers import wait_for, write_checkpoint
