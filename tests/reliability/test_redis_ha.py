@@ -28,7 +28,7 @@ from publisher import CheckpointNotifier
 from tests.helpers import wait_for, write_checkpoint
 from tests.reliability.harness import Clients, record, start_server, until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # 5 failovers take a minute
 ROUNDS = int(os.environ.get("FKS_HA_ROUNDS", "2"))
 CADENCE = 0.2
 
