@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from common.keys import RedisKeys
+from common.redis_connect import RedisClient
 
 __all__ = ["STALE_AFTER_BEATS", "NodeEntry", "is_stale", "live_nodes", "read_nodes"]
 
@@ -46,7 +45,7 @@ class NodeEntry:
         return self.entry.get(key)
 
 
-def read_nodes(client: redis.Redis, keys: RedisKeys, now: float | None = None) -> list[NodeEntry]:
+def read_nodes(client: RedisClient, keys: RedisKeys, now: float | None = None) -> list[NodeEntry]:
     """Every entry of the registry, sorted by node id (Redis errors propagate)."""
     now = time.time() if now is None else now
     rows = []
@@ -66,6 +65,6 @@ def read_nodes(client: redis.Redis, keys: RedisKeys, now: float | None = None) -
     return rows
 
 
-def live_nodes(client: redis.Redis, keys: RedisKeys, now: float | None = None) -> list[NodeEntry]:
+def live_nodes(client: RedisClient, keys: RedisKeys, now: float | None = None) -> list[NodeEntry]:
     """The entries of nodes whose heartbeat is fresh."""
     return [row for row in read_nodes(client, keys, now) if not row.stale]

@@ -100,7 +100,8 @@ PUBLISH = (
 -- ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version (decimal), ARGV[4] = '1' if forced,
 -- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path, ARGV[7] = '1' if ALLOCATE just issued
 -- this version (then it is newer than everything, however the counter reads),
--- ARGV[8] = '1' if the message is targeted (it never moves :latest)
+-- ARGV[8] = '1' if the message is targeted (it never moves :latest),
+-- ARGV[9] = 'SPUBLISH' for sharded pub/sub (Redis >= 7), else 'PUBLISH' (the default)
 -- returns {receivers, latest moved (0/1), 'published' | 'conflict', held path or ''}
 local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
@@ -129,7 +130,9 @@ elseif not forced then
 end
 if move then redis.call('SET', KEYS[1], ARGV[2]) end
 if v ~= '0' and vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
-local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+local command = 'PUBLISH'
+if ARGV[9] == 'SPUBLISH' then command = 'SPUBLISH' end
+local receivers = redis.call(command, ARGV[1], ARGV[2])
 local moved = 0
 if move then moved = 1 end
 return {receivers, moved, 'published', ''}

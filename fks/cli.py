@@ -224,30 +224,29 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import redis
-
+    from common.redis_connect import REDIS_ERRORS, LazyRedis, Timeouts
     from fks.status import format_status, gather_status
 
     settings = _settings(args)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    lazy = LazyRedis(settings.redis_url, Timeouts(2.0, 2.0))
     if args.watch:
         from fks.status import watch_status
 
         try:
             watch_status(
-                lambda: gather_status(client, settings.instance_id),
+                lambda: gather_status(lazy.get(), settings.instance_id, settings.keys),
                 interval=args.interval, count=args.count,
             )  # fmt: skip
         finally:
-            client.close()
+            lazy.close()
         return 0
     try:
-        report = gather_status(client, settings.instance_id)
-    except (redis.RedisError, OSError) as exc:
+        report = gather_status(lazy.get(), settings.instance_id, settings.keys)
+    except REDIS_ERRORS as exc:
         print(f"fks status: Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        lazy.close()
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_status(report))
     return 0
 

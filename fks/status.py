@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
+from redis.cluster import RedisCluster
 
 from common.errors import InvalidNotification
 from common.fleet import NodeEntry, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
+from common.redis_connect import REDIS_ERRORS, RedisClient
 
 __all__ = [
     "NodeRow",
@@ -58,8 +59,11 @@ class StatusReport:
         }  # fmt: skip
 
 
-def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
-    keys = RedisKeys(instance_id)
+def gather_status(
+    client: RedisClient, instance_id: str, keys: RedisKeys | None = None
+) -> StatusReport:
+    """What ``client`` says of ``instance_id`` (``keys``: its layout, hash-tagged in a cluster)."""
+    keys = keys or RedisKeys(instance_id, hash_tag=isinstance(client, RedisCluster))
     report = StatusReport(instance_id, keys.channel)
     raw = client.get(keys.latest)
     if raw is not None:
@@ -68,7 +72,7 @@ def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
         except InvalidNotification as exc:
             report.latest_error = str(exc)
     report.version_counter = int(client.get(keys.version) or 0)
-    report.subscribers = int(client.pubsub_numsub(keys.channel)[0][1])
+    report.subscribers = _subscribers(client, keys.channel)
     report.nodes = read_nodes(client, keys)
     return report
 
@@ -158,7 +162,7 @@ def watch_status(
     def render() -> Any:
         try:
             return status_table(gather())
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return Text(f"Redis unavailable: {type(exc).__name__}: {exc}", style="red")
 
     drawn = 0
@@ -169,3 +173,14 @@ def watch_status(
                 break
             time.sleep(interval)
             live.update(render(), refresh=True)
+
+
+def _subscribers(client: RedisClient, channel: str) -> int:
+    """``PUBSUB NUMSUB`` (in a cluster: summed over the nodes, each counts its own clients)."""
+    if isinstance(client, RedisCluster):
+        total = 0
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            replies = client.pubsub_numsub(channel, target_nodes=node)
+            total += sum(int(count) for _, count in replies)
+        return total
+    return int(client.pubsub_numsub(channel)[0][1])

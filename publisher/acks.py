@@ -26,6 +26,7 @@ import redis
 
 from common.ack import Ack
 from common.keys import RedisKeys
+from common.redis_connect import REDIS_ERRORS, RedisClient
 
 __all__ = ["AckReport", "AckWaiter", "WaitFor"]
 
@@ -72,7 +73,7 @@ class AckWaiter:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: RedisKeys,
         *,
         secret: str | None = None,
@@ -104,7 +105,7 @@ class AckWaiter:
     def close(self) -> None:
         try:
             self._pubsub.close()
-        except (redis.RedisError, OSError):
+        except REDIS_ERRORS:
             pass
 
     def collect(
@@ -144,7 +145,7 @@ class AckWaiter:
                 if ack is None or not ack.answers(version, sha256, model_path):
                     continue
                 acks.setdefault(ack.node, ack)
-        except (redis.RedisError, OSError):
+        except REDIS_ERRORS:
             pass
         complete = done()
         silent = (

@@ -11,7 +11,15 @@ Redis being down is never an exception for the trainer: the checkpoint is alread
 :meth:`CheckpointNotifier.notify` returns a :class:`NotifyResult` whose ``outcome`` says what
 is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the message was
 sent but Redis did not answer in time: it may still be published), ``conflict`` or
-``disabled``, within the client's 1 s connect/read timeouts and with no retries.
+``disabled``, within the client's 1 s connect/read timeouts.
+
+Redis beyond one server (SPEC §10, ``common/redis_connect.py``): ``REDIS_URL`` may name a
+Sentinel service or a Cluster. A failover is a reconnect: when the connection is lost, or a
+demoted master answers ``READONLY``, the notifier finds the master anew and tries **once**
+more (so the bound is twice the timeouts). Behind Sentinel it also asks the sentinels where
+the master is before each notification: after a manual ``SENTINEL FAILOVER`` the old master
+stays up, writable, for seconds, and a write there would be lost. With
+``FKS_SHARDED_PUBSUB=true`` the script sends ``SPUBLISH`` (Redis >= 7) instead of ``PUBLISH``.
 
 Rollouts (SPEC §11, ``publisher/acks.py``): ``nodes=[...]`` targets some nodes only (the
 others ack ``ignored``; ``:latest`` does not move, so a canary never spreads by catch-up);
@@ -40,16 +48,23 @@ from types import TracebackType
 from typing import Any, Literal
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from common.checkpoint import file_sha256
 from common.fleet import NodeEntry, live_nodes, read_nodes
-from common.keys import RedisKeys
 from common.notification import CheckpointNotification
+from common.redis_connect import (
+    REDIS_ERRORS,
+    LazyRedis,
+    RedisClient,
+    Timeouts,
+    has_sharded_pubsub,
+    is_readonly,
+)
 from common.redis_scripts import ALLOCATE, PUBLISH
 from common.remote import BLOB_SCHEME, is_url
-from common.settings import Settings, redact_url
+from common.settings import Settings, keys_for, redact_url
 from common.textsafe import printable
 from publisher.acks import AckReport, AckWaiter, WaitFor
 from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
@@ -100,28 +115,27 @@ class CheckpointNotifier:
         secret: str | None = None,
         enabled: bool | None = None,
         settings: Settings | None = None,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         base = settings or Settings()
         self.redis_url = redis_url or base.redis_url
-        self.keys = RedisKeys(instance_id or base.instance_id)
+        self.keys = keys_for(instance_id or base.instance_id, self.redis_url)
+        self.sharded = base.sharded_pubsub
+        self.retries = 0  # notifications that needed their one retry after a failover
         self.secret = secret if secret is not None else base.secret
         self.enabled = base.enable_checkpoint_notify if enabled is None else enabled
         self.upload_to = base.upload_to
         self.blob_keep = base.blob_keep
         self.blob_max_bytes = base.blob_max_bytes
-        self._blob_client: redis.Redis | None = None
-        self._own_client = client is None
-        self._client = client or redis.Redis.from_url(
-            self.redis_url,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            decode_responses=False,
-        )
-        self._allocate = self._client.register_script(ALLOCATE)
-        self._publish = self._client.register_script(PUBLISH)
+        self._blob_client: LazyRedis | None = None
+        self._given = client
+        self._lazy = LazyRedis(self.redis_url, Timeouts(SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S))
+        self._bound: RedisClient | None = None  # the client the scripts are registered on
+        self._allocate: Script
+        self._publish: Script
+        self._spublish: tuple[RedisClient, bool] | None = None
+        if client is not None or self._lazy.target.kind != "cluster":
+            self._redis()  # no connection yet: one server and Sentinel clients are lazy
         self._floor = 0  # the highest version this notifier published
 
     def notify(
@@ -194,8 +208,8 @@ class CheckpointNotifier:
         live: list[str] = []
         if wait_for is not None or draft.nodes is not None:
             try:
-                live = [row.node_id for row in live_nodes(self._client, self.keys)]
-            except (redis.RedisError, OSError) as exc:
+                live = [row.node_id for row in live_nodes(self._redis(), self.keys)]
+            except REDIS_ERRORS as exc:
                 why = f"redis_unavailable: {type(exc).__name__}: {exc}"
                 return self._not_sent(path, why, draft)
         unknown = tuple(n for n in draft.nodes or () if n not in live)
@@ -217,11 +231,11 @@ class CheckpointNotifier:
         with contextlib.ExitStack() as stack:
             try:
                 waiter = (
-                    stack.enter_context(AckWaiter(self._client, self.keys, secret=self.secret))
+                    stack.enter_context(AckWaiter(self._redis(), self.keys, secret=self.secret))
                     if wait_for is not None
                     else None
                 )
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 why = f"redis_unavailable: {type(exc).__name__}: {exc}"
                 return self._not_sent(path, why, draft)
             sent_at = time.monotonic()
@@ -244,18 +258,67 @@ class CheckpointNotifier:
 
     def _send(self, path: str, draft: CheckpointNotification, version: int | None) -> NotifyResult:
         """Allocate a version if none was given, sign, publish."""
+        sent: NotifyResult | None = None  # a first try that may have published
+        allocate = version is None
+        for attempt in (1, 2):
+            try:
+                result = self._announce(path, draft, allocate=allocate, fresh=version is None)
+            except _Failover as failover:
+                if failover.result.outcome == "unknown":
+                    sent = failover.result
+                    if failover.result.notification is not None:
+                        # the same message again, under the version it may already carry
+                        draft, allocate = failover.result.notification, False
+                if attempt == 2:
+                    # not_sent only if neither try may have reached Redis
+                    return self._give_up(path, sent or failover.result)
+                self.retries += 1
+                log.info(
+                    "Redis at %s failed over (%s); finding the master and trying once more",
+                    redact_url(self.redis_url),
+                    printable(failover.result.reason),
+                )
+                self._rediscover()
+                continue
+            if sent is not None and result.outcome == "not_sent":
+                return self._unconfirmed(path, sent)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _announce(
+        self, path: str, draft: CheckpointNotification, *, allocate: bool, fresh: bool
+    ) -> NotifyResult:
+        """One try: allocate (or PING), then the publish script (``fresh``: the version was
+        allocated for this notification). Raises :class:`_Failover` (carrying the result to
+        return if the retry fails too) when the master was lost."""
         try:
-            if version is None:
+            client = self._redis()
+            self._check_master(client)
+            if self.sharded and not self._has_spublish(client):
+                why = (
+                    "sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 "
+                    "(SPUBLISH); this server has no such command"
+                )
+                return self._not_sent(path, why, draft)
+            if allocate:
                 allocated = self._allocate(
                     keys=[self.keys.version, self.keys.latest], args=[str(self._floor)]
                 )
                 draft = draft.model_copy(update={"version": int(allocated)})
             else:
-                self._client.ping()  # nothing of ours is sent until Redis has answered once
+                # nothing of ours is sent until Redis has answered once: the node serving
+                # :latest, in a cluster too (where PING would ask any node)
+                client.exists(self.keys.latest)
         except redis.ResponseError as exc:
-            return self._not_sent(path, f"version_unavailable: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
-            return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
+            why = f"version_unavailable: {exc}"
+            if is_readonly(exc) or _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
+        except REDIS_ERRORS as exc:
+            why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+            if _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
         message = draft.signed(self.secret) if self.secret else draft
         try:
             receivers, moved, status, where = self._publish(
@@ -267,23 +330,25 @@ class CheckpointNotifier:
                     "1" if message.force else "0",
                     message.sha256 or "",
                     message.model_path,
-                    "1" if version is None else "0",
+                    "1" if fresh else "0",
                     "1" if message.nodes is not None else "0",
+                    "SPUBLISH" if self.sharded else "PUBLISH",
                 ],
             )
         except redis.ResponseError as exc:
-            return self._not_sent(path, f"script_error: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
-            why = f"unconfirmed: {type(exc).__name__}: {exc}"
-            log.warning(
-                "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be "
-                "published",
-                printable(path),
-                message.version,
-                why,
-                redact_url(self.redis_url),
+            why = _script_error(exc, self.sharded)
+            if is_readonly(exc) or _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
+        except REDIS_ERRORS as exc:
+            result = NotifyResult(
+                False, f"unconfirmed: {type(exc).__name__}: {exc}", message, outcome="unknown"
             )
-            return NotifyResult(False, why, message, outcome="unknown")
+            if _failing_over(exc):
+                # The script is safe to run twice: the same version of the same checkpoint
+                # moves nothing, and a node judges a repeated message once.
+                raise _Failover(result) from None
+            return self._unconfirmed(path, result)
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "conflict":
             held = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
@@ -326,24 +391,65 @@ class CheckpointNotifier:
             )
         except BlobTooLarge as exc:
             return self._not_sent(path, f"too_large_for_blob: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
         if draft.sha256 is not None and draft.sha256 != sha256:
             why = f"sha256_mismatch: {path} hashes to {sha256}, not {draft.sha256}"
             return self._not_sent(path, why, draft)
         return draft.model_copy(update={"model_path": f"{BLOB_SCHEME}:{sha256}", "sha256": sha256})
 
-    def _blobs(self) -> redis.Redis:
+    def _blobs(self) -> RedisClient:
         """A client for blobs: a 64 MiB SET needs more than the 1 s of a notification."""
         if self._blob_client is None:
-            self._blob_client = redis.Redis.from_url(
-                self.redis_url,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=BLOB_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-            )
-        return self._blob_client
+            timeouts = Timeouts(SOCKET_TIMEOUT_S, BLOB_TIMEOUT_S)
+            self._blob_client = LazyRedis(self.redis_url, timeouts)
+        return self._blob_client.get()
+
+    def _redis(self) -> RedisClient:
+        """The client, its two scripts registered (a cluster client is built on first use)."""
+        client = self._given or self._lazy.get()
+        if self._bound is not client:
+            self._allocate = client.register_script(ALLOCATE)
+            self._publish = client.register_script(PUBLISH)
+            self._bound = client
+        return client
+
+    def _has_spublish(self, client: RedisClient) -> bool:
+        """Whether the server knows SPUBLISH (asked once per client)."""
+        if self._spublish is None or self._spublish[0] is not client:
+            self._spublish = (client, has_sharded_pubsub(client))
+        return self._spublish[1]
+
+    def _check_master(self, client: RedisClient) -> None:
+        """Behind Sentinel: ask where the master is; connections to a former master are
+        dropped (redis-py's pool does it when the address changed)."""
+        pool = client.connection_pool if isinstance(client, redis.Redis) else None
+        if pool is not None and hasattr(pool, "get_master_address"):
+            pool.get_master_address()
+
+    def _rediscover(self) -> None:
+        """After a failover: forget every connection, so the next one finds the master."""
+        client = self._bound
+        if isinstance(client, redis.Redis):
+            client.connection_pool.disconnect()
+
+    def _give_up(self, path: str, result: NotifyResult) -> NotifyResult:
+        """Log the outcome of a notification whose retry failed too; return it."""
+        if result.outcome == "unknown":
+            return self._unconfirmed(path, result)
+        assert result.notification is not None
+        return self._not_sent(path, result.reason, result.notification)
+
+    def _unconfirmed(self, path: str, result: NotifyResult) -> NotifyResult:
+        assert result.notification is not None
+        log.warning(
+            "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be published",
+            printable(path),
+            result.notification.version,
+            result.reason,
+            redact_url(self.redis_url),
+        )
+        return result
 
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
         if is_url(path) or os.path.exists(path):
@@ -365,19 +471,18 @@ class CheckpointNotifier:
 
     def nodes(self) -> list[NodeEntry]:
         """Every entry of the node registry (Redis errors propagate)."""
-        return read_nodes(self._client, self.keys)
+        return read_nodes(self._redis(), self.keys)
 
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""
         try:
-            raw = self._client.get(self.keys.version)
-        except (redis.RedisError, OSError):
+            raw = self._redis().get(self.keys.version)
+        except REDIS_ERRORS:
             return None
         return int(raw) if raw is not None else 0
 
     def close(self) -> None:
-        if self._own_client:
-            self._client.close()
+        self._lazy.close()
         if self._blob_client is not None:
             self._blob_client.close()
 
@@ -391,6 +496,34 @@ class CheckpointNotifier:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Failover(Exception):
+    """The master was lost (connection gone, ``READONLY``, a cluster slot moving): worth one
+    retry on the new master; ``result`` is what to return if that fails too."""
+
+    def __init__(self, result: NotifyResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+def _failing_over(exc: BaseException) -> bool:
+    """Errors of a master going away (not a timeout: a slow Redis is not retried)."""
+    if isinstance(exc, redis.TimeoutError):
+        return False
+    return isinstance(
+        exc, redis.ConnectionError | RedisClusterException | ClusterDownError | TryAgainError
+    )
+
+
+def _script_error(exc: redis.ResponseError, sharded: bool) -> str:
+    text = str(exc)
+    if sharded and "SPUBLISH" in text.upper():
+        return (
+            f"sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 (SPUBLISH); "
+            f"this server answered: {text}"
+        )
+    return f"script_error: {text}"
 
 
 def notify_checkpoint(

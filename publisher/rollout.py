@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import redis
-
 from common.fleet import NodeEntry
 from common.notification import CheckpointNotification
+from common.redis_connect import REDIS_ERRORS
 from publisher.acks import AckReport
 from publisher.notifier import CheckpointNotifier, NotifyResult
 
@@ -102,7 +101,7 @@ def run_rollout(
     keys = notifier.keys
     try:
         live = [n for n in notifier.nodes() if not n.stale]
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         return RolloutResult("failed", f"Redis unavailable: {type(exc).__name__}: {exc}")
     if not live:
         return _refused(say, f"no live nodes in {keys.nodes}: nothing sent")
@@ -204,7 +203,7 @@ def _soak(
         elapsed = time.monotonic() - start
         try:
             rows = {n.node_id: n for n in notifier.nodes()}
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return f"the registry cannot be read: {type(exc).__name__}: {exc}"
         status = []
         for node in canaries:
@@ -248,7 +247,7 @@ def _roll_back(
 ) -> tuple[NotifyResult, ...]:
     try:
         live = {n.node_id for n in notifier.nodes() if not n.stale}
-    except (redis.RedisError, OSError):
+    except REDIS_ERRORS:
         live = set(nodes)
     for node in nodes:
         if node not in live:

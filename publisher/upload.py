@@ -18,9 +18,8 @@ import os
 import time
 from pathlib import Path
 
-import redis
-
 from common.keys import RedisKeys
+from common.redis_connect import RedisClient
 from common.redis_scripts import STORE_BLOB
 from common.remote import BLOB_SCHEME, canonical_url, is_url
 from common.stores import filesystem
@@ -64,7 +63,7 @@ def upload_checkpoint(local: str | os.PathLike[str], prefix: str, sha256: str) -
 
 
 def store_blob(
-    client: redis.Redis,
+    client: RedisClient,
     keys: RedisKeys,
     local: str | os.PathLike[str],
     *,

@@ -15,12 +15,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from common.ack import Ack
 from common.keys import RedisKeys
+from common.redis_connect import REDIS_ERRORS, LazyRedis, Timeouts
 from subscriber.metrics import Metrics
 
 __all__ = ["Acker"]
@@ -45,12 +42,7 @@ class Acker:
         self.sent = 0
         self.dropped = 0
         self._queue: queue.Queue[Ack | None] = queue.Queue(max_pending)
-        self._client = redis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._lazy = LazyRedis(redis_url, Timeouts(timeout, timeout))
         self._failing = False
         self._thread: threading.Thread | None = None
 
@@ -69,7 +61,7 @@ class Acker:
                 pass
             self._thread.join(timeout)
             self._thread = None
-        self._client.close()
+        self._lazy.close()
 
     def ack(self, ack: Ack) -> None:
         """Queue ``ack``; never blocks (a full queue drops it, counted)."""
@@ -97,11 +89,11 @@ class Acker:
         try:
             if self.beat is not None:
                 self.beat()
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._lazy.get().pipeline(transaction=False)
             for a in acks:
                 pipe.publish(self.keys.acks, a.to_json())
             pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._drop(len(acks), f"{type(exc).__name__}: {exc}")
             return
         except Exception:  # noqa: BLE001 - the acker must never die

@@ -78,7 +78,11 @@ class ServingNode:
             remote_url=s.model_url,
             on_judged=self._judged,
         )
-        self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
+        self.recorder = (
+            Recorder(s.redis_url, s.keys, secret=s.secret, sharded=s.sharded_pubsub)
+            if listen
+            else None
+        )
         self.applier = Applier(
             self.decider,
             quiet=self.timing.quiet,

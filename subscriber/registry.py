@@ -21,12 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from common.fleet import STALE_AFTER_BEATS, is_stale
 from common.keys import RedisKeys
+from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 
 __all__ = ["STALE_AFTER_BEATS", "NodeRegistry", "default_node_id", "is_stale"]
 
@@ -48,16 +45,15 @@ class NodeRegistry:
         *,
         node_id: str | None = None,
         interval: float = 2.0,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
         self.describe = describe
         self.beats = 0
-        self._client = client or redis.Redis.from_url(
-            redis_url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
-        )
+        self._given = client
+        self._lazy = LazyRedis(redis_url, Timeouts(1.0, 1.0))
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one HSET at a time: entries land in order
         self._closed = False
@@ -79,8 +75,8 @@ class NodeRegistry:
             with self._lock:
                 if self._closed:
                     return False  # stopped: the entry was removed and stays removed
-                self._client.hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
-        except (redis.RedisError, OSError) as exc:
+                self._redis().hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+        except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
         self.beats += 1
@@ -106,7 +102,10 @@ class NodeRegistry:
         try:
             with self._lock:
                 self._closed = True
-                self._client.hdel(self.keys.nodes, self.node_id)
-        except (redis.RedisError, OSError):
+                self._redis().hdel(self.keys.nodes, self.node_id)
+        except REDIS_ERRORS:
             pass
-        self._client.close()
+        self._lazy.close()
+
+    def _redis(self) -> RedisClient:
+        return self._given or self._lazy.get()

@@ -153,7 +153,10 @@ def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
     # and the RECORD script itself refuses a targeted message (defence in depth)
     assert n1.recorder is not None and result.notification is not None
     raw = result.notification.to_json()
-    assert n1.recorder._record(keys=[KEYS.latest, KEYS.version], args=[raw, "", "2", ""]) == -2
+    assert (
+        n1.recorder._script("record")(keys=[KEYS.latest, KEYS.version], args=[raw, "", "2", ""])
+        == -2
+    )
     n3 = start_node(redis_url, node_id="n3", heartbeat_seconds=0.3)
     assert n3.holder.current().version == 1  # type: ignore[union-attr]
     # n1 reconnects (its connection killed): it keeps the canary, and puts nothing in :latest
