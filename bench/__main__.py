@@ -21,11 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bench import (  # noqa: E402
+    architectures,
     burst,
     fanout,
     freshness_cost,
     http,
     inference,
+    rollout,
     storm,
     swap_latency,
     swap_memory,
@@ -274,6 +276,31 @@ def run(quick: bool, plots: Path) -> list[Section]:
             mem["growth (MB)"] <= mem["budget: served + previous (MB)"],
             f"RSS growth {mem['growth (MB)']:.2f} MB over {mem['swaps']:.0f} "
             f"swaps ≤ served + previous",
+        )
+    )
+    sections.append(s)
+
+    command, body, checks = architectures.section(quick)
+    s = Section("8. Architectures", command, body)
+    s.verdicts += [verdict(ok, text) for ok, text in checks]
+    sections.append(s)
+
+    s = Section("9. Rollouts: waiting for every node's ack", "python -m bench.rollout")
+    waits = {n: rollout.run(n, 2 if quick else 30) for n in ([1] if quick else [1, 8, 32])}
+    s.body.append(table(rollout.HEADERS, [rollout.row(n, r) for n, r in waits.items()]))
+    s.body += [
+        "",
+        "Publications alternate in one run: plain ones (notify → the last node swapped, as "
+        'in section 5) and ones with `wait_for="all"` (the call, from subscribing to the acks '
+        "to returning with every node's ack). The acks ride on the same Redis; a node acks "
+        "right after its swap, having rewritten its registry entry.",
+    ]
+    most = max(waits)
+    s.verdicts.append(
+        verdict(
+            waits[most]["waited"]["p99"] <= 1000,
+            f'{most} nodes: wait_for="all" p99 {waits[most]["waited"]["p99"]:.1f} ms ≤ 1 s '
+            "(a trainer knows within a second who serves its checkpoint)",
         )
     )
     sections.append(s)

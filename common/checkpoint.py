@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from common.architectures import ConfigError, ModelConfig, get_architecture
 from common.checkpoint_digest import PARALLEL_BYTES, digest_later, sha256_hex
 from common.checkpoint_fields import (
     CHECKPOINT_FORMAT,
@@ -39,7 +40,7 @@ from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_pt import packed_state_dict
 from common.checkpoint_tensors import check_finite
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
-from common.policy import PolicyConfig, SACActor, parameter_count
+from common.policy import SACActor, parameter_count
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -50,6 +51,7 @@ __all__ = [
     "FileIdentity",
     "LoadedCheckpoint",
     "SavedCheckpoint",
+    "build_module",
     "build_policy",
     "file_identity",
     "file_sha256",
@@ -81,7 +83,7 @@ class LoadedCheckpoint:
     sha256: str
     size: int
     mtime_ns: int
-    config: PolicyConfig
+    config: ModelConfig
     state_dict: dict[str, Tensor]
     model_name: str = ""
     version: int = 0
@@ -95,8 +97,10 @@ class LoadedCheckpoint:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    policy: SACActor,
+    policy: nn.Module,
     *,
+    architecture: str | None = None,
+    config: Mapping[str, object] | None = None,
     model_name: str = "",
     version: int = 0,
     training_step: int = 0,
@@ -107,7 +111,13 @@ def save_checkpoint(
     format its suffix names (``.safetensors``; anything else is ``.pt``).
 
     A reader never sees half a file: it sees the old one or the whole new one.
+
+    ``architecture`` names a registered architecture (default: the module's ``architecture``
+    attribute, else ``sac_actor``) and ``config`` its config (default: the module's
+    ``config``); the config is checked as a node will check it, and the module's weights must
+    have the shapes it declares (``ValueError`` otherwise: nothing is written).
     """
+    name, parsed = _architecture_of(policy, architecture, config)
     header = CheckpointHeader(
         model_name=model_name,
         version=int(version),
@@ -115,7 +125,29 @@ def save_checkpoint(
         saved_at=(saved_at or datetime.now(UTC)).astimezone(UTC),
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
     )
-    return write_checkpoint(path, CheckpointContents(policy.config, policy.state_dict(), header))
+    contents = CheckpointContents(parsed, policy.state_dict(), header, name)
+    return write_checkpoint(path, contents)
+
+
+def _architecture_of(
+    module: nn.Module, architecture: str | None, config: Mapping[str, object] | None
+) -> tuple[str, ModelConfig]:
+    name = architecture or getattr(module, "architecture", None) or SAC_ACTOR
+    if not isinstance(name, str):
+        raise ValueError(f"architecture must be a str, not {type(name).__name__}")
+    spec = get_architecture(name)  # UnknownArchitecture (a KeyError) for an unregistered one
+    raw = config if config is not None else getattr(module, "config", None)
+    if raw is not None and hasattr(raw, "to_dict"):
+        raw = raw.to_dict()
+    try:
+        parsed = spec.config_of(dict(raw or {}))
+    except ConfigError as exc:
+        raise ValueError(f"{name} config: {exc}") from None
+    expected = spec.shapes(parsed)
+    actual = {k: tuple(t.shape) for k, t in module.state_dict().items()}
+    if actual != expected:
+        raise ValueError(f"the module's weights are not those of {name} with config {raw}")
+    return name, parsed
 
 
 def write_checkpoint(path: str | os.PathLike[str], contents: CheckpointContents) -> SavedCheckpoint:
@@ -220,8 +252,24 @@ def _check_sha256(target: Path, sha256: str, expected: str | None) -> None:
 
 
 def build_policy(loaded: LoadedCheckpoint) -> SACActor:
-    """An ``eval()``-mode :class:`SACActor` holding ``loaded``'s weights."""
-    policy = SACActor(loaded.config, initialise=False)  # strict loading overwrites every weight
+    """An ``eval()``-mode :class:`SACActor` holding ``loaded``'s weights (a ``sac_actor``)."""
+    policy = build_module(loaded)
+    if not isinstance(policy, SACActor):
+        raise CheckpointRejected(
+            f"{loaded.path}: a {loaded.architecture}, not a sac_actor", reason="shape_mismatch"
+        )
+    return policy
+
+
+def build_module(loaded: LoadedCheckpoint) -> nn.Module:
+    """An ``eval()``-mode module of ``loaded``'s architecture holding its weights."""
+    try:
+        policy = get_architecture(loaded.architecture).instantiate(loaded.config)
+    except Exception as exc:  # noqa: BLE001 - a factory's failure is the checkpoint's refusal
+        raise CheckpointRejected(
+            f"{loaded.path}: {loaded.architecture} could not be built: {str(exc)[:200]}",
+            reason="invalid_config",
+        ) from exc
     try:
         policy.load_state_dict(loaded.state_dict, strict=True)
     except RuntimeError as exc:

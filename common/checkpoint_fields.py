@@ -1,8 +1,9 @@
 """The fields of a loaded checkpoint dict, checked before any is believed.
 
 ``save_checkpoint`` writes exact types, so nothing is coerced: a field of the wrong type or
-out of range is a :class:`~common.errors.CheckpointLoadError` with reason ``bad_metadata``
-(``bad_config`` for ``policy_config``), never a bare ``ValueError`` out of ``int()``.
+out of range is a :class:`~common.errors.CheckpointLoadError` with reason ``bad_metadata``,
+never a bare ``ValueError`` out of ``int()``. ``architecture`` (absent: ``sac_actor``) and
+``policy_config`` (its config) are judged by ``common/checkpoint_architecture.py``.
 
 - ``model_name``: str. ``version``, ``training_step``: int (not bool) in ``[0, 2**64)``.
 - ``saved_at``: RFC 3339 str (a time without an offset is taken as UTC).
@@ -15,11 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from common.errors import CheckpointLoadError
-from common.policy import PolicyConfig, SACActor
+from common.policy import SACActor
+
+if TYPE_CHECKING:
+    from common.architectures import ModelConfig
 
 __all__ = ["CHECKPOINT_FORMAT", "SAC_ACTOR", "CheckpointContents", "CheckpointHeader", "interpret"]
 
@@ -43,7 +48,7 @@ class CheckpointHeader:
 class CheckpointContents:
     """What a checkpoint holds, whatever its format: what the format seam reads and writes."""
 
-    config: PolicyConfig
+    config: ModelConfig
     state_dict: dict[str, Tensor]
     header: CheckpointHeader = field(default_factory=CheckpointHeader)
     architecture: str = SAC_ACTOR
@@ -51,8 +56,9 @@ class CheckpointContents:
 
 def interpret(
     target: Path, raw: object
-) -> tuple[PolicyConfig, dict[str, Tensor], CheckpointHeader]:
-    """The config, state_dict and header of a ``torch.load``-ed checkpoint (or bare state_dict)."""
+) -> tuple[object, object, dict[str, Tensor], CheckpointHeader]:
+    """The architecture and config as written, the state_dict and the header of a
+    ``torch.load``-ed checkpoint (or bare state_dict: a ``sac_actor`` of inferred shape)."""
     if not isinstance(raw, dict):
         raise CheckpointLoadError(
             f"{target}: foreign format (a {type(raw).__name__}, not a checkpoint dict)",
@@ -60,12 +66,15 @@ def interpret(
         )
     if raw.get("format") == CHECKPOINT_FORMAT:
         state_dict = raw.get("state_dict")
-        config = _config(target, raw.get("policy_config"))
+        architecture = raw.get("architecture", SAC_ACTOR)
+        config = raw.get("policy_config")
+        if config is None:
+            raise CheckpointLoadError(f"{target}: no policy_config", reason="foreign_format")
         header = _header(target, raw)
     else:
-        state_dict = raw
+        state_dict, architecture = raw, SAC_ACTOR
         try:
-            config = SACActor.infer_config(raw)
+            config = SACActor.infer_config(raw).to_dict()
         except (ValueError, AttributeError, IndexError, TypeError) as exc:
             raise CheckpointLoadError(
                 f"{target}: foreign format: {exc}", reason="foreign_format"
@@ -77,16 +86,7 @@ def interpret(
         raise CheckpointLoadError(
             f"{target}: state_dict is not str -> tensor", reason="foreign_format"
         )
-    return config, state_dict, header
-
-
-def _config(target: Path, value: object) -> PolicyConfig:
-    if value is None:
-        raise CheckpointLoadError(f"{target}: no policy_config", reason="foreign_format")
-    try:
-        return PolicyConfig.from_dict(value)
-    except ValueError as exc:
-        raise CheckpointLoadError(f"{target}: {exc}", reason="bad_config") from None
+    return architecture, config, state_dict, header
 
 
 def _header(target: Path, raw: dict[object, object]) -> CheckpointHeader:

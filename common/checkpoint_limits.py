@@ -9,14 +9,15 @@ a deep stack of width-1 layers costs little in parameters but much to build and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import CheckpointRejected
-from common.policy import PolicyConfig, parameter_count
 
 if TYPE_CHECKING:
+    from common.architectures import Architecture, ModelConfig
     from common.settings import Settings
 
 __all__ = ["MAX_HIDDEN_LAYERS", "CheckpointLimits", "check_declared"]
@@ -41,17 +42,24 @@ class CheckpointLimits:
         return cls(settings.max_checkpoint_bytes, settings.max_parameters)
 
 
-def check_declared(target: Path, config: PolicyConfig, limits: CheckpointLimits) -> None:
-    """Refuse a policy_config that declares more than ``limits``, before anything is built."""
-    if len(config.hidden) > MAX_HIDDEN_LAYERS:
+def check_declared(
+    target: Path, architecture: Architecture, config: ModelConfig, limits: CheckpointLimits
+) -> dict[str, tuple[int, ...]]:
+    """Refuse a config that declares more than ``limits``, before anything is built; the
+    shapes of the tensors it declares."""
+    hidden = getattr(config, "hidden", None)
+    layers = len(hidden) if isinstance(hidden, list | tuple) else 0
+    if layers > MAX_HIDDEN_LAYERS:
         raise CheckpointRejected(
-            f"{target}: {len(config.hidden)} hidden layers declared (at most {MAX_HIDDEN_LAYERS})",
+            f"{target}: {layers} hidden layers declared (at most {MAX_HIDDEN_LAYERS})",
             reason="too_many_layers",
         )
-    declared = parameter_count(config)
+    shapes = architecture.shapes(config)
+    declared = sum(math.prod(shape) for shape in shapes.values())
     if declared > limits.max_parameters:
         raise CheckpointRejected(
-            f"{target}: policy_config declares {declared} parameters "
+            f"{target}: the config declares {declared} parameters "
             f"(at most {limits.max_parameters})",
             reason="too_many_parameters",
         )
+    return shapes

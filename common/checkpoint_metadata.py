@@ -4,7 +4,7 @@ Written by :func:`metadata_of`, all strings (safetensors allows nothing else)::
 
     format          "fks.checkpoint"          the tag: this file is one of ours
     format_version  "1"
-    architecture    "sac_actor"               the network (SPEC §12 adds others)
+    architecture    "sac_actor"               a registered architecture (SPEC §12)
     config          '{"action_dim":1,...}'    its config, JSON
     model_name      "sac_stat_pair"
     version         "42"                      unsigned 64-bit, decimal, no sign or padding
@@ -15,8 +15,9 @@ Written by :func:`metadata_of`, all strings (safetensors allows nothing else)::
 Read back strictly by :func:`read_metadata`: nothing is coerced, a value that is not a
 string or a key nobody writes is refused, and every failure is a
 :class:`~common.errors.CheckpointError` with a reason: ``bad_metadata`` (``bad_config`` for
-``config``), ``unsupported_format`` for another ``format_version``, ``unknown_architecture``
-for a network this node cannot build.
+``config`` that is not JSON), ``unsupported_format`` for another ``format_version``; the
+architecture and its config are then judged by ``common/checkpoint_architecture.py``
+(``unknown_architecture``, ``invalid_config``, ``bad_config``).
 
 A file without the tag (no ``__metadata__``, or one another tool wrote, such as
 ``{"format": "pt"}``) is a bare state_dict, as ``torch.save(actor.state_dict())`` is for
@@ -32,14 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.checkpoint_fields import SAC_ACTOR, CheckpointContents, CheckpointHeader
-from common.errors import CheckpointLoadError, CheckpointRejected
-from common.policy import PolicyConfig, config_from_shapes
+from common.errors import CheckpointLoadError
+from common.policy import config_from_shapes
 
 __all__ = ["FORMAT_TAG", "FORMAT_VERSION", "metadata_of", "read_metadata", "strict_json"]
 
 FORMAT_TAG = "fks.checkpoint"
 FORMAT_VERSION = "1"
-ARCHITECTURES = frozenset({SAC_ACTOR})
 _REQUIRED = ("format", "format_version", "architecture", "config")
 _OPTIONAL = ("model_name", "version", "training_step", "saved_at", "metadata")
 _COUNTER = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -69,9 +69,9 @@ def metadata_of(contents: CheckpointContents) -> dict[str, str]:
 
 def read_metadata(
     target: Path, metadata: object, shapes: Mapping[str, Sequence[int]]
-) -> tuple[str, PolicyConfig, CheckpointHeader]:
-    """The architecture, config and header ``metadata`` declares (inferred from ``shapes``
-    for a file without the tag)."""
+) -> tuple[str, object, CheckpointHeader]:
+    """The architecture, config (parsed JSON, not yet judged) and header ``metadata``
+    declares (a ``sac_actor`` config inferred from ``shapes`` for a file without the tag)."""
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad(target, f"__metadata__ is a {type(metadata).__name__}, not an object")
     fields: dict[str, object] = metadata or {}
@@ -95,12 +95,6 @@ def read_metadata(
             f"{target}: format_version {text['format_version'][:20]!r} is not read here "
             f"(this node reads {FORMAT_VERSION})",
             reason="unsupported_format",
-        )
-    if text["architecture"] not in ARCHITECTURES:
-        raise CheckpointRejected(
-            f"{target}: architecture {text['architecture'][:40]!r} is not registered here "
-            f"({', '.join(sorted(ARCHITECTURES))})",
-            reason="unknown_architecture",
         )
     header = CheckpointHeader(
         model_name=text.get("model_name", ""),
@@ -136,18 +130,18 @@ def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _inferred(target: Path, shapes: Mapping[str, Sequence[int]]) -> PolicyConfig:
+def _inferred(target: Path, shapes: Mapping[str, Sequence[int]]) -> dict[str, object]:
     try:
-        return config_from_shapes(shapes)
+        return config_from_shapes(shapes).to_dict()
     except ValueError as exc:
         raise CheckpointLoadError(
             f"{target}: foreign format: {exc}", reason="foreign_format"
         ) from None
 
 
-def _config(target: Path, text: str) -> PolicyConfig:
+def _config(target: Path, text: str) -> object:
     try:
-        return PolicyConfig.from_dict(strict_json(text))
+        return strict_json(text)
     except ValueError as exc:
         raise CheckpointLoadError(f"{target}: config: {exc}", reason="bad_config") from None
 

@@ -2,10 +2,13 @@
 
 A checkpoint is a ``torch.save``-d dict::
 
-    {"format": "fks.sac_actor", "format_version": 1, "policy_config": {...},
+    {"format": "fks.sac_actor", "format_version": 1, "architecture": "sac_actor",
+     "policy_config": {...},
      "state_dict": {...}, "model_name": str, "version": int, "training_step": int,
      "saved_at": RFC 3339 str, "metadata": {str: str}}
 
+``architecture`` (absent in files of the first release: ``sac_actor``) names any registered
+architecture (SPEC §12) and ``policy_config`` is then its config, whatever the architecture.
 A bare ``SACActor.state_dict()`` is also read (its shape is inferred). Reading runs the checks
 of issue 12 in order: the archive (``checkpoint_archive``), the pickle's globals
 (``checkpoint_pickle``), ``torch.load(weights_only=True)``, the fields (``checkpoint_fields``),
@@ -22,9 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from common.checkpoint_architecture import check_state_shapes, resolve
 from common.checkpoint_archive import pickle_record
-from common.checkpoint_fields import CHECKPOINT_FORMAT, CheckpointContents, interpret
-from common.checkpoint_limits import CheckpointLimits, check_declared
+from common.checkpoint_fields import (
+    CHECKPOINT_FORMAT,
+    SAC_ACTOR,
+    CheckpointContents,
+    interpret,
+)
+from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_pickle import check_globals, torch_load
 from common.checkpoint_tensors import check_tensors
 
@@ -37,10 +46,13 @@ def decode_pt(target: Path, data: bytes, limits: CheckpointLimits) -> Checkpoint
     """The contents of the ``.pt`` checkpoint in ``data``, every bound checked first."""
     check_globals(target, pickle_record(target, data, limits.max_bytes))
     raw = torch_load(target, data)
-    config, state_dict, header = interpret(target, raw)
-    check_declared(target, config, limits)
+    architecture, config, state_dict, header = interpret(target, raw)
+    resolved = resolve(target, architecture, config, limits)
     check_tensors(target, state_dict, limits.max_parameters)
-    return CheckpointContents(config, state_dict, header)
+    if architecture != SAC_ACTOR:  # an actor's mismatch is told by load_state_dict, as ever
+        shapes = {name: tuple(t.shape) for name, t in state_dict.items()}
+        check_state_shapes(target, shapes, resolved.shapes)
+    return CheckpointContents(resolved.config, state_dict, header, resolved.architecture.name)
 
 
 def encode_pt(contents: CheckpointContents) -> bytes:
@@ -49,6 +61,7 @@ def encode_pt(contents: CheckpointContents) -> bytes:
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
+        "architecture": contents.architecture,
         "policy_config": contents.config.to_dict(),
         "state_dict": packed_state_dict(contents.state_dict),
         "model_name": header.model_name,

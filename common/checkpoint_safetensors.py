@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +44,12 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from common.checkpoint_architecture import check_state_shapes, resolve
 from common.checkpoint_fields import CheckpointContents
-from common.checkpoint_limits import CheckpointLimits, check_declared
+from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_metadata import metadata_of, read_metadata, strict_json
 from common.checkpoint_tensors import check_tensors
 from common.errors import CheckpointLoadError, CheckpointRejected
-from common.policy import state_shapes
 
 __all__ = ["DTYPES", "MAX_DIMS", "MAX_HEADER_BYTES", "decode_safetensors", "encode_safetensors"]
 
@@ -95,11 +94,11 @@ def decode_safetensors(target: Path, data: bytes, limits: CheckpointLimits) -> C
     _check_offsets(target, entries, len(data) - _LENGTH.size - length)
     shapes = {entry.name: entry.shape for entry in entries}
     architecture, config, fields = read_metadata(target, metadata, shapes)
-    check_declared(target, config, limits)
-    _check_shapes(target, shapes, state_shapes(config))
+    resolved = resolve(target, architecture, config, limits)
+    check_state_shapes(target, shapes, resolved.shapes)
     state_dict = _tensors(target, data, entries)
     check_tensors(target, state_dict, limits.max_parameters)
-    return CheckpointContents(config, state_dict, fields, architecture)
+    return CheckpointContents(resolved.config, state_dict, fields, resolved.architecture.name)
 
 
 def encode_safetensors(contents: CheckpointContents) -> bytes:
@@ -198,25 +197,6 @@ def _check_offsets(target: Path, entries: list[_Entry], available: int) -> None:
         )
     if position < available:
         raise _bad_header(target, f"{available - position} bytes after the last tensor")
-
-
-def _check_shapes(
-    target: Path, shapes: Mapping[str, Sequence[int]], expected: Mapping[str, tuple[int, ...]]
-) -> None:
-    if shapes == expected:
-        return
-    missing = sorted(expected.keys() - shapes.keys())
-    unexpected = sorted(shapes.keys() - expected.keys())
-    wrong = [name for name in expected if name in shapes and shapes[name] != expected[name]]
-    detail = "; ".join(
-        f"{label} {', '.join(repr(n[:80]) for n in names[:4])}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong))
-        if names
-    )
-    raise CheckpointRejected(
-        f"{target}: the tensors do not fit the declared config: {detail}",
-        reason="shape_mismatch",
-    )
 
 
 def _tensors(target: Path, data: bytes, entries: list[_Entry]) -> dict[str, Tensor]:

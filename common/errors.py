@@ -11,12 +11,14 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
         │                         not_regular_file, unreadable, too_large, changing,
         │                         truncated, corrupt, compressed_archive, bad_header,
         │                         unsupported_format, unsafe_pickle, foreign_format,
-        │                         bad_metadata, bad_config, bad_dtype, bad_layout,
+        │                         bad_metadata, bad_config (a config that is not what
+    │                         its architecture parses), bad_dtype, bad_layout,
         │                         aliased_storage, sha256_mismatch, and load_error for
         │                         any failure nobody foresaw.
         └── CheckpointRejected    the file loads but is refused: outside the model
                                   roots, too_many_parameters, too_many_layers,
-                                  unknown_architecture, non-finite weights, wrong
+                                  unknown_architecture, invalid_config (an unknown
+                                  config key, a size over the caps), non-finite weights, wrong
                                   shape, a failed probe.
 
 A ``CheckpointError`` carries the ``identity`` (path, size, mtime, inode, device) of the file

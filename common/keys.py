@@ -1,6 +1,13 @@
 """Every Redis key and channel name of the project, built in this one place (SPEC §3).
 
 No other module writes an ``fks:`` string: they ask :class:`RedisKeys` for it.
+
+In a Redis Cluster (``redis+cluster://``, SPEC §10) the keys of an instance carry the channel
+name as their hash tag: ``{fks:<instance>:model_checkpoints}:latest``, ``…:version``,
+``…:nodes``, ``…:blob:<sha256>``, ``…:blobs``. They all live in the channel's own slot, so
+each Lua script call touches one slot and may ``SPUBLISH`` (sharded pub/sub) from inside the
+script. The channel keeps its name, ``fks:<instance>:model_checkpoints``, in every mode:
+operators and other readers subscribe to it as before.
 """
 
 from __future__ import annotations
@@ -8,10 +15,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["INSTANCE_ID_PATTERN", "RedisKeys", "checkpoint_channel", "validate_instance_id"]
+__all__ = [
+    "INSTANCE_ID_PATTERN",
+    "NODE_ID_PATTERN",
+    "RedisKeys",
+    "checkpoint_channel",
+    "validate_instance_id",
+    "validate_node_id",
+]
 
 KEY_PREFIX = "fks"
 INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A serving node's id (``FKS_NODE_ID``, default ``<hostname>:<pid>``): what a targeted
+# message names in ``nodes`` (SPEC §11).
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
 def validate_instance_id(instance_id: object) -> str:
@@ -23,38 +40,59 @@ def validate_instance_id(instance_id: object) -> str:
     return instance_id
 
 
+def validate_node_id(node_id: object) -> str:
+    """Return ``node_id`` unchanged, or raise ``ValueError`` if it cannot name a node."""
+    if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+        shown = node_id[:40] + "..." if isinstance(node_id, str) and len(node_id) > 40 else node_id
+        raise ValueError(
+            f"invalid node id {shown!r}: expected 1 to 128 characters of [A-Za-z0-9_.:@-]"
+        )
+    return node_id
+
+
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
     """The channel and keys of one instance, all under ``fks:{instance_id}:``."""
 
     instance_id: str
+    hash_tag: bool = False  # True in a Redis Cluster: every key in the channel's slot
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
 
     @property
     def prefix(self) -> str:
-        return f"{KEY_PREFIX}:{self.instance_id}"
+        """What the instance's other keys start with (``{<channel>}`` in a cluster)."""
+        return f"{{{self.channel}}}" if self.hash_tag else f"{KEY_PREFIX}:{self.instance_id}"
+
+    @property
+    def _checkpoints(self) -> str:
+        return f"{{{self.channel}}}" if self.hash_tag else self.channel
 
     @property
     def channel(self) -> str:
-        """Pub/sub channel carrying the notifications."""
-        return f"{self.prefix}:model_checkpoints"
+        """Pub/sub channel carrying the notifications (never hash-tagged)."""
+        return f"{KEY_PREFIX}:{self.instance_id}:model_checkpoints"
 
     @property
     def latest(self) -> str:
         """String key: the last notification (JSON), read after every (re)subscribe."""
-        return f"{self.channel}:latest"
+        return f"{self._checkpoints}:latest"
 
     @property
     def version(self) -> str:
         """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
-        return f"{self.channel}:version"
+        return f"{self._checkpoints}:version"
 
     @property
     def nodes(self) -> str:
         """Hash: serving node id -> JSON of what that node serves."""
         return f"{self.prefix}:nodes"
+
+    @property
+    def acks(self) -> str:
+        """Pub/sub channel: one JSON ack per notification a node judged (SPEC §11)."""
+        return f"{self.prefix}:acks"
 
     @property
     def blob_prefix(self) -> str:

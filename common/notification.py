@@ -27,15 +27,25 @@ from pydantic import (
 )
 
 from common.errors import InvalidNotification
+from common.keys import NODE_ID_PATTERN
 from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
-__all__ = ["MAX_MESSAGE_BYTES", "U64_MAX", "CheckpointNotification", "message_digest"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_TARGET_NODES",
+    "U64_MAX",
+    "CheckpointNotification",
+    "message_digest",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024
 U64_MAX = 2**64 - 1
+MAX_TARGET_NODES = 256  # ids in one targeted message (``nodes``, SPEC §11)
 
 Uint64 = Annotated[int, Field(ge=0, le=U64_MAX)]
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
+NodeId = Annotated[str, StringConstraints(pattern=f"^{NODE_ID_PATTERN.pattern}$")]
+NodeIds = Annotated[tuple[NodeId, ...], Field(min_length=1, max_length=MAX_TARGET_NODES)]
 
 
 def _utc_now() -> datetime:
@@ -56,6 +66,9 @@ class CheckpointNotification(BaseModel):
     sha256: Hex64 | None = None
     force: bool = False
     issued_at: AwareDatetime | None = None
+    # Targeted (SPEC §11): only these nodes consider the message; the others ack ``ignored``
+    # and the publisher does not move ``:latest``. None: every node.
+    nodes: NodeIds | None = None
     signature: Hex64 | None = None
 
     @field_validator("model_path")
@@ -152,9 +165,15 @@ class CheckpointNotification(BaseModel):
             out["force"] = True
         if self.issued_at is not None:
             out["issued_at"] = rfc3339(self.issued_at)
+        if self.nodes is not None:
+            out["nodes"] = list(self.nodes)
         if self.signature is not None:
             out[SIGNATURE_FIELD] = self.signature
         return out
+
+    def targets(self, node_id: str) -> bool:
+        """Whether ``node_id`` is to consider this message (every node unless ``nodes``)."""
+        return self.nodes is None or node_id in self.nodes
 
     def to_json(self) -> str:
         """Compact JSON of :meth:`wire_dict`."""

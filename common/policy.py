@@ -1,4 +1,8 @@
-"""The served network: a SAC actor, a tanh-squashed Gaussian policy (28-dim state -> action)."""
+"""The served network: a SAC actor, a tanh-squashed Gaussian policy (28-dim state -> action).
+
+It is the built-in architecture ``sac_actor``; :func:`build_architecture` and
+:func:`register_architecture` (the registry of ``common/architectures.py``) build any other.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PolicyConfig", "SACActor", "config_from_shapes", "parameter_count", "state_shapes"]
+from common.architectures import build_architecture, register_architecture
+from common.mlp import MLPLayers
+
+__all__ = [
+    "PolicyConfig",
+    "SACActor",
+    "build_architecture",
+    "config_from_shapes",
+    "parameter_count",
+    "register_architecture",
+    "state_shapes",
+]
 
 LOG_2 = math.log(2.0)
 LOG_STD_MIN = -20.0
@@ -137,6 +152,9 @@ class SACActor(nn.Module):
     weight is loaded next with ``load_state_dict(strict=True)``.
     """
 
+    architecture = "sac_actor"
+    discrete = False
+
     def __init__(self, config: PolicyConfig | None = None, *, initialise: bool = True) -> None:
         super().__init__()
         self.config = config or PolicyConfig()
@@ -157,6 +175,19 @@ class SACActor(nn.Module):
     @property
     def action_dim(self) -> int:
         return self.config.action_dim
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.config.state_dim,)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.config.action_dim,)
+
+    def mlp_layers(self) -> MLPLayers:
+        """The deterministic path as an MLP: trunk, mean head, tanh."""
+        linears = [m for m in self.trunk if isinstance(m, nn.Linear)] + [self.mean]
+        return MLPLayers(linears, output="tanh")
 
     def forward(self, state: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and clamped log-std of the pre-squash Gaussian."""

@@ -9,11 +9,13 @@ then digits, incremented digit by digit. ``:version`` still holds a plain decima
   lost ``:version`` (a restart without persistence, a failover to a lagging replica).
 - :data:`PUBLISH`: ``PUBLISH`` the message and move ``:latest`` by the rule of
   ``common/latest.py``; refuse (publish nothing) a version ``:latest`` holds for another
-  checkpoint.
+  checkpoint. A targeted message (``nodes``, SPEC §11) never moves ``:latest`` (a canary
+  never spreads by catch-up) and so is never in conflict with it.
 - :data:`RECORD`: a node records a decision it applied that ``:latest`` does not hold yet
-  (a raw ``redis-cli PUBLISH``), unless ``:latest`` moved on since that message was sent.
+  (a raw ``redis-cli PUBLISH``), unless ``:latest`` moved on since that message was sent;
+  never a targeted message.
 - :data:`RESTORE`: a node that reconnects raises ``:version`` to the version it serves and
-  puts its decision back into an empty ``:latest``.
+  puts its decision back into an empty ``:latest`` (never a targeted one).
 - :data:`STORE_BLOB`: the publisher stores a checkpoint's bytes at ``blob:<sha256>`` and
   keeps the newest ``FKS_BLOB_KEEP`` blobs (never the one ``:latest`` names).
 """
@@ -68,6 +70,10 @@ local function same_checkpoint(obj, sha, path)
   return obj['model_path'] == path
 end
 local U64_MAX = '18446744073709551615'
+-- a targeted message (SPEC §11) names the nodes that consider it: it never enters :latest
+local function targeted(obj)
+  return obj ~= nil and obj['nodes'] ~= nil and obj['nodes'] ~= cjson.null
+end
 """
 
 ALLOCATE = (
@@ -93,7 +99,9 @@ PUBLISH = (
 -- KEYS[1] = :latest, KEYS[2] = :version
 -- ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version (decimal), ARGV[4] = '1' if forced,
 -- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path, ARGV[7] = '1' if ALLOCATE just issued
--- this version (then it is newer than everything, however the counter reads)
+-- this version (then it is newer than everything, however the counter reads),
+-- ARGV[8] = '1' if the message is targeted (it never moves :latest),
+-- ARGV[9] = 'SPUBLISH' for sharded pub/sub (Redis >= 7), else 'PUBLISH' (the default)
 -- returns {receivers, latest moved (0/1), 'published' | 'conflict', held path or ''}
 local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
@@ -102,7 +110,9 @@ local raw = redis.call('GET', KEYS[1])
 local obj = decode(raw)
 local held = version_of(raw, obj)
 local move = true
-if v ~= '0' and held ~= '0' and vcmp(v, held) == 0 then
+if ARGV[8] == '1' then
+  move = false
+elseif v ~= '0' and held ~= '0' and vcmp(v, held) == 0 then
   if not same_checkpoint(obj, ARGV[5], ARGV[6]) then
     local where = ''
     if obj and type(obj['model_path']) == 'string' then where = obj['model_path'] end
@@ -120,7 +130,9 @@ elseif not forced then
 end
 if move then redis.call('SET', KEYS[1], ARGV[2]) end
 if v ~= '0' and vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
-local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+local command = 'PUBLISH'
+if ARGV[9] == 'SPUBLISH' then command = 'SPUBLISH' end
+local receivers = redis.call(command, ARGV[1], ARGV[2])
 local moved = 0
 if move then moved = 1 end
 return {receivers, moved, 'published', ''}
@@ -134,7 +146,9 @@ RECORD = (
 -- ARGV[1] = the message, ARGV[2] = sha1 of what :latest held before it ('' = nothing),
 -- ARGV[3] = its version (decimal), ARGV[4] = sha1 of the last message this node recorded
 -- (that one came before this message too)
--- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision)
+-- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision),
+-- -2: a targeted message (never recorded)
+if targeted(decode(ARGV[1])) then return -2 end
 local raw = redis.call('GET', KEYS[1])
 if raw == ARGV[1] then return 0 end
 local known = ''
@@ -158,7 +172,7 @@ local served = vnorm(ARGV[1]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[1])) or '0'
 local raised, restored = 0, 0
 if vcmp(counter, served) < 0 then redis.call('SET', KEYS[1], served); raised = 1 end
-if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+if ARGV[2] ~= '' and not targeted(decode(ARGV[2])) and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], ARGV[2]); restored = 1
 end
 return {raised, restored}

@@ -10,10 +10,11 @@ from urllib.parse import unquote_plus
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.keys import RedisKeys, validate_instance_id
+from common.keys import RedisKeys, validate_instance_id, validate_node_id
+from common.redis_url import parse_redis_url
 from common.remote import BLOB_SCHEME, canonical_url, is_url
 
-__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "redact_url"]
+__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "keys_for", "redact_url"]
 
 DEFAULT_MODEL_DIR = Path("cache/models/rl/stat_pair")
 DEFAULT_CACHE_DIR = Path("cache/models/remote")
@@ -27,10 +28,15 @@ class Settings(BaseSettings):
     """Every knob of the publisher and the server. Field names are also accepted as keywords."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=False, env_ignore_empty=True, extra="ignore", populate_by_name=True
+        case_sensitive=False,
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a refused REDIS_URL may hold a password
     )
 
     redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))
+    sharded_pubsub: bool = Field(False, validation_alias=_env("FKS_SHARDED_PUBSUB"))
     instance_id: str = Field("default", validation_alias=_env("FKS_INSTANCE_ID"))
     enable_checkpoint_notify: bool = Field(True, validation_alias=_env("ENABLE_CHECKPOINT_NOTIFY"))
     model_path: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_MODEL"))
@@ -89,6 +95,17 @@ class Settings(BaseSettings):
     def _valid_instance(cls, value: str) -> str:
         return validate_instance_id(value)
 
+    @field_validator("node_id")
+    @classmethod
+    def _valid_node_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_node_id(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: str) -> str:
+        parse_redis_url(value)  # a ValueError naming what is wrong, at start
+        return value
+
     @field_validator("model_urls")
     @classmethod
     def _valid_prefixes(cls, value: str) -> str:
@@ -104,7 +121,7 @@ class Settings(BaseSettings):
 
     @property
     def keys(self) -> RedisKeys:
-        return RedisKeys(self.instance_id)
+        return keys_for(self.instance_id, self.redis_url)
 
     @property
     def secret(self) -> str | None:
@@ -125,6 +142,11 @@ class Settings(BaseSettings):
         """The URL prefixes a remote ``model_path`` must lie under (canonical form):
         ``FKS_MODEL_URLS`` and the remote tier ``STAT_PAIR_RL_URL``."""
         return _prefixes(self.model_urls) + _prefixes(self.model_url or "")
+
+
+def keys_for(instance_id: str, redis_url: str) -> RedisKeys:
+    """The keys of ``instance_id`` as laid out for ``redis_url`` (hash-tagged in a cluster)."""
+    return RedisKeys(instance_id, hash_tag=parse_redis_url(redis_url).kind == "cluster")
 
 
 def _prefixes(value: str) -> list[str]:

@@ -39,10 +39,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("fks").info(
         "serving instance %s, Redis %s", settings.instance_id, redact_url(settings.redis_url)
     )
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     uvicorn.run(
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
         access_log=args.access_log,
     )  # fmt: skip
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """N uvicorn worker processes, each its own node ``<FKS_NODE_ID>-w<slot>``
+    (``subscriber/workers.py``); the settings reach them through the environment."""
+    import os
+    import socket
+    import tempfile
+
+    import uvicorn
+
+    from subscriber.workers import SLOTS_ENV
+
+    os.environ["FKS_INSTANCE_ID"] = settings.instance_id
+    os.environ["REDIS_URL"] = settings.redis_url
+    os.environ.setdefault("FKS_NODE_ID", f"{socket.gethostname()[:60]}:{os.getpid()}")
+    with tempfile.TemporaryDirectory(prefix="fks-workers-") as slots:
+        os.environ[SLOTS_ENV] = slots
+        uvicorn.run(
+            "subscriber.app:create_app", factory=True, workers=args.workers, host=args.host,
+            port=args.port, log_level=args.log_level, access_log=args.access_log,
+        )  # fmt: skip
     return 0
 
 
@@ -58,6 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         directory=Path(args.dir), steps=args.steps, every=args.every, keep=args.keep,
         seed=args.seed, warmup=args.warmup, progress=not args.quiet, format=args.format,
+        algo=args.algo, model_name=f"{args.algo}_stat_pair",
     )  # fmt: skip
     with CheckpointNotifier(settings=settings) as notifier:
         summary = train(config, notifier)
@@ -72,17 +98,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metadata(items: list[str], command: str) -> dict[str, str] | None:
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"fks {command}: --meta expects key=value, got {item!r}", file=sys.stderr)
+            return None
+        metadata[key] = value
+    return metadata
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     from common.remote import is_url
     from publisher import CheckpointNotifier
+    from publisher.rollout import format_acks
 
-    metadata: dict[str, str] = {}
-    for item in args.meta:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"fks notify: --meta expects key=value, got {item!r}", file=sys.stderr)
-            return 2
-        metadata[key] = value
+    metadata = _metadata(args.meta, "notify")
+    if metadata is None:
+        return 2
     settings = _settings(args)
     travels = args.upload_to is not None or args.via == "redis" or settings.upload_to is not None
     absent = not is_url(args.path) and not Path(args.path).exists()
@@ -96,13 +130,19 @@ def cmd_notify(args: argparse.Namespace) -> int:
         result = notifier.notify(
             args.path, args.name, version=args.version, training_step=args.step,
             metadata=metadata, sha256=args.sha256, force=args.force,
-            upload_to=args.upload_to, transport=args.via,
+            upload_to=args.upload_to, transport=args.via, nodes=_nodes(args.nodes),
+            wait_for=args.wait, timeout=args.timeout,
         )  # fmt: skip
     if absent:
         print(
             f"fks notify: {args.path} does not exist on this machine; it may still exist on "
             "the serving nodes, which look for it on their own disks"
             + ("" if result.sent else " (and nothing was announced)"),
+            file=sys.stderr,
+        )
+    if result.unknown_nodes:
+        print(
+            f"fks notify: warning: no live node has the id(s) {', '.join(result.unknown_nodes)}",
             file=sys.stderr,
         )
     if result.outcome == "unknown":
@@ -117,28 +157,96 @@ def cmd_notify(args: argparse.Namespace) -> int:
         return 1
     assert result.notification is not None
     print(json.dumps(result.notification.wire_dict()))
+    if result.notification.nodes is not None:
+        where = "; targeted: :latest does not move"
+    else:
+        where = "" if result.latest_updated else "; :latest keeps a newer version"
     print(
         f"published version {result.notification.version} to {result.receivers} subscriber(s)"
-        + ("" if result.latest_updated else "; :latest keeps a newer version"),
+        + where,
         file=sys.stderr,
     )
-    return 0
+    report = result.acks
+    if report is None:
+        return 0
+    print("\n".join(format_acks(report)))
+    summary = (
+        f"{len(report.applied)} applied, {len(report.rejected)} rejected, "
+        f"{len(report.silent)} silent, in {report.seconds * 1e3:.0f} ms"
+    )
+    print(summary, file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _nodes(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _wait(value: str) -> int | str:
+    if value == "all":
+        return "all"
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a count, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a count >= 1, got {value!r}")
+    return count
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from publisher import CheckpointNotifier
+    from publisher.rollout import RolloutPlan, run_rollout
+
+    metadata = _metadata(args.meta, "rollout")
+    if metadata is None:
+        return 2
+    plan = RolloutPlan(
+        canary=args.canary, soak=args.soak, max_error_rate=args.max_error_rate,
+        timeout=args.timeout,
+    )  # fmt: skip
+    with CheckpointNotifier(settings=_settings(args)) as notifier:
+        result = run_rollout(
+            notifier, args.path, plan, say=lambda line: print(line, flush=True),
+            notify_args={
+                "model_name": args.name, "version": args.version, "training_step": args.step,
+                "metadata": metadata, "sha256": args.sha256, "force": args.force,
+                "upload_to": args.upload_to, "transport": args.via,
+            },
+        )  # fmt: skip
+    if result.outcome == "promoted":
+        ok = result.promotion is not None and result.promotion.acks is not None
+        return 0 if ok and result.promotion.acks.ok else 1  # type: ignore[union-attr]
+    print(f"fks rollout: {result.outcome}: {result.reason}", file=sys.stderr)
+    return 2 if result.outcome == "rolled_back" else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import redis
-
+    from common.redis_connect import REDIS_ERRORS, LazyRedis, Timeouts
     from fks.status import format_status, gather_status
 
     settings = _settings(args)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    lazy = LazyRedis(settings.redis_url, Timeouts(2.0, 2.0))
+    if args.watch:
+        from fks.status import watch_status
+
+        try:
+            watch_status(
+                lambda: gather_status(lazy.get(), settings.instance_id, settings.keys),
+                interval=args.interval, count=args.count,
+            )  # fmt: skip
+        finally:
+            lazy.close()
+        return 0
     try:
-        report = gather_status(client, settings.instance_id)
-    except (redis.RedisError, OSError) as exc:
+        report = gather_status(lazy.get(), settings.instance_id, settings.keys)
+    except REDIS_ERRORS as exc:
         print(f"fks status: Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        lazy.close()
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_status(report))
     return 0
 
@@ -176,13 +284,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fks.demo import DemoConfig, run_demo
+    from fks.redis_server import RedisServerNotFound
 
     logging.basicConfig(level=logging.ERROR)
     if args.short:
-        config = DemoConfig(steps=600, every=150, warmup=200, redis_url=args.redis_url)
+        config = DemoConfig(
+            steps=600, every=150, warmup=200, redis_url=args.redis_url, algo=args.algo
+        )
     else:
-        config = DemoConfig(steps=args.steps, every=args.every, redis_url=args.redis_url)
-    return run_demo(config)
+        config = DemoConfig(
+            steps=args.steps, every=args.every, redis_url=args.redis_url, algo=args.algo
+        )
+    try:
+        return run_demo(config)
+    except RedisServerNotFound:
+        print(
+            "fks demo: no Redis answers and no redis-server to start: "
+            "pip install 'fks-checkpoint-notify[demo]' (or give --redis-url)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes, each its own node <id>-w<slot> (1)")  # fmt: skip
     common(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -221,35 +344,72 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
     train.add_argument("--format", choices=["safetensors", "pt"], default="safetensors",
                        help="checkpoint format (safetensors; pt: the first release's)")  # fmt: skip
+    train.add_argument(
+        "--algo",
+        choices=["sac", "dqn"],
+        default="sac",
+        help=("sac: the continuous sac_actor (default); dqn: a dqn Q-network over short/flat/long"),
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
     common(train)
     train.set_defaults(func=cmd_train)
 
+    def announce(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", help="checkpoint path (sent absolute)")
+        p.add_argument("--name", default="", help="model name")
+        p.add_argument("--version", type=int, help="version (default: next from INCR)")
+        p.add_argument("--step", type=int, default=0, help="training step")
+        p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                       help="metadata entry (repeatable)")  # fmt: skip
+        p.add_argument("--sha256", help="file hash (default: computed if the file is here)")
+        p.add_argument("--force", action="store_true", help="apply even if not newer")
+        p.add_argument("--upload-to", metavar="URL",
+                       help="upload the file under this prefix (s3://bucket/prefix/) and "
+                       "announce its URL (default: $FKS_UPLOAD_TO)")  # fmt: skip
+        p.add_argument("--via", choices=["path", "redis"], default="path",
+                       help="redis: store the bytes in Redis and announce redis-blob:<sha256> "
+                       "(files up to FKS_BLOB_MAX_BYTES)")  # fmt: skip
+        p.add_argument("--timeout", type=float, default=10.0,
+                       help="seconds to wait for the nodes' acks (10)")  # fmt: skip
+        common(p)
+
     notify = sub.add_parser("notify", help="publish one notification", description=(
         "Announce a checkpoint, as notify_checkpoint() does. Prints the JSON sent; exits 1 "
         "with the reason if nothing was sent (Redis unreachable, or the version already names "
-        "another checkpoint), 3 if it was sent but Redis did not confirm it."))  # fmt: skip
-    notify.add_argument("path", help="checkpoint path (sent absolute)")
-    notify.add_argument("--name", default="", help="model name")
-    notify.add_argument("--version", type=int, help="version (default: next from INCR)")
-    notify.add_argument("--step", type=int, default=0, help="training step")
-    notify.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                        help="metadata entry (repeatable)")  # fmt: skip
-    notify.add_argument("--sha256", help="file hash (default: computed if the file is here)")
-    notify.add_argument("--force", action="store_true", help="apply even if not newer")
-    notify.add_argument("--upload-to", metavar="URL",
-                        help="upload the file under this prefix (s3://bucket/prefix/) and "
-                        "announce its URL (default: $FKS_UPLOAD_TO)")  # fmt: skip
-    notify.add_argument("--via", choices=["path", "redis"], default="path",
-                        help="redis: store the bytes in Redis and announce redis-blob:<sha256> "
-                        "(files up to FKS_BLOB_MAX_BYTES)")  # fmt: skip
-    common(notify)
+        "another checkpoint), 3 if it was sent but Redis did not confirm it. With --wait, "
+        "prints each node's ack and exits 1 if any node rejected it or stayed silent."
+    ))  # fmt: skip
+    announce(notify)
+    notify.add_argument("--wait", type=_wait, metavar="all|N",
+                        help="wait for the acks of every live node, or of N nodes")  # fmt: skip
+    notify.add_argument("--nodes", action="append", metavar="ID[,ID...]",
+                        help="only these nodes consider it (:latest does not move)")  # fmt: skip
     notify.set_defaults(func=cmd_notify)
+
+    rollout = sub.add_parser("rollout", help="canaries first, then every node", description=(
+        "Send the checkpoint to K live nodes first, watch their acks and request errors for "
+        "the soak time, then promote it to every node (moving :latest) or force the canaries "
+        "back to what they served before. Prints every step; exits 0 when promoted and every "
+        "node answered, 2 when it rolled back, 1 otherwise (nothing sent, a silent node)."
+    ))  # fmt: skip
+    announce(rollout)
+    rollout.add_argument("--canary", type=int, default=1, help="canary nodes (1)")
+    rollout.add_argument("--soak", type=float, default=30.0,
+                         help="seconds to watch the canaries (30)")  # fmt: skip
+    rollout.add_argument(
+        "--max-error-rate", type=float, default=0.01,
+        help="largest canary request error rate that still promotes (0.01)",
+    )  # fmt: skip
+    rollout.set_defaults(func=cmd_rollout)
 
     status = sub.add_parser("status", help="latest notification, listeners, nodes",
                             description="What Redis knows of an instance: the :latest "
                             "notification, subscribers listening, every serving node.")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="redraw the table in place")
+    status.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between redraws with --watch (1)")  # fmt: skip
+    status.add_argument("--count", type=int, help=argparse.SUPPRESS)  # tests: stop after N
     common(status)
     status.set_defaults(func=cmd_status)
 
@@ -271,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--every", type=int, default=300, help="checkpoint interval (300)")
     demo.add_argument("--short", action="store_true", help="a quick run (600 steps)")
     demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    demo.add_argument(
+        "--algo",
+        choices=["sac", "dqn"],
+        default="sac",
+        help="what the trainer trains: sac (sac_actor) or dqn",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

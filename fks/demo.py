@@ -44,6 +44,7 @@ class DemoConfig:
     instance_id: str = "demo"
     request_interval: float = 0.01
     jit: bool = True
+    algo: str = "sac"
 
 
 @dataclass
@@ -178,7 +179,10 @@ def run_demo(config: DemoConfig) -> int:
                     time.sleep(0.05)
             print(f"  server:  {server.url} (pid {server.process.pid if server.process else '?'})")
             print(f"  models:  {models}")
-            print(f"  trainer: {config.steps} steps, a checkpoint every {config.every}\n")
+            print(
+                f"  trainer: {config.algo}, {config.steps} steps, a checkpoint every "
+                f"{config.every}\n"
+            )
             watcher = threading.Thread(
                 target=_watch, args=(server, news, stats, stop, config.request_interval),
                 daemon=True,
@@ -189,7 +193,7 @@ def run_demo(config: DemoConfig) -> int:
                     sys.executable, "-m", "fks", "train", "--steps", str(config.steps),
                     "--every", str(config.every), "--warmup", str(config.warmup),
                     "--dir", str(models), "--instance", config.instance_id,
-                    "--redis-url", url, "--quiet",
+                    "--redis-url", url, "--algo", config.algo, "--quiet",
                 ],
                 check=False, capture_output=True, text=True,
             )  # fmt: skip

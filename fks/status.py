@@ -2,31 +2,35 @@
 
 The ``:latest`` notification, the ``:version`` counter, how many subscribers listen
 (``PUBSUB NUMSUB``) and every serving node of the registry with its heartbeat age.
+``fks status --watch`` redraws it in place with ``rich`` (requests and errors since each
+node's last swap included).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
+from redis.cluster import RedisCluster
 
 from common.errors import InvalidNotification
+from common.fleet import NodeEntry, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
-from subscriber.registry import is_stale
+from common.redis_connect import REDIS_ERRORS, RedisClient
 
-__all__ = ["NodeRow", "StatusReport", "format_status", "gather_status"]
+__all__ = [
+    "NodeRow",
+    "StatusReport",
+    "format_status",
+    "gather_status",
+    "status_table",
+    "watch_status",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    node_id: str
-    entry: dict[str, Any]
-    age: float
-    stale: bool
+NodeRow = NodeEntry
 
 
 @dataclass
@@ -55,8 +59,11 @@ class StatusReport:
         }  # fmt: skip
 
 
-def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
-    keys = RedisKeys(instance_id)
+def gather_status(
+    client: RedisClient, instance_id: str, keys: RedisKeys | None = None
+) -> StatusReport:
+    """What ``client`` says of ``instance_id`` (``keys``: its layout, hash-tagged in a cluster)."""
+    keys = keys or RedisKeys(instance_id, hash_tag=isinstance(client, RedisCluster))
     report = StatusReport(instance_id, keys.channel)
     raw = client.get(keys.latest)
     if raw is not None:
@@ -65,16 +72,8 @@ def gather_status(client: redis.Redis, instance_id: str) -> StatusReport:
         except InvalidNotification as exc:
             report.latest_error = str(exc)
     report.version_counter = int(client.get(keys.version) or 0)
-    report.subscribers = int(client.pubsub_numsub(keys.channel)[0][1])
-    now = time.time()
-    for node_id, value in sorted(client.hgetall(keys.nodes).items()):
-        name = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
-        try:
-            entry = json.loads(value)
-        except ValueError:
-            entry = {"error": "unreadable entry"}
-        age = now - float(entry.get("heartbeat_at", 0.0))
-        report.nodes.append(NodeRow(name, entry, age, is_stale(entry, now)))
+    report.subscribers = _subscribers(client, keys.channel)
+    report.nodes = read_nodes(client, keys)
     return report
 
 
@@ -113,3 +112,75 @@ def format_status(report: StatusReport) -> str:
 
 def _opt(value: object) -> str:
     return "-" if value is None else str(value)
+
+
+def status_table(report: StatusReport) -> Any:
+    """The status as a ``rich`` renderable (``fks status --watch``)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Text(f"instance {report.instance_id}  (channel {report.channel})", style="bold")
+    if report.latest is not None:
+        n = report.latest
+        latest = Text(f"latest: version {n.version}  {n.model_path}  step {n.training_step}")
+    elif report.latest_error:
+        latest = Text(f"latest: unreadable ({report.latest_error})", style="red")
+    else:
+        latest = Text("latest: none published yet")
+    facts = Text(f"counter: {report.version_counter}   subscribers: {report.subscribers} listening")
+    table = Table(box=None, header_style="bold")
+    for column, justify in (
+        ("node", "left"), ("version", "right"), ("gen", "right"), ("mode", "left"),
+        ("requests", "right"), ("errors", "right"), ("heartbeat", "right"), ("path", "left"),
+    ):  # fmt: skip
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in report.nodes:
+        e = row.entry
+        beat = Text(f"{row.age:.1f}s ago")
+        if row.stale:
+            beat.append(" STALE", style="bold red")
+        mode = str(e.get("mode", "?"))
+        table.add_row(
+            row.node_id, _opt(e.get("version")), _opt(e.get("generation")),
+            Text(mode, style="green" if mode == "redis" else "yellow"),
+            _opt(e.get("requests")), _opt(e.get("errors")), beat, str(e.get("path") or "-"),
+        )  # fmt: skip
+    if not report.nodes:
+        return Group(head, latest, facts, Text("nodes: none registered"))
+    return Group(head, latest, facts, table)
+
+
+def watch_status(
+    gather: Callable[[], StatusReport], *, interval: float = 1.0, count: int | None = None
+) -> None:
+    """Redraw the status in place every ``interval`` seconds (``count`` times, or until
+    interrupted); a Redis error is shown in place of the table until Redis answers."""
+    from rich.live import Live
+    from rich.text import Text
+
+    def render() -> Any:
+        try:
+            return status_table(gather())
+        except REDIS_ERRORS as exc:
+            return Text(f"Redis unavailable: {type(exc).__name__}: {exc}", style="red")
+
+    drawn = 0
+    with Live(render(), auto_refresh=False) as live:
+        while True:
+            drawn += 1
+            if count is not None and drawn >= count:
+                break
+            time.sleep(interval)
+            live.update(render(), refresh=True)
+
+
+def _subscribers(client: RedisClient, channel: str) -> int:
+    """``PUBSUB NUMSUB`` (in a cluster: summed over the nodes, each counts its own clients)."""
+    if isinstance(client, RedisCluster):
+        total = 0
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            replies = client.pubsub_numsub(channel, target_nodes=node)
+            total += sum(int(count) for _, count in replies)
+        return total
+    return int(client.pubsub_numsub(channel)[0][1])

@@ -1,4 +1,8 @@
-"""The demo trainer: SAC on the simulated pair spread, saving and announcing every N steps.
+"""The demo trainer: SAC (or DQN, ``algo="dqn"``) on the simulated pair spread, saving and
+announcing every N steps.
+
+SAC trains the continuous ``sac_actor``; DQN trains a ``dqn`` Q-network over the same
+environment with its position discretised to short, flat, long (``fks/dqn_agent.py``).
 
 Each checkpoint is written with ``save_checkpoint`` (atomic; ``.safetensors`` unless the
 config asks for the first release's ``.pt``) and announced with the publisher, carrying the
@@ -15,9 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from common.checkpoint import (
@@ -27,12 +34,15 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.errors import CheckpointError
+from fks.dqn_agent import DQNAgent, DQNStats, DQNTrainConfig
 from fks.env import PairSpreadEnv
 from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
 from publisher import CheckpointNotifier, NotifyResult
 from subscriber.roots import checkpoints_newest_first
 
-__all__ = ["CheckpointReport", "TrainConfig", "TrainSummary", "evaluate", "train"]
+__all__ = ["Algo", "CheckpointReport", "TrainConfig", "TrainSummary", "evaluate", "train"]
+
+Algo = Literal["sac", "dqn"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,24 @@ class TrainConfig:
     progress: bool = True
     format: CheckpointFormat = "safetensors"
     sac: SACConfig = field(default_factory=SACConfig)
+    algo: Algo = "sac"
+    dqn: DQNTrainConfig = field(default_factory=DQNTrainConfig)
+
+
+class Agent(Protocol):
+    """What the training loop needs of SAC and DQN alike."""
+
+    def act(self, state: npt.NDArray[np.float32], deterministic: bool = False) -> float: ...
+
+
+def _agent(config: TrainConfig, env: PairSpreadEnv) -> SACAgent | DQNAgent:
+    if config.algo == "dqn":
+        return DQNAgent(env.state_dim, config.dqn, seed=config.seed)
+    return SACAgent(env.state_dim, env.action_dim, config.sac)
+
+
+def _model(agent: SACAgent | DQNAgent) -> nn.Module:
+    return agent.model if isinstance(agent, DQNAgent) else agent.actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +101,7 @@ class TrainSummary:
         return self.steps / self.seconds if self.seconds else 0.0
 
 
-def evaluate(agent: SACAgent, episodes: int, seed: int = 10_000) -> float:
+def evaluate(agent: Agent, episodes: int, seed: int = 10_000) -> float:
     """Mean return of the deterministic policy over fixed, seeded episodes."""
     env = PairSpreadEnv()
     total = 0.0  # a Python float: numpy scalars would leak "np.float64(...)" into metadata
@@ -110,17 +138,22 @@ def train(
     rng = np.random.default_rng(config.seed)
     config.directory.mkdir(parents=True, exist_ok=True)
     env = PairSpreadEnv(seed=config.seed)
-    agent = SACAgent(env.state_dim, env.action_dim, config.sac)
-    buffer = ReplayBuffer(env.state_dim, env.action_dim, config.sac.buffer_size, config.seed)
+    agent = _agent(config, env)
+    size = config.dqn.buffer_size if config.algo == "dqn" else config.sac.buffer_size
+    buffer = ReplayBuffer(env.state_dim, env.action_dim, size, config.seed)
     version = _first_version(notifier, config.directory)
     summary = TrainSummary()
-    stats: UpdateStats | None = None
+    stats: UpdateStats | DQNStats | None = None
     state = env.reset()
     start = time.perf_counter()
     bar = tqdm(total=config.steps, unit="step", disable=not config.progress, dynamic_ncols=True)
     for step in range(1, config.steps + 1):
         if step <= config.warmup:
-            action = float(rng.uniform(-1.0, 1.0))
+            action = (
+                agent.random_action(rng)
+                if isinstance(agent, DQNAgent)
+                else float(rng.uniform(-1.0, 1.0))
+            )
         else:
             action = agent.act(state)
         next_state, reward, done = env.step(action)
@@ -144,18 +177,19 @@ def train(
 
 def _checkpoint(
     config: TrainConfig,
-    agent: SACAgent,
+    agent: SACAgent | DQNAgent,
     notifier: CheckpointNotifier,
     step: int,
     version: int,
-    stats: UpdateStats | None,
+    stats: UpdateStats | DQNStats | None,
 ) -> CheckpointReport:
     eval_return = evaluate(agent, config.eval_episodes)
-    metadata: dict[str, object] = {
-        "eval_return": round(float(eval_return), 4),
-        "alpha": round(agent.alpha, 6),
-    }
-    if stats is not None:
+    metadata: dict[str, object] = {"eval_return": round(float(eval_return), 4)}
+    if isinstance(agent, SACAgent):
+        metadata["alpha"] = round(agent.alpha, 6)
+    if isinstance(stats, DQNStats):
+        metadata |= stats.metadata()
+    elif stats is not None:
         metadata |= {
             "critic_loss": round(stats.critic_loss, 6),
             "actor_loss": round(stats.actor_loss, 6),
@@ -163,7 +197,7 @@ def _checkpoint(
         }
     saved = save_checkpoint(
         config.directory / f"model_{version:06d}.{config.format}",
-        agent.actor,
+        _model(agent),
         model_name=config.model_name,
         version=version,
         training_step=step,

@@ -11,7 +11,22 @@ Redis being down is never an exception for the trainer: the checkpoint is alread
 :meth:`CheckpointNotifier.notify` returns a :class:`NotifyResult` whose ``outcome`` says what
 is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the message was
 sent but Redis did not answer in time: it may still be published), ``conflict`` or
-``disabled``, within the client's 1 s connect/read timeouts and with no retries.
+``disabled``, within the client's 1 s connect/read timeouts.
+
+Redis beyond one server (SPEC §10, ``common/redis_connect.py``): ``REDIS_URL`` may name a
+Sentinel service or a Cluster. A failover is a reconnect: when the connection is lost, or a
+demoted master answers ``READONLY``, the notifier finds the master anew and tries **once**
+more (so the bound is twice the timeouts). Behind Sentinel it also asks the sentinels where
+the master is before each notification: after a manual ``SENTINEL FAILOVER`` the old master
+stays up, writable, for seconds, and a write there would be lost. With
+``FKS_SHARDED_PUBSUB=true`` the script sends ``SPUBLISH`` (Redis >= 7) instead of ``PUBLISH``.
+
+Rollouts (SPEC §11, ``publisher/acks.py``): ``nodes=[...]`` targets some nodes only (the
+others ack ``ignored``; ``:latest`` does not move, so a canary never spreads by catch-up);
+``wait_for=N`` or ``"all"`` waits up to ``timeout`` seconds for the nodes' acks, subscribed
+before publishing, and returns them in ``NotifyResult.acks``. Waiting with no live node in the
+registry sends nothing (``not_sent``, "no live nodes"); ids in ``nodes`` that no live node
+has are warned about by name (``NotifyResult.unknown_nodes``).
 
 A checkpoint can travel with its notification (SPEC §9, ``publisher/upload.py``):
 ``upload_to="s3://bucket/prefix/"`` (or ``FKS_UPLOAD_TO``) uploads the file first and
@@ -22,25 +37,36 @@ Redis (10 s timeouts) and announces ``redis-blob:<sha256>``. A failed upload is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from common.checkpoint import file_sha256
-from common.keys import RedisKeys
+from common.fleet import NodeEntry, live_nodes, read_nodes
 from common.notification import CheckpointNotification
+from common.redis_connect import (
+    REDIS_ERRORS,
+    LazyRedis,
+    RedisClient,
+    Timeouts,
+    has_sharded_pubsub,
+    is_readonly,
+)
 from common.redis_scripts import ALLOCATE, PUBLISH
 from common.remote import BLOB_SCHEME, is_url
-from common.settings import Settings, redact_url
+from common.settings import Settings, keys_for, redact_url
 from common.textsafe import printable
+from publisher.acks import AckReport, AckWaiter, WaitFor
 from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
 
 __all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
@@ -71,6 +97,8 @@ class NotifyResult:
     receivers: int = 0
     latest_updated: bool = False
     outcome: Outcome = "published"
+    acks: AckReport | None = None
+    unknown_nodes: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.sent
@@ -87,28 +115,27 @@ class CheckpointNotifier:
         secret: str | None = None,
         enabled: bool | None = None,
         settings: Settings | None = None,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         base = settings or Settings()
         self.redis_url = redis_url or base.redis_url
-        self.keys = RedisKeys(instance_id or base.instance_id)
+        self.keys = keys_for(instance_id or base.instance_id, self.redis_url)
+        self.sharded = base.sharded_pubsub
+        self.retries = 0  # notifications that needed their one retry after a failover
         self.secret = secret if secret is not None else base.secret
         self.enabled = base.enable_checkpoint_notify if enabled is None else enabled
         self.upload_to = base.upload_to
         self.blob_keep = base.blob_keep
         self.blob_max_bytes = base.blob_max_bytes
-        self._blob_client: redis.Redis | None = None
-        self._own_client = client is None
-        self._client = client or redis.Redis.from_url(
-            self.redis_url,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            decode_responses=False,
-        )
-        self._allocate = self._client.register_script(ALLOCATE)
-        self._publish = self._client.register_script(PUBLISH)
+        self._blob_client: LazyRedis | None = None
+        self._given = client
+        self._lazy = LazyRedis(self.redis_url, Timeouts(SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S))
+        self._bound: RedisClient | None = None  # the client the scripts are registered on
+        self._allocate: Script
+        self._publish: Script
+        self._spublish: tuple[RedisClient, bool] | None = None
+        if client is not None or self._lazy.target.kind != "cluster":
+            self._redis()  # no connection yet: one server and Sentinel clients are lazy
         self._floor = 0  # the highest version this notifier published
 
     def notify(
@@ -125,6 +152,9 @@ class CheckpointNotifier:
         hash_file: bool = True,
         upload_to: str | None = None,
         transport: Transport = "path",
+        nodes: Sequence[str] | None = None,
+        wait_for: WaitFor | None = None,
+        timeout: float = 10.0,
     ) -> NotifyResult:
         """Publish one notification for ``model_path`` (made absolute; a URL is sent as is).
 
@@ -132,9 +162,16 @@ class CheckpointNotifier:
         notifier published before); ``sha256=None`` hashes the file
         when it is readable here (``hash_file=False`` skips that). ``upload_to`` (default
         ``FKS_UPLOAD_TO``) uploads the file and announces its URL; ``transport="redis"``
-        stores it as a blob and announces ``redis-blob:<sha256>``. Invalid arguments raise
-        ``ValueError``; an unreachable Redis or object store does not raise.
+        stores it as a blob and announces ``redis-blob:<sha256>``. ``nodes`` targets those
+        nodes only; ``wait_for`` (an int >= 1 or ``"all"``) waits up to ``timeout`` seconds
+        for the acks. Invalid arguments raise ``ValueError``; an unreachable Redis or object
+        store does not raise.
         """
+        if wait_for is not None and wait_for != "all":
+            if isinstance(wait_for, bool) or not isinstance(wait_for, int) or wait_for < 1:
+                raise ValueError(f"wait_for must be an int >= 1 or 'all', got {wait_for!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
         if transport not in ("path", "redis"):
             raise ValueError(f"transport must be 'path' or 'redis', got {transport!r}")
         if transport == "redis" and upload_to is not None:
@@ -160,6 +197,7 @@ class CheckpointNotifier:
             "sha256": sha256,
             "force": force,
             "issued_at": datetime.now(UTC),
+            "nodes": None if nodes is None else tuple(nodes),
         }
         if saved_at is not None:
             fields["saved_at"] = saved_at
@@ -167,23 +205,120 @@ class CheckpointNotifier:
         if not self.enabled:
             log.info("checkpoint notify disabled (ENABLE_CHECKPOINT_NOTIFY=false): %s", path)
             return NotifyResult(False, "disabled", draft, outcome="disabled")
+        live: list[str] = []
+        if wait_for is not None or draft.nodes is not None:
+            try:
+                live = [row.node_id for row in live_nodes(self._redis(), self.keys)]
+            except REDIS_ERRORS as exc:
+                why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+                return self._not_sent(path, why, draft)
+        unknown = tuple(n for n in draft.nodes or () if n not in live)
+        if unknown:
+            log.warning(
+                "nodes %s are unknown or not live in %s: they will not hear this message",
+                ", ".join(unknown),
+                self.keys.nodes,
+            )
+        if wait_for is not None and not live:
+            why = f"no live nodes in {self.keys.nodes}: nothing sent, nobody would answer"
+            log.warning("checkpoint %s not announced: %s", printable(path), why)
+            return NotifyResult(False, why, draft, outcome="not_sent", unknown_nodes=unknown)
         if target is not None or transport == "redis":
             moved = self._travel(path, draft, target)
             if isinstance(moved, NotifyResult):
                 return moved
             draft = moved
+        with contextlib.ExitStack() as stack:
+            try:
+                waiter = (
+                    stack.enter_context(AckWaiter(self._redis(), self.keys, secret=self.secret))
+                    if wait_for is not None
+                    else None
+                )
+            except REDIS_ERRORS as exc:
+                why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+                return self._not_sent(path, why, draft)
+            sent_at = time.monotonic()
+            result = self._send(path, draft, version)
+            if waiter is None or not result.sent or result.notification is None:
+                return replace(result, unknown_nodes=unknown)
+            assert wait_for is not None
+            sent = result.notification
+            expected = tuple(n for n in live if wait_for == "all" or sent.targets(n))
+            report = waiter.collect(
+                version=sent.version,
+                sha256=sent.sha256,
+                model_path=sent.model_path,
+                wait_for=wait_for,
+                expected=expected,
+                timeout=timeout,
+                sent_at=sent_at,
+            )
+            return replace(result, acks=report, unknown_nodes=unknown)
+
+    def _send(self, path: str, draft: CheckpointNotification, version: int | None) -> NotifyResult:
+        """Allocate a version if none was given, sign, publish."""
+        sent: NotifyResult | None = None  # a first try that may have published
+        allocate = version is None
+        for attempt in (1, 2):
+            try:
+                result = self._announce(path, draft, allocate=allocate, fresh=version is None)
+            except _Failover as failover:
+                if failover.result.outcome == "unknown":
+                    sent = failover.result
+                    if failover.result.notification is not None:
+                        # the same message again, under the version it may already carry
+                        draft, allocate = failover.result.notification, False
+                if attempt == 2:
+                    # not_sent only if neither try may have reached Redis
+                    return self._give_up(path, sent or failover.result)
+                self.retries += 1
+                log.info(
+                    "Redis at %s failed over (%s); finding the master and trying once more",
+                    redact_url(self.redis_url),
+                    printable(failover.result.reason),
+                )
+                self._rediscover()
+                continue
+            if sent is not None and result.outcome == "not_sent":
+                return self._unconfirmed(path, sent)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _announce(
+        self, path: str, draft: CheckpointNotification, *, allocate: bool, fresh: bool
+    ) -> NotifyResult:
+        """One try: allocate (or PING), then the publish script (``fresh``: the version was
+        allocated for this notification). Raises :class:`_Failover` (carrying the result to
+        return if the retry fails too) when the master was lost."""
         try:
-            if version is None:
+            client = self._redis()
+            self._check_master(client)
+            if self.sharded and not self._has_spublish(client):
+                why = (
+                    "sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 "
+                    "(SPUBLISH); this server has no such command"
+                )
+                return self._not_sent(path, why, draft)
+            if allocate:
                 allocated = self._allocate(
                     keys=[self.keys.version, self.keys.latest], args=[str(self._floor)]
                 )
                 draft = draft.model_copy(update={"version": int(allocated)})
             else:
-                self._client.ping()  # nothing of ours is sent until Redis has answered once
+                # nothing of ours is sent until Redis has answered once: the node serving
+                # :latest, in a cluster too (where PING would ask any node)
+                client.exists(self.keys.latest)
         except redis.ResponseError as exc:
-            return self._not_sent(path, f"version_unavailable: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
-            return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
+            why = f"version_unavailable: {exc}"
+            if is_readonly(exc) or _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
+        except REDIS_ERRORS as exc:
+            why = f"redis_unavailable: {type(exc).__name__}: {exc}"
+            if _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
         message = draft.signed(self.secret) if self.secret else draft
         try:
             receivers, moved, status, where = self._publish(
@@ -195,22 +330,25 @@ class CheckpointNotifier:
                     "1" if message.force else "0",
                     message.sha256 or "",
                     message.model_path,
-                    "1" if version is None else "0",
+                    "1" if fresh else "0",
+                    "1" if message.nodes is not None else "0",
+                    "SPUBLISH" if self.sharded else "PUBLISH",
                 ],
             )
         except redis.ResponseError as exc:
-            return self._not_sent(path, f"script_error: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
-            why = f"unconfirmed: {type(exc).__name__}: {exc}"
-            log.warning(
-                "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be "
-                "published",
-                printable(path),
-                message.version,
-                why,
-                redact_url(self.redis_url),
+            why = _script_error(exc, self.sharded)
+            if is_readonly(exc) or _failing_over(exc):
+                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            return self._not_sent(path, why, draft)
+        except REDIS_ERRORS as exc:
+            result = NotifyResult(
+                False, f"unconfirmed: {type(exc).__name__}: {exc}", message, outcome="unknown"
             )
-            return NotifyResult(False, why, message, outcome="unknown")
+            if _failing_over(exc):
+                # The script is safe to run twice: the same version of the same checkpoint
+                # moves nothing, and a node judges a repeated message once.
+                raise _Failover(result) from None
+            return self._unconfirmed(path, result)
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "conflict":
             held = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
@@ -253,24 +391,65 @@ class CheckpointNotifier:
             )
         except BlobTooLarge as exc:
             return self._not_sent(path, f"too_large_for_blob: {exc}", draft)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
         if draft.sha256 is not None and draft.sha256 != sha256:
             why = f"sha256_mismatch: {path} hashes to {sha256}, not {draft.sha256}"
             return self._not_sent(path, why, draft)
         return draft.model_copy(update={"model_path": f"{BLOB_SCHEME}:{sha256}", "sha256": sha256})
 
-    def _blobs(self) -> redis.Redis:
+    def _blobs(self) -> RedisClient:
         """A client for blobs: a 64 MiB SET needs more than the 1 s of a notification."""
         if self._blob_client is None:
-            self._blob_client = redis.Redis.from_url(
-                self.redis_url,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=BLOB_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-            )
-        return self._blob_client
+            timeouts = Timeouts(SOCKET_TIMEOUT_S, BLOB_TIMEOUT_S)
+            self._blob_client = LazyRedis(self.redis_url, timeouts)
+        return self._blob_client.get()
+
+    def _redis(self) -> RedisClient:
+        """The client, its two scripts registered (a cluster client is built on first use)."""
+        client = self._given or self._lazy.get()
+        if self._bound is not client:
+            self._allocate = client.register_script(ALLOCATE)
+            self._publish = client.register_script(PUBLISH)
+            self._bound = client
+        return client
+
+    def _has_spublish(self, client: RedisClient) -> bool:
+        """Whether the server knows SPUBLISH (asked once per client)."""
+        if self._spublish is None or self._spublish[0] is not client:
+            self._spublish = (client, has_sharded_pubsub(client))
+        return self._spublish[1]
+
+    def _check_master(self, client: RedisClient) -> None:
+        """Behind Sentinel: ask where the master is; connections to a former master are
+        dropped (redis-py's pool does it when the address changed)."""
+        pool = client.connection_pool if isinstance(client, redis.Redis) else None
+        if pool is not None and hasattr(pool, "get_master_address"):
+            pool.get_master_address()
+
+    def _rediscover(self) -> None:
+        """After a failover: forget every connection, so the next one finds the master."""
+        client = self._bound
+        if isinstance(client, redis.Redis):
+            client.connection_pool.disconnect()
+
+    def _give_up(self, path: str, result: NotifyResult) -> NotifyResult:
+        """Log the outcome of a notification whose retry failed too; return it."""
+        if result.outcome == "unknown":
+            return self._unconfirmed(path, result)
+        assert result.notification is not None
+        return self._not_sent(path, result.reason, result.notification)
+
+    def _unconfirmed(self, path: str, result: NotifyResult) -> NotifyResult:
+        assert result.notification is not None
+        log.warning(
+            "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be published",
+            printable(path),
+            result.notification.version,
+            result.reason,
+            redact_url(self.redis_url),
+        )
+        return result
 
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
         if is_url(path) or os.path.exists(path):
@@ -290,17 +469,20 @@ class CheckpointNotifier:
             )
         return NotifyResult(False, why, draft, outcome="not_sent")
 
+    def nodes(self) -> list[NodeEntry]:
+        """Every entry of the node registry (Redis errors propagate)."""
+        return read_nodes(self._redis(), self.keys)
+
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""
         try:
-            raw = self._client.get(self.keys.version)
-        except (redis.RedisError, OSError):
+            raw = self._redis().get(self.keys.version)
+        except REDIS_ERRORS:
             return None
         return int(raw) if raw is not None else 0
 
     def close(self) -> None:
-        if self._own_client:
-            self._client.close()
+        self._lazy.close()
         if self._blob_client is not None:
             self._blob_client.close()
 
@@ -316,6 +498,34 @@ class CheckpointNotifier:
         self.close()
 
 
+class _Failover(Exception):
+    """The master was lost (connection gone, ``READONLY``, a cluster slot moving): worth one
+    retry on the new master; ``result`` is what to return if that fails too."""
+
+    def __init__(self, result: NotifyResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+def _failing_over(exc: BaseException) -> bool:
+    """Errors of a master going away (not a timeout: a slow Redis is not retried)."""
+    if isinstance(exc, redis.TimeoutError):
+        return False
+    return isinstance(
+        exc, redis.ConnectionError | RedisClusterException | ClusterDownError | TryAgainError
+    )
+
+
+def _script_error(exc: redis.ResponseError, sharded: bool) -> str:
+    text = str(exc)
+    if sharded and "SPUBLISH" in text.upper():
+        return (
+            f"sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 (SPUBLISH); "
+            f"this server answered: {text}"
+        )
+    return f"script_error: {text}"
+
+
 def notify_checkpoint(
     model_path: str | os.PathLike[str],
     model_name: str = "",
@@ -329,10 +539,14 @@ def notify_checkpoint(
     redis_url: str | None = None,
     upload_to: str | None = None,
     transport: Transport = "path",
+    nodes: Sequence[str] | None = None,
+    wait_for: WaitFor | None = None,
+    timeout: float = 10.0,
 ) -> NotifyResult:
-    """Announce a saved checkpoint once (SPEC §6, §9). Never raises because Redis (or the
-    object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
-    announces its URL; ``transport="redis"`` stores it as a Redis blob."""
+    """Announce a saved checkpoint once (SPEC §6, §9, §11). Never raises because Redis (or
+    the object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
+    announces its URL; ``transport="redis"`` stores it as a Redis blob; ``nodes`` targets
+    some nodes only; ``wait_for=N`` or ``"all"`` waits up to ``timeout`` s for their acks."""
     with CheckpointNotifier(redis_url, instance_id) as notifier:
         return notifier.notify(
             model_path,
@@ -344,4 +558,7 @@ def notify_checkpoint(
             force=force,
             upload_to=upload_to,
             transport=transport,
+            nodes=nodes,
+            wait_for=wait_for,
+            timeout=timeout,
         )

@@ -18,9 +18,8 @@ import os
 import time
 from pathlib import Path
 
-import redis
-
 from common.keys import RedisKeys
+from common.redis_connect import RedisClient
 from common.redis_scripts import STORE_BLOB
 from common.remote import BLOB_SCHEME, canonical_url, is_url
 from common.stores import filesystem
@@ -56,14 +55,15 @@ def upload_checkpoint(local: str | os.PathLike[str], prefix: str, sha256: str) -
         extra = {"Metadata": {"sha256": sha256}} if protocol in ("s3", "s3a") else {}
         fs.put_file(os.fspath(local), path, **extra)
     except ImportError as exc:
-        raise UploadFailed(f"no client for {protocol}:// installed ({exc})") from None
+        hint = " pip install 'fks-checkpoint-notify[s3]'" if protocol in ("s3", "s3a") else ""
+        raise UploadFailed(f"no client for {protocol}:// installed ({exc});{hint}") from None
     except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, OSError: the store said no
         raise UploadFailed(f"{url}: {type(exc).__name__}: {exc}") from None
     return url
 
 
 def store_blob(
-    client: redis.Redis,
+    client: RedisClient,
     keys: RedisKeys,
     local: str | os.PathLike[str],
     *,

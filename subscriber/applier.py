@@ -255,6 +255,8 @@ class Applier:
                     printable(c.path),
                     waited,
                 )
+                why = result.why_missing.get(id(c), "missing")
+                self.decider.judged_as(c, "rejected", why)
                 continue
             delay = min(2.0, max(0.1, waited))
             with self._cond:
@@ -265,6 +267,7 @@ class Applier:
             and outcome.applied
             and result.candidate is not None
             and result.candidate.source == "channel"
+            and not result.candidate.targeted  # a canary never enters :latest
             and self.recorder is not None
         ):
             self.counters[f"record_{self.recorder.record(result.candidate)}"] += 1

@@ -130,7 +130,8 @@ async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
 def _time_runner(model: ServedModel, body: BenchmarkRequest, timing: Timing) -> None:
     deadline = time.monotonic() + MAX_SECONDS
     rng = np.random.default_rng(0)
-    states = rng.standard_normal((body.batch_size, model.state_dim), dtype=np.float32)
+    shape = (body.batch_size, *model.io.input_shape)
+    states = rng.standard_normal(shape, dtype=np.float32)
     for _ in range(body.warmup):
         if timing.cancel.is_set() or time.monotonic() > deadline:
             break

@@ -3,7 +3,10 @@
 :meth:`Decider.apply_batch` locates the candidates (on the load lane: confinement and
 ``stat`` are file system calls that can hang), replays them through the ordering rule of
 ``subscriber/plan.py``, loads the latest applicable one and, if that fails, the one before
-it. :meth:`Decider.check_disk` is the mtime fallback and the cold start: the tier resolution,
+it; every notification of the batch is then reported to ``on_judged`` (the acks of SPEC §11):
+``applied``, ``rejected`` with its reason, or ``stale`` (a newer one of the same batch won:
+``superseded``). A notification whose file is missing is reported once its retries end.
+:meth:`Decider.check_disk` is the mtime fallback and the cold start: the tier resolution,
 then the newest file that is newer than the served decision (or, with no model, the newest
 that loads). :meth:`Decider.check_remote` does the same for the remote tier 2
 (``STAT_PAIR_RL_URL``, ``subscriber/remote_tier.py``). Every skip and rejection is counted
@@ -13,10 +16,11 @@ and logged once with its reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from common.ack import AckOutcome
 from common.checkpoint_file import FileIdentity
 from common.errors import CheckpointError
 from common.notification import CheckpointNotification, message_digest
@@ -25,13 +29,16 @@ from subscriber.plan import Candidate, Located, judge_candidate, judge_located, 
 from subscriber.remote_tier import newest_object
 from subscriber.seen import JudgedMessages, ReplayGuard
 
-__all__ = ["RETRIED", "BatchResult", "Decider"]
+__all__ = ["RETRIED", "BatchResult", "Decider", "Judged"]
 
 log = logging.getLogger(__name__)
 
 # Failures that a notification is retried after (for FKS_MISSING_RETRY_SECONDS): its file is
 # not there yet, or its store could not be reached.
 RETRIED = frozenset({"missing", "fetch_failed"})
+
+# Told of every notification judged: (the candidate, its outcome, the reason).
+Judged = Callable[[Candidate, AckOutcome, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,7 @@ class BatchResult:
     outcome: Outcome | None = None
     candidate: Candidate | None = None
     missing: list[Candidate] = field(default_factory=list)
+    why_missing: dict[int, str] = field(default_factory=dict)  # id(candidate) -> reason
 
 
 class Decider:
@@ -52,9 +60,11 @@ class Decider:
         judged: JudgedMessages | None = None,
         replay: ReplayGuard | None = None,
         remote_url: str | None = None,
+        on_judged: Judged | None = None,
     ) -> None:
         self.holder = holder
         self.remote_url = remote_url
+        self.on_judged = on_judged
         self.judged = judged or JudgedMessages()
         self.replay = replay or ReplayGuard(enabled=False, max_age_seconds=300.0)
         self.watch: Path | None = None
@@ -78,9 +88,11 @@ class Decider:
         except CheckpointError as exc:
             for c in batch:
                 h.refused(exc, c.source, c.path, c.version)
+                self.judged_as(c, "rejected", exc.reason)
             self._last_reason = exc.reason
             return BatchResult()
         generation = h.generation
+        verdicts: dict[int, tuple[AckOutcome, str]] = {}
         steps = plan(
             h.identity(),
             located,
@@ -97,14 +109,21 @@ class Decider:
             path = str(step.located.real or c.path)
             if error is not None:
                 h.refused(error, c.source, path, c.version)
+                verdicts[id(c)] = ("rejected", error.reason)
             elif step.verdict == "replayed":
                 h.record_rejection("replayed", step.detail, c.source)
                 log.warning("refused a forced message for %s: %s", path, step.detail)
+                verdicts[id(c)] = ("rejected", "replayed")
+            elif step.verdict == "known_bad":
+                h.stale(step.verdict, c.source, path, c.version, step.detail)
+                verdicts[id(c)] = ("rejected", "known_bad")
             else:
                 h.stale(step.verdict, c.source, path, c.version, step.detail)
+                verdicts[id(c)] = ("stale", step.verdict)
         winners = [s for s in steps if s.applies]
         missing: list[Candidate] = []
-        result = BatchResult(missing=missing)
+        why_missing: dict[int, str] = {}
+        result = BatchResult(missing=missing, why_missing=why_missing)
         for index, step in enumerate(reversed(winners)):
             c = step.located.candidate
             try:
@@ -117,21 +136,35 @@ class Decider:
                 retrying = exc.reason in RETRIED and c.notification is not None
                 h.refused(exc, c.source, str(step.located.real or c.path), c.version,
                           log_it=c.first_received_at is None)  # fmt: skip
+                verdicts[id(c)] = ("rejected", exc.reason)
                 if retrying:
                     missing.append(c)
+                    why_missing[id(c)] = exc.reason
                 continue
             outcome = h.install(prepared, step.located, generation_seen=generation)
+            verdicts[id(c)] = ("applied", "swapped") if outcome.applied else ("stale", "superseded")
             earlier = len(winners) - 1 - index
             if earlier:
                 h.metrics.coalesced.inc(earlier)
-            result = BatchResult(outcome, c, missing)
+            result = BatchResult(outcome, c, missing, why_missing)
             self._last_reason = outcome.reason
             break
         retried = {id(c) for c in missing}
         for step in steps:
-            if id(step.located.candidate) not in retried:
-                self._mark_judged(step.located.candidate)
+            c = step.located.candidate
+            if id(c) not in retried:
+                self._mark_judged(c)
+                # a winner never loaded: a newer decision of the batch was served instead
+                self.judged_as(c, *verdicts.get(id(c), ("stale", "superseded")))
         return result
+
+    def judged_as(self, c: Candidate, outcome: AckOutcome, reason: str) -> None:
+        """Report a judged notification (files found on disk are not notifications)."""
+        if self.on_judged is not None and c.notification is not None:
+            try:
+                self.on_judged(c, outcome, reason)
+            except Exception:  # noqa: BLE001 - an ack must never break the applier
+                log.exception("reporting a judged notification failed")
 
     def check_disk(self) -> Outcome | None:
         """Serve the newest checkpoint on disk if it is newer than the served decision (the

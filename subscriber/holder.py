@@ -387,7 +387,6 @@ class ModelHolder:
         model = ServedModel(
             policy=prepared.policy,
             runner=prepared.runner,
-            config=prepared.config,
             path=loaded.path,
             mtime_ns=mtime_ns,
             version=c.version if c.version > 0 else loaded.version,
@@ -401,8 +400,11 @@ class ModelHolder:
             metadata=loaded.metadata,
             newer_after_ns=max(mtime_ns, c.decided_ns),
             watermark=c.version if c.version > 0 else max(loaded.version, c.watermark),
-            message=c.raw if c.source in ("channel", "latest") else None,
+            # the decision to restore into an empty :latest; never a targeted (canary) one
+            message=c.raw if c.source in ("channel", "latest") and not c.targeted else None,
             origin=located.remote.url if located.remote is not None else None,
+            architecture=loaded.architecture,
+            io=prepared.io,
         )
         self._highest_version = max(self._highest_version, model.version)
         self._install(model, previous=current)

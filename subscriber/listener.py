@@ -9,14 +9,23 @@ unanswered for ``dead_after``: a hung (SIGSTOPped) server or a half-open socket 
 within ~2 s, while a reader thread that was merely starved of CPU reads its PONG when it
 wakes and is not fooled. redis-py can reconnect and resubscribe silently; a connect callback
 catches that and catches up too. Any Redis error ends the session; the next one starts after
-a jittered backoff (100 ms, doubling, at most 1 s, so a Redis that comes back is used within
-a second).
+a jittered backoff (100 ms, doubling, at most 0.5 s, so a Redis that comes back is used within
+a second, however long it was away).
+
+The connections come from ``subscriber/redis_link.py`` (SPEC §10): one server, Sentinel or
+Cluster, ``SUBSCRIBE`` or ``SSUBSCRIBE``. A failover is a reconnect: the next session finds
+the new master and catches up on ``:latest``. Behind Sentinel the session also ends when the
+sentinels name another master (checked every ``master_check``), since a master demoted by a
+manual failover keeps its subscribers' sockets open while nothing is published there.
 
 Every message is parsed here and handed to the applier (``subscriber/applier.py``) with what
 ``:latest`` held before it (mirrored by ``common/latest.py``). A message that cannot be a
 notification is rejected with a reason, logged once (its text escaped), counted: nothing a
 publisher sends can end a session or the thread. A catch-up that brings a message already
 judged is skipped; with a secret, a signature already judged is refused as ``replayed``.
+A targeted message (``nodes``, SPEC §11) that does not name this node is not considered at
+all: it is acked ``ignored``. Messages refused here are acked ``rejected`` (``report``); the
+others are acked by the applier once judged.
 """
 
 from __future__ import annotations
@@ -26,30 +35,38 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.client import PubSub
 
+from common.ack import AckOutcome
 from common.errors import InvalidNotification
 from common.latest import moves_latest
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
+from common.redis_connect import REDIS_ERRORS, RedisClient, Timeouts
+from common.redis_url import parse_redis_url
 from common.settings import Settings, redact_url
 from common.textsafe import printable
 from subscriber.applier import Applier
 from subscriber.holder import ModelHolder
 from subscriber.plan import Candidate
 from subscriber.recorder import Recorder
+from subscriber.redis_link import RedisLink, ShardedPubSubUnsupported
 from subscriber.seen import JudgedMessages, ReplayGuard
 
-__all__ = ["CheckpointSubscriber", "ListenerTiming"]
+__all__ = ["CheckpointSubscriber", "ListenerTiming", "Report"]
 
 log = logging.getLogger(__name__)
 
 PING_PAYLOAD = "fks-liveness"
+
+# Told of a channel message judged here (outcome, reason, the message if it parsed, its raw
+# bytes, its arrival on the monotonic clock): an ack (subscriber/acker.py).
+Report = Callable[[AckOutcome, str, CheckpointNotification | None, bytes, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +79,8 @@ class ListenerTiming:
     connect_timeout: float = 1.0
     command_timeout: float = 0.5
     backoff_initial: float = 0.1
-    backoff_max: float = 1.0
+    backoff_max: float = 0.5  # a Redis that returns is used within a second (issue 15)
+    master_check: float = 0.5  # behind Sentinel: ask where the master is this often
     quiet: float = 0.02
     settle_max: float = 0.125  # a steady stream costs ~8 loads a second (bench/burst.py)
 
@@ -80,14 +98,20 @@ class CheckpointSubscriber:
         replay: ReplayGuard,
         recorder: Recorder | None = None,
         timing: ListenerTiming | None = None,
+        node_id: str = "",
+        report: Report | None = None,
     ) -> None:
         self.holder = holder
+        self.node_id = node_id
+        self.report = report
         self.applier = applier
         self.judged = judged
         self.replay = replay
         self.recorder = recorder
         self.metrics = holder.metrics
         self.redis_url = settings.redis_url
+        self.target = parse_redis_url(settings.redis_url)
+        self.sharded = settings.sharded_pubsub
         self.keys = settings.keys
         self.secret = settings.secret
         self.timing = timing or ListenerTiming()
@@ -163,7 +187,12 @@ class CheckpointSubscriber:
             sessions = self.sessions
             try:
                 self._session()
-            except (redis.RedisError, OSError) as exc:
+            except ShardedPubSubUnsupported as exc:
+                if self.counters["sharded_unsupported"] == 0:
+                    log.error("cannot listen on %s: %s", self.keys.channel, exc)
+                self.counters["sharded_unsupported"] += 1
+                self._lost(str(exc))
+            except REDIS_ERRORS as exc:
                 self._lost(f"{type(exc).__name__}: {exc}")
             except Exception:  # noqa: BLE001 - the listener must never die
                 log.exception("listener session failed unexpectedly; reconnecting")
@@ -188,48 +217,53 @@ class CheckpointSubscriber:
 
     def _session(self) -> None:
         t = self.timing
-        client = redis.Redis.from_url(
-            self.redis_url,
-            socket_connect_timeout=t.connect_timeout,
-            socket_timeout=t.command_timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
+        link = RedisLink(
+            self.target,
+            self.keys.channel,
+            Timeouts(t.connect_timeout, t.command_timeout),
+            sharded=self.sharded,
         )
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         try:
-            pubsub.subscribe(self.keys.channel)
-            assert pubsub.connection is not None
+            pubsub = link.open()
+            assert pubsub.connection is not None and link.client is not None
             pubsub.connection.register_connect_callback(self._on_connect)
-            self._await_subscription(pubsub)
-            self._catch_up(client, "subscribe")
+            self._await_subscription(pubsub, link.confirmation)
+            self._catch_up(link.client, "subscribe")
             if self.recorder is not None:
                 self.recorder.restore(self.holder.current(), self.holder.highest_version)
             self.applier.reconnected(latest_present=bool(self._latest_digest))
             self._set_connected(True)  # subscribed and caught up: Redis mode
             self._tried.set()
-            self._read(client, pubsub)
+            self._read(link, pubsub)
         finally:
-            self._close(pubsub, client)
+            link.close(unsubscribe=self._stop.is_set() and self._connected)
 
-    def _await_subscription(self, pubsub: redis.client.PubSub) -> None:
+    def _await_subscription(self, pubsub: PubSub, confirmation: str) -> None:
         deadline = time.monotonic() + self.timing.dead_after
         while time.monotonic() < deadline and not self._stop.is_set():
             message = pubsub.get_message(timeout=self.timing.read_timeout)
-            if message is not None and message["type"] == "subscribe":
+            if message is not None and message["type"] == confirmation:
                 return
-        raise redis.TimeoutError("no SUBSCRIBE confirmation from Redis")
+        raise redis.TimeoutError(f"no {confirmation.upper()} confirmation from Redis")
 
-    def _read(self, client: redis.Redis, pubsub: redis.client.PubSub) -> None:
+    def _read(self, link: RedisLink, pubsub: PubSub) -> None:
         t = self.timing
-        last_ping = time.monotonic()
+        client = link.client
+        assert client is not None
+        last_ping = last_check = time.monotonic()
         unanswered_since: float | None = None
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=t.read_timeout)
             now = time.monotonic()
             if message is not None:
                 unanswered_since = None  # Redis answered: everything sent before is read
-                if message["type"] == "message":
+                if message["type"] in ("message", "smessage"):
                     self._on_message(message["data"], "channel")
+                elif message["type"] == "sunsubscribe":
+                    self.counters["slot_moved"] += 1
+                    raise redis.ConnectionError(
+                        "Redis unsubscribed the shard channel: its slot moved"
+                    )
             if self._silent_reconnect.is_set():
                 self._silent_reconnect.clear()
                 self.counters["silent_reconnects"] += 1
@@ -243,11 +277,18 @@ class CheckpointSubscriber:
                 raise redis.TimeoutError(
                     f"no answer from Redis to a PING for {now - unanswered_since:.1f}s"
                 )
+            if now - last_check >= t.master_check:
+                last_check = now
+                moved = link.moved()
+                if moved is not None:
+                    self.counters["master_moved"] += 1
+                    log.warning("the master moved (%s): resubscribing there", moved)
+                    raise redis.ConnectionError(f"master moved: {moved}")
 
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
-    def _catch_up(self, client: redis.Redis, why: str) -> None:
+    def _catch_up(self, client: RedisClient, why: str) -> None:
         """Read ``:version`` and ``:latest`` (measured first: an oversized value is refused
         unread)."""
         self.counters["catch_ups"] += 1
@@ -271,18 +312,6 @@ class CheckpointSubscriber:
         if raw is not None:
             log.debug("catch-up after %s: reading %s", why, self.keys.latest)
             self._on_message(raw, "latest")
-
-    def _close(self, pubsub: redis.client.PubSub, client: redis.Redis) -> None:
-        try:
-            if self._stop.is_set() and self._connected:
-                pubsub.unsubscribe()  # type: ignore[no-untyped-call]
-        except (redis.RedisError, OSError):
-            pass
-        try:
-            pubsub.close()
-            client.close()
-        except (redis.RedisError, OSError):
-            pass
 
     def _set_connected(self, connected: bool) -> None:
         if connected and not self._connected:
@@ -320,7 +349,15 @@ class CheckpointSubscriber:
         try:
             notification = CheckpointNotification.from_message(raw, secret=self.secret)
         except InvalidNotification as exc:
-            self._reject(exc.reason, str(exc), via)
+            self._reject(exc.reason, str(exc), via, raw=raw, received=received)
+            return
+        if not notification.targets(self.node_id):
+            self.counters["ignored"] += 1
+            if via == "latest":
+                self._latest = notification
+            else:
+                self._tell("ignored", "not_targeted", notification, raw, received)
+            log.debug("a message for nodes %s only: ignored", notification.nodes)
             return
         decided = None
         known = self.holder.highest_version  # before this message
@@ -332,10 +369,13 @@ class CheckpointSubscriber:
         else:
             replayed = self.replay.replayed(notification)
             if replayed is not None:
-                self._reject("replayed", replayed, via)
+                self._reject(
+                    "replayed", replayed, via, raw=raw, received=received, parsed=notification
+                )
                 return
             before = self._latest_digest
-            if moves_latest(self._latest, notification, known):
+            # a targeted message never moves :latest (the publisher's script leaves it)
+            if notification.nodes is None and moves_latest(self._latest, notification, known):
                 self._latest, self._latest_digest = notification, digest
         self.holder.note_version(notification.version)
         self.applier.offer(
@@ -350,7 +390,32 @@ class CheckpointSubscriber:
             )
         )
 
-    def _reject(self, reason: str, detail: str, via: str) -> None:
+    def _reject(
+        self,
+        reason: str,
+        detail: str,
+        via: str,
+        *,
+        raw: bytes = b"",
+        received: float = 0.0,
+        parsed: CheckpointNotification | None = None,
+    ) -> None:
         self.counters[f"rejected_{reason}"] += 1
         self.holder.record_rejection(reason, detail, via)
         log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
+        if via == "channel":
+            self._tell("rejected", reason, parsed, raw, received)
+
+    def _tell(
+        self,
+        outcome: AckOutcome,
+        reason: str,
+        notification: CheckpointNotification | None,
+        raw: bytes,
+        received: float,
+    ) -> None:
+        if self.report is not None:
+            try:
+                self.report(outcome, reason, notification, raw, received)
+            except Exception:  # noqa: BLE001 - an ack never ends a session
+                log.exception("reporting a judged message failed")

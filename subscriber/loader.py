@@ -7,13 +7,14 @@ runner that will serve, checked against the probe's actions within ``COMPILE_ATO
 Any failure raises a :class:`~common.errors.CheckpointError` with a reason, before anything
 is swapped.
 
-The fast load (the default): the built-in actor is served by a
+The fast load (the default): the built-in actor (``sac_actor``) is served by a
 :class:`~subscriber.numpy_runner.NumpyRunner` made straight from the loaded arrays, and the
 probe is the network written out over those same arrays (``subscriber/probe.py``): no
 ``nn.Module`` is built, initialised or filled, no torch op runs, and the Python the load
 runs under the GIL (decoding and checking the header and metadata) is what remains. A torch
 module is built only for a torch runner (``FKS_COMPILE_BACKEND=torchscript``: eager, or
-TorchScript with ``STAT_PAIR_RL_JIT=true``), or for another architecture.
+TorchScript with ``STAT_PAIR_RL_JIT=true``), for another architecture (SPEC §12), or when
+the numpy runner disagrees with the probe.
 """
 
 from __future__ import annotations
@@ -26,26 +27,31 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
-from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_policy, load_checkpoint
+from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_module, load_checkpoint
 from common.checkpoint_fields import SAC_ACTOR
 from common.errors import CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
+from subscriber.model_io import ModelIO, declared_io
+from subscriber.module_probe import verified_runner
 from subscriber.numpy_runner import NumpyRunner, actor_arrays
-from subscriber.probe import PROBE_ROWS, probe_states, reference_pass, runner_error
+from subscriber.probe import probe_states, reference_pass, runner_error
 from subscriber.roots import ModelRoots
 
 __all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
 
 log = logging.getLogger(__name__)
 
+PROBE_ROWS = 8
+
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """How a node loads: the state size it serves (None: any), whether to compile, the runner
-    family (``numpy``: no module; ``torchscript``: torch), and the bounds a checkpoint must
-    keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
+    family (``numpy``: no module for the built-in actor; ``torchscript``: torch), and the
+    bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
 
     state_dim: int | None = 28
     jit: bool = False
@@ -59,12 +65,9 @@ class Prepared:
     no module was built: the numpy runner serves straight from the arrays)."""
 
     loaded: LoadedCheckpoint
-    policy: SACActor | None
+    policy: nn.Module | None
     runner: Runner
-
-    @property
-    def config(self) -> PolicyConfig:
-        return self.loaded.config
+    io: ModelIO = ModelIO((28,), (1,))
 
 
 def prepare_checkpoint(
@@ -77,44 +80,62 @@ def prepare_checkpoint(
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
     real: Path = roots.confine(path)
     loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
-    if options.state_dim is not None and loaded.config.state_dim != options.state_dim:
+    config = loaded.config
+    if loaded.architecture == SAC_ACTOR and isinstance(config, PolicyConfig):
+        if options.state_dim is not None and config.state_dim != options.state_dim:
+            raise CheckpointRejected(
+                f"{real}: state_dim {config.state_dim}, this node serves {options.state_dim}",
+                reason="state_dim_mismatch",
+            )
+        if options.backend == "numpy":
+            prepared = _fast(real, loaded, config, options)
+            if prepared is not None:
+                return prepared
+    module = build_module(loaded)
+    try:
+        io = declared_io(module)
+    except ValueError as exc:
+        raise CheckpointRejected(f"{real}: {exc}", reason="probe_failed") from None
+    if options.state_dim is not None and io.state_dim != options.state_dim:
         raise CheckpointRejected(
-            f"{real}: state_dim {loaded.config.state_dim}, this node serves {options.state_dim}",
+            f"{real}: state_dim {io.state_dim}, this node serves {options.state_dim}",
             reason="state_dim_mismatch",
         )
-    if options.backend == "numpy" and loaded.architecture == SAC_ACTOR:
-        prepared = _fast(real, loaded, options)
-        if prepared is not None:
-            return prepared
-        return _with_module(real, loaded, options, compile_it=False)
-    return _with_module(real, loaded, options, compile_it=options.jit)
+    if not isinstance(module, SACActor):  # any other architecture (SPEC §12)
+        io, verified = verified_runner(real, module, io, jit=options.jit)
+        return Prepared(loaded, module, verified, io)
+    policy = module
+    states = _probe_states(policy)
+    actions = _probe_policy(real, policy, states)
+    runner: Runner = EagerRunner(policy)
+    if options.jit:
+        runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
+    return Prepared(loaded, policy, runner, io)
 
 
-def _fast(real: Path, loaded: LoadedCheckpoint, options: LoadOptions) -> Prepared | None:
+def _fast(
+    real: Path, loaded: LoadedCheckpoint, config: PolicyConfig, options: LoadOptions
+) -> Prepared | None:
     """The numpy runner from the arrays, checked against the probe's reference pass over the
     same arrays; None (logged) if it disagrees, and the module is built instead."""
-    arrays = actor_arrays(loaded.config, loaded.state_dict, real)
-    states = probe_states(loaded.config.state_dim)
+    arrays = actor_arrays(config, loaded.state_dict, real)
+    states = probe_states(config.state_dim)
     actions = reference_pass(real, arrays, states)
     runner = NumpyRunner(arrays, compiled=options.jit)
     with np.errstate(all="ignore"):
         why = runner_error(runner(states), actions)
     if why is not None:
-        log.warning("%s: the numpy runner %s; serving it with torch (eager)", real, why)
+        log.warning("%s: the numpy runner %s; serving it with torch", real, why)
         return None
-    return Prepared(loaded, None, runner)
+    io = ModelIO((config.state_dim,), (config.action_dim,))
+    return Prepared(loaded, None, runner, io)
 
 
-def _with_module(
-    real: Path, loaded: LoadedCheckpoint, options: LoadOptions, *, compile_it: bool
-) -> Prepared:
-    policy = build_policy(loaded)
-    states = probe_states(policy.state_dim)
-    actions = _probe_policy(real, policy, torch.from_numpy(states.copy()))
-    runner: Runner = EagerRunner(policy)
-    if compile_it:
-        runner = compile_runner(policy, options.backend, probe=states.copy(), expected=actions)
-    return Prepared(loaded, policy, runner)
+def _probe_states(policy: SACActor) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1234)
+    states = torch.randn(PROBE_ROWS, policy.state_dim, generator=generator)
+    states[0] = 0.0
+    return states
 
 
 def _probe_policy(path: Path, policy: SACActor, states: torch.Tensor) -> npt.NDArray[np.float32]:

@@ -91,6 +91,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.acks = Counter(
+            "fks_acks",
+            "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)",
+            ["outcome"],
+            registry=r,
+        )
+        self.acks_dropped = Counter(
+            "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)", registry=r
+        )
+        self.node_info = Gauge(
+            "fks_node_info",
+            "Always 1: the node id (a worker of `fks serve --workers N` has its own) and pid",
+            ["node", "pid"],
+            registry=r,
+        )
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")
         self.batch_latency = self.request_latency.labels("batch")

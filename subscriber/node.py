@@ -16,9 +16,15 @@ What a node served from disk while Redis was away is announced when Redis return
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any
 
+from common.ack import Ack, AckOutcome, judged_fields
+from common.architectures import architecture_names
+from common.notification import CheckpointNotification
 from common.settings import Settings
+from subscriber.acker import Acker
 from subscriber.applier import Applier
 from subscriber.decider import Decider
 from subscriber.fallback import FallbackWatcher
@@ -26,11 +32,14 @@ from subscriber.holder import ModelHolder
 from subscriber.listener import CheckpointSubscriber, ListenerTiming
 from subscriber.loader import LoadOptions
 from subscriber.metrics import Metrics
+from subscriber.plan import Candidate
 from subscriber.recorder import Recorder
-from subscriber.registry import NodeRegistry, default_node_id
+from subscriber.registry import NodeRegistry
 from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
 from subscriber.threads import limit_threads
+from subscriber.traffic import Traffic
+from subscriber.workers import node_id_for
 
 __all__ = ["START_WAIT_SECONDS", "ServingNode"]
 
@@ -53,14 +62,26 @@ class ServingNode:
         self.timing = timing or ListenerTiming()
         self.holder = ModelHolder(s, metrics=metrics, options=options)
         self.metrics = self.holder.metrics
+        self.node_id = node_id_for(s)
+        self.metrics.node_info.labels(self.node_id, str(os.getpid())).set(1)
+        self.traffic = Traffic()
+        self.holder.on_swap(lambda model: self.traffic.swapped(model.generation))
         self.judged = JudgedMessages()
         self.replay = ReplayGuard(
             enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
         )
         self.decider = Decider(
-            self.holder, judged=self.judged, replay=self.replay, remote_url=s.model_url
+            self.holder,
+            judged=self.judged,
+            replay=self.replay,
+            remote_url=s.model_url,
+            on_judged=self._judged,
         )
-        self.recorder = Recorder(s.redis_url, s.keys, secret=s.secret) if listen else None
+        self.recorder = (
+            Recorder(s.redis_url, s.keys, secret=s.secret, sharded=s.sharded_pubsub)
+            if listen
+            else None
+        )
         self.applier = Applier(
             self.decider,
             quiet=self.timing.quiet,
@@ -72,7 +93,7 @@ class ServingNode:
                 not self.listener.connected and (not self.listen or self.listener.tried)
             ),
             recorder=self.recorder,
-            node_id=self.registry_id(s),
+            node_id=self.node_id,
             remote_poll=s.remote_poll_seconds if s.model_url else None,
         )
         self.fallback = FallbackWatcher(self.holder, self.applier)
@@ -84,19 +105,24 @@ class ServingNode:
             replay=self.replay,
             recorder=self.recorder,
             timing=self.timing,
+            node_id=self.node_id,
+            report=self._report,
         )
         self.registry = NodeRegistry(
             s.redis_url,
             s.keys,
             self.describe,
-            node_id=self.registry_id(s),
+            node_id=self.node_id,
             interval=s.heartbeat_seconds,
+        )
+        self.acker = (
+            Acker(s.redis_url, s.keys, self.metrics, beat=self.registry.beat) if listen else None
         )
         self.listen = listen
 
     @staticmethod
     def registry_id(settings: Settings) -> str:
-        return settings.node_id or default_node_id()
+        return node_id_for(settings)
 
     @property
     def mode(self) -> str:
@@ -119,6 +145,10 @@ class ServingNode:
         requests (bench/swap_latency.py shows it on 2 cores).
         """
         limit_threads(self.settings.torch_threads)
+        # The built-ins and the fks.architectures entry points, registered before any load.
+        log.info("architectures: %s", ", ".join(architecture_names()))
+        if self.acker is not None:
+            self.acker.start()
         self.applier.start()
         if self.listen:
             self.listener.start()
@@ -138,6 +168,8 @@ class ServingNode:
     def stop(self) -> None:
         self.listener.stop()
         self.applier.stop()
+        if self.acker is not None:
+            self.acker.stop()
         if self.listen:
             self.registry.stop()
         if self.recorder is not None:
@@ -147,11 +179,45 @@ class ServingNode:
 
     def describe(self) -> dict[str, Any]:
         model = self.holder.current()
+        requests, errors = self.traffic.snapshot()
         return {
             "mode": self.mode,
             "version": model.version if model else None,
             "generation": model.generation if model else None,
             "path": (model.origin or str(model.path)) if model else None,
+            "sha256": model.sha256 if model else None,
             "loaded_at": model.loaded_at.isoformat() if model else None,
             "model_name": model.model_name if model else None,
+            # since the last swap: what `fks rollout` watches on its canaries
+            "requests": requests,
+            "errors": errors,
         }
+
+    # -- acks (SPEC §11) -------------------------------------------------------------------
+
+    def _judged(self, c: Candidate, outcome: AckOutcome, reason: str) -> None:
+        """The applier judged a notification: ack it."""
+        received = c.first_received_at if c.first_received_at is not None else c.received_at
+        self._report(outcome, reason, c.notification, c.raw or b"", received)
+
+    def _report(
+        self,
+        outcome: AckOutcome,
+        reason: str,
+        notification: CheckpointNotification | None,
+        raw: bytes,
+        received: float,
+    ) -> None:
+        if self.acker is None:
+            return
+        model = self.holder.current()
+        ack = Ack(
+            node=self.node_id,
+            outcome=outcome,
+            reason=reason[:200],
+            generation=model.generation if model else None,
+            ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
+            **judged_fields(notification, raw),
+        )
+        secret = self.settings.secret
+        self.acker.ack(ack.signed(secret) if secret else ack)

@@ -90,6 +90,8 @@ class NumpyRunner:
         self._mean = (arrays.mean[0].T, arrays.mean[1])
         self._log_std = (arrays.log_std[0].T, arrays.log_std[1])
         self._bounds = (arrays.config.log_std_min, arrays.config.log_std_max)
+        layers = (*arrays.trunk, arrays.mean, arrays.log_std)
+        self.parameters = sum(w.size + b.size for w, b in layers)
         self._rng = np.random.default_rng()  # its own lock makes it safe across threads
 
     @classmethod

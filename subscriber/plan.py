@@ -58,6 +58,11 @@ class Candidate:
     watermark: int = 0
     first_received_at: float | None = None  # for retries of a missing file
 
+    @property
+    def targeted(self) -> bool:
+        """A message for some nodes only (SPEC §11): never recorded into ``:latest``."""
+        return self.notification is not None and self.notification.nodes is not None
+
     @classmethod
     def from_notification(
         cls,

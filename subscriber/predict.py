@@ -7,7 +7,9 @@ which is cheaper than a thread hop; the fallback's stat-and-maybe-load runs in t
 and a big pass (many rows or a big model, :func:`~subscriber.modelwork.runs_inline`) on the
 model-work limiter, so the event loop keeps serving other requests (bench/http.py measures
 the choice). An action that is not finite (a state can overflow a policy) is a 400, never
-a ``NaN`` in the JSON.
+a ``NaN`` in the JSON. Each request is counted against the generation it used, and so is an
+error of the model (a non-finite action, an exception while inferring): the registry carries
+both since the last swap (``subscriber/traffic.py``), and ``fks rollout`` watches them.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ from subscriber.deps import (
     get_authorized_node,
     served_model,
 )
+from subscriber.inputs import to_inputs
 from subscriber.modelwork import run_model_work, runs_inline
 from subscriber.schemas import (
     BatchRequest,
     BatchResponse,
+    DiscreteBatchResponse,
+    DiscretePredictResponse,
     ErrorResponse,
     PredictRequest,
     PredictResponse,
@@ -49,7 +54,7 @@ Matrix = npt.NDArray[np.float32]
 predict_router = APIRouter(prefix="/sac", tags=["sac"])
 
 
-def to_states(rows: list[list[float]], state_dim: int, name: str) -> Matrix:
+def to_states(rows: list[Any], state_dim: int, name: str) -> Matrix:
     """Rows as a float32 matrix; 400 for ragged rows, a wrong size or non-finite values."""
     if not rows:
         raise bad(f"{name} is empty")
@@ -68,7 +73,15 @@ def to_states(rows: list[list[float]], state_dim: int, name: str) -> Matrix:
     return states
 
 
-def _json(body: PredictResponse | BatchResponse) -> Response:
+def _rows(rows: list[Any], model: ServedModel, name: str) -> Matrix:
+    """The request's rows as the model's input: the fast flat path for one-state models."""
+    flat = not rows or all(isinstance(v, float | int) for v in rows[0])
+    if len(model.io.input_shape) == 1 and flat:
+        return to_states(rows, model.state_dim, name)
+    return to_inputs(rows, model.io, name)
+
+
+def _json(body: BatchResponse | DiscreteBatchResponse) -> Response:
     """The hot routes return their already-validated model as JSON: FastAPI would validate it
     a second time against ``response_model`` (kept for the OpenAPI schema)."""
     return Response(body.model_dump_json(), media_type="application/json")
@@ -115,7 +128,7 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 
 @predict_router.post(
     "/predict",
-    response_model=PredictResponse,
+    response_model=PredictResponse | DiscretePredictResponse,
     responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED, **BODY_LIMITS},
     summary="One action for one state",
 )
@@ -125,12 +138,23 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     # (bench/http.py measures the route against a bare endpoint; the target is >= 0.9x).
     node = await get_authorized_node(request)
     model = await served_model(node)
-    states = to_states([body.state], model.state_dim, "state")
-    actions, elapsed = await _infer(request, model, states, body.deterministic)
+    states = _rows([body.state], model, "state")
+    try:
+        actions, elapsed = await _infer(request, model, states, body.deterministic)
+    except Exception:
+        node.traffic.served(model.generation, error=True)
+        raise
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
+        node.traffic.served(model.generation, error=True)
         raise _not_finite(None)
+    node.traffic.served(model.generation)
+    if model.discrete:  # Q-values: the action is their argmax (SPEC §12)
+        chosen = int(np.argmax(actions[0]))
+        return _raw_json(
+            {"action": chosen, "q_values": row, **_echo(model), "latency_ms": elapsed * 1e3}
+        )
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
     # it): validating a response model it just built cost ~5% of its throughput.
     return _raw_json(
@@ -144,7 +168,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
 
 @predict_router.post(
     "/predict/batch",
-    response_model=BatchResponse,
+    response_model=BatchResponse | DiscreteBatchResponse,
     responses={
         **NO_MODEL,
         **BAD_INPUT,
@@ -166,12 +190,28 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
             detail=f"{len(body.states)} rows, over the limit of {limit} (FKS_MAX_BATCH_ROWS)",
         )
     model = await served_model(node)
-    states = to_states(body.states, model.state_dim, "states")
-    actions, elapsed = await _infer(request, model, states, body.deterministic)
+    states = _rows(body.states, model, "states")
+    try:
+        actions, elapsed = await _infer(request, model, states, body.deterministic)
+    except Exception:
+        node.traffic.served(model.generation, error=True)
+        raise
     node.metrics.batch_latency.observe(elapsed)
     finite = np.isfinite(actions).all(axis=1)
     if not finite.all():
+        node.traffic.served(model.generation, error=True)
         raise _not_finite(int(np.argmin(finite)))
+    node.traffic.served(model.generation)
+    if model.discrete:
+        return _json(
+            DiscreteBatchResponse(
+                actions=np.argmax(actions, axis=1).tolist(),
+                q_values=actions.tolist(),
+                batch_size=len(states),
+                latency_ms=elapsed * 1e3,
+                **_echo(model),
+            )
+        )
     listed: list[float] | list[list[float]] = (
         actions[:, 0].tolist() if model.action_dim == 1 else actions.tolist()
     )

@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.commands.core import Script
 
 from common.errors import InvalidNotification
 from common.keys import RedisKeys
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
+from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 from common.redis_scripts import ALLOCATE, PUBLISH, RECORD, RESTORE
 from common.textsafe import printable
 from subscriber.plan import Candidate
@@ -37,7 +36,7 @@ __all__ = ["Recorder"]
 
 log = logging.getLogger(__name__)
 
-_RECORDED = {0: "present", 1: "recorded", -1: "superseded"}
+_RECORDED = {0: "present", 1: "recorded", -1: "superseded", -2: "targeted"}
 
 
 class Recorder:
@@ -48,29 +47,41 @@ class Recorder:
         *,
         secret: str | None = None,
         timeout: float = 0.5,
+        sharded: bool = False,
     ) -> None:
         self.keys = keys
         self.secret = secret
         self._last_recorded = ""  # sha1 of the last message this node put into :latest
-        self._client = redis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._record = self._client.register_script(RECORD)
-        self._restore = self._client.register_script(RESTORE)
-        self._allocate = self._client.register_script(ALLOCATE)
-        self._publish = self._client.register_script(PUBLISH)
+        self.sharded = sharded
+        self._lazy = LazyRedis(redis_url, Timeouts(timeout, timeout))
+        self._bound: RedisClient | None = None
+        self._scripts: dict[str, Script] = {}
+
+    def _script(self, name: str) -> Script:
+        """One of the scripts, registered on the client (built on first use)."""
+        client = self._lazy.get()
+        if client is not self._bound:
+            self._bound = client
+            self._scripts = {
+                "record": client.register_script(RECORD),
+                "restore": client.register_script(RESTORE),
+                "allocate": client.register_script(ALLOCATE),
+                "publish": client.register_script(PUBLISH),
+            }
+        return self._scripts[name]
 
     def record(self, candidate: Candidate) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
-        place; returns ``present``, ``recorded``, ``superseded`` or ``error``."""
+        place; returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for
+        some nodes only is never recorded: a canary must not spread by catch-up) or
+        ``error``."""
         if candidate.raw is None:
             return "present"
+        if candidate.targeted:
+            return "targeted"
         try:
             code = int(
-                self._record(
+                self._script("record")(
                     keys=[self.keys.latest, self.keys.version],
                     args=[
                         candidate.raw,
@@ -80,7 +91,7 @@ class Recorder:
                     ],
                 )
             )
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not record the applied decision in %s: %s", self.keys.latest, exc)
             return "error"
         outcome = _RECORDED.get(code, "error")
@@ -99,10 +110,10 @@ class Recorder:
         version = max(served.version if served else 0, highest)
         message = served.message if served and served.message else b""
         try:
-            raised, restored = self._restore(
+            raised, restored = self._script("restore")(
                 keys=[self.keys.version, self.keys.latest], args=[str(version), message]
             )
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.debug("could not restore %s / %s: %s", self.keys.version, self.keys.latest, exc)
             return False, False
         if restored:
@@ -123,11 +134,11 @@ class Recorder:
         already names it or was decided after the file was written; returns ``present``,
         ``older``, ``announced``, ``conflict`` or ``error``."""
         try:
-            size = int(self._client.strlen(self.keys.latest))
+            size = int(self._lazy.get().strlen(self.keys.latest))
             if size > MAX_MESSAGE_BYTES:
                 log.warning("%s holds %d bytes: not announcing over it", self.keys.latest, size)
                 return "error"
-            raw = self._client.get(self.keys.latest) if size else None
+            raw = self._lazy.get().get(self.keys.latest) if size else None
             held = _parse(raw if isinstance(raw, bytes) else None)
             where = model.origin or str(model.path)  # a remote checkpoint by its URL
             if held is not None:
@@ -144,7 +155,7 @@ class Recorder:
             version = model.version
             if allocated:
                 version = int(
-                    self._allocate(keys=[self.keys.version, self.keys.latest], args=["0"])
+                    self._script("allocate")(keys=[self.keys.version, self.keys.latest], args=["0"])
                 )
             now = datetime.now(UTC)
             notification = CheckpointNotification(
@@ -159,7 +170,7 @@ class Recorder:
             )
             if self.secret:
                 notification = notification.signed(self.secret)
-            status = self._publish(
+            status = self._script("publish")(
                 keys=[self.keys.latest, self.keys.version],
                 args=[
                     self.keys.channel,
@@ -169,9 +180,11 @@ class Recorder:
                     model.sha256,
                     where,
                     "1" if allocated else "0",
+                    "0",
+                    "SPUBLISH" if self.sharded else "PUBLISH",
                 ],
             )[2]
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not announce the checkpoint served from disk: %s", exc)
             return "error"
         outcome = "conflict" if status in (b"conflict", "conflict") else "announced"
@@ -186,7 +199,7 @@ class Recorder:
         return outcome
 
     def close(self) -> None:
-        self._client.close()
+        self._lazy.close()
 
 
 def _parse(raw: bytes | None) -> CheckpointNotification | None:

@@ -1,9 +1,12 @@
 """Node registry: every few seconds a node writes what it serves to ``fks:<instance>:nodes``.
 
 Each hash field is a node id; its value is JSON with the served version, generation, path,
-loaded_at, mode and ``heartbeat_at`` (unix seconds). An entry whose heartbeat is older than
-``STALE_AFTER_BEATS`` intervals belongs to a dead node (``fks status`` marks it so); a node
-that stops cleanly removes its own entry.
+sha256, loaded_at, mode, the requests and errors since the last swap, and ``heartbeat_at``
+(unix seconds). Besides the heartbeat, :meth:`NodeRegistry.beat` is called after every judged
+notification (``subscriber/acker.py``), so the entry is current when the ack arrives. An
+entry whose heartbeat is older than ``STALE_AFTER_BEATS`` intervals belongs to a dead node
+(``fks status`` marks it so, ``common/fleet.py``); a node that stops cleanly removes its own
+entry.
 """
 
 from __future__ import annotations
@@ -11,34 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
+from common.fleet import STALE_AFTER_BEATS, is_stale
 from common.keys import RedisKeys
+from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 
 __all__ = ["STALE_AFTER_BEATS", "NodeRegistry", "default_node_id", "is_stale"]
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_BEATS = 3
-
 
 def default_node_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def is_stale(entry: dict[str, Any], now: float | None = None) -> bool:
-    """True when a registry entry missed ``STALE_AFTER_BEATS`` heartbeats."""
-    interval = float(entry.get("interval", 2.0))
-    age = (now or time.time()) - float(entry.get("heartbeat_at", 0.0))
-    return age > STALE_AFTER_BEATS * interval
+    """``<hostname>:<pid>``, the hostname cut to the characters a node id may hold."""
+    host = re.sub(r"[^A-Za-z0-9_.@-]", "_", socket.gethostname())[:100] or "host"
+    return f"{host}:{os.getpid()}"
 
 
 class NodeRegistry:
@@ -50,17 +45,18 @@ class NodeRegistry:
         *,
         node_id: str | None = None,
         interval: float = 2.0,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
         self.describe = describe
         self.beats = 0
-        self._client = client or redis.Redis.from_url(
-            redis_url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
-        )
+        self._given = client
+        self._lazy = LazyRedis(redis_url, Timeouts(1.0, 1.0))
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # one HSET at a time: entries land in order
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     def entry(self) -> dict[str, Any]:
@@ -76,8 +72,11 @@ class NodeRegistry:
     def beat(self) -> bool:
         """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
         try:
-            self._client.hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
-        except (redis.RedisError, OSError) as exc:
+            with self._lock:
+                if self._closed:
+                    return False  # stopped: the entry was removed and stays removed
+                self._redis().hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+        except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
         self.beats += 1
@@ -101,7 +100,12 @@ class NodeRegistry:
             self._thread.join(timeout)
             self._thread = None
         try:
-            self._client.hdel(self.keys.nodes, self.node_id)
-        except (redis.RedisError, OSError):
+            with self._lock:
+                self._closed = True
+                self._redis().hdel(self.keys.nodes, self.node_id)
+        except REDIS_ERRORS:
             pass
-        self._client.close()
+        self._lazy.close()
+
+    def _redis(self) -> RedisClient:
+        return self._given or self._lazy.get()

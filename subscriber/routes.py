@@ -47,6 +47,10 @@ def _info(model: ServedModel) -> ModelInfo:
         training_step=model.training_step,
         state_dim=model.state_dim,
         action_dim=model.action_dim,
+        architecture=model.architecture,
+        input_shape=list(model.io.input_shape),
+        output_shape=list(model.io.output_shape or ()),
+        discrete=model.discrete,
         jit_compiled=model.jit_compiled,
         loaded_at=model.loaded_at.isoformat().replace("+00:00", "Z"),
         source=model.source,
@@ -164,4 +168,6 @@ async def model_rollback(node: AuthorizedNode) -> ModelInfo:
 async def metrics(request: Request) -> Response:
     node: ServingNode | None = getattr(request.app.state, "fks_node", None)
     body = generate_latest(node.metrics.registry) if node else b""
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    # which node (worker of `fks serve --workers N`) answered; also fks_node_info{node}
+    headers = {"X-FKS-Node": node.node_id} if node else None
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)

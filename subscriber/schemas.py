@@ -11,6 +11,8 @@ __all__ = [
     "BatchResponse",
     "BenchmarkRequest",
     "BenchmarkResponse",
+    "DiscreteBatchResponse",
+    "DiscretePredictResponse",
     "ErrorResponse",
     "HealthResponse",
     "HistoryResponse",
@@ -31,11 +33,17 @@ MODEL_EXAMPLE: dict[str, Any] = {
 
 
 class PredictRequest(BaseModel):
-    state: list[float] = Field(
-        description="One state vector; its length must be the policy's state_dim (28).",
+    state: list[float] | list[list[float]] = Field(
+        description="One state vector of the policy's state_dim (28). For a windowed `dqn` "
+        "(`window` > 1, see /sac/model/info `input_shape`): `window` rows of state_dim, "
+        "oldest first.",
         examples=[STATE_EXAMPLE],
     )
-    deterministic: bool = Field(True, description="tanh(mean) if true, else a sampled action")
+    deterministic: bool = Field(
+        True,
+        description="tanh(mean) if true, else a sampled action; a discrete policy always "
+        "answers the argmax of its Q-values",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -51,9 +59,30 @@ class PredictResponse(BaseModel):
     jit_compiled: bool
 
 
+class DiscretePredictResponse(BaseModel):
+    """The answer of a discrete policy (architecture ``dqn``, or a user's discrete module)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"action": 2, "q_values": [0.1, -0.3, 0.7], **MODEL_EXAMPLE, "latency_ms": 0.03}
+            ]
+        }
+    )
+    action: int = Field(description="The index of the chosen action: the argmax of q_values")
+    q_values: list[float] = Field(description="One Q-value per action")
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float = Field(description="Inference time inside the handler")
+    jit_compiled: bool
+
+
 class BatchRequest(BaseModel):
-    states: list[list[float]] = Field(
-        description="Rows of state vectors, all of the policy's state_dim",
+    states: list[list[float]] | list[list[list[float]]] = Field(
+        description="Rows of state vectors, all of the policy's state_dim; for a windowed "
+        "`dqn`, a list of windows (each `window` rows of state_dim)",
         examples=[[STATE_EXAMPLE, STATE_EXAMPLE]],
     )
     deterministic: bool = True
@@ -68,6 +97,31 @@ class BatchResponse(BaseModel):
         }
     )
     actions: list[float] | list[list[float]]
+    batch_size: int
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float
+    jit_compiled: bool
+
+
+class DiscreteBatchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "actions": [2, 0],
+                    "q_values": [[0.1, -0.3, 0.7], [0.9, 0.2, 0.1]],
+                    "batch_size": 2,
+                    **MODEL_EXAMPLE,
+                    "latency_ms": 0.05,
+                }
+            ]
+        }
+    )
+    actions: list[int] = Field(description="Per row, the index of the chosen action")
+    q_values: list[list[float]]
     batch_size: int
     model_path: str
     model_mtime_utc: str
@@ -107,6 +161,10 @@ class ModelInfo(BaseModel):
                     "training_step": 42000,
                     "state_dim": 28,
                     "action_dim": 1,
+                    "architecture": "sac_actor",
+                    "input_shape": [28],
+                    "output_shape": [1],
+                    "discrete": False,
                     "jit_compiled": False,
                     "loaded_at": "2026-11-22T21:00:00.130000Z",
                     "source": "channel",
@@ -122,7 +180,13 @@ class ModelInfo(BaseModel):
     model_name: str
     training_step: int
     state_dim: int
-    action_dim: int
+    action_dim: int = Field(description="Action dimensions; for a discrete policy, its actions")
+    architecture: str = Field("sac_actor", description="The registered architecture served")
+    input_shape: list[int] = Field(
+        description="One request row: [state_dim], or [window, state_dim] for a windowed dqn"
+    )
+    output_shape: list[int] = Field(description="One answer row: [action_dim] or [n_actions]")
+    discrete: bool = Field(False, description="True: action is an index, with q_values")
     jit_compiled: bool
     loaded_at: str
     source: str = Field(description="disk, mtime, remote, channel, latest, reload or rollback")

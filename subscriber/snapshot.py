@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from common.policy import PolicyConfig, SACActor, parameter_count
 from common.staleness import ServedIdentity
 from subscriber.inference import Runner
+from subscriber.model_io import ModelIO
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not before
+    from torch import nn
 
 __all__ = ["ServedModel"]
 
@@ -17,9 +21,8 @@ __all__ = ["ServedModel"]
 class ServedModel:
     """Everything a request needs, captured by one reference read of the holder."""
 
-    policy: SACActor | None  # None: served by the numpy runner, no module was built
+    policy: nn.Module | None  # None: served by the numpy runner, no module was built
     runner: Runner
-    config: PolicyConfig
     path: Path
     mtime_ns: int
     version: int
@@ -41,6 +44,9 @@ class ServedModel:
     # The URL a remote checkpoint was fetched from (``path`` is then its cached copy): the
     # decision names it, and it is what a node announces.
     origin: str | None = None
+    # The architecture (SPEC §12) and the shapes of one request row and one answer row.
+    architecture: str = "sac_actor"
+    io: ModelIO = ModelIO((28,), (1,))
     mtime_utc: str = field(init=False, default="")
     parameters: int = field(init=False, default=0)
 
@@ -49,7 +55,11 @@ class ServedModel:
         object.__setattr__(self, "mtime_utc", self.mtime.isoformat().replace("+00:00", "Z"))
         # The size of the network, counted once: the HTTP layer decides from it whether a
         # forward pass may run on the event loop.
-        object.__setattr__(self, "parameters", parameter_count(self.config))
+        if self.policy is not None:
+            count = sum(p.numel() for p in self.policy.parameters())
+        else:
+            count = int(getattr(self.runner, "parameters", 0))
+        object.__setattr__(self, "parameters", count)
 
     @property
     def identity(self) -> ServedIdentity:
@@ -64,11 +74,16 @@ class ServedModel:
 
     @property
     def state_dim(self) -> int:
-        return self.config.state_dim
+        return self.io.state_dim
 
     @property
     def action_dim(self) -> int:
-        return self.config.action_dim
+        """Action dimensions of a continuous policy; actions (Q-values) of a discrete one."""
+        return self.io.output_dim
+
+    @property
+    def discrete(self) -> bool:
+        return self.io.discrete
 
     @property
     def jit_compiled(self) -> bool:
@@ -90,5 +105,6 @@ class ServedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "source": self.source,
             "origin": self.origin,
+            "architecture": self.architecture,
             "jit_compiled": self.jit_compiled,
         }

@@ -24,13 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from common.errors import CheckpointLoadError
-from common.keys import RedisKeys
+from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 from common.remote import RemoteRef
+from common.settings import keys_for
 from common.stores import STALL_SECONDS, filesystem
 
 __all__ = ["CHUNK_BYTES", "Source", "Transient", "open_source"]
@@ -100,31 +98,27 @@ def _http_chunks(response: httpx.Response) -> Iterator[bytes]:
 @contextlib.contextmanager
 def _blob(ref: RemoteRef, timeout: float, redis_url: str, instance_id: str) -> Iterator[Source]:
     assert ref.sha256 is not None
-    key = RedisKeys(instance_id).blob(ref.sha256)
-    client = redis.Redis.from_url(
-        redis_url,
-        socket_connect_timeout=min(timeout, STALL_SECONDS),
-        socket_timeout=min(timeout, STALL_SECONDS),
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-    )
+    key = keys_for(instance_id, redis_url).blob(ref.sha256)
+    bound = min(timeout, STALL_SECONDS)
+    lazy = LazyRedis(redis_url, Timeouts(bound, bound))
     try:
         try:
+            client = lazy.get()
             size = int(client.strlen(key))
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise Transient(f"{ref.url}: Redis: {type(exc).__name__}: {exc}") from None
         if size == 0:
             raise CheckpointLoadError(f"{ref.url}: no such blob in Redis", reason="missing")
         yield Source(size, _blob_chunks(ref, client, key, size))
     finally:
-        client.close()
+        lazy.close()
 
 
-def _blob_chunks(ref: RemoteRef, client: redis.Redis, key: str, size: int) -> Iterator[bytes]:
+def _blob_chunks(ref: RemoteRef, client: RedisClient, key: str, size: int) -> Iterator[bytes]:
     for start in range(0, size, CHUNK_BYTES):
         try:
             chunk = client.getrange(key, start, min(start + CHUNK_BYTES, size) - 1)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise Transient(f"{ref.url}: Redis: {type(exc).__name__}: {exc}") from None
         if not isinstance(chunk, bytes) or not chunk:
             return  # evicted meanwhile: the short read is caught by the size check

@@ -42,3 +42,18 @@ def bump_mtime(path: Path, seconds: float = 1.0) -> None:
     st = path.stat()
     ns = st.st_mtime_ns + int(seconds * 1e9)
     os.utime(path, ns=(ns, ns))
+
+
+def write_poisoned_checkpoint(root: Path, version: int) -> SavedCheckpoint:
+    """A checkpoint that loads (finite weights, a finite probe) but answers NaN for a state
+    whose last value is 10 (``tests/fleet.py`` POISON_STATE): a model that fails requests."""
+    actor = SACActor()
+    with torch.no_grad():
+        first, second = actor.trunk[0], actor.trunk[2]
+        assert isinstance(first, torch.nn.Linear) and isinstance(second, torch.nn.Linear)
+        first.weight.zero_()
+        first.weight[:, 27] = 1e19  # 0 below a last value of 5, huge above it
+        first.bias.fill_(-5e19)
+        second.weight.fill_(1e20)  # inf everywhere ...
+        actor.mean.weight.copy_(torch.tensor([[1.0, -1.0] * 128]))  # ... inf - inf = NaN
+    return save_checkpoint(root / f"model_{version}.pt", actor, version=version)

@@ -24,7 +24,7 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
     text = out.read_text()
     for title in (
         "1. notify → swap", "2. Freshness cost", "3. Swap-storm tail", "4. Throughput",
-        "5. Fan-out", "6. Burst", "7. Inference and memory",
+        "5. Fan-out", "6. Burst", "7. Inference and memory", "8. Architectures",
     ):  # fmt: skip
         assert f"## {title}" in text, title
     assert "load generator: bench/load.py (Python)" in text

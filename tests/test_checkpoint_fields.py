@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import CheckpointLoadError
+from common import CheckpointLoadError, CheckpointRejected
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, packed_state_dict
 from common.policy import PolicyConfig, SACActor
 
@@ -62,9 +62,26 @@ BAD_CONFIGS = [
     SMALL.to_dict() | {"state_dim": math.inf}, SMALL.to_dict() | {"hidden": "8"},
     SMALL.to_dict() | {"hidden": [8.5]}, SMALL.to_dict() | {"hidden": []},
     SMALL.to_dict() | {"hidden": {8: 8}}, SMALL.to_dict() | {"log_std_min": math.nan},
-    SMALL.to_dict() | {"log_std_max": math.inf}, SMALL.to_dict() | {"log_std_min": -(10**400)},
+    SMALL.to_dict() | {"log_std_max": math.inf},
     SMALL.to_dict() | {"log_std_min": "-20"}, SMALL.to_dict() | {"log_std_min": 5.0},
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "config",
+    [SMALL.to_dict() | {"log_std_min": -(10**400)}, SMALL.to_dict() | {"depth": 3},
+     SMALL.to_dict() | {"state_dim": 10**9}, SMALL.to_dict() | {"hidden": [8] * 300}],
+    ids=show,
+)  # fmt: skip
+def test_a_policy_config_over_the_caps_or_with_an_unknown_key_is_invalid_config(
+    tmp_path: Path, config: object
+) -> None:
+    """A size over the caps (before anything is built) or a key the architecture does not know
+    is a CheckpointRejected(invalid_config) (SPEC §12)."""
+    path = write_payload(tmp_path / "model.pt", policy_config=config)
+    with pytest.raises(CheckpointRejected) as info:
+        load_checkpoint(path)
+    assert info.value.reason == "invalid_config"
 
 
 @pytest.mark.parametrize("config", BAD_CONFIGS, ids=show)

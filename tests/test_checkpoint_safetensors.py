@@ -212,7 +212,7 @@ def test_an_unknown_architecture_or_format_version_is_refused(tmp_path: Path) ->
     """architecture names a network this node cannot build; format_version a layout it
     cannot read: each refused with its own reason."""
     for key, value, reason, kind in [
-        ("architecture", "dqn", "unknown_architecture", CheckpointRejected),
+        ("architecture", "lstm_dqn_v1", "unknown_architecture", CheckpointRejected),
         ("format_version", "2", "unsupported_format", CheckpointLoadError),
     ]:
         parts = saved_parts(tmp_path)

@@ -12,7 +12,7 @@ EXPECTED = {
         "CheckpointRejected", "FksError", "Freshness", "InvalidNotification", "RedisKeys",
         "ServedIdentity", "Settings", "checkpoint_channel", "judge", "validate_instance_id",
     },
-    "publisher": {"CheckpointNotifier", "NotifyResult", "notify_checkpoint"},
+    "publisher": {"AckReport", "CheckpointNotifier", "NotifyResult", "notify_checkpoint"},
 }  # fmt: skip
 
 

@@ -152,6 +152,7 @@ def verify(loaded: LoadedCheckpoint, data: bytes, header_only: bool, original: A
     for name, tensor in tensors.items():
         assert tensor.dtype == reference[name].dtype and torch.equal(tensor, reference[name])
         assert bool(torch.isfinite(tensor).all()), (SEED, name)
+    assert isinstance(loaded.config, PolicyConfig)
     assert {k: tuple(t.shape) for k, t in tensors.items()} == state_shapes(loaded.config)
     if header_only:
         assert all(torch.equal(tensors[k], original[k]) for k in original), (SEED, "weights")

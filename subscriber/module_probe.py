@@ -1,0 +1,84 @@
+"""Verify before swap, for any architecture: the probe pass and the choice of runner.
+
+The probe feeds ``PROBE_ROWS`` seeded states of the module's declared input shape (the first
+all zeros) through torch; the output must be finite (``non_finite``) and of the declared
+output shape (``probe_failed``, as is any exception). With ``STAT_PAIR_RL_JIT=true`` an
+architecture that describes itself as an MLP is then served by the numpy fast path, once it
+agrees with torch within ``COMPILE_ATOL`` on the probe states; anything else runs in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.errors import CheckpointRejected
+from common.mlp import MLPLayers
+from subscriber.inference import COMPILE_ATOL, Runner
+from subscriber.model_io import ModelIO
+from subscriber.module_runner import Array, NumpyMLPRunner, TorchRunner
+
+__all__ = ["PROBE_ROWS", "probe_states", "verified_runner"]
+
+log = logging.getLogger(__name__)
+
+PROBE_ROWS = 8
+
+
+def probe_states(io: ModelIO, rows: int = PROBE_ROWS) -> Array:
+    """Seeded float32 states ``(rows, *input_shape)``, the first all zeros."""
+    generator = torch.Generator().manual_seed(1234)
+    states = torch.randn(rows, *io.input_shape, generator=generator)
+    states[0] = 0.0
+    out: Array = states.numpy()
+    return out
+
+
+def verified_runner(
+    path: Path, module: nn.Module, io: ModelIO, *, jit: bool
+) -> tuple[ModelIO, Runner]:
+    """The probe pass of ``module``, then its runner; ``CheckpointRejected`` on a failure.
+    Returns ``io`` with the output shape the probe confirmed."""
+    states = probe_states(io)
+    eager = TorchRunner(module, io)
+    try:
+        out = eager(states)
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is a rejection
+        raise CheckpointRejected(
+            f"{path}: probe forward pass failed: {str(exc)[:300]}", reason="probe_failed"
+        ) from exc
+    declared = io.output_shape or tuple(out.shape[1:])
+    if tuple(out.shape) != (PROBE_ROWS, *declared) or len(declared) != 1:
+        raise CheckpointRejected(
+            f"{path}: probe output shape {tuple(out.shape)}, expected {(PROBE_ROWS, *declared)}",
+            reason="probe_failed",
+        )
+    if not bool(np.isfinite(out).all()):
+        raise CheckpointRejected(f"{path}: probe output is not finite", reason="non_finite")
+    io = replace(io, output_shape=declared)
+    eager = TorchRunner(module, io)
+    describe = getattr(module, "mlp_layers", None)
+    layers = describe() if jit and callable(describe) else None
+    if not isinstance(layers, MLPLayers):
+        return io, eager
+    return io, _fast_or_eager(path, layers, eager, states, out)
+
+
+def _fast_or_eager(
+    path: Path, layers: MLPLayers, eager: TorchRunner, states: Array, expected: Array
+) -> Runner:
+    try:
+        fast = NumpyMLPRunner(layers, eager)
+        error = float(np.abs(fast(states) - expected).max())
+    except Exception as exc:  # noqa: BLE001 - the fast path is optional; torch always works
+        log.warning("%s: the numpy fast path failed (%s); serving in torch", path, exc)
+        return eager
+    if not error <= COMPILE_ATOL:
+        log.warning("%s: numpy differs from torch by %.3g; serving in torch", path, error)
+        return eager
+    return fast

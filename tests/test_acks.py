@@ -1,0 +1,312 @@
+"""Acks (SPEC §11): every judged notification is acked on fks:<instance>:acks, the registry
+entry is rewritten at once, and targeted messages reach only the nodes they name."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common import RedisKeys
+from common.ack import Ack
+from fks.redis_server import free_port
+from publisher import CheckpointNotifier
+from subscriber import ServingNode
+from subscriber.acker import Acker
+from subscriber.metrics import Metrics
+from tests.helpers import wait_for, write_checkpoint
+
+KEYS = RedisKeys("default")
+
+
+class AckTap:
+    """Every ack published on the channel, collected by a thread of its own."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub.subscribe(KEYS.acks)
+        self.acks: list[Ack] = []
+        self.raw: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self.pubsub.get_message(timeout=0.05)
+            except redis.ConnectionError:  # a test killed every pub/sub connection
+                self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+                self.pubsub.subscribe(KEYS.acks)
+                continue
+            if message is not None and message["type"] == "message":
+                self.raw.append(message["data"])
+                ack = Ack.parse(message["data"])
+                assert ack is not None, message["data"]
+                self.acks.append(ack)
+
+    def of(self, node: str, version: int) -> list[Ack]:
+        return [a for a in self.acks if a.node == node and a.version == version]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.pubsub.close()
+        self.client.close()
+
+
+@pytest.fixture
+def tap(redis_url: str) -> Iterator[AckTap]:
+    t = AckTap(redis_url)
+    time.sleep(0.05)  # subscribed before anything is published
+    yield t
+    t.close()
+
+
+def entry(client: redis.Redis, node: str) -> dict[str, Any]:
+    raw = client.hget(KEYS.nodes, node)
+    return json.loads(raw) if raw else {}
+
+
+def test_every_outcome_is_acked_and_the_registry_follows_at_once(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    tap: AckTap,
+) -> None:
+    """applied, stale, rejected (with its reason) and a message that is not JSON: one ack
+    each, carrying the message's version, sha256 and path; the registry entry (heartbeat
+    every 60 s) already shows the new version when the applied ack arrives."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=60)
+    wait_for(lambda: node.listener.connected, timeout=5)
+    wait_for(lambda: entry(redis_client, "n1"), timeout=5)
+    v2, v1 = write_checkpoint(model_root, 2), write_checkpoint(model_root, 1)
+    with CheckpointNotifier(redis_url) as notifier:
+        assert notifier.notify(v2.path, version=2)
+        wait_for(lambda: tap.of("n1", 2), timeout=5)
+        applied = tap.of("n1", 2)[0]
+        assert applied.outcome == "applied" and applied.reason == "swapped"
+        assert applied.sha256 == v2.sha256 and applied.model_path == str(v2.path)
+        assert applied.generation == node.holder.generation and applied.ms > 0
+        # the entry was rewritten before the ack was sent, not on the 60 s heartbeat
+        assert entry(redis_client, "n1")["version"] == 2
+
+        assert notifier.notify(v1.path, version=1)
+        wait_for(lambda: tap.of("n1", 1), timeout=5)
+        assert (tap.of("n1", 1)[0].outcome, tap.of("n1", 1)[0].reason) == (
+            "stale",
+            "stale_version",
+        )
+        assert notifier.notify(v1.path, version=3, sha256="0" * 64)
+        wait_for(lambda: tap.of("n1", 3), timeout=5)
+        bad = tap.of("n1", 3)[0]
+        assert (bad.outcome, bad.reason, bad.sha256) == ("rejected", "sha256_mismatch", "0" * 64)
+    redis_client.publish(KEYS.channel, "not json {")
+    wait_for(lambda: any(a.reason == "not_json" for a in tap.acks), timeout=5)
+    garbage = next(a for a in tap.acks if a.reason == "not_json")
+    assert garbage.outcome == "rejected" and garbage.version is None and garbage.node == "n1"
+    assert node.holder.current() is not None and node.holder.current().version == 2  # type: ignore[union-attr]
+    for raw in tap.raw:
+        assert set(json.loads(raw)) == {
+            "node", "version", "sha256", "model_path", "outcome", "reason", "generation",
+            "ms", "at",
+        }  # fmt: skip
+
+
+def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    tap: AckTap,
+) -> None:
+    """Sent to n1 only: n1 applies it, n2 acks `ignored` and keeps its model, :latest keeps
+    the fleet's decision (publisher and n1's record both leave it), and a node started
+    afterwards catches up on the fleet's version, not the canary."""
+    v1, v2 = write_checkpoint(model_root, 1), write_checkpoint(model_root, 2)
+    with CheckpointNotifier(redis_url) as notifier:
+        assert notifier.notify(v1.path, version=1)
+    n1 = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    n2 = start_node(redis_url, node_id="n2", heartbeat_seconds=0.3)
+    for n in (n1, n2):
+        wait_for(lambda n=n: n.holder.current() is not None and n.listener.connected)  # type: ignore[misc]
+    before = redis_client.get(KEYS.latest)
+    with CheckpointNotifier(redis_url) as notifier:
+        result = notifier.notify(v2.path, version=2, nodes=["n1"], wait_for="all", timeout=5)
+    assert result.sent and not result.latest_updated
+    assert result.acks is not None and result.acks.ok, result.acks
+    assert result.acks.ack_of("n1").outcome == "applied"  # type: ignore[union-attr]
+    assert result.acks.ack_of("n2").outcome == "ignored"  # type: ignore[union-attr]
+    assert n1.holder.current().version == 2  # type: ignore[union-attr]
+    assert n2.holder.current().version == 1  # type: ignore[union-attr]
+    n1.applier.wait_idle(2)
+    assert redis_client.get(KEYS.latest) == before
+    assert not any(key.startswith("record_") for key in n1.applier.counters)
+    # and the RECORD script itself refuses a targeted message (defence in depth)
+    assert n1.recorder is not None and result.notification is not None
+    raw = result.notification.to_json()
+    assert (
+        n1.recorder._script("record")(keys=[KEYS.latest, KEYS.version], args=[raw, "", "2", ""])
+        == -2
+    )
+    n3 = start_node(redis_url, node_id="n3", heartbeat_seconds=0.3)
+    assert n3.holder.current().version == 1  # type: ignore[union-attr]
+    # n1 reconnects (its connection killed): it keeps the canary, and puts nothing in :latest
+    redis_client.client_kill_filter(_type="pubsub")
+    wait_for(lambda: n1.listener.sessions >= 2, timeout=5)
+    assert n1.holder.current().version == 2  # type: ignore[union-attr]
+    assert redis_client.get(KEYS.latest) == before
+
+
+def test_unknown_target_ids_are_named_in_a_warning(
+    redis_url: str,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ids of `nodes` that no live node has are warned about by name and returned."""
+    start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    saved = write_checkpoint(model_root, 1)
+    with CheckpointNotifier(redis_url) as notifier:
+        result = notifier.notify(saved.path, version=1, nodes=["n1", "ghost-7", "ghost-8"])
+    assert result.sent and result.unknown_nodes == ("ghost-7", "ghost-8")
+    assert any("ghost-7, ghost-8" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [[], ["a b"], ["x" * 129], [f"n{i}" for i in range(257)], ["n1\n"], "n1", [7]],
+    ids=["empty", "space", "too-long", "too-many", "newline", "not-a-list", "not-a-string"],
+)
+def test_hostile_target_lists_are_rejected_with_a_reason(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    tap: AckTap,
+    nodes: object,
+) -> None:
+    """A `nodes` field that is not a bounded list of valid ids is refused by the node
+    (acked `rejected`, counted as invalid_field), the served model untouched; the publisher
+    refuses to send one (ValueError)."""
+    incoming = model_root / "incoming"  # not scanned: nothing is served unless announced
+    incoming.mkdir()
+    saved = write_checkpoint(incoming, 1)
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    wait_for(lambda: node.listener.connected)
+    redis_client.publish(KEYS.channel, json.dumps({"model_path": str(saved.path), "nodes": nodes}))
+    wait_for(lambda: tap.acks, timeout=5)
+    assert (tap.acks[0].outcome, tap.acks[0].reason) == ("rejected", "invalid_field")
+    assert node.listener.counters["rejected_invalid_field"] == 1
+    assert node.holder.current() is None
+    if isinstance(nodes, list):
+        with CheckpointNotifier(redis_url) as notifier, pytest.raises(ValueError):
+            notifier.notify(saved.path, nodes=nodes)
+
+
+def test_acks_never_block_the_applier_when_redis_is_gone() -> None:
+    """With Redis unreachable, acks are dropped and counted, and ack() returns at once even
+    when the queue is full."""
+    metrics = Metrics()
+    acker = Acker(
+        f"redis://127.0.0.1:{free_port()}/0", KEYS, metrics, max_pending=4, timeout=0.2
+    ).start()
+    try:
+        start = time.monotonic()
+        for i in range(100):
+            acker.ack(Ack(node="n1", outcome="applied", version=i))
+        queued = time.monotonic() - start
+        wait_for(lambda: acker.dropped == 100, timeout=10)
+    finally:
+        acker.stop()
+    assert acker.sent == 0
+    assert metrics.acks_dropped._value.get() == 100
+    assert queued < 1.0, "ack() must not wait for Redis"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 129, "n\n1", "ünï", "a/b"])
+def test_a_node_id_that_no_message_could_name_is_refused_at_start(bad: str) -> None:
+    """FKS_NODE_ID outside [A-Za-z0-9_.:@-]{1,128} is a clear ValueError: a node that no
+    targeted message could name, or whose acks would not parse, never starts."""
+    from common.settings import Settings
+
+    with pytest.raises(ValueError, match="node id"):
+        Settings(node_id=bad)
+
+
+def test_junk_and_forged_acks_do_not_confuse_a_waiting_publisher(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> None:
+    """While the publisher waits, the acks channel also carries garbage, an oversized blob
+    and acks of another message: only the acks of its own message count."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
+    saved = write_checkpoint(model_root, 5)
+    stop = threading.Event()
+
+    def spam() -> None:
+        other = Ack(node="n1", outcome="rejected", reason="forged", version=4).to_json()
+        while not stop.is_set():
+            for junk in ("{", "[]", "x" * 20000, '{"node":"n 1","outcome":"applied"}', other):
+                redis_client.publish(KEYS.acks, junk)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=spam)
+    thread.start()
+    try:
+        with CheckpointNotifier(redis_url) as notifier:
+            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.acks is not None and result.acks.ok, result.acks
+    assert [(a.node, a.outcome, a.version) for a in result.acks.acks] == [("n1", "applied", 5)]
+
+
+def test_with_a_secret_only_signed_acks_count(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    tap: AckTap,
+) -> None:
+    """FKS_NOTIFY_SECRET: the node signs its acks; a waiting publisher holding the secret
+    ignores a flood of unsigned and wrongly signed acks claiming the node rejected it."""
+    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3, notify_secret="s3cret")
+    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
+    saved = write_checkpoint(model_root, 5)
+    forged = Ack(node="n1", outcome="rejected", reason="forged", version=5, sha256=saved.sha256,
+                 model_path=str(saved.path))  # fmt: skip
+    stop = threading.Event()
+
+    def spam() -> None:
+        while not stop.is_set():
+            redis_client.publish(KEYS.acks, forged.to_json())
+            redis_client.publish(KEYS.acks, forged.signed("wrong").to_json())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=spam)
+    thread.start()
+    try:
+        with CheckpointNotifier(redis_url, secret="s3cret") as notifier:
+            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.acks is not None and result.acks.ok, result.acks
+    (ack,) = result.acks.acks
+    assert (ack.outcome, ack.reason) == ("applied", "swapped") and ack.signature is not None
+    signed = [raw for raw in tap.raw if b'"reason":"swapped"' in raw]
+    assert signed and Ack.parse(signed[0], secret="s3cret") is not None
+    assert Ack.parse(forged.to_json(), secret="s3cret") is None

