@@ -15,10 +15,11 @@ from common.policy import PolicyConfig, SACActor
 def make_checkpoint(
     root: Path, version: int, *, name: str | None = None, config: PolicyConfig | None = None
 ) -> SavedCheckpoint:
-    """A random actor saved as ``model_<version>.pt`` (or ``name``) in ``root``."""
+    """A random actor saved as ``model_<version>.safetensors`` (what ``fks train`` writes; or
+    ``name``) in ``root``."""
     torch.manual_seed(version)
     return save_checkpoint(
-        root / (name or f"model_{version}.pt"), SACActor(config), version=version
+        root / (name or f"model_{version}.safetensors"), SACActor(config), version=version
     )
 
 

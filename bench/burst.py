@@ -24,7 +24,7 @@ def run(notifications: int = 1000, seconds: float = 1.0) -> dict[str, float]:
         root = Path(tmp)
         incoming = root / "incoming"
         incoming.mkdir()
-        files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(5)]
+        files = [make_checkpoint(incoming, 1, name=f"model_{i}.safetensors") for i in range(5)]
         node = ServingNode(Settings(redis_url=server.url, model_dir=root, default_model_dir=root))
         node.start()
         while not node.listener.connected:

@@ -21,18 +21,27 @@ from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
 
-def run(nodes: int, publications: int = 30) -> dict[str, float]:
+def run(nodes: int, publications: int = 30, *, jit: bool = False) -> dict[str, float]:
+    """One publish → ``nodes`` processes (``STAT_PAIR_RL_JIT=true`` with ``jit``)."""
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
         root = Path(tmp)
         incoming = root / "incoming"
         incoming.mkdir()
-        files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
+        files = [make_checkpoint(incoming, 1, name=f"model_{i}.safetensors") for i in range(3)]
         swaps: dict[int, list[float]] = {}
         cpu_at: dict[int, list[float]] = {}  # per process: its CPU seconds at each swap
         lock = threading.Lock()
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.fanout_node", server.url, str(root), f"n{i}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.fanout_node",
+                    server.url,
+                    str(root),
+                    f"n{i}",
+                    "jit" if jit else "default",
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -72,8 +81,12 @@ def run(nodes: int, publications: int = 30) -> dict[str, float]:
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.close()
-        for proc in procs:
-            proc.wait(30)
+        for proc in procs:  # 32 nodes stopping at once on 2 shared cores can take a while
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
     result = summary_ms(lags)
     result["complete"] = float(len(lags))
     # CPU a node spends per publication (receive, verify, load, swap; idle pings included):

@@ -1,6 +1,7 @@
-"""A serving node for the fan-out benchmark: prints ``ready`` once subscribed, then one
-``swap VERSION PERF_COUNTER CPU_SECONDS`` line per swap: the time (CLOCK_MONOTONIC, shared
-by all processes) and this process's CPU time so far (all its threads)."""
+"""A serving node for the fan-out benchmark (argv: URL ROOT NAME [jit]): prints ``ready``
+once subscribed, then one ``swap VERSION PERF_COUNTER CPU_SECONDS`` line per swap: the time
+(CLOCK_MONOTONIC, shared by all processes) and this process's CPU time so far (all its
+threads)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from subscriber.snapshot import ServedModel
 
 def main() -> None:
     url, root, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    jit = len(sys.argv) > 4 and sys.argv[4] == "jit"
     node = ServingNode(
-        Settings(redis_url=url, model_dir=root, default_model_dir=root, node_id=name)
+        Settings(redis_url=url, model_dir=root, default_model_dir=root, node_id=name, jit=jit)
     )
 
     def on_swap(model: ServedModel) -> None:

@@ -111,7 +111,7 @@ def generator() -> str:
     return "wrk" if _wrk() else "bench/load.py (Python)"
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
+def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
@@ -130,10 +130,10 @@ def throughput(seconds: float = 3.0, rounds: int = 3) -> list[list[object]]:
             for _ in range(rounds):
                 for name, path in routes.items():
                     runs[name].append(load(app.url + path, seconds))
-            bare = _median(runs["bare endpoint, same policy"], "rps")
+            bare = median(runs["bare endpoint, same policy"], "rps")
             rows: list[list[object]] = [
-                [name, _median(r, "rps"), _median(r, "p50"), _median(r, "p99"),
-                 _median(r, "rps") / bare]
+                [name, median(r, "rps"), median(r, "p50"), median(r, "p99"),
+                 median(r, "rps") / bare]
                 for name, r in runs.items()
             ]  # fmt: skip
             for size in (1, 32, 256):
@@ -145,83 +145,13 @@ def throughput(seconds: float = 3.0, rounds: int = 3) -> list[list[object]]:
             app.stop()
 
 
-def swap_storm(seconds: float = 3.0, rate: float = 20.0, rounds: int = 5) -> list[list[object]]:
-    """predict p50/p99 with no swaps vs `rate` swaps/s, ours vs the classic baseline.
-
-    Each round measures, for each server in turn, a quiet period then a storm right after it;
-    the table keeps the medians over the rounds, and the ratio is the median of the rounds'
-    storm/quiet ratios (one round swings by +-0.3 on a shared machine). A control row sends
-    our server stale notifications at the same rate: they travel the whole path (Redis,
-    listener, applier, staleness check) but load nothing, so the difference between the two
-    "ours" rows is the load itself.
-    """
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
-        root = Path(tmp)
-        incoming = root / "incoming"
-        incoming.mkdir()
-        files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
-        classic_path = root / "classic" / "model.pt"
-        classic_path.parent.mkdir()
-        make_checkpoint(classic_path.parent, 1, name="model.pt")
-        env = {"REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(incoming),
-               "FKS_DEFAULT_DIR": str(incoming)}  # fmt: skip
-        version = [1]
-
-        notifier = CheckpointNotifier(server.url)  # one connection, as a trainer keeps it
-
-        def swap_ours() -> None:
-            saved = files[version[0] % 3]
-            version[0] += 1
-            notifier.notify(saved.path, version=version[0], sha256=saved.sha256)
-
-        def stale_ours() -> None:  # received, parsed, judged stale: everything but the load
-            notifier.notify(files[1].path, version=1, sha256=files[1].sha256)
-
-        def swap_classic() -> None:
-            version[0] += 1
-            make_checkpoint(classic_path.parent, version[0], name="model.pt")
-
-        with contextlib.ExitStack() as apps:
-            apps.callback(notifier.close)
-            ours = _started(apps, "subscriber.app:create_app", env)
-            base = _started(apps, "bench.baseline_app:create",
-                            {"STAT_PAIR_RL_MODEL": str(classic_path)})  # fmt: skip
-            sides: list[tuple[str, Uvicorn, Callable[[], None]]] = [
-                ("ours (push)", ours, swap_ours),
-                ("ours, stale notifications only (control: no load)", ours, stale_ours),
-                ("baseline (stat + reload in request)", base, swap_classic),
-            ]
-            runs: dict[str, dict[str, list[dict[str, float]]]] = {
-                name: {"quiet": [], "storm": []} for name, _, _ in sides
-            }
-            for _ in range(rounds):
-                for name, app, swap in sides:
-                    url = app.url + "/sac/predict"
-                    runs[name]["quiet"].append(load(url, seconds))
-                    runs[name]["storm"].append(
-                        _with_swaps(lambda u=url: load(u, seconds), swap, rate)  # type: ignore[misc]
-                    )
-            rows: list[list[object]] = []
-            for name, r in runs.items():
-                quiet, storm = r["quiet"], r["storm"]
-                errors = sum(x["errors"] for x in quiet + storm)
-                ratio = statistics.median(
-                    s["p99"] / q["p99"] for q, s in zip(quiet, storm, strict=True)
-                )
-                rows.append(
-                    [name, _median(quiet, "p50"), _median(quiet, "p99"), _median(storm, "p50"),
-                     _median(storm, "p99"), ratio, errors]
-                )  # fmt: skip
-            return rows
-
-
-def _started(stack: contextlib.ExitStack, factory: str, env: dict[str, str]) -> Uvicorn:
+def started(stack: contextlib.ExitStack, factory: str, env: dict[str, str]) -> Uvicorn:
     app = Uvicorn(factory, env)
     stack.callback(app.stop)
     return app
 
 
-def _with_swaps(
+def with_swaps(
     measure: Callable[[], dict[str, float]], swap: Callable[[], None], rate: float
 ) -> dict[str, float]:
     stop = threading.Event()

@@ -42,8 +42,8 @@ def latency(n: int = 2000) -> list[list[object]]:
         policy = build_policy(load_checkpoint(make_checkpoint(Path(tmp), 1).path))
     runners: dict[str, Runner] = {
         "eager (torch)": EagerRunner(policy),
-        "numpy (STAT_PAIR_RL_JIT, default)": compile_runner(policy, "numpy"),
-        "torchscript (FKS_COMPILE_BACKEND)": compile_runner(policy, "torchscript"),
+        "numpy (the default, with or without JIT)": compile_runner(policy, "numpy"),
+        "torchscript (FKS_COMPILE_BACKEND=torchscript, JIT)": compile_runner(policy, "torchscript"),
     }
     state = np.random.default_rng(0).standard_normal((1, 28)).astype(np.float32)
     probe = np.random.default_rng(1).standard_normal((256, 28)).astype(np.float32)

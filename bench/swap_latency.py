@@ -1,11 +1,15 @@
-"""notify → swapped, beside its two floors, measured in one run.
+"""notify → swapped, beside its floors, measured in one run.
 
-- floor 1: the checkpoint's own verify+load+build time (``prepare_checkpoint``), timed on the
+- floor 1: the checkpoint's own verify+load time (``prepare_checkpoint``), timed on the
   same file just before each publication, paced like the publications (loads run back to
-  back are ~1.5 ms faster on this machine: warm caches, so that would flatter the floor);
-- floor 2: a bare Redis PUBLISH → subscriber receive round trip (redis-py, same server);
+  back are faster on this machine: warm caches, so that would flatter the floor);
+- floor 2: the publisher's ``notify()`` call itself (two Redis round trips and the message);
+- floor 3: a bare Redis PUBLISH → subscriber receive round trip (redis-py, same server);
 - ours: ``notify()`` called in a separate publisher process (as a trainer is) → the
-  serving node in this process has swapped (callback on swap). Both sides stamp
+  serving node in this process has swapped (callback on swap), for the 300 KB actor and a
+  4 MB one (hidden 1024x1024), ``.safetensors`` as ``fks train`` writes them, on two nodes
+  in this process: the default configuration and ``STAT_PAIR_RL_JIT=true`` (their own
+  instances), every publication alternating size and node. Both sides stamp
   ``time.perf_counter()``, which is CLOCK_MONOTONIC on Linux, shared by all processes.
 
 Run: ``.venv/bin/python -m bench.swap_latency [--n 200]``
@@ -14,6 +18,7 @@ Run: ``.venv/bin/python -m bench.swap_latency [--n 200]``
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import tempfile
 import threading
@@ -21,15 +26,16 @@ import time
 from pathlib import Path
 
 import redis
-import torch
 
 from bench._util import make_checkpoint, summary_ms, table
+from common.policy import PolicyConfig
 from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
 from subscriber.loader import prepare_checkpoint
 from subscriber.snapshot import ServedModel
+from subscriber.threads import limit_threads
 
 
 def bare_round_trip(url: str, n: int) -> list[float]:
@@ -59,16 +65,40 @@ def publisher_process(url: str, conn: mp.connection.Connection) -> None:
             conn.send(start)
 
 
+def timed_publisher(url: str, conn: mp.connection.Connection) -> None:
+    """Child: on each (instance, path, version, sha256) received, stamp the time and notify;
+    send back (start, end) of the ``notify()`` call."""
+    notifiers: dict[str, CheckpointNotifier] = {}
+    while (job := conn.recv()) is not None:
+        instance, path, version, sha256 = job
+        if instance not in notifiers:
+            notifiers[instance] = CheckpointNotifier(url, instance)
+            notifiers[instance].notify(path, version=version, sha256=sha256)  # warm it up
+            conn.send((0.0, 0.0))
+            continue
+        start = time.perf_counter()
+        notifiers[instance].notify(path, version=version, sha256=sha256)
+        conn.send((start, time.perf_counter()))
+    for notifier in notifiers.values():
+        notifier.close()
+
+
+SIZES = {"300 KB": PolicyConfig(), "4 MB": PolicyConfig(hidden=(1024, 1024))}
+
+
 def run(n: int = 200) -> dict[str, dict[str, float]]:
-    torch.set_num_threads(1)  # as ServingNode.start() does (FKS_TORCH_THREADS=1)
+    """Rows: the floors, then notify → swapped for each size, default and JIT, alternated."""
+    limit_threads(1)  # as ServingNode.start() does (FKS_TORCH_THREADS=1)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
         root = Path(tmp)
         incoming = root / "incoming"  # inside the model root, but not scanned at preload
         incoming.mkdir()
-        files = [make_checkpoint(incoming, v) for v in range(1, n + 1)]
-        settings = Settings(redis_url=server.url, model_dir=root, default_model_dir=root)
-        node = ServingNode(settings)
-        loads = []
+        files = {
+            size: [make_checkpoint(incoming, 1, name=f"model_{size[0]}_{i}.safetensors",
+                                   config=config) for i in range(3)]
+            for size, config in SIZES.items()
+        }  # fmt: skip
+        nodes = {label: _node(server.url, root, label) for label in ("default", "JIT")}
         swapped = threading.Event()
         target = {"version": 0}
 
@@ -76,38 +106,63 @@ def run(n: int = 200) -> dict[str, dict[str, float]]:
             if model.version == target["version"]:
                 swapped.set()
 
-        node.holder.on_swap(on_swap)
-        node.listen = True
-        node.start()
-        while not node.listener.connected:
-            time.sleep(0.01)
-        lags = []
+        for node in nodes.values():
+            node.holder.on_swap(on_swap)
+        samples: dict[str, list[float]] = {}
         ours, theirs = mp.Pipe()
-        child = mp.get_context("spawn").Process(target=publisher_process, args=(server.url, theirs))
+        child = mp.get_context("spawn").Process(target=timed_publisher, args=(server.url, theirs))
         child.start()
+        version = 0
         try:
-            for saved in files:
-                start = time.perf_counter()
-                prepare_checkpoint(saved.path, node.holder.roots, node.holder.options)
-                loads.append(time.perf_counter() - start)
-                time.sleep(0.005)
-                swapped.clear()
-                target["version"] = saved.version
-                ours.send((str(saved.path), saved.version, saved.sha256))
-                if not swapped.wait(5):
-                    raise RuntimeError(f"version {saved.version} was not swapped in")
-                done = time.perf_counter()
-                lags.append(done - ours.recv())
-                time.sleep(0.005)
+            for node in nodes.values():  # the publisher's connections, warmed up
+                version += 1
+                target["version"] = version
+                ours.send((node.settings.instance_id, str(files["300 KB"][0].path), version,
+                           files["300 KB"][0].sha256))  # fmt: skip
+                ours.recv()
+                swapped.wait(5)
+            for i in range(n):
+                for size, label in itertools.product(SIZES, nodes):
+                    node, saved = nodes[label], files[size][i % 3]
+                    start = time.perf_counter()
+                    prepare_checkpoint(saved.path, node.holder.roots, node.holder.options)
+                    samples.setdefault(f"checkpoint load {size} (floor)", []).append(
+                        time.perf_counter() - start
+                    )
+                    time.sleep(0.005)
+                    version += 1
+                    swapped.clear()
+                    target["version"] = version
+                    ours.send((node.settings.instance_id, str(saved.path), version, saved.sha256))
+                    if not swapped.wait(5):
+                        raise RuntimeError(f"version {version} was not swapped in")
+                    done = time.perf_counter()
+                    began, returned = ours.recv()
+                    samples.setdefault(f"notify() call {size} (floor)", []).append(returned - began)
+                    samples.setdefault(f"notify → swapped, {size}, {label}", []).append(
+                        done - began
+                    )
+                    time.sleep(0.005)
         finally:
             ours.send(None)
             child.join(10)
-        node.stop()
-        return {
-            "checkpoint load (floor)": summary_ms(loads),
-            "redis publish→receive (floor)": summary_ms(bare_round_trip(server.url, n)),
-            "notify → swapped (ours)": summary_ms(lags),
-        }
+            for node in nodes.values():
+                node.stop()
+        floors = {k: summary_ms(v) for k, v in samples.items() if "floor" in k}
+        floors["redis publish→receive (floor)"] = summary_ms(bare_round_trip(server.url, n))
+        return floors | {k: summary_ms(v) for k, v in samples.items() if "floor" not in k}
+
+
+def _node(url: str, root: Path, label: str) -> ServingNode:
+    jit = label == "JIT"
+    settings = Settings(redis_url=url, model_dir=root, default_model_dir=root, jit=jit,
+                        instance_id=label.lower(), node_id=label)  # fmt: skip
+    node = ServingNode(settings)
+    node.listen = True
+    node.start()
+    while not node.listener.connected:
+        time.sleep(0.01)
+    return node
 
 
 def main() -> None:
@@ -117,10 +172,6 @@ def main() -> None:
     results = run(args.n)
     rows = [[name, *r.values()] for name, r in results.items()]
     print(table(["ms", "p50", "p90", "p99", "mean"], rows))
-    ours, load = results["notify → swapped (ours)"], results["checkpoint load (floor)"]
-    print(
-        f"\np99 budget: load p99 + 3 ms = {load['p99'] + 3:.3f} ms; ours p99 = {ours['p99']:.3f} ms"
-    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ def run(swaps: int = 1000) -> dict[str, float]:
     process = psutil.Process()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        files = [make_checkpoint(root, v, name=f"model_{v}.pt", config=CONFIG) for v in (1, 2, 3)]
+        files = [
+            make_checkpoint(root, v, name=f"model_{v}.safetensors", config=CONFIG)
+            for v in (1, 2, 3)
+        ]
         model_mb = files[0].size / 2**20
         holder = ModelHolder(Settings(model_dir=root, default_model_dir=root))
         decider = Decider(holder)

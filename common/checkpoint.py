@@ -22,6 +22,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from common.architectures import ConfigError, ModelConfig, get_architecture
+from common.checkpoint_digest import PARALLEL_BYTES, digest_later, sha256_hex
 from common.checkpoint_fields import (
     CHECKPOINT_FORMAT,
     SAC_ACTOR,
@@ -34,7 +35,7 @@ from common.checkpoint_file import (
     read_checkpoint_file,
     write_atomically,
 )
-from common.checkpoint_format import CheckpointFormat, decode, encode, format_for_path
+from common.checkpoint_format import CheckpointFormat, decode, detect, encode, format_for_path
 from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_pt import packed_state_dict
 from common.checkpoint_tensors import check_finite
@@ -211,13 +212,17 @@ def _believe(
     expected_sha256: str | None,
     limits: CheckpointLimits,
 ) -> LoadedCheckpoint:
-    sha256 = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise CheckpointLoadError(
-            f"{target}: sha256 {sha256} does not match the announced {expected_sha256.lower()}",
-            reason="sha256_mismatch",
-        )
-    fmt, contents = decode(target, data, limits)
+    if len(data) < PARALLEL_BYTES or detect(target, data) != "safetensors":
+        sha256 = sha256_hex(data)
+        _check_sha256(target, sha256, expected_sha256)
+        fmt, contents = decode(target, data, limits)
+    else:  # hashed beside the decoding (common/checkpoint_digest.py), checked before return
+        pending = digest_later(data)
+        try:
+            fmt, contents = decode(target, data, limits)
+        finally:
+            sha256 = pending.result()
+            _check_sha256(target, sha256, expected_sha256)  # a mismatch is the reason given
     check_finite(target, contents.state_dict)
     header = contents.header
     return LoadedCheckpoint(
@@ -236,6 +241,14 @@ def _believe(
         format=fmt,
         architecture=contents.architecture,
     )
+
+
+def _check_sha256(target: Path, sha256: str, expected: str | None) -> None:
+    if expected is not None and sha256 != expected.lower():
+        raise CheckpointLoadError(
+            f"{target}: sha256 {sha256} does not match the announced {expected.lower()}",
+            reason="sha256_mismatch",
+        )
 
 
 def build_policy(loaded: LoadedCheckpoint) -> SACActor:

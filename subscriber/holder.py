@@ -43,6 +43,7 @@ from subscriber.metrics import Metrics
 from subscriber.plan import Candidate, Located, judge_located
 from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
+from subscriber.threads import inherit_torch_threads
 
 __all__ = ["ModelHolder", "NoPreviousModel", "NothingToLoad", "Outcome"]
 
@@ -82,7 +83,7 @@ class ModelHolder:
             backend=settings.compile_backend,
             limits=CheckpointLimits.from_settings(settings),
         )
-        self.lane = LoadLane(settings.load_timeout_seconds)
+        self.lane = LoadLane(settings.load_timeout_seconds, thread_init=inherit_torch_threads)
         self.failures = FailureMemory(failed_memory)
         self.events = EventLog(events_size)
         self._history: deque[dict[str, object]] = deque(maxlen=history_size)

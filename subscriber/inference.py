@@ -1,16 +1,19 @@
 """Runners: how a served policy turns a batch of states into actions.
 
-A runner is built and checked before a swap, and then only read. ``EagerRunner`` calls the
-``SACActor`` under ``torch.inference_mode``. ``STAT_PAIR_RL_JIT=true`` compiles the policy:
+A runner is built and checked before a swap, and then only read. The built-in actor is
+served by :class:`~subscriber.numpy_runner.NumpyRunner`, built from the checkpoint's arrays
+with no module at all (``subscriber/loader.py``), unless ``FKS_COMPILE_BACKEND=torchscript``
+asks for torch: then the ``SACActor`` is built and served by ``EagerRunner`` (under
+``torch.inference_mode``), or, with ``STAT_PAIR_RL_JIT=true``, compiled here:
 
-- ``numpy`` (default): the deterministic forward pass exported to float32 numpy matrices,
-  about 5x faster than eager at batch 1 on one CPU core (bench/), no torch dispatch at all;
+- ``numpy``: the forward pass in float32 numpy matrices, about 5x faster than eager at
+  batch 1 on one CPU core (bench/), no torch dispatch at all;
 - ``torchscript``: ``torch.jit.script`` + ``freeze``, about 1.8x. TorchScript is deprecated in
   torch 2.13; its DeprecationWarning is filtered here, where it is used, and nowhere else.
 
 A compiled runner must agree with eager within ``COMPILE_ATOL`` on probe states, or the
-checkpoint is served eagerly and the reason is logged. Sampling (``deterministic=false``)
-always runs eagerly: it is the rare path.
+checkpoint is served eagerly and the reason is logged. TorchScript samples
+(``deterministic=false``) eagerly: it is the rare path.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from common.policy import SACActor
+from subscriber.numpy_runner import NumpyRunner
+from subscriber.probe import COMPILE_ATOL
 
 __all__ = [
     "COMPILE_ATOL",
@@ -38,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COMPILE_ATOL = 1e-5
 Backend = Literal["numpy", "torchscript"]
 Array = npt.NDArray[np.float32]
 
@@ -63,38 +67,6 @@ class EagerRunner:
         with torch.inference_mode():
             out = self.policy.act(torch.from_numpy(states), deterministic=deterministic)
         return out.numpy()
-
-
-class NumpyRunner:
-    """tanh(W3·relu(W2·relu(W1·x + b1) + b2) + b3) in float32 numpy."""
-
-    compiled = True
-    backend = "numpy"
-
-    def __init__(self, policy: SACActor) -> None:
-        self._eager = EagerRunner(policy)
-        linears = [m for m in policy.trunk if isinstance(m, nn.Linear)] + [policy.mean]
-        self._layers = [
-            (
-                np.ascontiguousarray(layer.weight.detach().numpy().T, dtype=np.float32),
-                layer.bias.detach().numpy().astype(np.float32),
-            )
-            for layer in linears
-        ]
-
-    def __call__(self, states: Array, deterministic: bool = True) -> Array:
-        if not deterministic:
-            return self._eager(states, deterministic=False)
-        h = states
-        *hidden, (w_out, b_out) = self._layers
-        for weight, bias in hidden:
-            h = h @ weight
-            h += bias
-            np.maximum(h, 0.0, out=h)
-        out = h @ w_out
-        out += b_out
-        result: Array = np.tanh(out, out=out)
-        return result
 
 
 class _Deterministic(nn.Module):
@@ -144,7 +116,9 @@ def compile_runner(
     """
     eager = EagerRunner(policy)
     try:
-        runner: Runner = NumpyRunner(policy) if backend == "numpy" else TorchScriptRunner(policy)
+        runner: Runner = (
+            NumpyRunner.from_policy(policy) if backend == "numpy" else TorchScriptRunner(policy)
+        )
     except Exception as exc:  # noqa: BLE001 - compiling is optional; eager always works
         log.warning("compiling the policy with %s failed (%s); serving eagerly", backend, exc)
         return eager

@@ -46,24 +46,37 @@ class _Job(Generic[T]):
 
 
 class _Worker:
-    """A daemon thread running jobs from its queue until told to stop (``None``)."""
+    """A daemon thread running jobs from its queue until told to stop (``None``), after
+    ``init`` (if given) has run on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, init: Callable[[], None] | None = None) -> None:
         self.jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._init = init
         self.thread = threading.Thread(target=self._run, name="fks-load", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        if self._init is not None:
+            self._init()
         while (job := self.jobs.get()) is not None:
             job()
 
 
 class LoadLane:
-    """Runs ``fn`` on the worker thread, one at a time, for at most ``timeout`` seconds."""
+    """Runs ``fn`` on the worker thread, one at a time, for at most ``timeout`` seconds;
+    ``thread_init`` runs first on every worker thread the lane starts (torch's thread limit:
+    ``subscriber/threads.py``)."""
 
-    def __init__(self, timeout: float, *, max_hung: int = 2) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        max_hung: int = 2,
+        thread_init: Callable[[], None] | None = None,
+    ) -> None:
         self.timeout = timeout
         self.max_hung = max_hung
+        self.thread_init = thread_init
         self.abandoned = 0
         self._slot = threading.Lock()
         self._worker: _Worker | None = None
@@ -92,7 +105,7 @@ class LoadLane:
                     reason="loads_hung",
                 )
             if self._worker is None:
-                self._worker = _Worker()
+                self._worker = _Worker(self.thread_init)
             job = _Job(fn)
             self._worker.jobs.put(job)
             if not job.done.wait(budget):

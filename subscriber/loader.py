@@ -1,15 +1,25 @@
 """Verify before swap: every check a checkpoint passes before it may be served.
 
 Confined to the model roots (symlinks and ``..`` resolved) → sha256 checked when announced →
-``torch.load(weights_only=True)`` → finite weights → expected state size → policy built →
-probe forward pass (finite, right shape) → optional compile, checked against the probe's
-actions, warm-up.
+decoded (``.safetensors``, or ``torch.load(weights_only=True)``) → finite weights → expected
+state size → every tensor's name and shape → probe forward pass (finite, right shape) → the
+runner that will serve, checked against the probe's actions within ``COMPILE_ATOL``, warm-up.
 Any failure raises a :class:`~common.errors.CheckpointError` with a reason, before anything
 is swapped.
+
+The fast load (the default): the built-in actor (``sac_actor``) is served by a
+:class:`~subscriber.numpy_runner.NumpyRunner` made straight from the loaded arrays, and the
+probe is the network written out over those same arrays (``subscriber/probe.py``): no
+``nn.Module`` is built, initialised or filled, no torch op runs, and the Python the load
+runs under the GIL (decoding and checking the header and metadata) is what remains. A torch
+module is built only for a torch runner (``FKS_COMPILE_BACKEND=torchscript``: eager, or
+TorchScript with ``STAT_PAIR_RL_JIT=true``), for another architecture (SPEC §12), or when
+the numpy runner disagrees with the probe.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +30,27 @@ import torch
 from torch import nn
 
 from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_module, load_checkpoint
+from common.checkpoint_fields import SAC_ACTOR
 from common.errors import CheckpointRejected
-from common.policy import SACActor
+from common.policy import PolicyConfig, SACActor
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
 from subscriber.model_io import ModelIO, declared_io
 from subscriber.module_probe import verified_runner
+from subscriber.numpy_runner import NumpyRunner, actor_arrays
+from subscriber.probe import probe_states, reference_pass, runner_error
 from subscriber.roots import ModelRoots
 
 __all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 PROBE_ROWS = 8
 
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """How a node loads: the state size it serves (None: any), whether to compile, and the
+    """How a node loads: the state size it serves (None: any), whether to compile, the runner
+    family (``numpy``: no module for the built-in actor; ``torchscript``: torch), and the
     bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
 
     state_dim: int | None = 28
@@ -45,10 +61,11 @@ class LoadOptions:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A checkpoint that passed every check, ready to be swapped in."""
+    """A checkpoint that passed every check, ready to be swapped in (``policy`` is None when
+    no module was built: the numpy runner serves straight from the arrays)."""
 
     loaded: LoadedCheckpoint
-    policy: nn.Module
+    policy: nn.Module | None
     runner: Runner
     io: ModelIO = ModelIO((28,), (1,))
 
@@ -63,6 +80,17 @@ def prepare_checkpoint(
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
     real: Path = roots.confine(path)
     loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
+    config = loaded.config
+    if loaded.architecture == SAC_ACTOR and isinstance(config, PolicyConfig):
+        if options.state_dim is not None and config.state_dim != options.state_dim:
+            raise CheckpointRejected(
+                f"{real}: state_dim {config.state_dim}, this node serves {options.state_dim}",
+                reason="state_dim_mismatch",
+            )
+        if options.backend == "numpy":
+            prepared = _fast(real, loaded, config, options)
+            if prepared is not None:
+                return prepared
     module = build_module(loaded)
     try:
         io = declared_io(module)
@@ -83,6 +111,24 @@ def prepare_checkpoint(
     if options.jit:
         runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
     return Prepared(loaded, policy, runner, io)
+
+
+def _fast(
+    real: Path, loaded: LoadedCheckpoint, config: PolicyConfig, options: LoadOptions
+) -> Prepared | None:
+    """The numpy runner from the arrays, checked against the probe's reference pass over the
+    same arrays; None (logged) if it disagrees, and the module is built instead."""
+    arrays = actor_arrays(config, loaded.state_dict, real)
+    states = probe_states(config.state_dim)
+    actions = reference_pass(real, arrays, states)
+    runner = NumpyRunner(arrays, compiled=options.jit)
+    with np.errstate(all="ignore"):
+        why = runner_error(runner(states), actions)
+    if why is not None:
+        log.warning("%s: the numpy runner %s; serving it with torch", real, why)
+        return None
+    io = ModelIO((config.state_dim,), (config.action_dim,))
+    return Prepared(loaded, None, runner, io)
 
 
 def _probe_states(policy: SACActor) -> torch.Tensor:

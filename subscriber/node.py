@@ -20,8 +20,6 @@ import os
 import time
 from typing import Any
 
-import torch
-
 from common.ack import Ack, AckOutcome, judged_fields
 from common.architectures import architecture_names
 from common.notification import CheckpointNotification
@@ -39,6 +37,7 @@ from subscriber.recorder import Recorder
 from subscriber.registry import NodeRegistry
 from subscriber.seen import JudgedMessages, ReplayGuard
 from subscriber.snapshot import ServedModel
+from subscriber.threads import limit_threads
 from subscriber.traffic import Traffic
 from subscriber.workers import node_id_for
 
@@ -140,12 +139,12 @@ class ServingNode:
     def start(self) -> ServingNode:
         """Catch up on Redis, else look at the disk; listen and heartbeat; never fails.
 
-        Sets torch's intra-op threads to ``FKS_TORCH_THREADS`` (default 1; 0 leaves it): a
-        server of small policies gains nothing from them, and their spinning steals the
-        CPU from Redis and the other requests (bench/swap_latency.py shows it on 2 cores).
+        Sets torch's intra-op threads and numpy's BLAS threads to ``FKS_TORCH_THREADS``
+        (default 1; 0 leaves them; ``subscriber/threads.py``): a server of small policies
+        gains nothing from them, and their spinning steals the CPU from Redis and the other
+        requests (bench/swap_latency.py shows it on 2 cores).
         """
-        if self.settings.torch_threads > 0:
-            torch.set_num_threads(self.settings.torch_threads)
+        limit_threads(self.settings.torch_threads)
         # The built-ins and the fks.architectures entry points, registered before any load.
         log.info("architectures: %s", ", ".join(architecture_names()))
         if self.acker is not None:

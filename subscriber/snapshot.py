@@ -21,7 +21,7 @@ __all__ = ["ServedModel"]
 class ServedModel:
     """Everything a request needs, captured by one reference read of the holder."""
 
-    policy: nn.Module
+    policy: nn.Module | None  # None: served by the numpy runner, no module was built
     runner: Runner
     path: Path
     mtime_ns: int
@@ -55,7 +55,10 @@ class ServedModel:
         object.__setattr__(self, "mtime_utc", self.mtime.isoformat().replace("+00:00", "Z"))
         # The size of the network, counted once: the HTTP layer decides from it whether a
         # forward pass may run on the event loop.
-        count = sum(p.numel() for p in self.policy.parameters())
+        if self.policy is not None:
+            count = sum(p.numel() for p in self.policy.parameters())
+        else:
+            count = int(getattr(self.runner, "parameters", 0))
         object.__setattr__(self, "parameters", count)
 
     @property

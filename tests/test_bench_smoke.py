@@ -28,5 +28,17 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
     ):  # fmt: skip
         assert f"## {title}" in text, title
     assert "load generator: bench/load.py (Python)" in text
+    for row in (
+        "notify → swapped, 300 KB, default", "notify → swapped, 300 KB, JIT",
+        "notify → swapped, 4 MB, default", "notify → swapped, 4 MB, JIT",
+        "notify() call 300 KB (floor)", "ours (push), JIT", "ours, stale notices (control)",
+        "seed design, tier 1 (one stat)", "seed design, tier 1, JIT",
+        "seed design, tier 2 (30 files)", "control (no load) storm p99 / seed tier 1 storm p99",
+    ):  # fmt: skip
+        assert f"| {row} |" in text, row
+    targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    verdicts = [line for line in targets.splitlines() if line.startswith("- ")]
+    assert len(verdicts) >= 10  # each target of every section, met or not
+    assert all(("met: " in v) != ("**not met**: " in v) for v in verdicts)
     for plot in ("notify_swap", "swap_storm", "fanout", "inference"):
         assert (tmp_path / "bench" / f"{plot}.png").stat().st_size > 1000
