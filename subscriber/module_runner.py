@@ -66,6 +66,10 @@ class NumpyMLPRunner:
     def __call__(self, states: Array, deterministic: bool = True) -> Array:
         if not deterministic:
             return self._sampler(states, deterministic=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite: refused by the route
+            return self._forward(states)
+
+    def _forward(self, states: Array) -> Array:
         h = states
         *hidden, (w_out, b_out) = self._layers
         for weight, bias in hidden:

@@ -100,6 +100,12 @@ class NumpyRunner:
         return cls(actor_arrays(policy.config, policy.state_dict()))
 
     def __call__(self, states: Array, deterministic: bool = True) -> Array:
+        # Hostile states (±3e38) overflow to inf/NaN: the route refuses a non-finite action
+        # with a 400, so numpy's warning would only be noise (and an error under -W error).
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._forward(states, deterministic)
+
+    def _forward(self, states: Array, deterministic: bool) -> Array:
         h = states
         for weight_t, bias in self._trunk:
             h = h @ weight_t
