@@ -68,7 +68,8 @@ def latency(n: int = 2000) -> list[list[object]]:
         for index, (label, (_, module)) in enumerate(MODELS.items()):
             torch.manual_seed(index)
             path = save_checkpoint(root / f"model_{index}.safetensors", module).path
-            eager = prepare_checkpoint(path, roots, LoadOptions(jit=False))
+            # eager: the torch module (the numpy backend serves sac_actor from its arrays)
+            eager = prepare_checkpoint(path, roots, LoadOptions(jit=False, backend="torchscript"))
             fast = prepare_checkpoint(path, roots, LoadOptions(jit=True))
             rng = np.random.default_rng(index)
             state = rng.standard_normal((1, *eager.io.input_shape)).astype(np.float32)
