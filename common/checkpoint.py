@@ -30,6 +30,7 @@ from common.checkpoint_fields import (
     CheckpointHeader,
 )
 from common.checkpoint_file import (
+    Buffer,
     FileIdentity,
     file_identity,
     read_checkpoint_file,
@@ -207,7 +208,7 @@ def load_checkpoint(
 
 def _believe(
     target: Path,
-    data: bytes,
+    data: Buffer,
     identity: FileIdentity,
     expected_sha256: str | None,
     limits: CheckpointLimits,

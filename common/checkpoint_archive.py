@@ -24,6 +24,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+from common.checkpoint_file import Buffer
 from common.errors import CheckpointLoadError
 
 __all__ = ["LEGACY_MAGIC", "MAX_DIRECTORY_BYTES", "MAX_PICKLE_BYTES", "ZIP_MAGIC", "pickle_record"]
@@ -41,7 +42,7 @@ _END64_SIG = b"PK\x06\x06"
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-def pickle_record(target: Path, data: bytes, max_bytes: int) -> bytes:
+def pickle_record(target: Path, data: Buffer, max_bytes: int) -> bytes:
     """Check the archive in ``data``; return its pickle record (``<archive>/data.pkl``)."""
     if not data:
         raise CheckpointLoadError(f"{target}: empty file", reason="truncated")
@@ -81,7 +82,7 @@ def pickle_record(target: Path, data: bytes, max_bytes: int) -> bytes:
     return _read_pickle(target, archive, names[0].split("/")[0] + "/data.pkl")
 
 
-def _directory(target: Path, data: bytes) -> int:
+def _directory(target: Path, data: Buffer) -> int:
     """Where the central directory starts, once it is known to be where every record says."""
     end = len(data) - _END.size
     if end < 0 or data[end : end + 4] != _END_SIG or data[-2:] != b"\0\0":

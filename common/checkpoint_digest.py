@@ -15,6 +15,8 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from common.checkpoint_file import Buffer
+
 __all__ = ["PARALLEL_BYTES", "digest_later", "sha256_hex"]
 
 PARALLEL_BYTES = 1 << 20
@@ -23,11 +25,11 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def digest_later(data: bytes) -> Future[str]:
+def digest_later(data: Buffer) -> Future[str]:
     """The sha256 of ``data``, computed on the helper thread (one per process)."""
     global _pool
     with _pool_lock:

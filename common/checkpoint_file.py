@@ -23,7 +23,16 @@ from pathlib import Path
 
 from common.errors import CheckpointLoadError
 
-__all__ = ["FileIdentity", "file_identity", "read_checkpoint_file", "write_atomically"]
+__all__ = [
+    "Buffer",
+    "FileIdentity",
+    "file_identity",
+    "read_checkpoint_file",
+    "write_atomically",
+]
+
+# A checkpoint's bytes: a writable buffer as read from disk, bytes when built in memory.
+Buffer = bytes | bytearray
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -59,8 +68,11 @@ def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
 
 def read_checkpoint_file(
     path: str | os.PathLike[str], max_bytes: int
-) -> tuple[bytes, FileIdentity]:
-    """All the bytes of the regular file at ``path``, and the identity of what was read."""
+) -> tuple[bytearray, FileIdentity]:
+    """All the bytes of the regular file at ``path``, and the identity of what was read.
+
+    The buffer is writable only so that tensors can be views of it (torch refuses read-only
+    memory); nothing writes to it: the sha256 and the tensors describe the same bytes."""
     name = os.fspath(path)
     try:
         before = os.lstat(name)
@@ -113,17 +125,20 @@ _KINDS = {
 }
 
 
-def _read_at_most(fd: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes from ``fd``: two reads for a file that does not grow."""
-    chunks: list[bytes] = []
+def _read_at_most(fd: int, limit: int) -> bytearray:
+    """Up to ``limit`` bytes from ``fd`` (two reads for a file that does not grow), into one
+    writable buffer: the tensors of a ``.safetensors`` file are views of it
+    (``common/checkpoint_safetensors.py``), not copies."""
+    data = bytearray(limit)
     total = 0
-    while total < limit:
-        chunk = os.read(fd, limit - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    with memoryview(data) as view:
+        while total < limit:
+            count = os.readv(fd, [view[total:]])
+            if not count:
+                break
+            total += count
+    del data[total:]
+    return data
 
 
 def write_atomically(target: Path, data: bytes) -> str:

@@ -24,6 +24,7 @@ from typing import Literal
 
 from common.checkpoint_archive import LEGACY_MAGIC, ZIP_MAGIC
 from common.checkpoint_fields import CheckpointContents
+from common.checkpoint_file import Buffer
 from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_pt import decode_pt, encode_pt
 from common.checkpoint_safetensors import decode_safetensors, encode_safetensors
@@ -40,7 +41,7 @@ def format_for_path(path: str | os.PathLike[str]) -> CheckpointFormat:
     return "safetensors" if Path(path).suffix == ".safetensors" else "pt"
 
 
-def sniff(data: bytes) -> CheckpointFormat | None:
+def sniff(data: Buffer) -> CheckpointFormat | None:
     """The format ``data`` looks like, from its first bytes; None if neither."""
     if data.startswith(ZIP_MAGIC) or data.startswith(LEGACY_MAGIC):
         return "pt"
@@ -49,7 +50,7 @@ def sniff(data: bytes) -> CheckpointFormat | None:
     return None
 
 
-def detect(target: Path, data: bytes) -> CheckpointFormat:
+def detect(target: Path, data: Buffer) -> CheckpointFormat:
     """The format to read ``data`` (the bytes of ``target``) as; ``foreign_format`` when its
     name and its content disagree."""
     named, looks = SUFFIXES.get(target.suffix), sniff(data)
@@ -63,7 +64,7 @@ def detect(target: Path, data: bytes) -> CheckpointFormat:
 
 
 def decode(
-    target: Path, data: bytes, limits: CheckpointLimits
+    target: Path, data: Buffer, limits: CheckpointLimits
 ) -> tuple[CheckpointFormat, CheckpointContents]:
     """The format and contents of the checkpoint ``target`` whose bytes are ``data``."""
     fmt = detect(target, data)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common.checkpoint_file import Buffer
 from common.errors import CheckpointError, CheckpointLoadError
 
 __all__ = ["check_globals", "torch_load"]
@@ -73,7 +74,7 @@ def check_globals(target: Path, record: bytes) -> None:
         ) from None
 
 
-def torch_load(target: Path, data: bytes) -> object:
+def torch_load(target: Path, data: Buffer) -> object:
     """``torch.load(weights_only=True)`` of a checked archive, its failures with a reason."""
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

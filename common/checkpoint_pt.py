@@ -33,6 +33,7 @@ from common.checkpoint_fields import (
     CheckpointContents,
     interpret,
 )
+from common.checkpoint_file import Buffer
 from common.checkpoint_limits import CheckpointLimits
 from common.checkpoint_pickle import check_globals, torch_load
 from common.checkpoint_tensors import check_tensors
@@ -42,7 +43,7 @@ __all__ = ["FORMAT_VERSION", "decode_pt", "encode_pt", "packed_state_dict"]
 FORMAT_VERSION = 1
 
 
-def decode_pt(target: Path, data: bytes, limits: CheckpointLimits) -> CheckpointContents:
+def decode_pt(target: Path, data: Buffer, limits: CheckpointLimits) -> CheckpointContents:
     """The contents of the ``.pt`` checkpoint in ``data``, every bound checked first."""
     check_globals(target, pickle_record(target, data, limits.max_bytes))
     raw = torch_load(target, data)
