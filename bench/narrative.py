@@ -10,24 +10,36 @@ from bench.storm import Storm
 def swap_floor_text(lat: dict[str, dict[str, float]]) -> list[str]:
     """Where notify → swapped goes, from the floors measured beside it."""
     small = lat["notify → swapped, 300 KB, default"]
+    big = lat["notify → swapped, 4 MB, default"]
     call = lat["notify() call 300 KB (floor)"]
+    delivery = lat["notify() → message received (floor)"]
     load = lat["checkpoint load 300 KB (floor)"]
     big_load = lat["checkpoint load 4 MB (floor)"]
-    rest = small["p50"] - call["p50"] - load["p50"]
+    floor = lat["sum: delivered + load 300 KB (floor)"]
+    big_floor = lat["sum: delivered + load 4 MB (floor)"]
     return [
-        "Where the 300 KB p50 goes: the publisher's `notify()` call is "
-        f"{call['p50']:.2f} ms of it (two Redis round trips, a PING and the publish script, "
-        "in a Python process whose caches other work has just used); the load "
-        f"{load['p50']:.2f} ms (read, sha256, the safetensors header and metadata checks, "
-        "finite weights, the numpy runner and its probe, no `nn.Module`); the remaining "
-        f"{rest:.2f} ms is the node's own path (the listener parses and judges the message, "
-        "the applier locates the file on the load lane, loads it there, swaps) and the "
-        "thread hand-offs between them. The loads are paced as the publications are (5 ms "
-        "apart): back to back they run 2-3x faster on this shared machine, whose caches the "
-        "other processes evict in between. The 4 MB load is bounded by its bytes: reading "
-        "4 MB into fresh memory and hashing it (~2.4 ms of sha256, beside the decoding on "
-        "the second core: `common/checkpoint_digest.py`) are most of its "
-        f"{big_load['p50']:.1f} ms.",
+        "**Why the targets are not met on this machine: the floor is above them.** Before the "
+        "node does anything of its own, a notification costs its delivery (the trainer's "
+        f"`notify()` called → the message read by a plain subscriber: {delivery['p50']:.2f} ms "
+        "p50, two Redis round trips from one Python process to another) plus the load of the "
+        f"checkpoint ({load['p50']:.2f} ms for 300 KB, {big_load['p50']:.2f} ms for 4 MB, "
+        f"paced as the publications are): {floor['p50']:.2f} ms and {big_floor['p50']:.2f} ms "
+        "p50, measured in this run, above the 1.5 ms and 5 ms targets. The node's own part is "
+        f"the rest: {small['p50'] - floor['p50']:.2f} ms (300 KB) and "
+        f"{big['p50'] - big_floor['p50']:.2f} ms (4 MB) for parsing and judging the message, "
+        "the hand-offs between the listener, the applier and the load lane, and the swap.",
+        "",
+        f"The `notify()` call ({call['p50']:.2f} ms) is two round trips by design: the first "
+        "(an `EXISTS`) proves Redis answers before anything of ours is sent, so a paused or "
+        "dead Redis gives `not_sent`, never a message published later "
+        "(`test_a_paused_redis_costs_the_publisher_a_second_and_it_says_what_is_known`). The "
+        "loads are paced as the publications are (5 ms apart): back to back they run ~2x "
+        "faster on this shared machine, whose caches the other processes evict in between, "
+        "and fresh memory costs ~3.7 µs per 4 KiB page fault here. The load itself: read, "
+        "sha256 (beside the decoding for files over 1 MiB: `common/checkpoint_digest.py`), "
+        "the safetensors header and metadata checks, tensors as views of the bytes read (no "
+        "copy), finite weights, the numpy runner and its probe, no `nn.Module`. For 4 MB the "
+        "sha256 alone is ~2.4 ms.",
     ]
 
 

@@ -4,7 +4,13 @@
   same file just before each publication, paced like the publications (loads run back to
   back are faster on this machine: warm caches, so that would flatter the floor);
 - floor 2: the publisher's ``notify()`` call itself (two Redis round trips and the message);
-- floor 3: a bare Redis PUBLISH → subscriber receive round trip (redis-py, same server);
+- floor 3: ``notify()`` called in the publisher process → the message read by a plain
+  redis-py subscriber in this process (no node: what delivery alone costs), paced the same;
+- floor 4: a bare Redis PUBLISH → subscriber receive round trip in one process, back to back
+  (the best case of the transport);
+- the sum: floor 3 + floor 1, what notify → swapped costs before the node does anything
+  of its own (parsing and judging the message, the hand-offs between its threads, the
+  swap); the node's part is the difference;
 - ours: ``notify()`` called in a separate publisher process (as a trainer is) → the
   serving node in this process has swapped (callback on swap), for the 300 KB actor and a
   4 MB one (hidden 1024x1024), ``.safetensors`` as ``fks train`` writes them, on two nodes
@@ -28,6 +34,8 @@ from pathlib import Path
 import redis
 
 from bench._util import make_checkpoint, summary_ms, table
+from common.checkpoint import SavedCheckpoint
+from common.keys import RedisKeys
 from common.policy import PolicyConfig
 from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
@@ -63,6 +71,33 @@ def publisher_process(url: str, conn: mp.connection.Connection) -> None:
             start = time.perf_counter()
             notifier.notify(path, version=version, sha256=sha256)
             conn.send(start)
+
+
+def delivered(
+    url: str, ours: mp.connection.Connection, files: list[SavedCheckpoint], n: int
+) -> list[float]:
+    """notify() in the publisher process → a plain subscriber here has the message, paced
+    like the publications (for an instance no node serves)."""
+    client = redis.Redis.from_url(url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(RedisKeys("bench-delivery").channel)
+    pubsub.get_message(timeout=1)
+    samples = []
+    try:
+        for i in range(n + 1):
+            time.sleep(0.005)
+            saved = files[i % len(files)]
+            ours.send(("bench-delivery", str(saved.path), i + 1, saved.sha256))
+            while pubsub.get_message(timeout=5) is None:
+                pass
+            got = time.perf_counter()
+            began, _ = ours.recv()
+            if i:  # the first one warms the notifier up
+                samples.append(got - began)
+    finally:
+        pubsub.close()
+        client.close()
+    return samples
 
 
 def timed_publisher(url: str, conn: mp.connection.Connection) -> None:
@@ -143,13 +178,24 @@ def run(n: int = 200) -> dict[str, dict[str, float]]:
                         done - began
                     )
                     time.sleep(0.005)
+            samples["notify() → message received (floor)"] = delivered(
+                server.url, ours, files["300 KB"], n
+            )
         finally:
             ours.send(None)
             child.join(10)
             for node in nodes.values():
                 node.stop()
         floors = {k: summary_ms(v) for k, v in samples.items() if "floor" in k}
-        floors["redis publish→receive (floor)"] = summary_ms(bare_round_trip(server.url, n))
+        floors["redis publish→receive, back to back (floor)"] = summary_ms(
+            bare_round_trip(server.url, n)
+        )
+        delivery = floors["notify() → message received (floor)"]
+        for size in SIZES:
+            load = floors[f"checkpoint load {size} (floor)"]
+            floors[f"sum: delivered + load {size} (floor)"] = {
+                k: delivery[k] + load[k] for k in delivery
+            }  # p50 + p50 (and so on): a floor, not a distribution
         return floors | {k: summary_ms(v) for k, v in samples.items() if "floor" not in k}
 
 

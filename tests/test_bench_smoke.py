@@ -31,7 +31,8 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
     for row in (
         "notify → swapped, 300 KB, default", "notify → swapped, 300 KB, JIT",
         "notify → swapped, 4 MB, default", "notify → swapped, 4 MB, JIT",
-        "notify() call 300 KB (floor)", "ours (push), JIT", "ours, stale notices (control)",
+        "notify() call 300 KB (floor)", "notify() → message received (floor)",
+        "sum: delivered + load 300 KB (floor)", "ours (push), JIT", "ours, stale notices (control)",
         "seed design, tier 1 (one stat)", "seed design, tier 1, JIT",
         "seed design, tier 2 (30 files)", "control (no load) storm p99 / seed tier 1 storm p99",
     ):  # fmt: skip
