@@ -16,10 +16,11 @@ sent but Redis did not answer in time: it may still be published), ``conflict`` 
 Redis beyond one server (SPEC §10, ``common/redis_connect.py``): ``REDIS_URL`` may name a
 Sentinel service or a Cluster. A failover is a reconnect: when the connection is lost, or a
 demoted master answers ``READONLY``, the notifier finds the master anew and tries **once**
-more (so the bound is twice the timeouts). Behind Sentinel it also asks the sentinels where
-the master is before each notification: after a manual ``SENTINEL FAILOVER`` the old master
-stays up, writable, for seconds, and a write there would be lost. With
-``FKS_SHARDED_PUBSUB=true`` the script sends ``SPUBLISH`` (Redis >= 7) instead of ``PUBLISH``.
+more (so the bound is twice the timeouts; ``publisher/failover.py``). Behind Sentinel it
+also asks the sentinels where the master is before each notification: after a manual
+``SENTINEL FAILOVER`` the old master stays up, writable, for seconds, and a write there
+would be lost. With ``FKS_SHARDED_PUBSUB=true`` the script sends ``SPUBLISH`` (Redis >= 7)
+instead of ``PUBLISH``.
 
 Rollouts (SPEC §11, ``publisher/acks.py``): ``nodes=[...]`` targets some nodes only (the
 others ack ``ignored``; ``:latest`` does not move, so a canary never spreads by catch-up);
@@ -31,8 +32,9 @@ has are warned about by name (``NotifyResult.unknown_nodes``).
 A checkpoint can travel with its notification (SPEC §9, ``publisher/upload.py``):
 ``upload_to="s3://bucket/prefix/"`` (or ``FKS_UPLOAD_TO``) uploads the file first and
 announces its URL with its sha256; ``transport="redis"`` stores its bytes as a blob in this
-Redis (10 s timeouts) and announces ``redis-blob:<sha256>``. A failed upload is
-``not_sent`` too, never an exception.
+Redis (10 s timeouts) and announces ``redis-blob:<sha256>`` (``publisher/travel.py``). A
+failed upload is ``not_sent`` too, never an exception. What a notification did is a
+:class:`~publisher.result.NotifyResult`.
 """
 
 from __future__ import annotations
@@ -42,14 +44,13 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from common.checkpoint import file_sha256
 from common.fleet import NodeEntry, live_nodes, read_nodes
@@ -63,11 +64,14 @@ from common.redis_connect import (
     is_readonly,
 )
 from common.redis_scripts import ALLOCATE, PUBLISH
-from common.remote import BLOB_SCHEME, is_url
+from common.remote import is_url
 from common.settings import Settings, keys_for, redact_url
 from common.textsafe import printable
-from publisher.acks import AckReport, AckWaiter, WaitFor
-from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
+from publisher.acks import AckWaiter, WaitFor
+from publisher.failover import Failover, failing_over, script_error, send_with_one_retry
+from publisher.result import NotifyResult, Outcome, not_sent, unconfirmed
+from publisher.travel import BlobStore, travel
+from publisher.upload import upload_url
 
 __all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
 
@@ -76,32 +80,7 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 1.0
 BLOB_TIMEOUT_S = 10.0
 
-Outcome = Literal["published", "not_sent", "unknown", "conflict", "disabled"]
 Transport = Literal["path", "redis"]
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyResult:
-    """What :func:`notify_checkpoint` did.
-
-    ``outcome`` is ``published`` (``receivers`` subscribers got it, which may be 0),
-    ``not_sent`` (nothing reached Redis), ``unknown`` (sent, but Redis did not confirm: it
-    may be published when Redis answers again), ``conflict`` (the version already names
-    another checkpoint; nothing published) or ``disabled``. ``sent`` is true only for
-    ``published``; ``reason`` says why not.
-    """
-
-    sent: bool
-    reason: str
-    notification: CheckpointNotification | None = None
-    receivers: int = 0
-    latest_updated: bool = False
-    outcome: Outcome = "published"
-    acks: AckReport | None = None
-    unknown_nodes: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return self.sent
 
 
 class CheckpointNotifier:
@@ -257,33 +236,24 @@ class CheckpointNotifier:
             return replace(result, acks=report, unknown_nodes=unknown)
 
     def _send(self, path: str, draft: CheckpointNotification, version: int | None) -> NotifyResult:
-        """Allocate a version if none was given, sign, publish."""
-        sent: NotifyResult | None = None  # a first try that may have published
-        allocate = version is None
-        for attempt in (1, 2):
-            try:
-                result = self._announce(path, draft, allocate=allocate, fresh=version is None)
-            except _Failover as failover:
-                if failover.result.outcome == "unknown":
-                    sent = failover.result
-                    if failover.result.notification is not None:
-                        # the same message again, under the version it may already carry
-                        draft, allocate = failover.result.notification, False
-                if attempt == 2:
-                    # not_sent only if neither try may have reached Redis
-                    return self._give_up(path, sent or failover.result)
-                self.retries += 1
-                log.info(
-                    "Redis at %s failed over (%s); finding the master and trying once more",
-                    redact_url(self.redis_url),
-                    printable(failover.result.reason),
-                )
-                self._rediscover()
-                continue
-            if sent is not None and result.outcome == "not_sent":
-                return self._unconfirmed(path, sent)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Allocate a version if none was given, sign, publish; once more after a failover
+        (``publisher/failover.py``)."""
+
+        def attempt(message: CheckpointNotification, allocate: bool) -> NotifyResult:
+            return self._announce(path, message, allocate=allocate, fresh=version is None)
+
+        return send_with_one_retry(
+            attempt,
+            draft,
+            allocate=version is None,
+            before_retry=self._before_retry,
+            report=lambda result: self._give_up(path, result),
+            where=redact_url(self.redis_url),
+        )
+
+    def _before_retry(self) -> None:
+        self.retries += 1
+        self._rediscover()
 
     def _announce(
         self, path: str, draft: CheckpointNotification, *, allocate: bool, fresh: bool
@@ -311,13 +281,13 @@ class CheckpointNotifier:
                 client.exists(self.keys.latest)
         except redis.ResponseError as exc:
             why = f"version_unavailable: {exc}"
-            if is_readonly(exc) or _failing_over(exc):
-                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            if is_readonly(exc) or failing_over(exc):
+                raise Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
             return self._not_sent(path, why, draft)
         except REDIS_ERRORS as exc:
             why = f"redis_unavailable: {type(exc).__name__}: {exc}"
-            if _failing_over(exc):
-                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            if failing_over(exc):
+                raise Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
             return self._not_sent(path, why, draft)
         message = draft.signed(self.secret) if self.secret else draft
         try:
@@ -336,18 +306,18 @@ class CheckpointNotifier:
                 ],
             )
         except redis.ResponseError as exc:
-            why = _script_error(exc, self.sharded)
-            if is_readonly(exc) or _failing_over(exc):
-                raise _Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
+            why = script_error(exc, self.sharded)
+            if is_readonly(exc) or failing_over(exc):
+                raise Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
             return self._not_sent(path, why, draft)
         except REDIS_ERRORS as exc:
             result = NotifyResult(
                 False, f"unconfirmed: {type(exc).__name__}: {exc}", message, outcome="unknown"
             )
-            if _failing_over(exc):
+            if failing_over(exc):
                 # The script is safe to run twice: the same version of the same checkpoint
                 # moves nothing, and a node judges a repeated message once.
-                raise _Failover(result) from None
+                raise Failover(result) from None
             return self._unconfirmed(path, result)
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "conflict":
@@ -373,30 +343,11 @@ class CheckpointNotifier:
         self, path: str, draft: CheckpointNotification, upload_to: str | None
     ) -> CheckpointNotification | NotifyResult:
         """Upload ``path`` (or store it as a blob); the notification naming it, or why not."""
-        if not os.path.isfile(path):
-            what = "upload" if upload_to is not None else "store in Redis"
-            why = f"missing_file: {path} does not exist on this machine: nothing to {what}"
-            return self._not_sent(path, why, draft)
-        if upload_to is not None:
-            sha256 = draft.sha256 or file_sha256(path)
-            try:
-                url = upload_checkpoint(path, upload_to, sha256)
-            except UploadFailed as exc:
-                return self._not_sent(path, f"upload_failed: {exc}", draft)
-            log.info("uploaded %s to %s", printable(path), printable(url))
-            return draft.model_copy(update={"model_path": url, "sha256": sha256})
-        try:
-            sha256 = store_blob(
-                self._blobs(), self.keys, path, max_bytes=self.blob_max_bytes, keep=self.blob_keep
-            )
-        except BlobTooLarge as exc:
-            return self._not_sent(path, f"too_large_for_blob: {exc}", draft)
-        except REDIS_ERRORS as exc:
-            return self._not_sent(path, f"redis_unavailable: {type(exc).__name__}: {exc}", draft)
-        if draft.sha256 is not None and draft.sha256 != sha256:
-            why = f"sha256_mismatch: {path} hashes to {sha256}, not {draft.sha256}"
-            return self._not_sent(path, why, draft)
-        return draft.model_copy(update={"model_path": f"{BLOB_SCHEME}:{sha256}", "sha256": sha256})
+        blobs = BlobStore(
+            self._blobs, self.keys, max_bytes=self.blob_max_bytes, keep=self.blob_keep
+        )
+        moved = travel(path, draft, upload_to, blobs)
+        return self._not_sent(path, moved, draft) if isinstance(moved, str) else moved
 
     def _blobs(self) -> RedisClient:
         """A client for blobs: a 64 MiB SET needs more than the 1 s of a notification."""
@@ -441,33 +392,10 @@ class CheckpointNotifier:
         return self._not_sent(path, result.reason, result.notification)
 
     def _unconfirmed(self, path: str, result: NotifyResult) -> NotifyResult:
-        assert result.notification is not None
-        log.warning(
-            "checkpoint %s version %d sent but not confirmed (%s at %s): it may still be published",
-            printable(path),
-            result.notification.version,
-            result.reason,
-            redact_url(self.redis_url),
-        )
-        return result
+        return unconfirmed(path, result, self.redis_url)
 
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
-        if is_url(path) or os.path.exists(path):
-            log.warning(
-                "checkpoint %s saved but not announced (%s at %s)",
-                printable(path),
-                why,
-                redact_url(self.redis_url),
-            )
-        else:
-            log.warning(
-                "checkpoint %s not announced (%s at %s); it does not exist on this machine "
-                "(it may still exist on the serving nodes)",
-                printable(path),
-                why,
-                redact_url(self.redis_url),
-            )
-        return NotifyResult(False, why, draft, outcome="not_sent")
+        return not_sent(path, why, draft, self.redis_url)
 
     def nodes(self) -> list[NodeEntry]:
         """Every entry of the node registry (Redis errors propagate)."""
@@ -496,34 +424,6 @@ class CheckpointNotifier:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _Failover(Exception):
-    """The master was lost (connection gone, ``READONLY``, a cluster slot moving): worth one
-    retry on the new master; ``result`` is what to return if that fails too."""
-
-    def __init__(self, result: NotifyResult) -> None:
-        super().__init__(result.reason)
-        self.result = result
-
-
-def _failing_over(exc: BaseException) -> bool:
-    """Errors of a master going away (not a timeout: a slow Redis is not retried)."""
-    if isinstance(exc, redis.TimeoutError):
-        return False
-    return isinstance(
-        exc, redis.ConnectionError | RedisClusterException | ClusterDownError | TryAgainError
-    )
-
-
-def _script_error(exc: redis.ResponseError, sharded: bool) -> str:
-    text = str(exc)
-    if sharded and "SPUBLISH" in text.upper():
-        return (
-            f"sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 (SPUBLISH); "
-            f"this server answered: {text}"
-        )
-    return f"script_error: {text}"
 
 
 def notify_checkpoint(
