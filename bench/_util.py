@@ -1,15 +1,19 @@
-"""Percentiles and plain-text tables for the benchmarks."""
+"""Checkpoints, percentiles and plain-text tables for the benchmarks.
+
+torch is imported only where a checkpoint is made: ``bench/load.py`` (a process started for
+every load run) imports this module and would otherwise pay ~2 s of torch import each time.
+"""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from common.checkpoint import SavedCheckpoint, save_checkpoint
-from common.policy import PolicyConfig, SACActor
+if TYPE_CHECKING:
+    from common.checkpoint import SavedCheckpoint
+    from common.policy import PolicyConfig
 
 
 def make_checkpoint(
@@ -17,6 +21,11 @@ def make_checkpoint(
 ) -> SavedCheckpoint:
     """A random actor saved as ``model_<version>.safetensors`` (what ``fks train`` writes; or
     ``name``) in ``root``."""
+    import torch
+
+    from common.checkpoint import save_checkpoint
+    from common.policy import SACActor
+
     torch.manual_seed(version)
     return save_checkpoint(
         root / (name or f"model_{version}.safetensors"), SACActor(config), version=version
