@@ -1,4 +1,5 @@
-"""Checkpoints, percentiles and plain-text tables for the benchmarks.
+"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, percentiles and
+plain-text tables.
 
 torch is imported only where a checkpoint is made: ``bench/load.py`` (a process started for
 every load run) imports this module and would otherwise pay ~2 s of torch import each time.
@@ -7,8 +8,13 @@ every load run) imports this module and would otherwise pay ~2 s of torch import
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +36,81 @@ def make_checkpoint(
     return save_checkpoint(
         root / (name or f"model_{version}.safetensors"), SACActor(config), version=version
     )
+
+
+class NodeFleet:
+    """``nodes`` serving processes (``bench/fanout_node.py``, named ``n0``…, ``extra`` argv
+    after the name) on one Redis and one model root, all started at once. ``with`` waits until
+    every one is subscribed and, at the end, closes their stdin and waits for them to exit.
+    Each swap a node reports is kept: :attr:`swaps` (version → the nodes' perf_counter
+    stamps) and :attr:`cpu_at` (pid → the node's CPU seconds at each of its swaps)."""
+
+    def __init__(self, redis_url: str, root: Path, nodes: int, *extra: str) -> None:
+        self.nodes = nodes
+        self.swaps: dict[int, list[float]] = {}
+        self.cpu_at: dict[int, list[float]] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Barrier(nodes + 1)
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.fanout_node", redis_url, str(root), f"n{i}", *extra],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(nodes)
+        ]
+        for proc in self.procs:
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                self._ready.wait()
+            elif line.startswith("swap"):
+                _, version, at, cpu = line.split()
+                with self._lock:
+                    self.swaps.setdefault(int(version), []).append(float(at))
+                    self.cpu_at.setdefault(proc.pid, []).append(float(cpu))
+
+    def wait_swapped(
+        self, version: int, timeout: float = 30.0, every: float = 0.001
+    ) -> list[float]:
+        """The nodes' swap stamps of ``version`` once every node swapped it, or what came
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(self.swaps.get(version, [])) < self.nodes and time.monotonic() < deadline:
+            time.sleep(every)
+        with self._lock:
+            return list(self.swaps.get(version, []))
+
+    def __enter__(self) -> NodeFleet:
+        try:
+            self._ready.wait(timeout=600)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:  # 32 nodes stopping at once on 2 shared cores can take a while
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:  # a node that will not exit is not our figure
+                proc.kill()
+                proc.wait(10)
 
 
 def pct(values: Sequence[float], q: float) -> float:
