@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, percentiles and
-plain-text tables.
+"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, best-of timing,
+percentiles and plain-text tables.
 
 torch is imported only where a checkpoint is made: ``bench/load.py`` (a process started for
 every load run) imports this module and would otherwise pay ~2 s of torch import each time.
@@ -12,10 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from common.checkpoint import SavedCheckpoint
@@ -111,6 +111,17 @@ class NodeFleet:
             except subprocess.TimeoutExpired:  # a node that will not exit is not our figure
                 proc.kill()
                 proc.wait(10)
+
+
+def best_us(run: Callable[[Any], object], arg: Any, n: int, rounds: int = 5) -> float:
+    """µs per call of ``run(arg)``: ``n`` calls a round, the best of ``rounds`` rounds."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            run(arg)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
 
 
 def pct(values: Sequence[float], q: float) -> float:
