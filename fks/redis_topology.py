@@ -13,14 +13,12 @@ TLS for the tests that need one.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,8 +26,9 @@ from typing import Any, Self
 import redis
 
 from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
+from fks.waiting import wait_until
 
-__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port", "wait_until"]
+__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port"]
 
 SERVICE = "mymaster"
 FAILOVER_TIMEOUT_MS = 1000  # sentinels start no new failover of a master for twice this
@@ -65,18 +64,6 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.kill()
         process.wait(10)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``predicate`` (Redis errors count as "not yet") until true; TimeoutError after
-    ``timeout`` seconds, saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if predicate():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout}s")
 
 
 class _Node(EmbeddedRedis):
@@ -214,17 +201,17 @@ class SentinelSet(_Topology):
 
     def failover(self) -> None:
         """A manual ``SENTINEL FAILOVER``: the old master stays up and is demoted."""
-        deadline = time.monotonic() + 20
-        while True:  # the last failover may still be ending, its replicas not yet seen: wait
+
+        def asked() -> bool:
             try:
                 _cmd(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SERVICE)
-                return
             except redis.ResponseError as exc:
-                if "INPROG" not in str(exc) and "NOGOODSLAVE" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                if "INPROG" in str(exc) or "NOGOODSLAVE" in str(exc):
+                    return False  # the last failover is still ending, its replicas not yet seen
+                raise
+            return True
+
+        wait_until(asked, 20, "the sentinels did not take a failover", retry_on=(), every=0.1)
 
     def wait_settled(self, timeout: float = 30.0) -> None:
         """Wait until every sentinel names the same master, none is failing over, they see
