@@ -7,14 +7,14 @@ every load run) imports this module and would otherwise pay ~2 s of torch import
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,12 +38,23 @@ def make_checkpoint(
     )
 
 
+@contextlib.contextmanager
+def node_fleet(redis_url: str, root: Path, nodes: int, *extra: str) -> Iterator[NodeFleet]:
+    """A :class:`NodeFleet`, once every node is subscribed; closed at the end."""
+    fleet = NodeFleet(redis_url, root, nodes, *extra)
+    try:
+        fleet.wait_ready()
+        yield fleet
+    finally:
+        fleet.close()
+
+
 class NodeFleet:
     """``nodes`` serving processes (``bench/fanout_node.py``, named ``n0``…, ``extra`` argv
-    after the name) on one Redis and one model root, all started at once. ``with`` waits until
-    every one is subscribed and, at the end, closes their stdin and waits for them to exit.
-    Each swap a node reports is kept: :attr:`swaps` (version → the nodes' perf_counter
-    stamps) and :attr:`cpu_at` (pid → the node's CPU seconds at each of its swaps)."""
+    after the name) on one Redis and one model root, all started at once (use
+    :func:`node_fleet`). Each swap a node reports is kept: :attr:`swaps` (version → the nodes'
+    perf_counter stamps) and :attr:`cpu_at` (pid → the node's CPU seconds at each of its
+    swaps)."""
 
     def __init__(self, redis_url: str, root: Path, nodes: int, *extra: str) -> None:
         self.nodes = nodes
@@ -74,6 +85,10 @@ class NodeFleet:
                     self.swaps.setdefault(int(version), []).append(float(at))
                     self.cpu_at.setdefault(proc.pid, []).append(float(cpu))
 
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Until every node said it is subscribed."""
+        self._ready.wait(timeout)
+
     def wait_swapped(
         self, version: int, timeout: float = 30.0, every: float = 0.001
     ) -> list[float]:
@@ -85,23 +100,8 @@ class NodeFleet:
         with self._lock:
             return list(self.swaps.get(version, []))
 
-    def __enter__(self) -> NodeFleet:
-        try:
-            self._ready.wait(timeout=600)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
+        """Close every node's stdin (its signal to stop) and wait for it to exit."""
         for proc in self.procs:
             assert proc.stdin is not None
             proc.stdin.close()

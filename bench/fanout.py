@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._util import NodeFleet, make_checkpoint, summary_ms, table
+from bench._util import make_checkpoint, node_fleet, summary_ms, table
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
@@ -27,7 +27,7 @@ def run(nodes: int, publications: int = 30, *, jit: bool = False) -> dict[str, f
         files = [make_checkpoint(incoming, 1, name=f"model_{i}.safetensors") for i in range(3)]
         lags = []
         with (
-            NodeFleet(server.url, root, nodes, "jit" if jit else "default") as fleet,
+            node_fleet(server.url, root, nodes, "jit" if jit else "default") as fleet,
             CheckpointNotifier(server.url) as notifier,
         ):
             for version in range(1, publications + 1):

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._util import NodeFleet, make_checkpoint, summary_ms, table
+from bench._util import make_checkpoint, node_fleet, summary_ms, table
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
@@ -35,7 +35,7 @@ def run(nodes: int, publications: int = 30) -> dict[str, dict[str, float]]:
         waited: list[float] = []
         waited_swap: list[float] = []
         with (
-            NodeFleet(server.url, root, nodes) as fleet,
+            node_fleet(server.url, root, nodes) as fleet,
             CheckpointNotifier(server.url) as notifier,
         ):
             while len(notifier.nodes()) < nodes:  # every node registered
