@@ -1,15 +1,25 @@
-"""Percentiles and plain-text tables for the benchmarks."""
+"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, best-of timing,
+percentiles and plain-text tables.
+
+torch is imported only where a checkpoint is made: ``bench/load.py`` (a process started for
+every load run) imports this module and would otherwise pay ~2 s of torch import each time.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from collections.abc import Sequence
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from common.checkpoint import SavedCheckpoint, save_checkpoint
-from common.policy import PolicyConfig, SACActor
+if TYPE_CHECKING:
+    from common.checkpoint import SavedCheckpoint
+    from common.policy import PolicyConfig
 
 
 def make_checkpoint(
@@ -17,10 +27,101 @@ def make_checkpoint(
 ) -> SavedCheckpoint:
     """A random actor saved as ``model_<version>.safetensors`` (what ``fks train`` writes; or
     ``name``) in ``root``."""
+    import torch
+
+    from common.checkpoint import save_checkpoint
+    from common.policy import SACActor
+
     torch.manual_seed(version)
     return save_checkpoint(
         root / (name or f"model_{version}.safetensors"), SACActor(config), version=version
     )
+
+
+@contextlib.contextmanager
+def node_fleet(redis_url: str, root: Path, nodes: int, *extra: str) -> Iterator[NodeFleet]:
+    """A :class:`NodeFleet`, once every node is subscribed; closed at the end."""
+    fleet = NodeFleet(redis_url, root, nodes, *extra)
+    try:
+        fleet.wait_ready()
+        yield fleet
+    finally:
+        fleet.close()
+
+
+class NodeFleet:
+    """``nodes`` serving processes (``bench/fanout_node.py``, named ``n0``…, ``extra`` argv
+    after the name) on one Redis and one model root, all started at once (use
+    :func:`node_fleet`). Each swap a node reports is kept: :attr:`swaps` (version → the nodes'
+    perf_counter stamps) and :attr:`cpu_at` (pid → the node's CPU seconds at each of its
+    swaps)."""
+
+    def __init__(self, redis_url: str, root: Path, nodes: int, *extra: str) -> None:
+        self.nodes = nodes
+        self.swaps: dict[int, list[float]] = {}
+        self.cpu_at: dict[int, list[float]] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Barrier(nodes + 1)
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.fanout_node", redis_url, str(root), f"n{i}", *extra],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(nodes)
+        ]
+        for proc in self.procs:
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                self._ready.wait()
+            elif line.startswith("swap"):
+                _, version, at, cpu = line.split()
+                with self._lock:
+                    self.swaps.setdefault(int(version), []).append(float(at))
+                    self.cpu_at.setdefault(proc.pid, []).append(float(cpu))
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Until every node said it is subscribed."""
+        self._ready.wait(timeout)
+
+    def wait_swapped(
+        self, version: int, timeout: float = 30.0, every: float = 0.001
+    ) -> list[float]:
+        """The nodes' swap stamps of ``version`` once every node swapped it, or what came
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(self.swaps.get(version, [])) < self.nodes and time.monotonic() < deadline:
+            time.sleep(every)
+        with self._lock:
+            return list(self.swaps.get(version, []))
+
+    def close(self) -> None:
+        """Close every node's stdin (its signal to stop) and wait for it to exit."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:  # 32 nodes stopping at once on 2 shared cores can take a while
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:  # a node that will not exit is not our figure
+                proc.kill()
+                proc.wait(10)
+
+
+def best_us(run: Callable[[Any], object], arg: Any, n: int, rounds: int = 5) -> float:
+    """µs per call of ``run(arg)``: ``n`` calls a round, the best of ``rounds`` rounds."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            run(arg)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench._util import summary_ms, table
+from bench._util import best_us, summary_ms, table
 from bench.swap_latency import publisher_process
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.dqn import DQN, DQNConfig
@@ -35,7 +35,6 @@ from common.policy import SACActor
 from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
 from subscriber import ServingNode
-from subscriber.inference import Runner
 from subscriber.loader import LoadOptions, prepare_checkpoint
 from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
@@ -46,16 +45,6 @@ MODELS: dict[str, tuple[str, nn.Module]] = {
     "dqn window 8, LSTM 128": ("dqn", DQN(DQNConfig(window=8, lstm_hidden=128))),
 }
 TARGET = 3.0
-
-
-def _best_us(runner: Runner, state: np.ndarray, n: int, rounds: int = 5) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            runner(state)
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-    return best
 
 
 def latency(n: int = 2000) -> list[list[object]]:
@@ -77,7 +66,7 @@ def latency(n: int = 2000) -> list[list[object]]:
             timings = {"eager": 0.0, "fast": 0.0}
             for _ in range(3):  # interleaved: both share the same moments of the machine
                 for name, prepared in (("eager", eager), ("fast", fast)):
-                    us = _best_us(prepared.runner, state, n // 3 or 1)
+                    us = best_us(prepared.runner, state, n // 3 or 1)
                     timings[name] = min(timings[name] or us, us)
             ratio = timings["eager"] / timings["fast"]
             error = f"{float(np.abs(fast.runner(probe) - eager.runner(probe)).max()):.1e}"

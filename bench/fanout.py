@@ -9,14 +9,11 @@ import argparse
 import itertools
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench._util import make_checkpoint, summary_ms, table
+from bench._util import make_checkpoint, node_fleet, summary_ms, table
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
@@ -28,65 +25,20 @@ def run(nodes: int, publications: int = 30, *, jit: bool = False) -> dict[str, f
         incoming = root / "incoming"
         incoming.mkdir()
         files = [make_checkpoint(incoming, 1, name=f"model_{i}.safetensors") for i in range(3)]
-        swaps: dict[int, list[float]] = {}
-        cpu_at: dict[int, list[float]] = {}  # per process: its CPU seconds at each swap
-        lock = threading.Lock()
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.fanout_node",
-                    server.url,
-                    str(root),
-                    f"n{i}",
-                    "jit" if jit else "default",
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for i in range(nodes)
-        ]
-        ready = threading.Barrier(nodes + 1)
-
-        def read(proc: subprocess.Popen[str]) -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("ready"):
-                    ready.wait()
-                elif line.startswith("swap"):
-                    _, version, at, cpu = line.split()
-                    with lock:
-                        swaps.setdefault(int(version), []).append(float(at))
-                        cpu_at.setdefault(proc.pid, []).append(float(cpu))
-
-        readers = [threading.Thread(target=read, args=(p,), daemon=True) for p in procs]
-        for reader in readers:
-            reader.start()
-        ready.wait(timeout=600)
         lags = []
-        with CheckpointNotifier(server.url) as notifier:
+        with (
+            node_fleet(server.url, root, nodes, "jit" if jit else "default") as fleet,
+            CheckpointNotifier(server.url) as notifier,
+        ):
             for version in range(1, publications + 1):
                 saved = files[version % 3]
                 start = time.perf_counter()
                 notifier.notify(saved.path, version=version, sha256=saved.sha256)
-                deadline = time.monotonic() + 30
-                while len(swaps.get(version, [])) < nodes and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                got = swaps.get(version, [])
+                got = fleet.wait_swapped(version)
                 if len(got) == nodes:
                     lags.append(max(got) - start)
                 time.sleep(0.05)
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.close()
-        for proc in procs:  # 32 nodes stopping at once on 2 shared cores can take a while
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        cpu_at = fleet.cpu_at
     result = summary_ms(lags)
     result["complete"] = float(len(lags))
     # CPU a node spends per publication (receive, verify, load, swap; idle pings included):

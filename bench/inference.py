@@ -17,23 +17,13 @@ import numpy as np
 import psutil
 import torch
 
-from bench._util import make_checkpoint, table
+from bench._util import best_us, make_checkpoint, table
 from common.checkpoint import build_policy, load_checkpoint
 from common.notification import CheckpointNotification
 from common.settings import Settings
 from subscriber import ModelHolder
 from subscriber.decider import Decider
 from subscriber.inference import EagerRunner, Runner, compile_runner
-
-
-def _best_us(runner: Runner, state: np.ndarray, n: int, rounds: int = 5) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            runner(state)
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-    return best
 
 
 def latency(n: int = 2000) -> list[list[object]]:
@@ -48,7 +38,7 @@ def latency(n: int = 2000) -> list[list[object]]:
     state = np.random.default_rng(0).standard_normal((1, 28)).astype(np.float32)
     probe = np.random.default_rng(1).standard_normal((256, 28)).astype(np.float32)
     reference = runners["eager (torch)"](probe)
-    timings = {name: _best_us(r, state, n) for name, r in runners.items()}
+    timings = {name: best_us(r, state, n) for name, r in runners.items()}
     eager = timings["eager (torch)"]
     return [
         [name, timings[name], eager / timings[name], float(np.abs(r(probe) - reference).max())]

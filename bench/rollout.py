@@ -12,14 +12,11 @@ Run: ``.venv/bin/python -m bench.rollout [--nodes 1 8 32] [--publications 30]``
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench._util import make_checkpoint, summary_ms, table
+from bench._util import make_checkpoint, node_fleet, summary_ms, table
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
@@ -34,36 +31,13 @@ def run(nodes: int, publications: int = 30) -> dict[str, dict[str, float]]:
         incoming = root / "incoming"
         incoming.mkdir()
         files = [make_checkpoint(incoming, 1, name=f"model_{i}.pt") for i in range(3)]
-        swaps: dict[int, list[float]] = {}
-        lock = threading.Lock()
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.fanout_node", server.url, str(root), f"n{i}"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for i in range(nodes)
-        ]
-        ready = threading.Barrier(nodes + 1)
-
-        def read(proc: subprocess.Popen[str]) -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("ready"):
-                    ready.wait()
-                elif line.startswith("swap"):
-                    _, version, at, _cpu = line.split()
-                    with lock:
-                        swaps.setdefault(int(version), []).append(float(at))
-
-        for proc in procs:
-            threading.Thread(target=read, args=(proc,), daemon=True).start()
-        ready.wait(timeout=600)
         plain: list[float] = []
         waited: list[float] = []
         waited_swap: list[float] = []
-        with CheckpointNotifier(server.url) as notifier:
+        with (
+            node_fleet(server.url, root, nodes) as fleet,
+            CheckpointNotifier(server.url) as notifier,
+        ):
             while len(notifier.nodes()) < nodes:  # every node registered
                 time.sleep(0.05)
             for version in range(1, 2 * publications + 1):
@@ -75,24 +49,12 @@ def run(nodes: int, publications: int = 30) -> dict[str, dict[str, float]]:
                     wait_for="all" if wait else None, timeout=30,
                 )  # fmt: skip
                 returned = time.perf_counter()
-                deadline = time.monotonic() + 30
-                while len(swaps.get(version, [])) < nodes and time.monotonic() < deadline:
-                    time.sleep(0.0005)
-                got = swaps.get(version, [])
+                got = fleet.wait_swapped(version, every=0.0005)
                 if len(got) == nodes:
                     (waited_swap if wait else plain).append(max(got) - start)
                 if wait and result.acks is not None and result.acks.ok:
                     waited.append(returned - start)
                 time.sleep(0.05)
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.close()
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:  # a node that will not exit is not our figure
-                proc.kill()
-                proc.wait()
     return {
         "plain": summary_ms(plain) | {"n": float(len(plain))},
         "waited": summary_ms(waited) | {"n": float(len(waited))},

@@ -15,11 +15,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from fks.waiting import wait_until
 
 __all__ = ["EmbeddedRedis", "RedisServerNotFound", "find_redis_server", "free_port"]
 
@@ -108,22 +109,21 @@ class EmbeddedRedis:
         log = open(self.workdir / "redis.log", "ab")  # handed to the child process
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
+        process = self.process
         probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+
+        def answered() -> bool:
+            if process.poll() is not None:
+                tail = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited at start:\n{tail}")
+            return bool(probe.ping())
+
         try:
-            while True:
-                if self.process.poll() is not None:
-                    tail = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server exited at start:\n{tail}")
-                try:
-                    if probe.ping():
-                        return self
-                except redis.RedisError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+            wait_until(answered, timeout, f"redis-server on port {self.port} did not answer",
+                       retry_on=(redis.RedisError,), every=0.02)  # fmt: skip
         finally:
             probe.close()
+        return self
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:

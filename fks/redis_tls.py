@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from fks.redis_server import EmbeddedRedis
-from fks.redis_topology import wait_until
+from fks.waiting import wait_until
 
 __all__ = ["TlsFiles", "TlsRedis", "write_tls_files"]
 

@@ -13,23 +13,22 @@ TLS for the tests that need one.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 
 from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
+from fks.waiting import wait_until
 
-__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port", "wait_until"]
+__all__ = ["ClusterSet", "SentinelSet", "free_cluster_port"]
 
 SERVICE = "mymaster"
 FAILOVER_TIMEOUT_MS = 1000  # sentinels start no new failover of a master for twice this
@@ -67,18 +66,6 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(10)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``predicate`` (Redis errors count as "not yet") until true; TimeoutError after
-    ``timeout`` seconds, saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if predicate():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout}s")
-
-
 class _Node(EmbeddedRedis):
     """A data node with extra arguments (replica-of, cluster mode)."""
 
@@ -104,14 +91,54 @@ class _Node(EmbeddedRedis):
         return self
 
 
-class SentinelSet:
+class _Topology:
+    """What the topologies share: a redis-server binary, a temporary directory for their
+    processes, the data nodes; ``with`` starts them and closes everything, even when the
+    start itself fails half-way."""
+
+    def __init__(self, prefix: str, binary: Path | None) -> None:
+        self.binary = binary or find_redis_server()
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        self.root = Path(self._tmp.name)
+        self.nodes: list[_Node] = []
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _start_node(self, name: str, extra: list[str], port: int | None = None) -> _Node:
+        """A data node in ``root/name``, kept in :attr:`nodes` (closed with the rest even if
+        its start fails), started and answering PING."""
+        node = _Node(self.binary, self.root / name, extra, port=port)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SentinelSet(_Topology):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels monitoring ``mymaster``."""
 
     def __init__(self, *, replicas: int = 2, sentinels: int = 3, binary: Path | None = None):
-        self.binary = binary or find_redis_server()
-        self._tmp = tempfile.TemporaryDirectory(prefix="fks-sentinel-")
-        self.root = Path(self._tmp.name)
-        self.nodes: list[_Node] = []
+        super().__init__("fks-sentinel-", binary)
         self.sentinel_ports: list[int] = []
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.n_replicas, self.n_sentinels = replicas, sentinels
@@ -123,15 +150,9 @@ class SentinelSet:
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
 
     def start(self) -> SentinelSet:
-        master = _Node(self.binary, self.root / "n0", [])
-        self.nodes.append(master)
-        master.start()
+        master = self._start_node("n0", [])
         for i in range(self.n_replicas):
-            replica = _Node(
-                self.binary, self.root / f"n{i + 1}", ["--replicaof", "127.0.0.1", str(master.port)]
-            )
-            self.nodes.append(replica)
-            replica.start()
+            self._start_node(f"n{i + 1}", ["--replicaof", "127.0.0.1", str(master.port)])
         for i in range(self.n_sentinels):
             self._start_sentinel(i, master.port)
         wait_until(lambda: self._sentinels_agree(master.port), 20, "sentinels did not see the set")
@@ -180,17 +201,17 @@ class SentinelSet:
 
     def failover(self) -> None:
         """A manual ``SENTINEL FAILOVER``: the old master stays up and is demoted."""
-        deadline = time.monotonic() + 20
-        while True:  # the last failover may still be ending, its replicas not yet seen: wait
+
+        def asked() -> bool:
             try:
                 _cmd(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SERVICE)
-                return
             except redis.ResponseError as exc:
-                if "INPROG" not in str(exc) and "NOGOODSLAVE" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                if "INPROG" in str(exc) or "NOGOODSLAVE" in str(exc):
+                    return False  # the last failover is still ending, its replicas not yet seen
+                raise
+            return True
+
+        wait_until(asked, 20, "the sentinels did not take a failover", retry_on=(), every=0.1)
 
     def wait_settled(self, timeout: float = 30.0) -> None:
         """Wait until every sentinel names the same master, none is failing over, they see
@@ -252,24 +273,7 @@ class SentinelSet:
     def close(self) -> None:
         for process in self.sentinels:
             _stop(process)
-        for node in self.nodes:
-            node.kill()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> SentinelSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
 
 def free_cluster_port() -> int:
@@ -290,18 +294,15 @@ def _free(port: int) -> bool:
     return True
 
 
-class ClusterSet:
+class ClusterSet(_Topology):
     """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each."""
 
     def __init__(self, *, masters: int = 3, replicas: int = 1, binary: Path | None = None):
-        self.binary = binary or find_redis_server()
+        super().__init__("fks-cluster-", binary)
         self.cli = self.binary.parent / "redis-cli"
         if not self.cli.exists():
             self.cli = Path(shutil.which("redis-cli") or "redis-cli")
-        self._tmp = tempfile.TemporaryDirectory(prefix="fks-cluster-")
-        self.root = Path(self._tmp.name)
         self.masters, self.replicas = masters, replicas
-        self.nodes: list[_Node] = []
 
     @property
     def url(self) -> str:
@@ -310,15 +311,12 @@ class ClusterSet:
 
     def start(self) -> ClusterSet:
         for i in range(self.masters * (1 + self.replicas)):
-            port = free_cluster_port()
-            node = _Node(
-                self.binary, self.root / f"c{i}",
+            self._start_node(
+                f"c{i}",
                 ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", "500", "--cluster-replica-validity-factor", "0"],
-                port=port,
+                port=free_cluster_port(),
             )  # fmt: skip
-            self.nodes.append(node)
-            node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
             [str(self.cli), "--cluster", "create", *addresses,
@@ -391,23 +389,3 @@ class ClusterSet:
         """Restart a killed node (its nodes.conf kept): it comes back as a replica."""
         node.start()
         wait_until(self._state_ok, timeout, "the cluster did not settle after a rejoin")
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.kill()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> ClusterSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

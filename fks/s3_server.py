@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from fks.redis_server import free_port
+from fks.waiting import wait_until
 
 __all__ = ["MotoServer", "find_moto_server"]
 
@@ -73,18 +73,19 @@ class MotoServer:
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.process.returncode}")
-            try:
-                httpx.get(self.endpoint + "/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise TimeoutError("moto_server did not answer in time") from None
-                time.sleep(0.05)
+        process = self.process
+
+        def answered() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {process.returncode}")
+            httpx.get(self.endpoint + "/moto-api/", timeout=1)
+            return True
+
+        try:
+            wait_until(answered, timeout, "moto_server did not answer", retry_on=(httpx.HTTPError,))
+        except TimeoutError:
+            self.kill()
+            raise
         return self
 
     def kill(self) -> None:

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
 from fks.redis_server import free_port
+from fks.waiting import wait_until
 
 __all__ = ["ServerProcess"]
 
@@ -51,19 +51,20 @@ class ServerProcess:
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode} at start")
-            try:
-                if httpx.get(self.url + "/sac/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError("server did not answer /sac/health in time")
-            time.sleep(0.05)
+        process = self.process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode} at start")
+            return httpx.get(self.url + "/sac/health", timeout=1).status_code == 200
+
+        try:
+            wait_until(healthy, timeout, "server did not answer /sac/health",
+                       retry_on=(httpx.HTTPError,))  # fmt: skip
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:

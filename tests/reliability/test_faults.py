@@ -7,6 +7,7 @@ Redis returned" is measured apart from the fallback.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +21,13 @@ from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
 from tests.helpers import wait_for, write_checkpoint
 from tests.reliability.harness import Clients, record, start_server, wait_version
+
+# CLIENT KILLs of the listener: 25 in make test (each one a reconnect and a catch-up that
+# must not miss the publication right after it); make reliability: 100.
+CLIENT_KILLS = int(os.environ.get("FKS_CLIENT_KILLS", "25"))
+# Seconds Redis stays SIGSTOPped: 4 in make test (past the ~1.5 s it takes to notice the hang,
+# and several 0.5 s reconnect attempts into a server that does not answer); make reliability: 10.
+SIGSTOP_SECONDS = float(os.environ.get("FKS_SIGSTOP_SECONDS", "4"))
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
@@ -83,7 +91,10 @@ def test_kill_9_and_restart_10_times(aof_redis: EmbeddedRedis, tmp_path: Path) -
     assert final == version and missed == []
 
 
-def test_client_kill_100_times(aof_redis: EmbeddedRedis, tmp_path: Path) -> None:
+def test_client_kill_repeatedly(aof_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    """``FKS_CLIENT_KILLS`` times (25; 100 in ``make reliability``): the listener's connection
+    is killed, a checkpoint published right after; each one is served, no request fails, and
+    one subscriber is left."""
     root, incoming = _setup(tmp_path)
     write_checkpoint(root, 1)
     server = start_server(aof_redis.url, root, tmp_path / "server.log")
@@ -96,7 +107,7 @@ def test_client_kill_100_times(aof_redis: EmbeddedRedis, tmp_path: Path) -> None
             Clients(server.url, n=8, pause=0.002) as clients,
             CheckpointNotifier(aof_redis.url) as pub,
         ):
-            for i in range(100):
+            for i in range(CLIENT_KILLS):
                 assert admin.client_kill_filter(_type="pubsub") >= 1
                 version += 1
                 killed = time.monotonic()
@@ -110,7 +121,7 @@ def test_client_kill_100_times(aof_redis: EmbeddedRedis, tmp_path: Path) -> None
         admin.close()
         server.stop()
     record(
-        "fault: CLIENT KILL of the listener x100",
+        f"fault: CLIENT KILL of the listener x{CLIENT_KILLS}",
         requests=len(clients.responses), failed=len(clients.failures()) + len(clients.errors),
         served_after_kill_and_publish=_ms(caught), final_version=final, newest=version,
         subscribers_after=subscribers,
@@ -119,7 +130,10 @@ def test_client_kill_100_times(aof_redis: EmbeddedRedis, tmp_path: Path) -> None
     assert final == version and subscribers == 1
 
 
-def test_sigstop_for_10_seconds(aof_redis: EmbeddedRedis, tmp_path: Path) -> None:
+def test_sigstop_then_sigcont(aof_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    """Redis SIGSTOPped for ``FKS_SIGSTOP_SECONDS`` (4; 10 in ``make reliability``), then
+    SIGCONT: the fallback serves the newer file meanwhile, the node catches up after, no
+    request fails."""
     root, incoming = _setup(tmp_path)
     write_checkpoint(root, 1)
     server = start_server(aof_redis.url, root, tmp_path / "server.log")
@@ -131,7 +145,7 @@ def test_sigstop_for_10_seconds(aof_redis: EmbeddedRedis, tmp_path: Path) -> Non
             try:
                 write_checkpoint(root, 2)
                 fallback = wait_version(clients, 2, stopped, timeout=10)
-                time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+                time.sleep(max(0.0, SIGSTOP_SECONDS - (time.monotonic() - stopped)))
             finally:
                 aof_redis.resume()
             resumed = time.monotonic()
@@ -142,7 +156,7 @@ def test_sigstop_for_10_seconds(aof_redis: EmbeddedRedis, tmp_path: Path) -> Non
     finally:
         server.stop()
     record(
-        "fault: redis SIGSTOP 10 s",
+        f"fault: redis SIGSTOP {SIGSTOP_SECONDS:g} s",
         requests=len(clients.responses), failed=len(clients.failures()) + len(clients.errors),
         fallback_serves_newer_ms=fallback * 1e3, caught_up_after_sigcont_ms=catch_up * 1e3,
         final_version=final,
