@@ -11,6 +11,7 @@ from pathlib import Path
 
 from common.settings import Settings
 from subscriber import ServingNode
+from subscriber.heap import freeze_startup_heap
 from subscriber.snapshot import ServedModel
 
 
@@ -27,6 +28,8 @@ def main() -> None:
         )
 
     node.holder.on_swap(on_swap)
+    if node.settings.gc_freeze:  # as a server's startup does (subscriber/app.py)
+        node.metrics.gc_frozen.set(freeze_startup_heap())
     node.start()
     while not node.listener.connected:
         time.sleep(0.01)

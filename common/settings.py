@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(4096, ge=1, validation_alias=_env("FKS_MAX_BATCH_ROWS"))
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
     torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
+    gc_freeze: bool = Field(True, validation_alias=_env("FKS_GC_FREEZE"))
     # Bounds on what a node believes (hostile input, issue 12):
     max_checkpoint_bytes: int = Field(
         1 << 30, ge=1, validation_alias=_env("FKS_MAX_CHECKPOINT_BYTES")

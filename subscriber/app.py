@@ -50,9 +50,12 @@ def sac_lifespan(settings: Settings | None = None) -> Lifespan:
         app.state.fks_node = None
         node = None
         try:
+            from subscriber.heap import freeze_startup_heap
             from subscriber.node import ServingNode  # torch is imported here, not before
 
             node = ServingNode(cfg)
+            if cfg.gc_freeze:  # torch and the app are imported, no model is loaded yet
+                node.metrics.gc_frozen.set(freeze_startup_heap())
             await run_in_threadpool(node.start)
             app.state.fks_node = node
         except Exception as exc:  # noqa: BLE001 - the server starts whatever happens

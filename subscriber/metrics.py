@@ -106,6 +106,11 @@ class Metrics:
             ["node", "pid"],
             registry=r,
         )
+        self.gc_frozen = Gauge(
+            "fks_gc_frozen_objects",
+            "Objects moved out of the collector's full passes at startup (0: FKS_GC_FREEZE=false)",
+            registry=r,
+        )
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")
         self.batch_latency = self.request_latency.labels("batch")
