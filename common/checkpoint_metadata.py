@@ -35,6 +35,7 @@ from pathlib import Path
 from common.checkpoint_fields import SAC_ACTOR, CheckpointContents, CheckpointHeader
 from common.errors import CheckpointLoadError
 from common.policy import config_from_shapes
+from common.textsafe import holds_lone_surrogate
 
 __all__ = ["FORMAT_TAG", "FORMAT_VERSION", "metadata_of", "read_metadata", "strict_json"]
 
@@ -108,11 +109,16 @@ def read_metadata(
 
 def strict_json(text: str | bytes) -> object:
     """``json.loads`` that refuses what a lenient reader would guess at: duplicate keys,
-    ``NaN``/``Infinity``; ``ValueError`` on anything it refuses (deep nesting included)."""
+    ``NaN``/``Infinity``, a lone UTF-16 surrogate escape (``"\\ud800"``: Python reads it,
+    the safetensors Rust parser does not, and it cannot be encoded); ``ValueError`` on
+    anything it refuses (deep nesting included)."""
     try:
-        return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+        parsed = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if holds_lone_surrogate(parsed):
+        raise ValueError("a string holds a lone UTF-16 surrogate escape")
+    return parsed
 
 
 def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -9,9 +9,9 @@ same bytes), never through pickle. ``safetensors`` (Hugging Face's Rust parser,
 fits the buffer and is at most 100 MB, that it is UTF-8 JSON naming known dtypes, and that
 the offsets, sorted, tile the data exactly: from 0, no gap, no overlap, each
 ``end - begin == numel * itemsize`` (overflow checked), the last one at the end of the
-buffer. It does not refuse a duplicate name (the last
-one wins), a field it does not know, integer or bool tensors, a zero-size tensor of enormous
-declared shape, NaN, or metadata of any content. So this module reads the header itself first
+buffer. It does not refuse a duplicate name (the last one wins), a field it does not know,
+integer or bool tensors, a zero-size tensor of enormous declared shape, NaN, or metadata of
+any content. So this module reads the header itself first
 and refuses, in order:
 
 1. under 8 bytes, or a header running past the file (``truncated``); a header longer than
@@ -152,9 +152,7 @@ def _header(target: Path, raw: Buffer) -> dict[str, object]:
     try:
         if not raw.startswith(b"{"):
             raise ValueError("it does not open with '{'")
-        parsed = strict_json(raw.decode("utf-8"))
-        # a lone surrogate escape ("\\ud800") is valid JSON to Python, not UTF-8 text
-        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        parsed = strict_json(raw.decode("utf-8"))  # a lone surrogate escape included
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise _bad_header(target, f"the header is not a JSON object: {str(exc)[:120]}") from None
     if not isinstance(parsed, dict):

@@ -29,6 +29,7 @@ from pydantic import (
 from common.errors import InvalidNotification
 from common.keys import NODE_ID_PATTERN
 from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
+from common.textsafe import holds_lone_surrogate
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -204,26 +205,10 @@ def _reject_constant(name: str) -> None:
 def _reject_lone_surrogates(obj: object) -> None:
     """JSON may escape half of a UTF-16 pair (``"\\ud800"``); such a string cannot be
     encoded, signed, logged or used as a path, so the message is refused here."""
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            strings = [item]
-        elif isinstance(item, dict):
-            strings = [k for k in item if isinstance(k, str)]
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-            continue
-        else:
-            continue
-        for text in strings:
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidNotification(
-                    "message holds a lone UTF-16 surrogate escape", reason="bad_unicode"
-                ) from None
+    if holds_lone_surrogate(obj):
+        raise InvalidNotification(
+            "message holds a lone UTF-16 surrogate escape", reason="bad_unicode"
+        )
 
 
 def _describe(exc: ValidationError) -> str:

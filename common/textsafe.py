@@ -1,4 +1,5 @@
-"""Untrusted text made safe for one log line: :func:`printable`.
+"""Untrusted text made safe for one log line: :func:`printable`; and
+:func:`holds_lone_surrogate`, for text parsed from JSON that cannot be encoded at all.
 
 A value that came from a request or a message (a path, a field, a reason) must never forge a
 log line: a newline in it would start a line of the attacker's choosing, an ESC sequence
@@ -10,7 +11,7 @@ would, escapes the backslash so that an escape is never ambiguous, and cuts long
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+__all__ = ["holds_lone_surrogate", "printable"]
 
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -43,3 +44,29 @@ def _escape(char: str) -> str:
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def holds_lone_surrogate(value: object) -> bool:
+    """Whether ``value`` (parsed JSON: strings, dict keys and values, lists) holds a string
+    with half of a UTF-16 pair. JSON may escape one (``"\\ud800"``) and Python's reader
+    accepts it, but such a string cannot be encoded as UTF-8, so it cannot be signed,
+    logged, compared with a file's bytes or used as a path."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings = [item]
+        elif isinstance(item, dict):
+            strings = [k for k in item if isinstance(k, str)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False

@@ -153,6 +153,17 @@ def lone_surrogate(p: Parts) -> None:
     p.header["__metadata__"]["model_name"] = "\ud800"
 
 
+def lone_surrogate_in_user_metadata(p: Parts) -> None:
+    """Escaped twice: the header is plain text, the JSON inside one of its values is not."""
+    p.header["__metadata__"]["metadata"] = '{"note": "\\ud800"}'
+
+
+def lone_surrogate_in_config(p: Parts) -> None:
+    p.header["__metadata__"]["config"] = p.header["__metadata__"]["config"].replace(
+        '"hidden"', '"\\udfffhidden"'
+    )
+
+
 def lone_surrogate_name(p: Parts) -> None:
     """The same in a tensor's name."""
     p.header["mean.\udfff"] = p.header.pop("mean.bias")
@@ -185,6 +196,8 @@ CASES: dict[str, tuple[Edit, str]] = {
     "a renamed tensor": (renamed_tensor, "shape_mismatch"),
     "a lone surrogate in the metadata": (lone_surrogate, "bad_header"),
     "a lone surrogate in a tensor name": (lone_surrogate_name, "bad_header"),
+    "a lone surrogate in the user metadata": (lone_surrogate_in_user_metadata, "bad_metadata"),
+    "a lone surrogate in the config": (lone_surrogate_in_config, "bad_config"),
 }
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from common.textsafe import printable
+from common.textsafe import holds_lone_surrogate, printable
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,17 @@ def test_other_objects_are_shown_by_str() -> None:
     assert printable(b"a\nb") == "b'a\\\\nb'"
     assert printable(ValueError("bad\nthing")) == "bad\\nthing"
     assert printable(42) == "42"
+
+
+@pytest.mark.parametrize(
+    ("value", "holds"),
+    [
+        ("plain", False),
+        ("a pair \U0001f600", False),
+        ({"k": ["x", {"deep": "\ud800"}]}, True),
+        ({"\udfff": 1}, True),
+        ([1, 2.0, None, True], False),
+    ],
+)
+def test_holds_lone_surrogate_looks_at_every_string_and_key(value: object, holds: bool) -> None:
+    assert holds_lone_surrogate(value) is holds
