@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from common.checkpoint import file_sha256
 from common.keys import RedisKeys
@@ -25,17 +26,15 @@ __all__ = ["BlobStore", "travel"]
 log = logging.getLogger("publisher.notifier")
 
 
+@dataclass(frozen=True, slots=True)
 class BlobStore:
     """Where ``transport="redis"`` puts a checkpoint: a client (built when first needed:
     a 64 MiB SET needs longer timeouts than a notification), the keys, the bounds."""
 
-    def __init__(
-        self, client: Callable[[], RedisClient], keys: RedisKeys, *, max_bytes: int, keep: int
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self.max_bytes = max_bytes
-        self.keep = keep
+    client: Callable[[], RedisClient]
+    keys: RedisKeys
+    max_bytes: int
+    keep: int
 
 
 def travel(
