@@ -213,36 +213,82 @@ class SentinelSet(_Topology):
 
         wait_until(asked, 20, "the sentinels did not take a failover", retry_on=(), every=0.1)
 
-    def wait_settled(self, timeout: float = 30.0) -> None:
-        """Wait until every sentinel names the same master, none is failing over, they see
-        every replica in sync, and a new failover may start (twice the failover timeout
-        after the last one began)."""
+    def wait_settled(self, timeout: float = 60.0) -> None:
+        """Wait until every sentinel names the same master and none is failing over, every
+        other running node says (ROLE) it is an in-sync replica of that master, every sentinel
+        reaches every replica and holds at least one it would promote; then until a new
+        failover may start (twice the failover timeout after the last one began).
 
-        def settled() -> bool:
+        A sentinel's own ``master-link-status`` of a replica is refreshed by an INFO every
+        10 s (Redis 6.2), so a replica that rejoined shows ``err`` there for up to ~20 s
+        after it is in sync; the replicas' ROLE is what is true now. A failover that times out
+        is tried again in a new epoch (with ``down-after-milliseconds`` 500 a loaded machine
+        does that) and may promote another replica, leaving the first one a master of nothing:
+        it is made a replica of the named master here, as an operator would (the sentinels do
+        the same ~10 s later)."""
+        seen = ["nothing yet"]  # what the last look found unsettled, for the timeout's message
+
+        def unsettled() -> str | None:
             states = [
                 _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
             ]
-            ports = {s["port"] for s in states}
-            busy = any("failover_in_progress" in s["flags"] for s in states)
-            if len(ports) != 1 or busy or _role(int(ports.pop()))[0] != "master":
-                return False
-            replicas = _cmd(self.sentinel_ports[0], "SENTINEL", "REPLICAS", SERVICE)
-            good = [
-                r for r in map(_text_dict, replicas)
-                if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
-            ]  # fmt: skip
-            return len(good) >= self.n_replicas
+            ports = {int(s["port"]) for s in states}
+            busy = [s["flags"] for s in states if "failover_in_progress" in s["flags"]]
+            if len(ports) != 1 or busy:
+                return f"masters named {sorted(ports)}, failing over: {busy}"
+            master = ports.pop()
+            if (role := _role(master))[0] != "master":
+                return f"the named master {master} says ROLE {role}"
+            for node in self.nodes:
+                running = node.process is not None and node.process.poll() is None
+                if node.port == master or not running:
+                    continue
+                role = _role(node.port)
+                if role[0] == "master":  # promoted by a failover that a later one superseded
+                    _cmd(node.port, "REPLICAOF", "127.0.0.1", str(master))
+                    return f"port {node.port} was a master beside {master}: made its replica"
+                if role[:2] != ("slave", "127.0.0.1") or int(role[2]) != master:
+                    return f"port {node.port} says ROLE {role}, not a replica of {master}"
+                if role[3] != "connected":
+                    return f"port {node.port} is not in sync with {master}: {role[3]}"
+            for port in self.sentinel_ports:
+                replicas = [_text_dict(r) for r in _cmd(port, "SENTINEL", "REPLICAS", SERVICE)]
+                up = [r for r in replicas if r.get("flags") == "slave"]
+                usable = [r for r in up if r.get("master-link-status") == "ok"]
+                if len(up) < self.n_replicas or not usable:
+                    return f"sentinel {port} sees replicas " + ", ".join(
+                        f"{r.get('port')}: {r.get('flags')}/{r.get('master-link-status')}"
+                        for r in replicas
+                    )
+            return None
 
-        wait_until(settled, timeout, "the sentinels did not settle")
+        def settled() -> bool:
+            why = unsettled()
+            seen[0] = why or "settled"
+            return why is None
+
+        try:
+            wait_until(settled, timeout, "the sentinels did not settle")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last seen: {seen[0]}") from None
         if self._failed_over_at is not None:
             left = self._failed_over_at + 2 * FAILOVER_TIMEOUT_MS / 1000 + 0.2 - time.monotonic()
             time.sleep(max(0.0, left))
 
     def wait_new_master(self, old_port: int, timeout: float = 20.0) -> int:
-        """Wait until the sentinels name a master other than ``old_port`` that takes writes."""
+        """Wait until every sentinel names the same master, other than ``old_port``, none is
+        still failing over, and that master takes writes. (Sentinel 0 alone can name a master
+        that a failover still in flight replaces: a failover that times out is tried again, in
+        a new epoch, and may promote another replica.)"""
 
         def promoted() -> bool:
-            port = self.master_port()
+            states = [
+                _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
+            ]
+            ports = {int(s["port"]) for s in states}
+            if len(ports) != 1 or any("failover_in_progress" in s["flags"] for s in states):
+                return False
+            port = ports.pop()
             return port != old_port and _role(port)[0] == "master"
 
         wait_until(promoted, timeout, f"no master other than port {old_port} was promoted")
