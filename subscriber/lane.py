@@ -58,8 +58,15 @@ class _Worker:
     def _run(self) -> None:
         if self._init is not None:
             self._init()
-        while (job := self.jobs.get()) is not None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
             job()
+            # The result is the caller's now. Kept here, it would be freed when the next job
+            # (or the stop) arrives: at exit, while the interpreter finalises, and freeing a
+            # torch tensor there ends this thread inside C++ code (std::terminate, SIGABRT).
+            del job
 
 
 class LoadLane:
@@ -123,9 +130,15 @@ class LoadLane:
             raise job.error
         return job.value  # type: ignore[return-value]
 
-    def close(self) -> None:
-        """Let the worker thread end (it is a daemon: this is only tidiness)."""
+    def close(self, timeout: float = 5.0) -> None:
+        """End the worker thread and wait up to ``timeout`` seconds for it (a stuck load is
+        left to the daemon thread). A worker still running when the process exits would
+        run into the interpreter's finalisation: a thread that touches a torch tensor then
+        aborts the whole process (SIGABRT, "terminate called without an active
+        exception"), which a supervisor reads as a crash."""
         with self._slot:
-            if self._worker is not None:
-                self._worker.jobs.put(None)
-                self._worker = None
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                worker.jobs.put(None)
+        if worker is not None and worker.thread is not threading.current_thread():
+            worker.thread.join(timeout)
