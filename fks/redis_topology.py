@@ -60,6 +60,14 @@ def _role(port: int) -> tuple[str, ...]:
     return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in _cmd(port, "ROLE")[:4])
 
 
+def _agreed_master(states: list[dict[str, str]]) -> int | None:
+    """The master's port if every sentinel names the same one and none is failing over."""
+    ports = {int(s["port"]) for s in states}
+    if len(ports) != 1 or any("failover_in_progress" in s["flags"] for s in states):
+        return None
+    return ports.pop()
+
+
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.kill()
@@ -177,9 +185,12 @@ class SentinelSet(_Topology):
         self.sentinel_ports.append(port)
         self.sentinels.append(process)
 
+    def _master_states(self) -> list[dict[str, str]]:
+        """What each sentinel says of the master (``SENTINEL MASTER``)."""
+        return [_text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports]
+
     def _sentinels_agree(self, master_port: int) -> bool:
-        for port in self.sentinel_ports:
-            state = _text_dict(_cmd(port, "SENTINEL", "MASTER", SERVICE))
+        for state in self._master_states():
             if int(state["port"]) != master_port or int(state["num-slaves"]) < self.n_replicas:
                 return False
             if int(state["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
@@ -229,14 +240,11 @@ class SentinelSet(_Topology):
         seen = ["nothing yet"]  # what the last look found unsettled, for the timeout's message
 
         def unsettled() -> str | None:
-            states = [
-                _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
-            ]
-            ports = {int(s["port"]) for s in states}
-            busy = [s["flags"] for s in states if "failover_in_progress" in s["flags"]]
-            if len(ports) != 1 or busy:
-                return f"masters named {sorted(ports)}, failing over: {busy}"
-            master = ports.pop()
+            states = self._master_states()
+            if (master := _agreed_master(states)) is None:
+                ports = sorted({s["port"] for s in states})
+                busy = [s["flags"] for s in states if "failover_in_progress" in s["flags"]]
+                return f"masters named {ports}, failing over: {busy}"
             if (role := _role(master))[0] != "master":
                 return f"the named master {master} says ROLE {role}"
             for node in self.nodes:
@@ -282,14 +290,8 @@ class SentinelSet(_Topology):
         a new epoch, and may promote another replica.)"""
 
         def promoted() -> bool:
-            states = [
-                _text_dict(_cmd(p, "SENTINEL", "MASTER", SERVICE)) for p in self.sentinel_ports
-            ]
-            ports = {int(s["port"]) for s in states}
-            if len(ports) != 1 or any("failover_in_progress" in s["flags"] for s in states):
-                return False
-            port = ports.pop()
-            return port != old_port and _role(port)[0] == "master"
+            port = _agreed_master(self._master_states())
+            return port is not None and port != old_port and _role(port)[0] == "master"
 
         wait_until(promoted, timeout, f"no master other than port {old_port} was promoted")
         self._failed_over_at = time.monotonic()
