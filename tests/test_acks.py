@@ -307,6 +307,10 @@ def test_with_a_secret_only_signed_acks_count(
     assert result.acks is not None and result.acks.ok, result.acks
     (ack,) = result.acks.acks
     assert (ack.outcome, ack.reason) == ("applied", "swapped") and ack.signature is not None
-    signed = [raw for raw in tap.raw if b'"reason":"swapped"' in raw]
-    assert signed and Ack.parse(signed[0], secret="s3cret") is not None
+
+    def signed() -> list[bytes]:  # the tap reads on its own thread, behind the flood
+        return [raw for raw in tap.raw if b'"reason":"swapped"' in raw]
+
+    wait_for(signed, timeout=10)
+    assert Ack.parse(signed()[0], secret="s3cret") is not None
     assert Ack.parse(forged.to_json(), secret="s3cret") is None
