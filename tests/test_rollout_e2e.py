@@ -209,6 +209,8 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
     """Canaries r1 and r2; r2 is killed (SIGKILL) during the soak: it is reported silent, the
     rollout does not promote, r1 is forced back, r3 never serves the checkpoint."""
     saved = write_checkpoint(fleet.incoming, 8)
+    acks = fleet.client.pubsub()  # type: ignore[no-untyped-call]
+    acks.subscribe(KEYS.acks)
     codes: list[int] = []
     run = threading.Thread(
         target=lambda: codes.append(
@@ -218,7 +220,20 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
         )
     )
     run.start()
-    wait_for(lambda: fleet.registry_version("r2") == 8, timeout=15)
+    # The soak starts once both canaries have acked; a node rewrites its registry entry just
+    # before it publishes its ack, so waiting on the registry alone could kill r2 in between
+    # (then it is "silent" at the ack stage, not during the soak).
+    seen: list[tuple[object, object]] = []
+
+    def r2_acked() -> bool:
+        message = acks.get_message(timeout=0.05)
+        if message is not None and message["type"] == "message":
+            ack = json.loads(message["data"])
+            seen.append((ack.get("node"), ack.get("version")))
+        return ("r2", 8) in seen
+
+    wait_for(r2_acked, timeout=15)
+    acks.close()
     victim = fleet.servers["r2"].process
     assert victim is not None
     victim.send_signal(signal.SIGKILL)
