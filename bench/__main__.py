@@ -145,8 +145,6 @@ def run(quick: bool, plots: Path) -> list[Section]:
                 ["control (no load) storm p99 / seed tier 1 storm p99",
                  st.ratio(storm.CONTROL, storm.SEED1), "the floor of the first"],
                 ["ours storm p99 / seed tier 2 storm p99", st.ratio(storm.OURS, storm.SEED2), ""],
-                ["control + the load in a nice-19 process: storm p99 / quiet p99",
-                 st.ratio(storm.HELPER, storm.HELPER, quiet=True), "a design probe"],
             ],
         ),
         "",
@@ -161,7 +159,6 @@ def run(quick: bool, plots: Path) -> list[Section]:
         *storm_text(st),
     ]  # fmt: skip
     control_quiet = st.ratio(storm.CONTROL, storm.CONTROL, quiet=True)
-    helper_quiet = st.ratio(storm.HELPER, storm.HELPER, quiet=True)
     control_seed = st.ratio(storm.CONTROL, storm.SEED1)
     for name in (storm.OURS, storm.OURS_JIT):
         ratio = st.ratio(name, name, quiet=True)
@@ -169,8 +166,7 @@ def run(quick: bool, plots: Path) -> list[Section]:
             verdict(
                 ratio <= 1.1,
                 f"{name}: storm p99 / quiet p99 = {ratio:.2f} ≤ 1.1 (floor measured beside "
-                f"it, the control that loads nothing: {control_quiet:.2f}; the same loads in "
-                f"a nice-19 helper process: {helper_quiet:.2f})",
+                f"it, the control that loads nothing: {control_quiet:.2f})",
             )
         )
     for ours_name, seed_name in ((storm.OURS, storm.SEED1), (storm.OURS_JIT, storm.SEED1_JIT)):

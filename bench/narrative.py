@@ -49,7 +49,6 @@ def storm_text(st: Storm) -> list[str]:
     quiet_vs_seed = _median_ratio(ours.quiet, seed.quiet)
     floor = st.ratio(storm.CONTROL, storm.SEED1)
     control_ratio = st.ratio(storm.CONTROL, storm.CONTROL, quiet=True)
-    helper = st.ratio(storm.HELPER, storm.HELPER, quiet=True)
     ours_ratio = st.ratio(storm.OURS, storm.OURS, quiet=True)
     return [
         "**The baseline changed.** Until this run `bench/baseline_app.py` was a plain `def` "
@@ -70,14 +69,29 @@ def storm_text(st: Storm) -> list[str]:
         "by making the load cheaper; what the load still costs is the difference between the "
         "first row and the control row.",
         "",
-        f"**Where the load's cost lands.** The row '{storm.HELPER}' is the control plus every "
-        "saved checkpoint verified and loaded in full by a separate process at nice 19 "
-        f"(`bench/storm_loader.py`): storm/quiet {helper:.2f}, against {control_ratio:.2f} for "
-        f"the control and {ours_ratio:.2f} for ours, whose load lane runs the same work in the "
-        "server process at the server's priority. The same CPU spent in a low-priority "
-        "process costs the requests' tail little; spent on the server's lane, it does. That "
-        "design (the lane's verify-and-load in a helper process, the arrays handed back) is "
-        "not built: this row only measures what it could gain.",
+        f"**What the load costs beyond the control.** In this run ours sits "
+        f"{ours_ratio - control_ratio:+.2f} above the control's storm/quiet ratio. That gap is "
+        "the load and the swap: the control's notices are judged and acked like "
+        "ours, but nothing is read, installed or recorded in `:latest`. An earlier row here, "
+        "'control + the load in a nice-19 process', loaded every checkpoint in a separate "
+        "low-priority process and cost about what the control costs (1.18 vs 1.20 on "
+        "2026-11-23); it suggested moving the lane's verify-and-load out of the server. "
+        "That was built and measured (branch `experiment/load-process`: a nice-19 child runs "
+        "every check, the node receives the verified tensors, then the same in a sealed "
+        "memfd with no copy): storm/quiet 1.52, 1.37 and 1.39 in three `python -m "
+        "bench.storm` runs, against 1.46, 1.42 and 1.52 for ours and 1.42, 1.38, 1.29 for "
+        "ours with JIT (the same load) in the same runs: no gain outside the spread. The "
+        "probe left out what the node still does per swap: receiving and unpacking the "
+        "tensors, the runner and its check, the install, the `:latest` record; the node "
+        "still spent ~1.1 ms of CPU per load (against ~1.9 ms in-process) at the event "
+        "loop's priority. The row was dropped: it measured less than what it stood for.",
+        "",
+        "Which threads hold the GIL per publication (`py-spy record --gil --threads -r 1000`, "
+        "a node with no requests, 20 publications/s, 2026-11-23; py-spy's pauses inflate "
+        "every figure alike): swaps, applier 1.6 ms (the `:latest` record 0.4, the install "
+        "0.4), acker 1.5 ms (the registry entry and the ack, two round trips), load lane "
+        "0.5 ms, listener 0.3 ms; stale notices (the control), acker 1.35, applier 0.7, lane "
+        "0.2, listener 0.3. The load is not the largest holder; the acker is, in both.",
     ]
 
 

@@ -6,9 +6,6 @@ Servers, each one uvicorn worker, 16 ``wrk`` connections:
 - ours (push), default configuration and ``STAT_PAIR_RL_JIT=true`` (two instances);
 - ours with stale notices: the same saves and announcements, each with an old version, so
   everything runs but the load (the control: the floor of our storm);
-- the design probe: the control, plus each saved checkpoint verified and loaded by a helper
-  process at nice 19 (``bench/storm_loader.py``): what the storm would cost if the load ran
-  in a low-priority process of its own instead of on the server's load lane;
 - the seed design, tier 1 (one ``os.stat`` per request; reload inline), both configurations;
 - the seed design, tier 2 (glob + stat of a directory of 30 dated files per request).
 
@@ -27,8 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,7 +41,6 @@ from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 
 OURS, OURS_JIT, CONTROL = "ours (push)", "ours (push), JIT", "ours, stale notices (control)"
-HELPER = "control + the load in a nice-19 process"
 SEED1, SEED1_JIT = "seed design, tier 1 (one stat)", "seed design, tier 1, JIT"
 SEED2 = "seed design, tier 2 (30 files)"
 HEADERS = ["server", "quiet p50 ms", "quiet p99 ms", "storm p50 ms", "storm p99 ms",
@@ -100,17 +94,13 @@ class Trainer:
         directory: Path,
         *,
         stale: bool = False,
-        then: Callable[[Path], None] | None = None,
     ) -> Callable[[], None]:
-        """Ours: save under one of 30 names, announce it (or, stale, with version 1); then
-        hand its path to ``then``, if given."""
+        """Ours: save under one of 30 names, announce it (or, stale, with version 1)."""
         directory.mkdir(exist_ok=True)
 
         def tick() -> None:
             saved = self.save(directory / f"model_{self.version % 30}.safetensors")
             notifier.notify(saved.path, version=1 if stale else saved.version, sha256=saved.sha256)
-            if then is not None:
-                then(saved.path)
 
         return tick
 
@@ -170,9 +160,6 @@ def _sides(stack: contextlib.ExitStack, root: Path, url: str, trainer: Trainer) 
         if not jit:
             control = trainer.announcing(notifier, ours_dir / "control", stale=True)
             sides.append(Side(CONTROL, ours, control, _generations(ours)))
-            loads = _helper_loader(stack, root)
-            probe = trainer.announcing(notifier, ours_dir / "probe", stale=True, then=loads)
-            sides.append(Side(HELPER, ours, probe, _generations(ours)))
         sides.append(Side(SEED1_JIT if jit else SEED1, seed,
                           _resaving(trainer, seed_file), _reloads(seed)))  # fmt: skip
     dated = root / "dated"
@@ -182,24 +169,6 @@ def _sides(stack: contextlib.ExitStack, root: Path, url: str, trainer: Trainer) 
     tier2 = started(stack, "bench.baseline_app:create", {"STAT_PAIR_RL_DIR": str(dated)})
     sides.append(Side(SEED2, tier2, lambda: trainer.dated(dated), _reloads(tier2)))
     return sides
-
-
-def _helper_loader(stack: contextlib.ExitStack, root: Path) -> Callable[[Path], None]:
-    """``bench/storm_loader.py`` at nice 19; the returned function queues one load."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.storm_loader", str(root), "19"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    stack.callback(process.wait, 10)
-    stack.callback(process.stdin.close)  # type: ignore[union-attr]
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-
-    def queue(path: Path) -> None:
-        assert process.stdin is not None and process.poll() is None, "the helper loader died"
-        process.stdin.write(f"{path}\n")
-        process.stdin.flush()
-
-    return queue
 
 
 def _resaving(trainer: Trainer, path: Path) -> Callable[[], None]:
@@ -222,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     storm = run(args.seconds, rounds=args.rounds)
     print(table(HEADERS, storm.rows))
-    for top, bottom in ((OURS, SEED1), (OURS_JIT, SEED1_JIT), (CONTROL, SEED1), (HELPER, SEED1)):
+    for top, bottom in ((OURS, SEED1), (OURS_JIT, SEED1_JIT), (CONTROL, SEED1)):
         print(f"{top} storm p99 / {bottom} storm p99: {storm.ratio(top, bottom):.3f}")
 
 
