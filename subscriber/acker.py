@@ -2,9 +2,9 @@
 ``fks:{instance}:acks`` and rewrites its registry entry at once.
 
 :meth:`Acker.ack` never blocks and never raises: it queues the ack for the acker's own thread
-(bounded: past ``max_pending`` the ack is dropped and counted), which first rewrites the
-node's registry entry (``subscriber/registry.py``: the entry is current when the ack arrives)
-and then PUBLISHes the queued acks. Redis down: the acks are dropped, counted
+(bounded: past ``max_pending`` the ack is dropped and counted), which sends, in one pipeline
+(one round trip), the node's registry entry (``subscriber/registry.py``: the entry is current
+when the ack arrives) and then the queued acks' PUBLISHes. Redis down: the acks are dropped, counted
 (``fks_acks_dropped_total``) and logged once per outage; the applier is never slowed.
 """
 
@@ -14,6 +14,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+
+from redis.client import Pipeline
 
 from common.ack import Ack
 from common.keys import RedisKeys
@@ -32,13 +34,13 @@ class Acker:
         keys: RedisKeys,
         metrics: Metrics,
         *,
-        beat: Callable[[], object] | None = None,
+        registry: Callable[[Callable[[Pipeline], object]], object] | None = None,
         max_pending: int = 1024,
         timeout: float = 0.5,
     ) -> None:
         self.keys = keys
         self.metrics = metrics
-        self.beat = beat
+        self.registry = registry  # NodeRegistry.write: the entry, then our PUBLISHes
         self.sent = 0
         self.dropped = 0
         self._queue: queue.Queue[Ack | None] = queue.Queue(max_pending)
@@ -87,12 +89,17 @@ class Acker:
 
     def _send(self, acks: list[Ack]) -> None:
         try:
-            if self.beat is not None:
-                self.beat()
-            pipe = self._lazy.get().pipeline(transaction=False)
-            for a in acks:
-                pipe.publish(self.keys.acks, a.to_json())
-            pipe.execute()
+
+            def publish(pipe: Pipeline) -> None:
+                for a in acks:
+                    pipe.publish(self.keys.acks, a.to_json())
+
+            if self.registry is not None:
+                self.registry(publish)
+            else:
+                pipe = self._lazy.get().pipeline(transaction=False)
+                publish(pipe)
+                pipe.execute()
         except REDIS_ERRORS as exc:
             self._drop(len(acks), f"{type(exc).__name__}: {exc}")
             return

@@ -116,7 +116,9 @@ class ServingNode:
             interval=s.heartbeat_seconds,
         )
         self.acker = (
-            Acker(s.redis_url, s.keys, self.metrics, beat=self.registry.beat) if listen else None
+            Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)
+            if listen
+            else None
         )
         self.listen = listen
 

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.client import Pipeline
+
 from common.fleet import STALE_AFTER_BEATS, is_stale
 from common.keys import RedisKeys
 from common.redis_connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
@@ -72,15 +74,28 @@ class NodeRegistry:
     def beat(self) -> bool:
         """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
         try:
-            with self._lock:
-                if self._closed:
-                    return False  # stopped: the entry was removed and stays removed
-                self._redis().hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+            self.write()
         except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
-        self.beats += 1
         return True
+
+    def write(self, then: Callable[[Pipeline], object] | None = None) -> None:
+        """Write this node's entry and, in the same pipeline after it, what ``then`` queues
+        (the acker's PUBLISHes: one round trip, and the entry is current when an ack arrives).
+        Once stopped, the entry stays removed and only ``then``'s commands are sent. Raises
+        what redis-py raises."""
+        with self._lock:
+            pipe = self._redis().pipeline(transaction=False)
+            written = not self._closed
+            if written:
+                pipe.hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+            if then is not None:
+                then(pipe)
+            if len(pipe):
+                pipe.execute()
+            if written:
+                self.beats += 1
 
     def start(self) -> NodeRegistry:
         if self._thread is None:

@@ -49,3 +49,53 @@ def test_a_live_node_registers_and_removes_itself_on_stop(
     assert entry["mode"] in {"redis", "mtime"} and entry["version"] is None
     node.stop()
     assert redis_client.hget(RedisKeys("default").nodes, "n1") is None
+
+
+class _CountingRedis(fakeredis.FakeRedis):
+    """fakeredis that records each pipeline it executes (the commands, in order)."""
+
+    executed: list[list[str]]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        real = pipe.execute
+        log = self.executed
+
+        def execute(raise_on_error: bool = True) -> Any:
+            log.append([str(c[0][0]) for c in pipe.command_stack])
+            return real(raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writes_no_entry() -> (
+    None
+):
+    """The acker sends the registry entry, then its acks, in one pipeline (fakeredis unit);
+    after the registry stopped, acks still go out but the removed entry is not written back."""
+    from common.ack import Ack
+    from subscriber.acker import Acker
+    from subscriber.metrics import Metrics
+
+    server = fakeredis.FakeServer()
+    client = _CountingRedis(server=server)
+    client.executed = []
+    keys = RedisKeys("default")
+    registry = NodeRegistry(
+        "redis://fake", keys, lambda: {"version": 3}, node_id="node-a", client=client
+    )
+    acker = Acker("redis://fake", keys, Metrics(), registry=registry.write).start()
+    try:
+        acker.ack(Ack(node="node-a", outcome="applied", version=3))
+        wait_for(lambda: acker.sent == 1, timeout=5)
+        assert client.executed == [["HSET", "PUBLISH"]]
+        assert registry.beats == 1
+        registry.stop()
+        client.executed.clear()
+        acker.ack(Ack(node="node-a", outcome="applied", version=4))
+        wait_for(lambda: acker.sent == 2, timeout=5)
+    finally:
+        acker.stop()
+    assert client.executed == [["PUBLISH"]]
+    assert fakeredis.FakeRedis(server=server).hget(keys.nodes, "node-a") is None
