@@ -91,7 +91,10 @@ def storm_text(st: Storm) -> list[str]:
         "every figure alike): swaps, applier 1.6 ms (the `:latest` record 0.4, the install "
         "0.4), acker 1.5 ms (the registry entry and the ack, two round trips), load lane "
         "0.5 ms, listener 0.3 ms; stale notices (the control), acker 1.35, applier 0.7, lane "
-        "0.2, listener 0.3. The load is not the largest holder; the acker is, in both.",
+        "0.2, listener 0.3. The load is not the largest holder; the acker was, in both. It "
+        "now sends the registry entry and the acks in one pipeline: acker 1.0 ms per swap, "
+        "0.96 per stale notice, applier 1.4 ms per swap, of which the `:latest` record is the "
+        "next candidate.",
     ]
 
 
