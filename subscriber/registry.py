@@ -74,17 +74,16 @@ class NodeRegistry:
     def beat(self) -> bool:
         """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
         try:
-            self.write()
+            return self.write()
         except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
-        return True
 
-    def write(self, then: Callable[[Pipeline], object] | None = None) -> None:
+    def write(self, then: Callable[[Pipeline], object] | None = None) -> bool:
         """Write this node's entry and, in the same pipeline after it, what ``then`` queues
         (the acker's PUBLISHes: one round trip, and the entry is current when an ack arrives).
-        Once stopped, the entry stays removed and only ``then``'s commands are sent. Raises
-        what redis-py raises."""
+        Once stopped, the entry stays removed (False) and only ``then``'s commands are sent.
+        Raises what redis-py raises."""
         with self._lock:
             pipe = self._redis().pipeline(transaction=False)
             written = not self._closed
@@ -96,6 +95,7 @@ class NodeRegistry:
                 pipe.execute()
             if written:
                 self.beats += 1
+            return written
 
     def start(self) -> NodeRegistry:
         if self._thread is None:

@@ -92,6 +92,7 @@ def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writ
         assert client.executed == [["HSET", "PUBLISH"]]
         assert registry.beats == 1
         registry.stop()
+        assert not registry.beat()  # stopped: the entry stays removed
         client.executed.clear()
         acker.ack(Ack(node="node-a", outcome="applied", version=4))
         wait_for(lambda: acker.sent == 2, timeout=5)
