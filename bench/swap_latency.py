@@ -48,7 +48,7 @@ from subscriber.threads import limit_threads
 
 def bare_round_trip(url: str, n: int) -> list[float]:
     client = redis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("bench:rt")
     pubsub.get_message(timeout=1)
     samples = []
@@ -79,7 +79,7 @@ def delivered(
     """notify() in the publisher process → a plain subscriber here has the message, paced
     like the publications (for an instance no node serves)."""
     client = redis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(RedisKeys("bench-delivery").channel)
     pubsub.get_message(timeout=1)
     samples = []

@@ -86,9 +86,7 @@ def connect(
         return redis.Redis.from_url(target.url, **kwargs)
     if target.kind == "sentinel":
         sentinel = sentinel_for(target, timeouts)
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service, db=target.db, **kwargs
-        )
+        master: redis.Redis = sentinel.master_for(target.service, db=target.db, **kwargs)
         return master
     nodes = [ClusterNode(host, port) for host, port in target.hosts]  # type: ignore[no-untyped-call]
     options: dict[str, Any] = kwargs | target.credentials() | target.tls_kwargs()
@@ -114,12 +112,11 @@ def sentinel_for(target: RedisTarget, timeouts: Timeouts | None = None) -> Senti
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password is not None:
         sentinel_kwargs["password"] = target.sentinel_password
-    return FailoverAwareSentinel(  # type: ignore[no-untyped-call]
-        list(target.hosts),
-        sentinel_kwargs=sentinel_kwargs,
-        **socket,
-        **target.credentials(),
-        **target.tls_kwargs(),
+    # one dict of the master's connection options: Sentinel() takes them as **kwargs beside
+    # its own named parameters, which none of these keys is
+    master_kwargs: dict[str, Any] = socket | target.credentials() | target.tls_kwargs()
+    return FailoverAwareSentinel(
+        list(target.hosts), sentinel_kwargs=sentinel_kwargs, **master_kwargs
     )
 
 

@@ -81,7 +81,7 @@ class _Announcements:
     def __init__(self, url: str, channel: str) -> None:
         self.seen: dict[int, tuple[float, CheckpointNotification]] = {}
         self._client = redis.Redis.from_url(url)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(**{channel: self._on})
         self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
 

@@ -81,7 +81,7 @@ class AckWaiter:
     ):
         self.keys = keys
         self.secret = secret
-        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub()
         self._confirm_timeout = confirm_timeout
 
     def __enter__(self) -> AckWaiter:

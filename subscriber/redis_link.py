@@ -69,10 +69,10 @@ class RedisLink:
         if isinstance(client, RedisCluster):
             node = client.get_node_from_key(self.channel)  # type: ignore[no-untyped-call]
             self._node_client = client.get_redis_connection(node)
-            pubsub: PubSub = self._node_client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub: PubSub = self._node_client.pubsub()
         else:
             self._sentinel = sentinel_of(client)
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()
         self.pubsub = pubsub
         if self.sharded:
             pubsub.ssubscribe(self.channel)
@@ -92,7 +92,7 @@ class RedisLink:
         if self._sentinel is None:
             return None
         try:
-            master = self._sentinel.discover_master(self.target.service)  # type: ignore[no-untyped-call]
+            master = self._sentinel.discover_master(self.target.service)
         except REDIS_ERRORS as exc:
             log.debug("sentinels did not say where the master is: %s", exc)
             return None

@@ -30,7 +30,7 @@ class AckTap:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub = self.client.pubsub()
         self.pubsub.subscribe(KEYS.acks)
         self.acks: list[Ack] = []
         self.raw: list[bytes] = []
@@ -43,7 +43,7 @@ class AckTap:
             try:
                 message = self.pubsub.get_message(timeout=0.05)
             except redis.ConnectionError:  # a test killed every pub/sub connection
-                self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+                self.pubsub = self.client.pubsub()
                 self.pubsub.subscribe(KEYS.acks)
                 continue
             if message is not None and message["type"] == "message":

@@ -25,7 +25,7 @@ KEYS = RedisKeys("default")
 @pytest.fixture
 def subscriber(redis_url: str) -> Iterator[redis.client.PubSub]:
     client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(KEYS.channel)
     pubsub.get_message(timeout=1)
     yield pubsub

@@ -41,7 +41,7 @@ def test_a_lost_reply_is_retried_with_the_same_version(
 ) -> None:
     """The script ran but its reply was lost: one retry, same version, published; the
     version counter did not move on (no second version for one checkpoint)."""
-    sub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    sub = redis_client.pubsub()
     sub.subscribe("fks:default:model_checkpoints")
     assert sub.get_message(timeout=2) is not None
     with CheckpointNotifier(redis_url) as notifier:

@@ -130,7 +130,7 @@ def test_sharded_pubsub_on_a_redis_7_cluster(
     node = start_node(cluster7.url, instance_id="clu-s", sharded_pubsub=True)
     wait_for(lambda: node.listener.connected)
     owner = cluster7.owner("fks:clu-s:model_checkpoints")
-    plain = redis.Redis(host="127.0.0.1", port=owner.port).pubsub()  # type: ignore[no-untyped-call]
+    plain = redis.Redis(host="127.0.0.1", port=owner.port).pubsub()
     plain.subscribe("fks:clu-s:model_checkpoints")
     with CheckpointNotifier(cluster7.url, "clu-s", settings=_sharded()) as notifier:
         result = notifier.notify(write_checkpoint(incoming, 1).path, version=1)

@@ -120,7 +120,7 @@ def test_a_demoted_master_answering_readonly_costs_one_retry(
     monkeypatch.setattr(
         manager,
         "discover_master",
-        lambda name: next(answers, None) or real(name),  # type: ignore[no-untyped-call]
+        lambda name: next(answers, None) or real(name),
     )
     promoted = redis.Redis(host="127.0.0.1", port=new)
     try:

@@ -127,7 +127,7 @@ def test_each_user_is_refused_what_it_should_not_do(
 
 def test_the_trainer_cannot_subscribe(tls_redis: TlsRedis) -> None:
     """A trainer's user has no SUBSCRIBE: it cannot eavesdrop on the channel."""
-    pubsub = as_user(tls_redis, "trainer").pubsub()  # type: ignore[no-untyped-call]
+    pubsub = as_user(tls_redis, "trainer").pubsub()
     pubsub.subscribe("fks:default:model_checkpoints")
     with pytest.raises(redis.exceptions.NoPermissionError):
         for _ in range(20):

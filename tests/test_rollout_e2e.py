@@ -209,7 +209,7 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
     """Canaries r1 and r2; r2 is killed (SIGKILL) during the soak: it is reported silent, the
     rollout does not promote, r1 is forced back, r3 never serves the checkpoint."""
     saved = write_checkpoint(fleet.incoming, 8)
-    acks = fleet.client.pubsub()  # type: ignore[no-untyped-call]
+    acks = fleet.client.pubsub()
     acks.subscribe(KEYS.acks)
     codes: list[int] = []
     run = threading.Thread(

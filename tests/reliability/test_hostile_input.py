@@ -425,7 +425,7 @@ def test_replayed_and_stale_forced_messages_are_refused_when_messages_are_signed
     url = server.url
     until(lambda: mode(url) == "redis", timeout=10)
     # the eavesdropper: no secret, just SUBSCRIBE
-    eavesdropper = redis.Redis.from_url(redis_url).pubsub()  # type: ignore[no-untyped-call]
+    eavesdropper = redis.Redis.from_url(redis_url).pubsub()
     eavesdropper.subscribe(KEYS.channel)
     client = redis.Redis.from_url(redis_url)
     try:

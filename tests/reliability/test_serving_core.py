@@ -662,7 +662,7 @@ def test_a_paused_redis_costs_the_publisher_a_second_and_it_says_what_is_known(
     SIGCONT; a script sent but not confirmed is 'unknown', and does arrive on SIGCONT."""
     saved = write_checkpoint(model_root, 1)
     listener = own_redis.client()
-    sub = listener.pubsub()  # type: ignore[no-untyped-call]
+    sub = listener.pubsub()
     sub.subscribe(KEYS.channel)
     assert sub.get_message(timeout=2) is not None  # the subscribe confirmation
     notifier = CheckpointNotifier(own_redis.url, INSTANCE)
