@@ -1,4 +1,4 @@
-# The server and the trainer share this image. CPU build of torch, pinned as in constraints.txt.
+# The server and the trainer share this image. CPU build of torch, pinned as in requirements.lock.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -6,12 +6,12 @@ WORKDIR /app
 
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY common ./common
 COPY publisher ./publisher
 COPY subscriber ./subscriber
 COPY fks ./fks
-RUN pip install -c constraints.txt '.[s3]'
+RUN pip install -c requirements.lock '.[s3]'
 
 RUN useradd --create-home --uid 10001 fks && mkdir -p /models /app/cache && chown fks /models /app/cache
 USER fks

@@ -1,17 +1,34 @@
 # Scripts to rule them all. Every target creates and uses .venv on its own.
+#
+# .venv holds exactly what requirements.lock names (uv pip sync), then the project itself,
+# editable, with no dependency resolution at all. `make lock` refreshes the lock on purpose;
+# `make test-latest` runs the suite on the newest releases instead (a scratch venv), the way
+# to find the next lock. README, "Development", says when to use which.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+# torch: the CPU build that lies on this machine's disk (/opt/wheels); a plain `torch` is a
+# multi-GB CUDA build. Elsewhere give uv the PyTorch CPU index:
+#   UV_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make install
+TORCH_PIN := torch==2.13.0
+# uv reads no pip.conf: hand it the wheel folder pip is told of, when there is one
+FIND_LINKS := $(if $(PIP_FIND_LINKS),$(PIP_FIND_LINKS),$(wildcard /opt/wheels))
+UV_FLAGS   := --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))
+LATEST := .venv-latest
 
-.PHONY: install lint format test reliability demo bench clean
+.PHONY: install lint format test test-latest reliability demo bench lock clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync $(UV_FLAGS) --python $(BIN)/python $(LOCK)
+	$(BIN)/uv pip install $(UV_FLAGS) --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the project with its dev tools
+install: $(STAMP)  ## create .venv: exactly the lock, then the project (editable)
 
 lint: install  ## ruff + mypy --strict
 	$(BIN)/ruff check .
@@ -24,6 +41,30 @@ format: install
 
 test: lint  ## lint, then the whole test suite (real redis-server processes)
 	$(BIN)/pytest
+
+# The newest release of every dependency (torch excepted: see TORCH_PIN), in a scratch venv:
+# lint and the suite, but not the check that .venv matches the lock.
+test-latest: install  ## the suite on the newest releases, without the lock
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	echo '$(TORCH_PIN)' > $(LATEST)/pins.txt
+	$(BIN)/uv pip install $(UV_FLAGS) --python $(LATEST)/bin/python --refresh \
+		-c $(LATEST)/pins.txt -e '.[dev]'
+	$(LATEST)/bin/uv pip freeze --python $(LATEST)/bin/python > $(LATEST)/freeze.txt
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/ruff format --check .
+	$(LATEST)/bin/mypy --cache-dir $(LATEST)/mypy-cache
+	$(LATEST)/bin/pytest -p no:cacheprovider --ignore=tests/test_lock.py
+
+# Re-resolve every dependency to its newest release the ranges of pyproject.toml allow.
+# KEEP=1 keeps every pin that still fits and only adds what is new (after adding a dependency).
+lock:  ## refresh requirements.lock (deliberately: then make test, and commit it)
+	@test -x $(BIN)/uv || $(MAKE) install
+	echo '$(TORCH_PIN)' > $(VENV)/lock-pins.txt
+	$(BIN)/uv pip compile $(UV_FLAGS) $(if $(KEEP),,--upgrade) --python $(BIN)/python \
+		--extra dev --extra demo --extra s3 \
+		--no-emit-find-links --no-emit-index-url -c $(VENV)/lock-pins.txt \
+		--custom-compile-command 'make lock' -o $(LOCK) pyproject.toml
 
 reliability: install  ## the reliability suite alone (a longer model-based run), its figures in reliability.json
 	FKS_RELIABILITY_JSON=reliability.json FKS_MODEL_EXAMPLES=40 FKS_MODEL_STEPS=25 \
@@ -38,4 +79,4 @@ bench: install  ## benchmarks: tables on stdout, docs/BENCHMARKS.md
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -113,7 +113,7 @@ def test_the_servers_publish_their_ports_and_serve(compose: dict[str, Any]) -> N
 
 def test_the_dockerfile_installs_the_pinned_cpu_torch() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    pinned = re.search(r"torch==([\d.]+)", (ROOT / "constraints.txt").read_text())
+    pinned = re.search(r"torch==([\d.]+)", (ROOT / "requirements.lock").read_text())
     assert pinned is not None
     assert f"torch=={pinned.group(1)}" in text and "whl/cpu" in text
     for package in ("common", "publisher", "subscriber", "fks"):

@@ -24,7 +24,7 @@ def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -> None:
-    """Built wheel → fresh venv (torch pinned by constraints.txt): every command's --help
+    """Built wheel → fresh venv (every version pinned by requirements.lock): every command's --help
     works; without the `demo` extra, `fks demo` says in one line to install it; with it,
     `fks demo --short` runs to OK."""
     dist, venv = tmp_path / "dist", tmp_path / "venv"
@@ -34,7 +34,7 @@ def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -
     (wheel,) = dist.glob("fks_checkpoint_notify-*.whl")
     assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-           "-c", str(REPO / "constraints.txt")]  # fmt: skip
+           "-c", str(REPO / "requirements.lock")]  # fmt: skip
     installed = run([*pip, str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
     fks = str(venv / "bin" / "fks")
