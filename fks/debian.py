@@ -1,0 +1,55 @@
+"""Debian packages unpacked into a folder of ours, for the tests' real parts.
+
+Some tests need a program the machine may lack (Redis 7 with TLS, libfaketime). On a Debian
+machine :func:`unpack_packages` fetches the packages with ``apt-get download`` (``apt-get
+update`` first when the package lists are missing, as root) and extracts them with ``dpkg
+-x`` under a cache folder: nothing is installed system-wide and no service is started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["CACHE_HOME", "DebianUnavailable", "unpack_packages"]
+
+CACHE_HOME = Path(os.environ.get("FKS_CACHE_HOME", Path.home() / ".cache" / "fks"))
+
+
+class DebianUnavailable(RuntimeError):
+    """The packages could not be fetched here; the message says why."""
+
+
+def unpack_packages(packages: Sequence[str], root: Path) -> Path:
+    """Fetch ``packages`` (the first must be among the downloads) and unpack them into
+    ``root`` (emptied first); returns ``root``."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise DebianUnavailable(f"no apt-get/dpkg to fetch {', '.join(packages)}")
+    with tempfile.TemporaryDirectory(prefix="fks-deb-") as tmp:
+        if not _download(packages, tmp):
+            if os.geteuid() != 0:
+                raise DebianUnavailable(
+                    f"apt-get download {' '.join(packages)} failed and only root can run "
+                    "apt-get update"
+                )
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            if not _download(packages, tmp):
+                raise DebianUnavailable(
+                    f"apt-get download {' '.join(packages)} failed after apt-get update"
+                )
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        for deb in Path(tmp).glob("*.deb"):
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, timeout=120)
+    return root
+
+
+def _download(packages: Sequence[str], directory: str) -> bool:
+    result = subprocess.run(
+        ["apt-get", "download", *packages], cwd=directory, capture_output=True, timeout=300
+    )
+    return result.returncode == 0 and any(Path(directory).glob(f"{packages[0]}_*.deb"))
