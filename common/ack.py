@@ -11,12 +11,17 @@ One JSON object per judged notification on ``fks:{instance}:acks``::
 ``ignored`` (a targeted message that does not name this node). ``version``, ``sha256`` and
 ``model_path`` are the judged message's (``null`` when the message could not be read), so a
 publisher matches acks to what it sent; ``generation`` is what the node serves after judging;
-``ms`` the time from the message's arrival to the judgment. Publishers parse acks strictly:
-an ack is input from the network like any message.
+``ms`` the time from the message's arrival to the judgment. ``answers`` is the sha256 of the
+exact bytes of the judged message: a publisher believes an ack only for the message it sent
+(a recorded ack replayed when the same version, sha256 and path are announced again answers
+another message, and is ignored). Publishers parse acks strictly: an ack is input from the
+network like any message.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -28,7 +33,7 @@ from common.keys import NODE_ID_PATTERN
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification
 from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
-__all__ = ["MAX_ACK_BYTES", "OUTCOMES", "Ack", "AckOutcome", "judged_fields"]
+__all__ = ["MAX_ACK_BYTES", "OUTCOMES", "Ack", "AckOutcome", "answer_digest", "judged_fields"]
 
 MAX_ACK_BYTES = 8 * 1024
 AckOutcome = Literal["applied", "rejected", "stale", "ignored"]
@@ -53,6 +58,7 @@ class Ack(BaseModel):
     generation: Annotated[int, Field(ge=0)] | None = None
     ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     at: AwareDatetime = Field(default_factory=_utc_now)
+    answers: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
     signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     def wire_dict(self) -> dict[str, Any]:
@@ -69,7 +75,7 @@ class Ack(BaseModel):
     def signed(self, secret: str | bytes) -> Ack:
         """A copy carrying the HMAC-SHA256 signature of its canonical JSON."""
         unsigned = self.model_copy(update={"signature": None}).wire_dict()
-        return self.model_copy(update={"signature": sign_payload(unsigned, secret)})
+        return self.model_copy(update={"signature": sign_payload(unsigned, secret, "ack")})
 
     @classmethod
     def parse(cls, data: bytes | str, *, secret: str | bytes | None = None) -> Ack | None:
@@ -82,14 +88,24 @@ class Ack(BaseModel):
                 obj = json.loads(data)
                 if not isinstance(obj, dict):
                     return None
-                verify_payload(obj, secret)
+                verify_payload(obj, secret, "ack")
             return cls.model_validate_json(data)
         except (ValueError, RecursionError, InvalidNotification):
             return None
 
-    def answers(self, version: int, sha256: str | None, model_path: str) -> bool:
-        """Whether this ack judges the message of that version, sha256 and path."""
-        return self.version == version and self.sha256 == sha256 and self.model_path == model_path
+    def recent_dict(self) -> dict[str, Any]:
+        """What a node's registry entry keeps of this ack (unsigned: the entry is signed)."""
+        return self.model_copy(update={"signature": None}).wire_dict()
+
+    def judges(self, digest: str) -> bool:
+        """Whether this ack answers the message whose bytes hash to ``digest``."""
+        return self.answers is not None and hmac.compare_digest(self.answers, digest)
+
+
+def answer_digest(raw: bytes | str) -> str:
+    """What an ack's ``answers`` holds: the sha256 of the judged message's exact bytes."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return hashlib.sha256(data).hexdigest()
 
 
 def judged_fields(notification: CheckpointNotification | None, raw: bytes) -> dict[str, Any]:

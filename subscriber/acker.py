@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from redis.client import Pipeline
 
@@ -27,6 +28,15 @@ __all__ = ["Acker"]
 log = logging.getLogger(__name__)
 
 
+class EntryWriter(Protocol):
+    """:meth:`~subscriber.registry.NodeRegistry.write`: the entry (with these acks among its
+    recent ones), then what ``then`` queues, in one round trip."""
+
+    def __call__(
+        self, then: Callable[[Pipeline], object] | None = None, acks: Sequence[Ack] = ()
+    ) -> object: ...
+
+
 class Acker:
     def __init__(
         self,
@@ -34,7 +44,7 @@ class Acker:
         keys: RedisKeys,
         metrics: Metrics,
         *,
-        registry: Callable[[Callable[[Pipeline], object]], object] | None = None,
+        registry: EntryWriter | None = None,
         max_pending: int = 1024,
         timeout: float = 0.5,
     ) -> None:
@@ -95,7 +105,7 @@ class Acker:
                     pipe.publish(self.keys.acks, a.to_json())
 
             if self.registry is not None:
-                self.registry(publish)
+                self.registry(publish, acks)
             else:
                 pipe = self._lazy.get().pipeline(transaction=False)
                 publish(pipe)

@@ -3,6 +3,7 @@ entry is rewritten at once, and targeted messages reach only the nodes they name
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -117,8 +118,10 @@ def test_every_outcome_is_acked_and_the_registry_follows_at_once(
     for raw in tap.raw:
         assert set(json.loads(raw)) == {
             "node", "version", "sha256", "model_path", "outcome", "reason", "generation",
-            "ms", "at",
+            "ms", "at", "answers",
         }  # fmt: skip
+    # each ack names the exact bytes it judged: the garbage's too
+    assert garbage.answers == hashlib.sha256(b"not json {").hexdigest()
 
 
 def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
@@ -314,3 +317,66 @@ def test_with_a_secret_only_signed_acks_count(
     wait_for(signed, timeout=10)
     assert Ack.parse(signed()[0], secret="s3cret") is not None
     assert Ack.parse(forged.to_json(), secret="s3cret") is None
+
+
+def test_a_wait_whose_connection_is_killed_resumes_and_reads_what_it_missed(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> None:
+    """f3: CLIENT KILL of the waiting publisher's pub/sub connection, then the node acks
+    while nobody listens. The wait subscribes again within its timeout and reads the ack back
+    from the node's registry entry: complete, the node's outcome known, the cut counted."""
+    from common.ack import answer_digest
+    from publisher.acks import AckWaiter
+
+    write_checkpoint(model_root, 1)
+    start_node(redis_url, node_id="n1")
+    wait_for(lambda: redis_client.hget(KEYS.nodes, "n1"), timeout=5)
+    v2 = write_checkpoint(model_root, 2, name="model_2_new.pt")
+    with CheckpointNotifier(redis_url) as notifier:
+        before = {int(c["id"]) for c in redis_client.client_list()}
+        with AckWaiter(notifier.client(), KEYS) as waiter:
+            (mine,) = [c for c in redis_client.client_list()
+                       if int(c["id"]) not in before and c.get("sub") == "1"]  # fmt: skip
+            redis_client.client_kill_filter(_id=mine["id"])
+            sent = notifier.notify(v2.path, version=2)
+            assert sent.notification is not None
+            wait_for(lambda: (entry(redis_client, "n1").get("version")) == 2, timeout=5)
+            report = waiter.collect(
+                answers=answer_digest(sent.notification.to_json()),
+                wait_for="all",
+                expected=("n1",),
+                timeout=5,
+            )
+    assert report.complete and report.cuts == 1 and not report.cut
+    (ack,) = report.acks
+    assert (ack.node, ack.outcome, ack.reason, ack.version) == ("n1", "applied", "swapped", 2)
+    assert report.seconds < 5
+
+
+def test_a_refused_message_does_not_end_a_canary_s_fast_reports(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> None:
+    """x11: a canary (it judged a message targeted at it) writes its entry every 0.25 s
+    until it judges a message for every node; a message it refuses (garbage, a replay) does
+    not end that, so a soak keeps seeing a dead canary within a second."""
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_url, node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=5)
+    with CheckpointNotifier(redis_url) as notifier:
+        canary = write_checkpoint(model_root, 2, name="model_2_canary.pt")
+        assert notifier.notify(canary.path, version=2, nodes=["n1"], wait_for=1).sent
+        wait_for(lambda: node.registry.watched, timeout=5)
+        redis_client.publish(KEYS.channel, "not json {")
+        old = notifier.notify(model_root / "model_1.pt", version=1, wait_for=1)  # stale
+        assert old.acks is not None and old.acks.acks[0].reason == "stale_version"
+        wait_for(lambda: node.listener.counters["rejected_not_json"] == 1, timeout=5)
+        assert node.registry.watched
+        promoted = notifier.notify(canary.path, version=2, wait_for="all")  # the promotion
+        assert promoted.acks is not None and promoted.acks.acks[0].outcome == "stale"
+    wait_for(lambda: not node.registry.watched, timeout=5)
