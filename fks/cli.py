@@ -57,13 +57,14 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from subscriber.workers import SLOTS_ENV
+    from subscriber.workers import COUNT_ENV, SLOTS_ENV
 
     os.environ["FKS_INSTANCE_ID"] = settings.instance_id
     os.environ["REDIS_URL"] = settings.redis_url
     os.environ.setdefault("FKS_NODE_ID", f"{socket.gethostname()[:60]}:{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="fks-workers-") as slots:
         os.environ[SLOTS_ENV] = slots
+        os.environ[COUNT_ENV] = str(args.workers)  # a worker's siblings: the other slots
         uvicorn.run(
             "subscriber.app:create_app", factory=True, workers=args.workers, host=args.host,
             port=args.port, log_level=args.log_level, access_log=args.access_log,
@@ -203,10 +204,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     metadata = _metadata(args.meta, "rollout")
     if metadata is None:
         return 2
-    plan = RolloutPlan(
-        canary=args.canary, soak=args.soak, max_error_rate=args.max_error_rate,
-        timeout=args.timeout,
-    )  # fmt: skip
+    try:
+        plan = RolloutPlan(
+            canary=args.canary, soak=args.soak, max_error_rate=args.max_error_rate,
+            timeout=args.timeout, allow_idle=args.allow_idle,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"fks rollout: refused: {exc}", file=sys.stderr)
+        return 1
     with CheckpointNotifier(settings=_settings(args)) as notifier:
         result = run_rollout(
             notifier, args.path, plan, say=lambda line: print(line, flush=True),
@@ -220,7 +225,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         ok = result.promotion is not None and result.promotion.acks is not None
         return 0 if ok and result.promotion.acks.ok else 1  # type: ignore[union-attr]
     print(f"fks rollout: {result.outcome}: {result.reason}", file=sys.stderr)
-    return 2 if result.outcome == "rolled_back" else 1
+    return {"rolled_back": 2, "rollback_failed": 3}.get(result.outcome, 1)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -234,14 +239,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         try:
             watch_status(
-                lambda: gather_status(lazy.get(), settings.instance_id, settings.keys),
+                lambda: gather_status(
+                    lazy.get(), settings.instance_id, settings.keys, secret=settings.secret
+                ),
                 interval=args.interval, count=args.count,
             )  # fmt: skip
         finally:
             lazy.close()
         return 0
     try:
-        report = gather_status(lazy.get(), settings.instance_id, settings.keys)
+        report = gather_status(
+            lazy.get(), settings.instance_id, settings.keys, secret=settings.secret
+        )
     except REDIS_ERRORS as exc:
         print(f"fks status: Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
@@ -389,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollout = sub.add_parser("rollout", help="canaries first, then every node", description=(
         "Send the checkpoint to K live nodes first, watch their acks and request errors for "
         "the soak time, then promote it to every node (moving :latest) or force the canaries "
-        "back to what they served before. Prints every step; exits 0 when promoted and every "
-        "node answered, 2 when it rolled back, 1 otherwise (nothing sent, a silent node)."
+        "back to the fleet's decision in :latest. Prints every step; exits 0 when promoted "
+        "and every node answered, 2 when it rolled back (every canary acked the rollback), "
+        "3 when a canary did not confirm the rollback (it may still serve the new "
+        "checkpoint), 1 otherwise (nothing sent, a silent node)."
     ))  # fmt: skip
     announce(rollout)
     rollout.add_argument("--canary", type=int, default=1, help="canary nodes (1)")
@@ -399,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument(
         "--max-error-rate", type=float, default=0.01,
         help="largest canary request error rate that still promotes (0.01)",
+    )  # fmt: skip
+    rollout.add_argument(
+        "--allow-idle", action="store_true",
+        help="promote even if no request reached a canary during the soak (no evidence)",
     )  # fmt: skip
     rollout.set_defaults(func=cmd_rollout)
 

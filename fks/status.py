@@ -3,7 +3,8 @@
 The ``:latest`` notification, the ``:version`` counter, how many subscribers listen
 (``PUBSUB NUMSUB``) and every serving node of the registry with its heartbeat age.
 ``fks status --watch`` redraws it in place with ``rich`` (requests and errors since each
-node's last swap included).
+node's last swap included). Ages are on Redis' clock (``common/fleet.py``); with
+``FKS_NOTIFY_SECRET`` an entry not signed with it is shown ``FORGED?`` and never live.
 """
 
 from __future__ import annotations
@@ -53,16 +54,21 @@ class StatusReport:
             "subscribers": self.subscribers,
             "nodes": [
                 {**row.entry, "node_id": row.node_id, "age_s": round(row.age, 3),
-                 "stale": row.stale}
+                 "stale": row.stale, "distrust": row.distrust or None}
                 for row in self.nodes
             ],
         }  # fmt: skip
 
 
 def gather_status(
-    client: RedisClient, instance_id: str, keys: RedisKeys | None = None
+    client: RedisClient,
+    instance_id: str,
+    keys: RedisKeys | None = None,
+    *,
+    secret: str | None = None,
 ) -> StatusReport:
-    """What ``client`` says of ``instance_id`` (``keys``: its layout, hash-tagged in a cluster)."""
+    """What ``client`` says of ``instance_id`` (``keys``: its layout, hash-tagged in a
+    cluster); with ``secret``, registry entries not signed with it are marked (never live)."""
     keys = keys or RedisKeys(instance_id, hash_tag=isinstance(client, RedisCluster))
     report = StatusReport(instance_id, keys.channel)
     raw = client.get(keys.latest)
@@ -73,7 +79,7 @@ def gather_status(
             report.latest_error = str(exc)
     report.version_counter = int(client.get(keys.version) or 0)
     report.subscribers = _subscribers(client, keys.channel)
-    report.nodes = read_nodes(client, keys)
+    report.nodes = read_nodes(client, keys, secret=secret)
     return report
 
 
@@ -103,6 +109,8 @@ def format_status(report: StatusReport) -> str:
     for row in report.nodes:
         e = row.entry
         beat = f"{row.age:.1f}s ago" + (" STALE" if row.stale else "")
+        if row.distrust:
+            beat += f" FORGED? ({row.distrust})"
         lines.append(
             f"  {row.node_id:<28} {_opt(e.get('version')):>8} {_opt(e.get('generation')):>5} "
             f"{e.get('mode', '?'):<6} {beat:>10}  {e.get('path') or '-'}"
@@ -140,6 +148,8 @@ def status_table(report: StatusReport) -> Any:
         beat = Text(f"{row.age:.1f}s ago")
         if row.stale:
             beat.append(" STALE", style="bold red")
+        if row.distrust:
+            beat.append(f" FORGED? ({row.distrust})", style="bold red")
         mode = str(e.get("mode", "?"))
         table.add_row(
             row.node_id, _opt(e.get("version")), _opt(e.get("generation")),

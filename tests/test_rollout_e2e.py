@@ -4,9 +4,11 @@ main). The tests share the fleet and run in order, each leaving it on one versio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,26 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 def fks(fleet: Fleet, *args: str) -> int:
     return main([*args, "--redis-url", fleet.url])
+
+
+@contextlib.contextmanager
+def traffic(fleet: Fleet, node: str, *states: list[float]) -> Iterator[None]:
+    """Requests to ``node`` (each of ``states`` in turn) for as long as the block runs."""
+    stop = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(base_url=fleet.servers[node].url, timeout=5) as client:
+            while not stop.is_set():
+                for state in states:
+                    client.post("/sac/predict", json={"state": state})
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_notify_wait_all_prints_every_node_and_fails_on_rejection(
@@ -141,13 +163,16 @@ def test_more_canaries_than_live_nodes_is_refused_before_sending(
 def test_a_good_checkpoint_is_promoted_after_the_soak(
     fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Canary r1 applies it, the soak passes, every node serves it and :latest moves."""
+    """Canary r1 applies it, requests reach it and succeed through the soak, every node serves
+    it and :latest moves."""
     saved = write_checkpoint(fleet.incoming, 5)
-    code = fks(fleet, "rollout", str(saved.path), "--version", "5", "--canary", "1",
-               "--soak", "1")  # fmt: skip
+    with traffic(fleet, "r1", STATE):
+        code = fks(fleet, "rollout", str(saved.path), "--version", "5", "--canary", "1",
+                   "--soak", "1")  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert "canary: r1 (1 of 3 live nodes)" in out and "soak: 1 s" in out
+    assert "rollback target: version 4" in out
     assert "promoting version 5 to every node" in out and "promoted: every node answered" in out
     assert set(fleet.versions().values()) == {5}
     assert fleet.latest_version() == 5
@@ -173,29 +198,22 @@ def test_request_errors_on_the_canary_roll_it_back(
     fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A checkpoint that loads but answers NaN to real traffic: the canary's error rate over
-    the soak exceeds the bound, the canary is forced back to version 5 (exit 2), the other
+    a one-second soak (shorter than the heartbeat, started right after one: issue 24, b2)
+    exceeds the bound, the canary is forced back to version 5 and acks it (exit 2), the other
     nodes never serve it."""
     poisoned = write_poisoned_checkpoint(fleet.incoming, 7)
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with httpx.Client(base_url=fleet.servers["r1"].url, timeout=5) as client:
-            while not stop.is_set():
-                client.post("/sac/predict", json={"state": POISON_STATE})
-                client.post("/sac/predict", json={"state": STATE})
-
-    thread = threading.Thread(target=traffic)
-    thread.start()
-    try:
-        code = fks(fleet, "rollout", str(poisoned.path), "--version", "7", "--soak", "3",
+    beat = json.loads(fleet.client.hget(KEYS.nodes, "r1") or "{}")["heartbeat_at"]
+    wait_for(
+        lambda: json.loads(fleet.client.hget(KEYS.nodes, "r1") or "{}")["heartbeat_at"] != beat
+    )
+    with traffic(fleet, "r1", POISON_STATE, STATE):
+        code = fks(fleet, "rollout", str(poisoned.path), "--version", "7", "--soak", "1",
                    "--max-error-rate", "0.1")  # fmt: skip
-    finally:
-        stop.set()
-        thread.join()
     out = capsys.readouterr().out
     assert code == 2, out
     assert "rolling back: r1 error rate" in out
     assert "forcing r1 back to version 5" in out
+    assert "rolled back: every canary acked the rollback applied" in out
     assert set(fleet.versions().values()) == {5}
     assert fleet.latest_version() == 5
     for name in ("r2", "r3"):
@@ -203,19 +221,54 @@ def test_request_errors_on_the_canary_roll_it_back(
         assert all(g["version"] != 7 for g in history["generations"])
 
 
+def test_a_soak_no_request_reached_promotes_nothing_unless_allowed(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No request reached the canary: no evidence, rolled back (exit 2); with --allow-idle
+    the same kind of rollout promotes, saying so; --soak 0 needs --allow-idle."""
+    idle = write_checkpoint(fleet.incoming, 8)
+    code = fks(fleet, "rollout", str(idle.path), "--version", "8", "--soak", "0.5")
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert "rolling back: no requests reached r1 during the soak" in out
+    assert set(fleet.versions().values()) == {5}
+    assert fks(fleet, "rollout", str(idle.path), "--version", "9", "--soak", "0") == 1
+    assert "--allow-idle" in capsys.readouterr().err
+    allowed = write_checkpoint(fleet.incoming, 9)
+    code = fks(fleet, "rollout", str(allowed.path), "--version", "9", "--soak", "0.5",
+               "--allow-idle")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "note: no requests reached r1 (--allow-idle)" in out
+    assert set(fleet.versions().values()) == {9}
+    assert fleet.latest_version() == 9
+
+
 def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
     fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Canaries r1 and r2; r2 is killed (SIGKILL) during the soak: it is reported silent, the
-    rollout does not promote, r1 is forced back, r3 never serves the checkpoint."""
-    saved = write_checkpoint(fleet.incoming, 8)
+    """Canaries r1 and r2; r2 is killed (SIGKILL) early in an 8 s soak: its death is seen
+    within seconds (its entry stops coming: issue 24, d2), the rollout does not promote, r1 is
+    forced back and acks it, and since r2 cannot confirm the rollback the outcome says so
+    (exit 3); r3 never serves the checkpoint."""
+    saved = write_checkpoint(fleet.incoming, 10)
     acks = fleet.client.pubsub()
     acks.subscribe(KEYS.acks)
     codes: list[int] = []
+    started = time.monotonic()
     run = threading.Thread(
         target=lambda: codes.append(
             fks(
-                fleet, "rollout", str(saved.path), "--version", "8", "--canary", "2", "--soak", "8"
+                fleet,
+                "rollout",
+                str(saved.path),
+                "--version",
+                "10",
+                "--canary",
+                "2",
+                "--soak",
+                "8",
+                "--allow-idle",
             )  # fmt: skip
         )
     )
@@ -230,7 +283,7 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
         if message is not None and message["type"] == "message":
             ack = json.loads(message["data"])
             seen.append((ack.get("node"), ack.get("version")))
-        return ("r2", 8) in seen
+        return ("r2", 10) in seen
 
     wait_for(r2_acked, timeout=15)
     acks.close()
@@ -241,9 +294,11 @@ def test_a_canary_that_dies_mid_rollout_is_silent_and_nothing_is_promoted(
     fleet.servers["r2"].process = None
     run.join(30)
     out = capsys.readouterr().out
-    assert codes == [2], out
+    assert codes == [3], out
+    assert time.monotonic() - started < 8, out  # seen dead before the soak would have ended
     assert "rolling back: r2 went silent during the soak" in out
     assert "r2 is not live: the rollback is sent to it but not waited for" in out
+    assert "rollback failed: r2 is down" in out
     assert "promoting" not in out
-    assert fleet.versions() == {"r1": 5, "r3": 5}
-    assert fleet.latest_version() == 5
+    assert fleet.versions() == {"r1": 9, "r3": 9}
+    assert fleet.latest_version() == 9
