@@ -76,7 +76,7 @@ def run(n: int = 20) -> list[list[object]]:
             model_dir=shared / "none",
             default_model_dir=shared,
             cache_dir=root / "node-cache",
-            model_urls=PREFIX,
+            model_urls=f"{PREFIX},redis-blob:",  # blobs are opt-in
         )
         node = ServingNode(settings)
         swapped = threading.Event()

@@ -16,7 +16,9 @@ without any I/O.
   non-ASCII host, an fsspec chain (``::``). A prefix is a directory: ``s3://b/models``
   admits ``s3://b/models/x.pt``, never ``s3://b/models-evil/x.pt``;
 - a remote URL without ``sha256``: ``unverifiable_remote``. ``redis-blob:<sha256>`` is named by
-  its hash, needs no prefix and no ``sha256`` field (a different one is ``sha256_mismatch``).
+  its hash and needs no ``sha256`` field (a different one is ``sha256_mismatch``); like any
+  other source it is opt-in: accepted only when ``FKS_MODEL_URLS`` lists ``redis-blob:``
+  (:data:`BLOB_PREFIX`), else ``outside_roots`` (whoever can write to Redis can store a blob).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -34,6 +36,7 @@ from common.errors import CheckpointRejected
 from common.textsafe import printable
 
 __all__ = [
+    "BLOB_PREFIX",
     "BLOB_SCHEME",
     "RemoteRef",
     "canonical_url",
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 BLOB_SCHEME = "redis-blob"
+BLOB_PREFIX = BLOB_SCHEME + ":"  # the FKS_MODEL_URLS entry that admits redis-blob:<sha256>
 Kind = Literal["fsspec", "http", "blob"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -80,12 +84,13 @@ def parse_model_path(
     model_path: str,
     *,
     sha256: str | None,
-    allowed: Iterable[str],
+    allowed: Collection[str],
     installed: Callable[[str], bool] | None = None,
 ) -> str | RemoteRef:
     """The local path ``model_path`` names (to confine), or the remote checkpoint it names.
 
-    ``allowed``: canonical URL prefixes (``FKS_MODEL_URLS``); ``installed(protocol)``: whether
+    ``allowed``: canonical URL prefixes (``FKS_MODEL_URLS``, :data:`BLOB_PREFIX` among them
+    when blobs are accepted); ``installed(protocol)``: whether
     an fsspec implementation of ``protocol`` can be imported. Raises CheckpointRejected.
     """
     scheme = _scheme_of(model_path)
@@ -94,6 +99,12 @@ def parse_model_path(
     if scheme == "file":
         return _file_path(model_path)
     if scheme == BLOB_SCHEME:
+        if BLOB_PREFIX not in allowed:
+            raise CheckpointRejected(
+                f"{_shown(model_path)}: redis-blob: checkpoints are not accepted here "
+                f"(FKS_MODEL_URLS does not list {BLOB_PREFIX})",
+                reason="outside_roots",
+            )
         return _blob(model_path, sha256)
     if scheme == "http":
         host = urlsplit(model_path).hostname if _splits(model_path) else None

@@ -30,8 +30,9 @@ from common.remote import RemoteRef
 
 __all__ = ["NOT_REMEMBERED", "FailureMemory", "fetch_key"]
 
-# Failures that say nothing about the file's bytes: retried, never remembered.
-NOT_REMEMBERED = frozenset({"missing", "busy", "loads_hung", "superseded", "fetch_failed"})
+# Failures that say nothing about the file's bytes: never remembered (a blob stored again
+# under its hash may be announced again at once).
+NOT_REMEMBERED = frozenset({"missing", "blob_missing", "busy", "superseded", "fetch_failed"})
 
 
 class FailureMemory:

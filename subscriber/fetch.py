@@ -9,12 +9,15 @@ file in a content-addressed cache (SPEC §9). Plain values in, plain values out.
   its sha256 matches (and its size, when the store declared one); on any failure the
   temporary file is removed. Temporary files a killed process left are swept after an hour.
 - **Bounded.** A declared size over ``max_bytes`` is refused before the first byte
-  (``too_large``), and a stream is cut as soon as it passes ``max_bytes``; the whole fetch,
-  retries included, has ``timeout`` seconds (``FKS_FETCH_TIMEOUT_SECONDS``).
+  (``too_large``), and a stream is cut as soon as it passes ``max_bytes``. The whole fetch,
+  retries included, has ``timeout`` seconds (``FKS_FETCH_TIMEOUT_SECONDS``) of wall clock,
+  however the bytes arrive: a :class:`~subscriber.deadline.Deadline` whose watchdog cuts the
+  transport's socket, connection or call when the time is up (a store that trickles a byte
+  at a time is not given up on by any per-read timeout), then ``fetch_failed``.
 - **Retries.** A store that cannot be reached or breaks off is tried again ``retries`` times
   with jittered backoff (0.2 s, doubling, at most 2 s) within the time budget; then
-  ``fetch_failed``. ``missing`` (no such object), ``too_large``, ``sha256_mismatch`` and a
-  store's refusal are not retried here.
+  ``fetch_failed``. ``missing`` (no such object), ``blob_missing``, ``too_large``,
+  ``sha256_mismatch`` and a store's refusal are not retried here.
 
 Runs on the load lane (``subscriber/holder.py``): never on the request path.
 """
@@ -36,6 +39,7 @@ from common.errors import CheckpointLoadError
 from common.remote import SUFFIXES, RemoteRef
 from common.settings import Settings
 from common.textsafe import printable
+from subscriber.deadline import Deadline
 from subscriber.transports import Transient, open_source
 
 __all__ = ["FetchOptions", "Fetched", "cached_file", "fetch"]
@@ -89,15 +93,18 @@ def fetch(
     expected_size: int | None = None,
     on_bytes: Callable[[int], None] = lambda _: None,
     protect: Collection[Path] = (),
+    deadline: Deadline | None = None,
 ) -> Fetched:
     """A verified local file holding ``ref``'s checkpoint; CheckpointLoadError otherwise.
 
     ``expected_size``: the size a listing gave (checked beside the sha256, or instead of it
     for an object of the node's own remote tier, whose ``ref.sha256`` may be None).
     ``on_bytes(n)``: called for every chunk received, failed attempts included.
+    ``deadline``: the fetch's wall clock (default: ``options.timeout``), started here; the
+    caller keeps it to cut the fetch sooner (the load lane, when it abandons the load).
     """
     try:
-        return _fetch(ref, options, expected_size, on_bytes, protect)
+        return _fetch(ref, options, expected_size, on_bytes, protect, deadline)
     except OSError as exc:  # the cache itself: not writable, full
         raise CheckpointLoadError(
             f"{ref.url}: cannot write to the cache {options.cache_dir}: {exc}",
@@ -111,32 +118,36 @@ def _fetch(
     expected_size: int | None,
     on_bytes: Callable[[int], None],
     protect: Collection[Path],
+    deadline: Deadline | None,
 ) -> Fetched:
     start = time.monotonic()
-    deadline = start + options.timeout
     options.cache_dir.mkdir(parents=True, exist_ok=True)
     if ref.sha256 is not None and (hit := cached_file(options.cache_dir, ref.sha256)):
         _touch(hit)
         return Fetched(hit, ref.sha256, hit.stat().st_size, True, time.monotonic() - start, 0)
     delay = BACKOFF_INITIAL
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            path, digest, size = _download(ref, options, deadline, expected_size, on_bytes)
-            break
-        except Transient as exc:
-            left = deadline - time.monotonic()
-            pause = random.uniform(delay / 2, delay)
-            if attempt > options.retries or left <= pause:
-                raise CheckpointLoadError(
-                    f"{ref.url}: not fetched after {attempt} attempt(s) in "
-                    f"{time.monotonic() - start:.1f} s: {exc}",
-                    reason="fetch_failed",
-                ) from None
-            log.info("fetching %s failed (%s); retrying in %.2f s", printable(ref.url), exc, pause)
-            time.sleep(pause)
-            delay = min(delay * 2, BACKOFF_MAX)
+    with deadline or Deadline(options.timeout) as clock:
+        while True:
+            attempt += 1
+            try:
+                path, digest, size = _download(ref, options, clock, expected_size, on_bytes)
+                break
+            except Transient as exc:
+                if clock.expired:
+                    raise _out_of_time(ref, options, start, attempt, str(exc)) from None
+                pause = random.uniform(delay / 2, delay)
+                if attempt > options.retries or clock.left() <= pause:
+                    raise CheckpointLoadError(
+                        f"{ref.url}: not fetched after {attempt} attempt(s) in "
+                        f"{time.monotonic() - start:.1f} s: {exc}",
+                        reason="fetch_failed",
+                    ) from None
+                log.info(
+                    "fetching %s failed (%s); retrying in %.2f s", printable(ref.url), exc, pause
+                )
+                clock.sleep(pause)
+                delay = min(delay * 2, BACKOFF_MAX)
     _prune(options.cache_dir, options.keep, {path, *protect})
     seconds = time.monotonic() - start
     log.info(
@@ -162,10 +173,20 @@ def cached_file(cache_dir: Path, sha256: str) -> Path | None:
     return None
 
 
+def _out_of_time(
+    ref: RemoteRef, options: FetchOptions, start: float, attempts: int, last: str
+) -> CheckpointLoadError:
+    return CheckpointLoadError(
+        f"{ref.url}: not fetched within {options.timeout:.1f} s (FKS_FETCH_TIMEOUT_SECONDS): "
+        f"cut after {time.monotonic() - start:.1f} s, {attempts} attempt(s); last: {last}",
+        reason="fetch_failed",
+    )
+
+
 def _download(
     ref: RemoteRef,
     options: FetchOptions,
-    deadline: float,
+    deadline: Deadline,
     expected_size: int | None,
     on_bytes: Callable[[int], None],
 ) -> tuple[Path, str, int]:
@@ -177,9 +198,14 @@ def _download(
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         try:
-            left = max(0.001, deadline - time.monotonic())
+            if deadline.expired:
+                raise Transient("no time left for another attempt")
             with open_source(
-                ref, timeout=left, redis_url=options.redis_url, instance_id=options.instance_id
+                ref,
+                deadline=deadline,
+                timeout=options.timeout,
+                redis_url=options.redis_url,
+                instance_id=options.instance_id,
             ) as source:
                 declared = source.size if source.size is not None else expected_size
                 if declared is not None and declared > options.max_bytes:
@@ -189,12 +215,8 @@ def _download(
                     on_bytes(len(chunk))
                     if total > options.max_bytes:
                         raise _too_large(ref, total, options.max_bytes, "cut at")
-                    if time.monotonic() > deadline:
-                        raise CheckpointLoadError(
-                            f"{ref.url}: not fetched within {options.timeout:.1f} s "
-                            f"({total} bytes received)",
-                            reason="fetch_failed",
-                        )
+                    if deadline.expired:
+                        raise Transient(f"{total} bytes received")
                     if len(head) < 16:
                         head += chunk[:16]
                     hasher.update(chunk)

@@ -3,10 +3,21 @@
 A load reads a file that may sit on a hung NFS mount or be anything else that blocks, and a
 Python thread cannot be killed. So loads run on a worker thread while the caller waits at
 most ``timeout``; a load that overruns is *abandoned*: the caller gets a
-:class:`~common.errors.CheckpointLoadError` (reason ``timeout``), the stuck worker is left
-to finish (its late result is dropped) and a fresh worker takes the next load. At most
-``max_hung`` abandoned workers may still be stuck; past that the lane refuses loads (reason
-``loads_hung``) rather than pile up threads, until one of them returns.
+:class:`~common.errors.CheckpointLoadError` (reason ``timeout``), the caller's ``on_abandon``
+is called to stop the work (a fetch's :class:`~subscriber.deadline.Deadline` is cut: its
+sockets shut, its download ends), the stuck worker is left to finish (its late result is
+dropped, and it ends then) and a fresh worker takes the next load.
+
+Abandoned work never takes capacity from later loads: a load is never refused because
+earlier ones are stuck (it once was, past two, as ``loads_hung``: a store trickling bytes
+then wedged every later load, a good local checkpoint included). What keeps threads from
+piling up doing real work is that abandoned work is stopped, not that new work is refused:
+a fetch is cut by its deadline (its own, or the lane's ``on_abandon``), and the load that
+follows a fetch does not start once abandoned. What may stay: a thread blocked in the kernel
+(a read on a dead mount), which does no work and which only a restart frees, and a local load
+already decoding, which runs to its end (the loader has no point to stop at; a file that
+timed out once is remembered and not loaded again). :attr:`LoadLane.hung` counts the threads
+not ended yet, and each abandonment logs that count.
 
 The worker is kept between loads: a thread per load cost ~100 µs to start and, worse, made
 glibc spread the models' memory over new arenas that ``malloc_trim`` could not fully return
@@ -17,6 +28,7 @@ Nothing else waits on the lane: swaps, rollbacks and requests never do.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -25,6 +37,8 @@ from typing import Any, Generic, TypeVar
 from common.errors import CheckpointLoadError
 
 __all__ = ["LoadLane"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -74,15 +88,8 @@ class LoadLane:
     ``thread_init`` runs first on every worker thread the lane starts (torch's thread limit:
     ``subscriber/threads.py``)."""
 
-    def __init__(
-        self,
-        timeout: float,
-        *,
-        max_hung: int = 2,
-        thread_init: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, timeout: float, *, thread_init: Callable[[], None] | None = None) -> None:
         self.timeout = timeout
-        self.max_hung = max_hung
         self.thread_init = thread_init
         self.abandoned = 0
         self._slot = threading.Lock()
@@ -95,22 +102,23 @@ class LoadLane:
         self._hung = [t for t in self._hung if t.is_alive()]
         return len(self._hung)
 
-    def run(self, fn: Callable[[], T], *, what: str, timeout: float | None = None) -> T:
+    def run(
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        timeout: float | None = None,
+        on_abandon: Callable[[], None] | None = None,
+    ) -> T:
         """``fn()``'s result or exception; CheckpointLoadError if the lane is busy for the
-        whole budget (``busy``), too many loads hang (``loads_hung``) or ``fn`` overruns
-        (``timeout``)."""
+        whole budget (``busy``) or ``fn`` overruns (``timeout``: ``on_abandon()`` is called
+        first, on this thread, to stop what ``fn`` still does)."""
         budget = self.timeout if timeout is None else timeout
         if not self._slot.acquire(timeout=budget):
             raise CheckpointLoadError(
                 f"{what}: another load held the lane for {budget:.1f} s", reason="busy"
             )
         try:
-            if self.hung >= self.max_hung:
-                raise CheckpointLoadError(
-                    f"{what}: {self.hung} earlier loads are still stuck; refusing more until "
-                    "one returns",
-                    reason="loads_hung",
-                )
             if self._worker is None:
                 self._worker = _Worker(self.thread_init)
             job = _Job(fn)
@@ -120,6 +128,17 @@ class LoadLane:
                 stuck.jobs.put(None)  # it stops once (if ever) the stuck job returns
                 self._hung.append(stuck.thread)
                 self.abandoned += 1
+                if on_abandon is not None:
+                    try:
+                        on_abandon()
+                    except Exception:  # noqa: BLE001 - the caller still gets its timeout
+                        log.exception("stopping an abandoned load failed")
+                log.warning(
+                    "%s: abandoned after %.1f s; %d abandoned load thread(s) not ended yet",
+                    what,
+                    budget,
+                    self.hung,
+                )
                 raise CheckpointLoadError(
                     f"{what}: not finished after {budget:.1f} s; abandoned (a hung read?)",
                     reason="timeout",

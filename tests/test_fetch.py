@@ -183,7 +183,7 @@ def test_a_redis_blob_is_fetched_from_the_instance_redis(
     missing = "0" * 64
     with pytest.raises(CheckpointLoadError) as caught:
         fetch(RemoteRef(f"redis-blob:{missing}", "blob", "redis-blob", missing), blob_options)
-    assert caught.value.reason == "missing"
+    assert caught.value.reason == "blob_missing"  # gone for good: not a late file
 
 
 def test_an_unreachable_redis_is_a_failed_fetch(tmp_path: Path) -> None:

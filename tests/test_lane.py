@@ -41,19 +41,33 @@ def test_a_hung_load_is_abandoned_and_the_next_one_runs() -> None:
     release.set()
 
 
-def test_too_many_hung_loads_are_refused_until_one_returns() -> None:
-    """Past max_hung stuck loads the lane refuses (`loads_hung`) instead of adding threads."""
-    lane = LoadLane(0.1, max_hung=2)
+def test_stuck_loads_never_refuse_a_later_one() -> None:
+    """However many abandoned loads are still stuck, the next load runs (issue 24: past two,
+    the lane refused every load as `loads_hung`, a good one included); each stuck thread ends
+    once its load returns."""
+    lane = LoadLane(0.1)
     release = threading.Event()
-    for _ in range(2):
-        with pytest.raises(CheckpointLoadError):
+    for _ in range(3):
+        with pytest.raises(CheckpointLoadError) as err:
             lane.run(release.wait, what="stuck")
-    with pytest.raises(CheckpointLoadError) as err:
-        lane.run(lambda: None, what="refused")
-    assert err.value.reason == "loads_hung"
+        assert err.value.reason == "timeout"
+    assert lane.hung == 3
+    assert lane.run(lambda: "ok", what="after") == "ok"
     release.set()
     wait_for(lambda: lane.hung == 0, timeout=2)
-    assert lane.run(lambda: "ok", what="after") == "ok"
+    lane.close()
+
+
+def test_an_abandoned_load_is_told_to_stop() -> None:
+    """`on_abandon` runs when the lane gives up waiting: work that can be cut (a fetch's
+    deadline) stops, and its thread is not left behind."""
+    lane = LoadLane(0.1)
+    stop = threading.Event()
+    with pytest.raises(CheckpointLoadError) as err:
+        lane.run(lambda: stop.wait(60), what="cut", on_abandon=stop.set)
+    assert err.value.reason == "timeout" and stop.is_set()
+    wait_for(lambda: lane.hung == 0, timeout=2)
+    lane.close()
 
 
 def test_the_worker_keeps_no_result_and_close_waits_for_it_to_end() -> None:

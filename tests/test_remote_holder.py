@@ -162,7 +162,9 @@ def test_a_blob_is_served_from_the_instance_redis(
     client = redis.Redis.from_url(redis_url)
     sha = store_blob(client, RedisKeys("default"), saved.path, max_bytes=1 << 26, keep=8)
     client.close()
-    decider = node(redis_url=redis_url)
+    refused = node(redis_url=redis_url).apply(message(f"redis-blob:{sha}", None, 3))
+    assert (refused.applied, refused.reason) == (False, "outside_roots")  # blobs are opt-in
+    decider = node(redis_url=redis_url, model_urls="redis-blob:")
     outcome = decider.apply(message(f"redis-blob:{sha}", None, 3))
     assert outcome.applied and outcome.model is not None and outcome.model.sha256 == sha
 

@@ -13,13 +13,17 @@ SHA = "ab" * 32
 ALLOWED = [canonical_url("s3://models/prod/"), canonical_url("https://store.example/ckpt")]
 
 
-def parse(model_path: str, sha256: str | None = SHA) -> str | RemoteRef:
-    return parse_model_path(model_path, sha256=sha256, allowed=ALLOWED)
+def parse(
+    model_path: str, sha256: str | None = SHA, allowed: list[str] | None = None
+) -> str | RemoteRef:
+    return parse_model_path(
+        model_path, sha256=sha256, allowed=ALLOWED if allowed is None else allowed
+    )
 
 
-def reason(model_path: str, sha256: str | None = SHA) -> str:
+def reason(model_path: str, sha256: str | None = SHA, allowed: list[str] | None = None) -> str:
     with pytest.raises(CheckpointRejected) as caught:
-        parse(model_path, sha256)
+        parse(model_path, sha256, allowed)
     return caught.value.reason
 
 
@@ -109,12 +113,22 @@ def test_a_scheme_nothing_installed_can_fetch_is_unsupported() -> None:
     assert caught.value.reason == "unsupported_scheme" and "s3 extra" in str(caught.value)
 
 
-def test_a_blob_is_named_by_its_hash_and_needs_no_prefix() -> None:
-    ref = parse_model_path(f"redis-blob:{SHA.upper()}", sha256=None, allowed=[])
+def test_a_blob_is_named_by_its_hash_and_is_accepted_only_when_listed() -> None:
+    """Blobs are opt-in like any other source (issue 24, a1): whoever can write to Redis can
+    store one. Listed as ``redis-blob:`` in FKS_MODEL_URLS, a blob needs no sha256 field."""
+    assert reason(f"redis-blob:{SHA}", allowed=[]) == "outside_roots"
+    ref = parse_model_path(f"redis-blob:{SHA.upper()}", sha256=None, allowed=["redis-blob:"])
     assert ref == RemoteRef(f"redis-blob:{SHA}", "blob", "redis-blob", SHA)
-    assert reason(f"redis-blob:{SHA}", "cd" * 32) == "sha256_mismatch"
-    assert reason("redis-blob:1234") == "outside_roots"
-    assert reason(f"redis-blob:../{SHA}") == "outside_roots"
+    blobs = ["redis-blob:"]
+    assert reason(f"redis-blob:{SHA}", "cd" * 32, allowed=blobs) == "sha256_mismatch"
+    assert reason("redis-blob:1234", allowed=blobs) == "outside_roots"
+    assert reason(f"redis-blob:../{SHA}", allowed=blobs) == "outside_roots"
+    assert Settings(model_urls="s3://a/x/, REDIS-BLOB:").url_prefixes() == [
+        "s3://a/x/",
+        "redis-blob:",
+    ]
+    with pytest.raises(ValidationError):
+        Settings(model_url="redis-blob:")  # the remote tier lists a store; a blob is no store
 
 
 def test_settings_read_the_prefixes_and_the_remote_tier() -> None:

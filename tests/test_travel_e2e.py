@@ -10,10 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from common import RedisKeys
 from fks.s3_server import MotoServer
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
+from publisher.upload import store_blob
 from tests.helpers import wait_for, write_checkpoint
 
 STATE = [0.05] * 28
@@ -34,7 +37,7 @@ def start_node(
             "STAT_PAIR_RL_DIR": str(home / "models"),
             "FKS_DEFAULT_DIR": str(home / "default"),
             "FKS_CACHE_DIR": str(home / "cache"),
-            "FKS_MODEL_URLS": f"s3://{s3_bucket}/runs/",
+            "FKS_MODEL_URLS": f"s3://{s3_bucket}/runs/,redis-blob:",
             "FKS_NODE_ID": name,
         }
         started.append(ServerProcess(env, log_path=tmp_path / f"{name}.log").start())
@@ -98,3 +101,31 @@ def test_a_node_started_later_with_an_empty_disk_serves_the_latest(
     served = info(late)
     assert served["version"] == 7 and served["sha256"] == saved.sha256
     assert served["source"] == "latest"
+
+
+def test_a_blob_gone_from_redis_is_refused_at_once(
+    start_node: Callable[[str], ServerProcess], redis_url: str, tmp_path: Path
+) -> None:
+    """A `redis-blob:` whose blob is gone (evicted, or past FKS_BLOB_KEEP) will not appear:
+    the node acks `rejected blob_missing` at once, within the trainer's wait, and keeps
+    serving (issue 24, `repro/wave2/f4_evicted_blob_silent.py`: it was retried for 10 s as
+    a late file, and the trainer heard nothing)."""
+    node = start_node("node-a")
+    trainer_dir = tmp_path / "trainer"
+    trainer_dir.mkdir()
+    served, gone = write_checkpoint(trainer_dir, 1), write_checkpoint(trainer_dir, 2)
+    client = redis.Redis.from_url(redis_url)
+    with CheckpointNotifier(redis_url) as notifier:
+        assert notifier.notify(served.path, version=1, transport="redis")
+        wait_for(lambda: info(node).get("version") == 1, timeout=20)
+        sha = store_blob(client, RedisKeys("default"), gone.path, max_bytes=1 << 26, keep=8)
+        client.delete(RedisKeys("default").blob(sha))  # evicted before the node fetches it
+        result = notifier.notify(
+            f"redis-blob:{sha}", version=2, sha256=sha, wait_for="all", timeout=5
+        )
+    client.close()
+    report = result.acks
+    assert report is not None
+    acks = [(a.node, a.outcome, a.reason) for a in report.acks]
+    assert acks == [("node-a", "rejected", "blob_missing")] and report.silent == ()
+    assert info(node)["version"] == 1

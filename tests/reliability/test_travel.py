@@ -3,6 +3,7 @@ stores that send cut or wrong bytes, and 1,000 fuzzed URLs against the allow-lis
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import socket
@@ -15,15 +16,20 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import redis
 
-from common import CheckpointNotification
+from common import CheckpointNotification, RedisKeys
+from common.errors import CheckpointLoadError
 from common.policy import PolicyConfig
+from common.remote import RemoteRef
 from common.settings import Settings
+from common.stores import filesystem
 from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
 from subscriber.decider import Decider
+from subscriber.fetch import FetchOptions, fetch
 from subscriber.holder import ModelHolder
 from tests.helpers import write_checkpoint
 from tests.http_store import Behaviour, HttpStore
@@ -275,6 +281,122 @@ def test_a_store_that_sends_cut_or_wrong_bytes_is_never_served(
             assert not any(name.endswith(".part") for name in cached)
         finally:
             node.stop()
+
+
+# -- stores that trickle (issue 24) ------------------------------------------------------
+
+
+def trickled_ref(
+    kind: str, payload: bytes, store: HttpStore, redis_url: str, s3_bucket: str
+) -> tuple[RemoteRef, int]:
+    """``payload`` put where ``kind`` fetches it; the port a trickling proxy must front."""
+    sha = hashlib.sha256(payload).hexdigest()
+    if kind == "http":
+        store.put("model.pt", payload)
+        return RemoteRef("", "http", "http", sha), store.server.server_address[1]
+    if kind == "s3":
+        filesystem("s3").pipe_file(f"{s3_bucket}/model.pt", payload)
+        port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+        return RemoteRef(f"s3://{s3_bucket}/model.pt", "fsspec", "s3", sha), port
+    client = redis.Redis.from_url(redis_url)
+    client.set(RedisKeys("default").blob(sha), payload)
+    client.close()
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    return RemoteRef(f"redis-blob:{sha}", "blob", "redis-blob", sha), port
+
+
+@pytest.mark.parametrize("kind", ["http", "s3", "redis-blob"])
+def test_a_store_that_trickles_is_cut_at_the_fetch_deadline(
+    kind: str,
+    redis_url: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each transport behind a proxy that relays 2 KB/s (a byte every half millisecond: no
+    per-read timeout ever fires) is cut when FKS_FETCH_TIMEOUT_SECONDS is up, its connection
+    hung up on, long before the body is through (issue 24: the budget was checked between
+    chunks, after the whole 20 KB)."""
+    payload = os.urandom(20_000)
+    with HttpStore() as store:
+        ref, port = trickled_ref(kind, payload, store, redis_url, s3_bucket)
+        proxy = ThrottledProxy(port, rate=2000, chunk=64)
+        try:
+            if kind == "http":
+                ref = RemoteRef(f"{proxy.endpoint}/model.pt", "http", "http", ref.sha256)
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+            options = FetchOptions(
+                cache_dir=tmp_path / "cache",
+                timeout=1.0,
+                redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+            )
+            started = time.monotonic()
+            with pytest.raises(CheckpointLoadError) as caught:
+                fetch(ref, options)
+            seconds = time.monotonic() - started
+            relayed = proxy.down
+            time.sleep(0.3)
+            record(f"trickling {kind} store", seconds_to_cut=seconds, bytes_relayed=relayed)
+            assert caught.value.reason == "fetch_failed", caught.value
+            assert "not fetched within" in str(caught.value)
+            assert relayed < len(payload) // 2  # cut mid-body, not after it
+            assert proxy.down <= relayed + proxy.chunk  # hung up on: nothing more comes
+            assert list((tmp_path / "cache").iterdir()) == []
+        finally:
+            proxy.close()
+
+
+def test_a_store_that_trickles_never_keeps_a_later_checkpoint_from_being_served(
+    volatile_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Three checkpoints announced from a store behind a proxy that relays 2 KB/s: each fetch
+    is cut at FKS_FETCH_TIMEOUT_SECONDS, and a good local checkpoint announced next is served
+    (issue 24, `repro/wave2/a3_trickle_fetch.py`: two fetches were abandoned still reading,
+    and the lane then refused every load as `loads_hung`, that good one included)."""
+    trainer_dir = tmp_path / "trainer"
+    trainer_dir.mkdir()
+    models = tmp_path / "node" / "models"
+    models.mkdir(parents=True)
+    with HttpStore() as store:
+        proxy = ThrottledProxy(store.server.server_address[1], rate=2000, chunk=64)
+        node = start_server(
+            volatile_redis.url,
+            models,
+            tmp_path / "node.log",
+            FKS_CACHE_DIR=str(tmp_path / "node" / "cache"),
+            FKS_MODEL_URLS=proxy.endpoint + "/",
+            FKS_FETCH_TIMEOUT_SECONDS="1",
+            FKS_LOAD_TIMEOUT_SECONDS="1",
+            FKS_MISSING_RETRY_SECONDS="0",
+        )
+        try:
+            with CheckpointNotifier(volatile_redis.url) as notifier:
+                for version in (1, 2, 3):
+                    saved = write_checkpoint(trainer_dir, version)
+                    store.put(f"model_{version}.pt", saved.path.read_bytes())
+                    url = f"{proxy.endpoint}/model_{version}.pt"
+                    assert notifier.notify(url, version=version, sha256=saved.sha256)
+                until(lambda: metric(node.url, "fks_rejections_total") >= 3, 20)
+                good = write_checkpoint(models, 4)
+                announced = time.monotonic()
+                assert notifier.notify(good.path, version=4)
+                served = until(lambda: model_info(node).get("sha256") == good.sha256, 10)
+            reasons = {
+                reason: int(metric(node.url, "fks_rejections_total", f'reason="{reason}"'))
+                for reason in ("fetch_failed", "timeout", "loads_hung")
+            }
+            record(
+                "trickling store, then a good checkpoint",
+                good_served_s=served,
+                since_announce_s=time.monotonic() - announced,
+                bytes_relayed=proxy.down,
+                **reasons,
+            )
+            assert reasons == {"fetch_failed": 3, "timeout": 0, "loads_hung": 0}
+            assert proxy.down < len(good.path.read_bytes())  # three cut fetches, together
+        finally:
+            node.stop()
+            proxy.close()
 
 
 # -- 1,000 fuzzed URLs --------------------------------------------------------------------
