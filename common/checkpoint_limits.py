@@ -5,6 +5,13 @@ the archive's declared sizes) and its weights (``max_parameters``, both as the p
 declares them and as the tensors hold them). Settings: ``FKS_MAX_CHECKPOINT_BYTES``,
 ``FKS_MAX_PARAMETERS``. A config may also declare at most ``MAX_HIDDEN_LAYERS`` hidden layers:
 a deep stack of width-1 layers costs little in parameters but much to build and to run.
+
+What a request costs is bounded too (issue 24): ``max_activation_bytes``
+(``FKS_MAX_ACTIVATION_BYTES``) is the most memory one forward pass may hold, input rows and
+activations, measured when the model is verified by the node that serves it. A model whose
+single row costs more is refused; a request of more rows than fit is refused by the node.
+``max_batch_rows`` (``FKS_MAX_BATCH_ROWS``) is how far that measurement needs to look: a cost
+that grows faster than rows is measured up to the largest batch a request may send.
 """
 
 from __future__ import annotations
@@ -20,26 +27,45 @@ if TYPE_CHECKING:
     from common.architectures import Architecture, ModelConfig
     from common.settings import Settings
 
-__all__ = ["MAX_HIDDEN_LAYERS", "CheckpointLimits", "check_declared"]
+__all__ = [
+    "DEFAULT_MAX_ACTIVATION_BYTES",
+    "DEFAULT_MAX_BATCH_ROWS",
+    "MAX_HIDDEN_LAYERS",
+    "CheckpointLimits",
+    "check_declared",
+]
 
 MAX_HIDDEN_LAYERS = 64
+# 64 MiB: 4,096 rows of the default actor hold ~9 MiB; a windowed dqn of window 256 and
+# lstm_hidden 1024 holds just over 1 MiB a row (its LSTM's output alone), so 62 rows fit.
+DEFAULT_MAX_ACTIVATION_BYTES = 64 << 20
+DEFAULT_MAX_BATCH_ROWS = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointLimits:
-    """Bounds on one checkpoint: file bytes and parameters."""
+    """Bounds on one checkpoint: file bytes, parameters, the bytes one request may make its
+    network hold, and the most rows a request may send."""
 
     max_bytes: int = 1 << 30
     max_parameters: int = 100_000_000
+    max_activation_bytes: int = DEFAULT_MAX_ACTIVATION_BYTES
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.max_parameters < 1:
+        bounds = (self.max_bytes, self.max_parameters, self.max_activation_bytes)
+        if min(*bounds, self.max_batch_rows) < 1:
             raise ValueError(f"checkpoint limits must be positive, got {self}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckpointLimits:
         """The limits a node's :class:`~common.settings.Settings` name."""
-        return cls(settings.max_checkpoint_bytes, settings.max_parameters)
+        return cls(
+            settings.max_checkpoint_bytes,
+            settings.max_parameters,
+            settings.max_activation_bytes,
+            settings.max_batch_rows,
+        )
 
 
 def check_declared(

@@ -19,7 +19,9 @@ Each carries a short ``reason`` (a metric label and a log word) beside its messa
                                   roots, too_many_parameters, too_many_layers,
                                   unknown_architecture, invalid_config (an unknown
                                   config key, a size over the caps), non-finite weights, wrong
-                                  shape, a failed probe.
+                                  shape, a failed probe, too_many_activations (one
+                                  request row would hold more than
+                                  FKS_MAX_ACTIVATION_BYTES).
 
 A ``CheckpointError`` carries the ``identity`` (path, size, mtime, inode, device) of the file
 that failed whenever it could be stat-ed, so a caller can remember the failure by the file,

@@ -10,9 +10,10 @@ from urllib.parse import unquote_plus
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.checkpoint_limits import DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_BATCH_ROWS
 from common.keys import RedisKeys, validate_instance_id, validate_node_id
 from common.redis_url import parse_redis_url
-from common.remote import BLOB_SCHEME, canonical_url, is_url
+from common.remote import BLOB_PREFIX, BLOB_SCHEME, canonical_url, is_url
 
 __all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "keys_for", "redact_url"]
 
@@ -51,7 +52,9 @@ class Settings(BaseSettings):
     # Beyond the SPEC (documented in the README):
     node_id: str | None = Field(None, validation_alias=_env("FKS_NODE_ID"))
     state_dim: int | None = Field(28, validation_alias=_env("FKS_STATE_DIM"))
-    max_batch_rows: int = Field(4096, ge=1, validation_alias=_env("FKS_MAX_BATCH_ROWS"))
+    max_batch_rows: int = Field(
+        DEFAULT_MAX_BATCH_ROWS, ge=1, validation_alias=_env("FKS_MAX_BATCH_ROWS")
+    )
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
     torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
     gc_freeze: bool = Field(True, validation_alias=_env("FKS_GC_FREEZE"))
@@ -60,6 +63,10 @@ class Settings(BaseSettings):
         1 << 30, ge=1, validation_alias=_env("FKS_MAX_CHECKPOINT_BYTES")
     )
     max_parameters: int = Field(100_000_000, ge=1, validation_alias=_env("FKS_MAX_PARAMETERS"))
+    # ... and on what a request costs (issue 24): input rows and activations of one pass
+    max_activation_bytes: int = Field(
+        DEFAULT_MAX_ACTIVATION_BYTES, ge=1, validation_alias=_env("FKS_MAX_ACTIVATION_BYTES")
+    )
     load_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("FKS_LOAD_TIMEOUT_SECONDS")
     )
@@ -117,7 +124,7 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_tier_url(cls, value: str | None) -> str | None:
         if value is not None:
-            _prefixes(value)
+            _prefixes(value, blobs=False)
         return value
 
     @property
@@ -142,7 +149,7 @@ class Settings(BaseSettings):
     def url_prefixes(self) -> list[str]:
         """The URL prefixes a remote ``model_path`` must lie under (canonical form):
         ``FKS_MODEL_URLS`` and the remote tier ``STAT_PAIR_RL_URL``."""
-        return _prefixes(self.model_urls) + _prefixes(self.model_url or "")
+        return _prefixes(self.model_urls) + _prefixes(self.model_url or "", blobs=False)
 
 
 def keys_for(instance_id: str, redis_url: str) -> RedisKeys:
@@ -150,11 +157,15 @@ def keys_for(instance_id: str, redis_url: str) -> RedisKeys:
     return RedisKeys(instance_id, hash_tag=parse_redis_url(redis_url).kind == "cluster")
 
 
-def _prefixes(value: str) -> list[str]:
-    """Canonical URL prefixes of a comma-separated list; ValueError for one that is not."""
+def _prefixes(value: str, *, blobs: bool = True) -> list[str]:
+    """Canonical URL prefixes of a comma-separated list (``redis-blob:`` admits blobs, where
+    ``blobs``); ValueError for one that is not."""
     out = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
+            continue
+        if blobs and item.lower() == BLOB_PREFIX:
+            out.append(BLOB_PREFIX)
             continue
         if not is_url(item) or item.lower().startswith(("file:", BLOB_SCHEME + ":")):
             raise ValueError(f"{item!r} is not a URL prefix such as s3://bucket/models/")

@@ -1,7 +1,9 @@
 """``POST /sac/benchmark``: time the served policy in-process, bounded every way.
 
 - Caps on the request (400): ``batch_size <= FKS_MAX_BATCH_ROWS``, ``warmup`` and
-  ``iterations`` up to 10,000, and ``batch_size * (warmup + iterations)`` up to 2 M rows.
+  ``iterations`` up to 10,000, and ``batch_size * (warmup + iterations)`` up to 2 M rows;
+  and, once the served model is known, ``batch_size`` rows within
+  ``FKS_MAX_ACTIVATION_BYTES`` (``subscriber/budget.py``).
 - One at a time per app (each uvicorn worker): a second call while one runs is 429 at once,
   never queued.
 - A wall-clock cap of ``MAX_SECONDS``: the timing stops there and the answer reports what
@@ -25,6 +27,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
+from subscriber.budget import over_activation_budget
 from subscriber.deps import (
     BODY_LIMITS,
     NO_MODEL,
@@ -98,6 +101,8 @@ async def benchmark(body: BenchmarkRequest, request: Request) -> BenchmarkRespon
     state.fks_benchmark_running = True  # no await since the check: one event loop
     try:
         model = await served_model(node)
+        if (why := over_activation_budget(body.batch_size, model, node.settings)) is not None:
+            raise bad(f"over the caps: {why}")
         timing = Timing()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_watch_disconnect, request, timing.cancel)

@@ -3,9 +3,10 @@
 Confined to the model roots (symlinks and ``..`` resolved) → sha256 checked when announced →
 decoded (``.safetensors``, or ``torch.load(weights_only=True)``) → finite weights → expected
 state size → every tensor's name and shape → probe forward pass (finite, right shape) → the
-runner that will serve, checked against the probe's actions within ``COMPILE_ATOL``, warm-up.
-Any failure raises a :class:`~common.errors.CheckpointError` with a reason, before anything
-is swapped.
+runner that will serve, checked against the probe's actions within ``COMPILE_ATOL``, warm-up
+→ what one request row costs in activations, within ``FKS_MAX_ACTIVATION_BYTES``
+(``subscriber/activations.py``). Any failure raises a :class:`~common.errors.CheckpointError`
+with a reason, before anything is swapped.
 
 The fast load (the default): the built-in actor (``sac_actor``) is served by a
 :class:`~subscriber.numpy_runner.NumpyRunner` made straight from the loaded arrays, and the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_module, 
 from common.checkpoint_fields import SAC_ACTOR
 from common.errors import CheckpointRejected
 from common.policy import PolicyConfig, SACActor
+from subscriber.activations import check_row_cost, declared_cost, measured_pass
 from subscriber.inference import Backend, EagerRunner, Runner, compile_runner
 from subscriber.model_io import ModelIO, declared_io
 from subscriber.module_probe import verified_runner
@@ -51,7 +53,8 @@ PROBE_ROWS = 8
 class LoadOptions:
     """How a node loads: the state size it serves (None: any), whether to compile, the runner
     family (``numpy``: no module for the built-in actor; ``torchscript``: torch), and the
-    bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS)."""
+    bounds a checkpoint must keep (FKS_MAX_CHECKPOINT_BYTES, FKS_MAX_PARAMETERS,
+    FKS_MAX_ACTIVATION_BYTES for one request, FKS_MAX_BATCH_ROWS)."""
 
     state_dim: int | None = 28
     jit: bool = False
@@ -79,6 +82,12 @@ def prepare_checkpoint(
 ) -> Prepared:
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
     real: Path = roots.confine(path)
+    prepared = _prepare(real, options, expected_sha256)
+    check_row_cost(real, prepared.io.cost, options.limits.max_activation_bytes)
+    return prepared
+
+
+def _prepare(real: Path, options: LoadOptions, expected_sha256: str | None) -> Prepared:
     loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
     config = loaded.config
     if loaded.architecture == SAC_ACTOR and isinstance(config, PolicyConfig):
@@ -102,15 +111,19 @@ def prepare_checkpoint(
             reason="state_dim_mismatch",
         )
     if not isinstance(module, SACActor):  # any other architecture (SPEC §12)
-        io, verified = verified_runner(real, module, io, jit=options.jit)
+        io, verified = verified_runner(real, module, io, jit=options.jit, limits=options.limits)
         return Prepared(loaded, module, verified, io)
     policy = module
     states = _probe_states(policy)
     actions = _probe_policy(real, policy, states)
     runner: Runner = EagerRunner(policy)
+    limits = options.limits
+    _, cost = measured_pass(
+        runner, states.numpy(), budget=limits.max_activation_bytes, max_rows=limits.max_batch_rows
+    )
     if options.jit:
         runner = compile_runner(policy, options.backend, probe=states.numpy(), expected=actions)
-    return Prepared(loaded, policy, runner, io)
+    return Prepared(loaded, policy, runner, replace(io, cost=cost))
 
 
 def _fast(
@@ -127,7 +140,8 @@ def _fast(
     if why is not None:
         log.warning("%s: the numpy runner %s; serving it with torch", real, why)
         return None
-    io = ModelIO((config.state_dim,), (config.action_dim,))
+    cost = declared_cost(runner.row_bytes, states)
+    io = ModelIO((config.state_dim,), (config.action_dim,), cost=cost)
     return Prepared(loaded, None, runner, io)
 
 

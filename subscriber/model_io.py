@@ -5,10 +5,16 @@ Every architecture's module declares ``input_shape`` (one request row: ``(state_
 ``(n_actions,)``) and ``discrete``. A user module that declares no ``input_shape`` is taken to
 read ``(state_dim,)`` from its ``state_dim`` attribute or config key; one that declares no
 ``output_shape`` gives what its probe pass gives.
+
+What a request costs is measured when the model is verified (``subscriber/activations.py``)
+and travels with its shapes: :class:`RequestCost`, the bytes a pass holds at once, as
+``fixed + per_row * rows`` (and, for a cost that grows faster than rows, the largest batch
+measured within the budget).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,16 +22,54 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not before
     from torch import nn
 
 
-__all__ = ["ModelIO", "declared_io"]
+__all__ = ["ModelIO", "RequestCost", "declared_io"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCost:
+    """The memory one forward pass holds at once: ``fixed + per_row * rows`` bytes (the input
+    rows and the activations; the weights are not counted). Zero: not measured.
+
+    ``measured_rows``: for a cost that grows faster than rows (rows that interact), the
+    largest batch whose cost was measured within the budget; ``fixed + per_row * rows`` then
+    bounds what was measured up to it, and no larger batch is allowed (0: a cost linear in
+    rows, no bound of its own)."""
+
+    per_row: int = 0
+    fixed: int = 0
+    measured_rows: int = 0
+
+    def bytes(self, rows: int) -> int:
+        return self.fixed + self.per_row * rows
+
+    def max_rows(self, budget: int) -> int:
+        """The most rows a pass may take within ``budget`` bytes (0: not even one)."""
+        if self.per_row <= 0:
+            fit = 0 if self.fixed > budget else sys.maxsize
+        else:
+            fit = max(0, (budget - self.fixed) // self.per_row)
+        return min(fit, self.measured_rows) if self.measured_rows else fit
+
+    def at_least(self, other: RequestCost) -> RequestCost:
+        """The larger of both, term by term, and the smaller bound on rows (two runners that
+        may serve the same request)."""
+        bounds = [rows for rows in (self.measured_rows, other.measured_rows) if rows]
+        return RequestCost(
+            max(self.per_row, other.per_row),
+            max(self.fixed, other.fixed),
+            min(bounds, default=0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ModelIO:
-    """One row in, one row out; ``discrete``: the output is Q-values, the action an index."""
+    """One row in, one row out; ``discrete``: the output is Q-values, the action an index;
+    ``cost``: what a request costs, once measured."""
 
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...] | None
     discrete: bool = False
+    cost: RequestCost = RequestCost()
 
     @property
     def state_dim(self) -> int:

@@ -5,6 +5,7 @@ all zeros) through torch; the output must be finite (``non_finite``) and of the 
 output shape (``probe_failed``, as is any exception). With ``STAT_PAIR_RL_JIT=true`` an
 architecture that describes itself as an MLP is then served by the numpy fast path, once it
 agrees with torch within ``COMPILE_ATOL`` on the probe states; anything else runs in torch.
+The probe pass also measures what a request costs (``subscriber/activations.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.checkpoint_limits import CheckpointLimits
 from common.errors import CheckpointRejected
 from common.mlp import MLPLayers
+from subscriber.activations import declared_cost, measured_pass
 from subscriber.inference import COMPILE_ATOL, Runner
 from subscriber.model_io import ModelIO
 from subscriber.module_runner import Array, NumpyMLPRunner, TorchRunner
@@ -40,14 +43,17 @@ def probe_states(io: ModelIO, rows: int = PROBE_ROWS) -> Array:
 
 
 def verified_runner(
-    path: Path, module: nn.Module, io: ModelIO, *, jit: bool
+    path: Path, module: nn.Module, io: ModelIO, *, jit: bool, limits: CheckpointLimits
 ) -> tuple[ModelIO, Runner]:
     """The probe pass of ``module``, then its runner; ``CheckpointRejected`` on a failure.
-    Returns ``io`` with the output shape the probe confirmed."""
+    Returns ``io`` with the output shape the probe confirmed and the cost it measured (within
+    ``limits``' activation budget and batch rows)."""
     states = probe_states(io)
     eager = TorchRunner(module, io)
     try:
-        out = eager(states)
+        out, cost = measured_pass(
+            eager, states, budget=limits.max_activation_bytes, max_rows=limits.max_batch_rows
+        )
     except Exception as exc:  # noqa: BLE001 - any failure of the probe is a rejection
         raise CheckpointRejected(
             f"{path}: probe forward pass failed: {str(exc)[:300]}", reason="probe_failed"
@@ -60,13 +66,16 @@ def verified_runner(
         )
     if not bool(np.isfinite(out).all()):
         raise CheckpointRejected(f"{path}: probe output is not finite", reason="non_finite")
-    io = replace(io, output_shape=declared)
+    io = replace(io, output_shape=declared, cost=cost)
     eager = TorchRunner(module, io)
     describe = getattr(module, "mlp_layers", None)
     layers = describe() if jit and callable(describe) else None
     if not isinstance(layers, MLPLayers):
         return io, eager
-    return io, _fast_or_eager(path, layers, eager, states, out)
+    runner = _fast_or_eager(path, layers, eager, states, out)
+    if isinstance(runner, NumpyMLPRunner):  # it samples in torch: both may serve a request
+        io = replace(io, cost=cost.at_least(declared_cost(runner.row_bytes, states)))
+    return io, runner
 
 
 def _fast_or_eager(

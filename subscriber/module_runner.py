@@ -62,6 +62,8 @@ class NumpyMLPRunner:
             )
             for layer in layers.linears
         ]
+        # Every array a deterministic pass allocates for one row: each layer's output.
+        self.row_bytes = 4 * sum(bias.size for _, bias in self._layers)
 
     def __call__(self, states: Array, deterministic: bool = True) -> Array:
         if not deterministic:

@@ -92,6 +92,10 @@ class NumpyRunner:
         self._bounds = (arrays.config.log_std_min, arrays.config.log_std_max)
         layers = (*arrays.trunk, arrays.mean, arrays.log_std)
         self.parameters = sum(w.size + b.size for w, b in layers)
+        # Every array a pass allocates for one row (an upper bound of what it holds at once):
+        # each hidden layer's output, then the mean, log-std, noise and their product.
+        widths = sum(w.shape[0] for w, _ in arrays.trunk) + 4 * arrays.config.action_dim
+        self.row_bytes = 4 * widths
         self._rng = np.random.default_rng()  # its own lock makes it safe across threads
 
     @classmethod

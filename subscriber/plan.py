@@ -13,7 +13,8 @@ candidate judged against the state the previous applicable ones would have left:
 
 and only the last applicable candidate is loaded. If its load fails, the one before it is
 tried, and so on: exactly what applying them one by one would have served, for one load.
-Versions 1 … ``skip_through`` need ``force`` after a rollback (``holder.py``).
+Versions 1 … ``skip_through`` need ``force`` after a rollback (``holder.py``), and so does a
+versioned message that was in flight when the rollback happened (received before it).
 
 A remote checkpoint (SPEC §9) has no file, hence no mtime, before it is fetched: a versioned
 or forced one is judged as any message; an unversioned one is newer iff its sha256 differs
@@ -112,17 +113,20 @@ class Located:
             return self.remote.url
         return str(self.real) if self.real is not None else self.candidate.path
 
-    def identity_after(self) -> ServedIdentity:
-        """The served identity if this candidate were applied: files of another path must
-        be at least as new as the decision (a message's file may be older than the message)."""
+    def identity_after(self, before: ServedIdentity | None = None) -> ServedIdentity:
+        """The served identity if this candidate were applied over ``before``: files of
+        another path must be at least as new as the decision (a message's file may be older
+        than the message); an unversioned decision stands against every version applied
+        before it (``before``'s floor), not only those the node had applied when it arrived."""
         c = self.candidate
         mtime = self.mtime_ns or 0
+        floor = before.version_floor if before is not None else 0
         return ServedIdentity(
             self.key,
             mtime,
             c.version,
             max(mtime, c.decided_ns),
-            c.version if c.version > 0 else c.watermark,
+            c.version if c.version > 0 else max(c.watermark, floor),
             self.remote.sha256 if self.remote is not None else c.sha256,
         )
 
@@ -133,6 +137,7 @@ class Step:
     verdict: str  # a Freshness value, or a rejection reason
     applies: bool
     detail: str = ""
+    refused: bool = False  # a forced message refused by the replay guard (verdict: why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,8 @@ def plan(
     *,
     skip_through: int = 0,
     known_bad: Callable[[Located], str | None] = lambda _: None,
-    refuse_force: Callable[[Candidate], str | None] = lambda _: None,
+    refuse_force: Callable[[Candidate], tuple[str, str] | None] = lambda _: None,
+    rolled_back_at: float = 0.0,
 ) -> Plan:
     """Judge ``located`` in order against ``served``, each against the state before it."""
     state = served
@@ -165,16 +171,18 @@ def plan(
         if bad is not None:
             steps.append(Step(item, "known_bad", False, bad))
             continue
-        verdict = judge_located(state, item, skip_through)
+        verdict = judge_located(state, item, skip_through, rolled_back_at=rolled_back_at)
         if verdict is Freshness.FORCED:
-            without = judge_located(state, item, skip_through, force=False)
+            without = judge_located(
+                state, item, skip_through, force=False, rolled_back_at=rolled_back_at
+            )
             refusal = None if without.apply else refuse_force(c)
             if refusal is not None:
-                steps.append(Step(item, "replayed", False, refusal))
+                steps.append(Step(item, refusal[0], False, refusal[1], refused=True))
                 continue
         if verdict.apply:
             steps.append(Step(item, str(verdict), True))
-            state = item.identity_after()
+            state = item.identity_after(state)
         else:
             steps.append(Step(item, str(verdict), False))
     return Plan(steps)
@@ -187,11 +195,16 @@ def judge_located(
     *,
     force: bool | None = None,
     mtime_ns: int | None = None,
+    rolled_back_at: float = 0.0,
 ) -> Freshness:
     """:func:`judge_candidate` for a located candidate; an unversioned remote one without a
-    listing is newer iff its sha256 differs from the served one's."""
+    listing is newer iff its sha256 differs from the served one's; a versioned one received
+    before the last rollback (``rolled_back_at``, monotonic: in flight when it happened)
+    needs ``force``, like every version the node knew then."""
     c = item.candidate
     forced = c.force if force is None else force
+    if not forced and state is not None and c.version > 0 and c.received_at <= rolled_back_at:
+        return Freshness.STALE_VERSION
     remote = item.remote
     if (
         remote is not None

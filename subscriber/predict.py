@@ -10,6 +10,8 @@ the choice). An action that is not finite (a state can overflow a policy) is a 4
 a ``NaN`` in the JSON. Each request is counted against the generation it used, and so is an
 error of the model (a non-finite action, an exception while inferring): the registry carries
 both since the last swap (``subscriber/traffic.py``), and ``fks rollout`` watches them.
+Rows that would make the model hold more than ``FKS_MAX_ACTIVATION_BYTES`` are a 413 before
+the states are even converted (``subscriber/budget.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
+from subscriber.budget import over_activation_budget
 from subscriber.deps import (
     BAD_INPUT,
     BODY_LIMITS,
@@ -52,6 +55,11 @@ __all__ = ["predict_router", "to_states"]
 Matrix = npt.NDArray[np.float32]
 
 predict_router = APIRouter(prefix="/sac", tags=["sac"])
+
+TOO_LARGE = (
+    "More rows than FKS_MAX_BATCH_ROWS, or than FKS_MAX_ACTIVATION_BYTES allows for the served "
+    "model (the reason names the largest batch it takes), or a body over 8 MiB"
+)
 
 
 def to_states(rows: list[Any], state_dim: int, name: str) -> Matrix:
@@ -129,7 +137,13 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 @predict_router.post(
     "/predict",
     response_model=PredictResponse | DiscretePredictResponse,
-    responses={**NO_MODEL, **BAD_INPUT, **UNAUTHORIZED, **BODY_LIMITS},
+    responses={
+        **NO_MODEL,
+        **BAD_INPUT,
+        **UNAUTHORIZED,
+        **BODY_LIMITS,
+        413: {"model": ErrorResponse, "description": TOO_LARGE},
+    },
     summary="One action for one state",
 )
 async def predict(body: PredictRequest, request: Request) -> Response:
@@ -138,6 +152,8 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     # (bench/http.py measures the route against a bare endpoint; the target is >= 0.9x).
     node = await get_authorized_node(request)
     model = await served_model(node)
+    if (why := over_activation_budget(1, model, node.settings)) is not None:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows([body.state], model, "state")
     try:
         actions, elapsed = await _infer(request, model, states, body.deterministic)
@@ -174,10 +190,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
         **BAD_INPUT,
         **UNAUTHORIZED,
         **BODY_LIMITS,
-        413: {
-            "model": ErrorResponse,
-            "description": "More rows than FKS_MAX_BATCH_ROWS, or a body over 8 MiB",
-        },
+        413: {"model": ErrorResponse, "description": TOO_LARGE},
     },
     summary="Actions for many states",
 )
@@ -190,6 +203,8 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
             detail=f"{len(body.states)} rows, over the limit of {limit} (FKS_MAX_BATCH_ROWS)",
         )
     model = await served_model(node)
+    if (why := over_activation_budget(len(body.states), model, node.settings)) is not None:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows(body.states, model, "states")
     try:
         actions, elapsed = await _infer(request, model, states, body.deterministic)

@@ -165,6 +165,8 @@ class ModelInfo(BaseModel):
                     "input_shape": [28],
                     "output_shape": [1],
                     "discrete": False,
+                    "activation_bytes_per_row": 2176,
+                    "max_batch_rows": 4096,
                     "jit_compiled": False,
                     "loaded_at": "2026-11-22T21:00:00.130000Z",
                     "source": "channel",
@@ -187,6 +189,15 @@ class ModelInfo(BaseModel):
     )
     output_shape: list[int] = Field(description="One answer row: [action_dim] or [n_actions]")
     discrete: bool = Field(False, description="True: action is an index, with q_values")
+    activation_bytes_per_row: int = Field(
+        description="What one request row makes this model hold (input and activations), "
+        "measured when it was verified; for a model whose cost grows faster than rows (rows "
+        "that interact), what its largest batch holds a row"
+    )
+    max_batch_rows: int = Field(
+        description="The most rows one request may send to this model: FKS_MAX_BATCH_ROWS, or "
+        "fewer when FKS_MAX_ACTIVATION_BYTES allows fewer (more: 413)"
+    )
     jit_compiled: bool
     loaded_at: str
     source: str = Field(description="disk, mtime, remote, channel, latest, reload or rollback")

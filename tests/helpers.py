@@ -57,3 +57,28 @@ def write_poisoned_checkpoint(root: Path, version: int) -> SavedCheckpoint:
         second.weight.fill_(1e20)  # inf everywhere ...
         actor.mean.weight.copy_(torch.tensor([[1.0, -1.0] * 128]))  # ... inf - inf = NaN
     return save_checkpoint(root / f"model_{version}.pt", actor, version=version)
+
+
+class AttendRows(torch.nn.Module):
+    """Rows that attend to rows: each row's answer mixes every row of the batch (``h @ hᵀ``,
+    softmax, ``@ h``), so a pass holds ``heads x rows x rows`` scores, a cost that grows as
+    rows². ``wide``: a first layer that wide (ReLU), freed before the scores are made, holds
+    more than they do at a few rows."""
+
+    def __init__(self, width: int = 16, heads: int = 1, wide: int = 0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.wide = torch.nn.Linear(28, wide) if wide else None
+        self.inp = torch.nn.Linear(wide or 28, width * heads)
+        self.out = torch.nn.Linear(width * heads, 1)
+        self.input_shape = (28,)
+        self.output_shape = (1,)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        rows = state.shape[0]
+        wide = state if self.wide is None else torch.relu(self.wide(state))  # freed below
+        h = self.inp(wide).reshape(rows, self.heads, -1).transpose(0, 1)
+        del wide
+        weights = torch.softmax(h @ h.transpose(1, 2), dim=-1)
+        mixed = (weights @ h).transpose(0, 1).reshape(rows, -1)
+        return torch.tanh(self.out(mixed))

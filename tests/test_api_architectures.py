@@ -21,7 +21,7 @@ from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.dqn import DQN, DQNConfig
 from common.policy import register_architecture
 from subscriber import create_app
-from tests.helpers import bump_mtime, write_checkpoint
+from tests.helpers import AttendRows, bump_mtime, write_checkpoint
 
 STATE = [0.1] * 28
 Client = Callable[..., Any]
@@ -212,3 +212,99 @@ def test_openapi_documents_both_answer_shapes_and_windowed_states(client_for: Cl
     assert {"architecture", "input_shape", "output_shape"} <= set(
         schemas["ModelInfo"]["properties"]
     )
+
+
+def test_a_batch_over_the_activation_budget_is_413_with_the_largest_batch_allowed(
+    client_for: Client, model_root: Path
+) -> None:
+    """A windowed dqn (16 steps of a 64-wide LSTM) under a 64 KiB FKS_MAX_ACTIVATION_BYTES:
+    /sac/model/info reports its cost a row and the largest batch; one row more is 413 naming
+    the limit and that batch, which itself answers 200; /sac/benchmark holds the same (400,
+    as over its other caps)."""
+    write_dqn(model_root, 1, window=16, lstm_hidden=64)
+    windows = np.zeros((64, 16, 28)).tolist()
+    with client_for(max_activation_bytes=64 << 10) as client:
+        info = client.get("/sac/model/info").json()
+        per_row, largest = info["activation_bytes_per_row"], info["max_batch_rows"]
+        assert per_row >= 16 * 64 * 4 and 0 < largest == (64 << 10) // per_row < 64
+        over = client.post("/sac/predict/batch", json={"states": windows[: largest + 1]})
+        assert over.status_code == 413
+        detail = over.json()["detail"]
+        assert "FKS_MAX_ACTIVATION_BYTES" in detail and f"at most {largest} rows" in detail
+        ok = client.post("/sac/predict/batch", json={"states": windows[:largest]})
+        assert ok.status_code == 200 and ok.json()["batch_size"] == largest
+        bench = {"batch_size": largest + 1, "warmup": 0, "iterations": 1}
+        refused = client.post("/sac/benchmark", json=bench)
+        assert refused.status_code == 400 and "FKS_MAX_ACTIVATION_BYTES" in refused.json()["detail"]
+        bench["batch_size"] = largest
+        assert client.post("/sac/benchmark", json=bench).status_code == 200
+
+
+def test_rows_that_attend_to_rows_take_the_largest_batch_measured_within_the_budget(
+    client_for: Client, model_root: Path
+) -> None:
+    """A user module whose rows attend to each other (rows² scores, a few hundred bytes a row
+    at 8 rows) under a 1 MiB FKS_MAX_ACTIVATION_BYTES: /sac/model/info names a batch far
+    below FKS_MAX_BATCH_ROWS, whose cost a row is what that batch holds; it answers 200, one
+    row more is 413 naming the limit and the batch (400 for /sac/benchmark)."""
+    register_architecture(
+        "attend_rows_test", lambda c: AttendRows(c["width"]), defaults={"width": 16}
+    )
+    torch.manual_seed(0)
+    path = model_root / "model_1.safetensors"
+    save_checkpoint(path, AttendRows(16), architecture="attend_rows_test", config={"width": 16})
+    with client_for(max_activation_bytes=1 << 20) as client:
+        info = client.get("/sac/model/info").json()
+        per_row, largest = info["activation_bytes_per_row"], info["max_batch_rows"]
+        assert info["architecture"] == "attend_rows_test" and 64 < largest < 1024
+        assert 2048 < per_row and largest * per_row <= 1 << 20
+        over = client.post("/sac/predict/batch", json={"states": [STATE] * (largest + 1)})
+        assert over.status_code == 413
+        detail = over.json()["detail"]
+        assert "FKS_MAX_ACTIVATION_BYTES" in detail and f"at most {largest} rows" in detail
+        ok = client.post("/sac/predict/batch", json={"states": [STATE] * largest})
+        assert ok.status_code == 200 and ok.json()["batch_size"] == largest
+        bench = {"batch_size": largest + 1, "warmup": 0, "iterations": 1}
+        assert client.post("/sac/benchmark", json=bench).status_code == 400
+
+
+def test_a_wide_dqn_cannot_make_a_small_batch_hold_half_a_gigabyte(
+    client_for: Client, model_root: Path
+) -> None:
+    """Not only windows amplify: a 2 MB dqn with one 16,384-wide layer holds 128 KiB a row,
+    so FKS_MAX_BATCH_ROWS (4,096) rows would hold 512 MiB. With the default budget they are
+    a 413 and the largest batch (511 rows) is said."""
+    write_dqn(model_root, 1, hidden=(16384,))
+    with client_for() as client:
+        largest = client.get("/sac/model/info").json()["max_batch_rows"]
+        assert 400 < largest < 600
+        over = client.post("/sac/predict/batch", json={"states": [STATE] * 4096})
+        assert over.status_code == 413 and f"at most {largest} rows" in over.json()["detail"]
+
+
+def test_the_default_actor_still_takes_batches_of_the_row_limit(
+    client_for: Client, model_root: Path
+) -> None:
+    """28 -> 256 -> 256 -> 1 holds ~2 KiB a row: 4,096 rows (FKS_MAX_BATCH_ROWS) answer 200
+    under the default FKS_MAX_ACTIVATION_BYTES, as before it existed."""
+    write_checkpoint(model_root, 1)
+    with client_for() as client:
+        assert client.get("/sac/model/info").json()["max_batch_rows"] == 4096
+        body = client.post("/sac/predict/batch", json={"states": [STATE] * 4096}).json()
+        assert body["batch_size"] == 4096
+
+
+def test_a_model_whose_single_row_is_over_the_budget_is_refused_and_counted(
+    client_for: Client, model_root: Path
+) -> None:
+    """A dqn whose one row holds 32 KiB (128 steps of a 64-wide LSTM), under a 16 KiB budget:
+    500 on reload with too_many_activations, counted; the served actor stays."""
+    write_checkpoint(model_root, 1)
+    with client_for(max_activation_bytes=16 << 10) as client:
+        saved, _ = write_dqn(model_root, 2, window=128, lstm_hidden=64)
+        bump_mtime(saved.path)
+        failed = client.post("/sac/model/reload")
+        assert failed.status_code == 500
+        assert "too_many_activations" in failed.json()["detail"]
+        assert rejections(client, "too_many_activations") == 1
+        assert client.post("/sac/predict", json={"state": STATE}).json()["version"] == 1

@@ -1,6 +1,7 @@
 """End to end (SPEC §12): a real uvicorn server swaps sac_actor -> dqn -> a user's own module
 (the examples/my_arch package, pip-installed, registered by its entry point) while clients
-keep predicting, with 0 failed requests."""
+keep predicting, with 0 failed requests; and a dqn whose rows amplify, and a user module
+whose rows attend to rows, are held to FKS_MAX_ACTIVATION_BYTES over a real socket (issue 24)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ import torch
 from common.architectures import load_entry_points
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.dqn import DQN, DQNConfig
-from common.policy import build_architecture
+from common.policy import build_architecture, register_architecture
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import AttendRows, wait_for, write_checkpoint
+from tests.process_stats import peak_memory_growth
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "my_arch"
+PROJECT = Path(__file__).resolve().parent.parent
+EXAMPLE = PROJECT / "examples" / "my_arch"
 STATE = [0.05] * 28
 
 
@@ -142,3 +145,106 @@ def test_a_node_swaps_sac_actor_dqn_and_a_user_module_live_with_no_failed_reques
         assert isinstance(by_version[version]["action"], float)
         assert "q_values" not in by_version[version]
     assert by_version[2]["jit_compiled"] is True and by_version[3]["jit_compiled"] is False
+
+
+@pytest.mark.slow
+def test_an_amplifying_dqn_batch_is_413_and_the_node_does_not_grow(
+    redis_url: str, model_root: Path, tmp_path: Path
+) -> None:
+    """A dqn within every checkpoint cap (window 256, LSTM 512, 8 MB) holds ~0.5 MiB a row:
+    256 rows, a 450 KiB body, would hold 136 MiB. The node answers 413 naming
+    FKS_MAX_ACTIVATION_BYTES and the largest batch (what /sac/model/info says), its resident
+    memory grows by less than half of that (the body's JSON alone), and it still serves."""
+    config = {"state_dim": 1, "n_actions": 2, "hidden": [8], "window": 256, "lstm_hidden": 512}
+    torch.manual_seed(0)
+    saved = save_checkpoint(
+        model_root / "model_1.safetensors", build_architecture("dqn", config),
+        architecture="dqn", config=config, version=1,
+    )  # fmt: skip
+    env = {
+        "REDIS_URL": redis_url,
+        "STAT_PAIR_RL_MODEL": str(saved.path),
+        "FKS_DEFAULT_DIR": str(tmp_path / "default"),
+        "FKS_STATE_DIM": "1",
+    }
+    with (
+        ServerProcess(env, log_path=tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        wait_for(lambda: client.get("/sac/model/info").status_code == 200, timeout=60, every=0.1)
+        info = client.get("/sac/model/info").json()
+        per_row, largest = info["activation_bytes_per_row"], info["max_batch_rows"]
+        assert per_row >= 256 * 512 * 4 and 0 < largest < 256
+        windows = [[[0.0]] * 256] * 256
+        assert server.process is not None
+        with peak_memory_growth(server.process.pid) as growth:
+            refused = client.post("/sac/predict/batch", json={"states": windows})
+        assert refused.status_code == 413, refused.text[:200]
+        detail = refused.json()["detail"]
+        assert "FKS_MAX_ACTIVATION_BYTES" in detail and f"at most {largest} rows" in detail
+        assert growth[0] < 256 * per_row / 2 / 1e6
+        served = client.post("/sac/predict/batch", json={"states": windows[:2]})
+        assert served.status_code == 200 and len(served.json()["actions"]) == 2
+
+
+ATTEND_ROWS_PLUGIN = {
+    "attend_rows_plugin.py": (
+        "from tests.helpers import AttendRows\n\n\n"
+        "def build(config):\n"
+        "    return AttendRows(config['width'], config['heads'])\n\n\n"
+        "build.config_defaults = {'width': 16, 'heads': 4}\n"
+    ),
+    "attend_rows_plugin-0.1.dist-info/METADATA": (
+        "Metadata-Version: 2.1\nName: attend-rows-plugin\nVersion: 0.1\n"
+    ),
+    "attend_rows_plugin-0.1.dist-info/entry_points.txt": (
+        "[fks.architectures]\nattend_rows = attend_rows_plugin:build\n"
+    ),
+}
+
+
+@pytest.mark.slow
+def test_rows_that_attend_to_rows_hold_the_node_to_the_budget_at_the_largest_batch(
+    redis_url: str, model_root: Path, tmp_path: Path
+) -> None:
+    """A user module (an entry point) whose rows attend to each other holds 4 x rows² scores:
+    ~1.2 KiB a row at 8 rows, 512 MiB at 4,096. Under a 16 MiB FKS_MAX_ACTIVATION_BYTES the
+    node takes the largest batch measured within it: a request of that many rows answers 200
+    and raises the server's peak resident memory by less than twice the budget; one row more
+    is 413."""
+    site = tmp_path / "site"
+    for name, text in ATTEND_ROWS_PLUGIN.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    config = {"width": 16, "heads": 4}
+    register_architecture("attend_rows", lambda c: AttendRows(c["width"], c["heads"]),
+                          defaults=config)  # fmt: skip
+    torch.manual_seed(0)
+    saved = save_checkpoint(
+        model_root / "model_1.safetensors", AttendRows(**config), architecture="attend_rows",
+        config=config, version=1,
+    )  # fmt: skip
+    budget = 16 << 20
+    env = {
+        "REDIS_URL": redis_url,
+        "STAT_PAIR_RL_MODEL": str(saved.path),
+        "FKS_DEFAULT_DIR": str(tmp_path / "default"),
+        "FKS_MAX_ACTIVATION_BYTES": str(budget),
+        "PYTHONPATH": os.pathsep.join([str(site), str(PROJECT), os.environ.get("PYTHONPATH", "")]),
+    }
+    with (
+        ServerProcess(env, log_path=tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        wait_for(lambda: client.get("/sac/model/info").status_code == 200, timeout=60, every=0.1)
+        info = client.get("/sac/model/info").json()
+        assert info["architecture"] == "attend_rows"
+        largest = info["max_batch_rows"]
+        assert server.process is not None
+        with peak_memory_growth(server.process.pid) as growth:
+            served = client.post("/sac/predict/batch", json={"states": [STATE] * largest})
+        assert served.status_code == 200 and served.json()["batch_size"] == largest
+        assert growth[0] < 2 * budget / 1e6, f"{largest} rows: +{growth[0]:.0f} MB"
+        assert 0 < largest < 4096
+        refused = client.post("/sac/predict/batch", json={"states": [STATE] * (largest + 1)})
+        assert refused.status_code == 413 and f"at most {largest} rows" in refused.json()["detail"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from common import Settings
+from common.checkpoint import CheckpointLimits
 from common.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL_DIR, redact_url
 
 SPEC_VARS = [
@@ -69,6 +70,27 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     """STAT_PAIR_RL_MODEL= (empty) means no explicit path."""
     monkeypatch.setenv("STAT_PAIR_RL_MODEL", "")
     assert Settings().model_path is None
+
+
+def test_the_activation_budget_is_64_mib_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FKS_MAX_ACTIVATION_BYTES bounds what one request may make a model hold: 64 MiB by
+    default, read from the environment, a positive number, and a node's load limit too."""
+    monkeypatch.delenv("FKS_MAX_ACTIVATION_BYTES", raising=False)
+    assert Settings().max_activation_bytes == 64 << 20
+    monkeypatch.setenv("FKS_MAX_ACTIVATION_BYTES", "1048576")
+    assert CheckpointLimits.from_settings(Settings()).max_activation_bytes == 1 << 20
+    monkeypatch.setenv("FKS_MAX_ACTIVATION_BYTES", "0")
+    with pytest.raises(ValueError, match="FKS_MAX_ACTIVATION_BYTES"):
+        Settings()
+
+
+def test_the_row_limit_is_a_load_limit_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FKS_MAX_BATCH_ROWS (4,096) is how far a load measures a cost that grows faster than
+    rows, so it travels in the node's load limits."""
+    monkeypatch.delenv("FKS_MAX_BATCH_ROWS", raising=False)
+    assert CheckpointLimits.from_settings(Settings()).max_batch_rows == 4096
+    monkeypatch.setenv("FKS_MAX_BATCH_ROWS", "512")
+    assert CheckpointLimits.from_settings(Settings()).max_batch_rows == 512
 
 
 def test_bad_instance_id_in_the_environment_is_a_clear_error(
