@@ -1,7 +1,8 @@
 """The model-management routes of ``/sac`` (SPEC §5) and ``/metrics``.
 
 Health, readiness, what is served, its history, reload and rollback. They only read the node
-(``app.state``) or ask the holder to act; health and readiness answer from that state alone,
+(``app.state``) or ask it to act (reload and rollback: on every worker of the port,
+``subscriber/operations.py``); health and readiness answer from that state alone,
 never behind a load or the threadpool. The inference routes live in :mod:`subscriber.predict`
 and :mod:`subscriber.benchmark`. Nothing here imports torch at module level: with a broken
 torch the app still starts and answers 503.
@@ -17,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import CheckpointError
 from subscriber.auth import ApiKey
+from subscriber.budget import largest_batch
 from subscriber.deps import NO_MODEL, UNAUTHORIZED, AuthorizedNode, served_model
-from subscriber.errors import NoPreviousModel, NothingToLoad
+from subscriber.errors import ModelChanged, NoPreviousModel, NotEveryWorker, NothingToLoad
 from subscriber.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -28,7 +30,9 @@ from subscriber.schemas import (
 )
 
 if TYPE_CHECKING:
+    from common.settings import Settings
     from subscriber.node import ServingNode
+    from subscriber.operations import Done
     from subscriber.snapshot import ServedModel
 
 __all__ = ["metrics_router", "router"]
@@ -37,7 +41,7 @@ router = APIRouter(prefix="/sac", tags=["sac"])
 metrics_router = APIRouter(tags=["metrics"])
 
 
-def _info(model: ServedModel) -> ModelInfo:
+def _info(model: ServedModel, settings: Settings) -> ModelInfo:
     return ModelInfo(
         path=str(model.path),
         mtime_utc=model.mtime_utc,
@@ -51,6 +55,8 @@ def _info(model: ServedModel) -> ModelInfo:
         input_shape=list(model.io.input_shape),
         output_shape=list(model.io.output_shape or ()),
         discrete=model.discrete,
+        activation_bytes_per_row=model.io.cost.per_row,
+        max_batch_rows=largest_batch(model, settings),
         jit_compiled=model.jit_compiled,
         loaded_at=model.loaded_at.isoformat().replace("+00:00", "Z"),
         source=model.source,
@@ -104,7 +110,7 @@ async def ready(request: Request, response: Response) -> ReadyResponse:
     summary="What is served",
 )
 async def model_info(node: AuthorizedNode) -> ModelInfo:
-    return _info(await served_model(node))
+    return _info(await served_model(node), node.settings)
 
 
 @router.get(
@@ -118,19 +124,28 @@ async def model_history(node: AuthorizedNode, limit: int = 100) -> HistoryRespon
     return HistoryResponse(generations=node.holder.history(), events=[e.to_dict() for e in events])
 
 
+def _done(done: Done, response: Response, settings: Settings) -> ModelInfo:
+    # every worker of the port that did it (`fks serve --workers N`), this one first
+    response.headers["X-FKS-Workers"] = ",".join(done.nodes)
+    return _info(done.model, settings)
+
+
 @router.post(
     "/model/reload",
     response_model=ModelInfo,
     responses={
         **UNAUTHORIZED,
-        503: {"model": ErrorResponse, "description": "Nothing to load"},
+        503: {
+            "model": ErrorResponse,
+            "description": "Nothing to load, or a worker of the port did not answer",
+        },
         500: {"model": ErrorResponse, "description": "Load failed; the old model is served"},
     },
-    summary="Hard reload of the resolved checkpoint (mtime ignored)",
+    summary="Hard reload of the resolved checkpoint (mtime ignored), on every worker",
 )
-async def model_reload(node: AuthorizedNode) -> ModelInfo:
+async def model_reload(node: AuthorizedNode, response: Response) -> ModelInfo:
     try:
-        model = await run_in_threadpool(node.holder.reload)
+        done = await run_in_threadpool(node.operations.reload)
     except NothingToLoad as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     except CheckpointError as exc:
@@ -138,21 +153,32 @@ async def model_reload(node: AuthorizedNode) -> ModelInfo:
             status.HTTP_500_INTERNAL_SERVER_ERROR,
             detail=f"reload failed ({exc.reason}): {exc}; the previous model is still served",
         ) from None
-    return _info(model)
+    except NotEveryWorker as exc:
+        raise HTTPException(exc.status, detail=str(exc)) from None
+    return _done(done, response, node.settings)
 
 
 @router.post(
     "/model/rollback",
     response_model=ModelInfo,
-    responses={**UNAUTHORIZED, 409: {"model": ErrorResponse, "description": "None kept"}},
-    summary="Swap the previous model back in",
+    responses={
+        **UNAUTHORIZED,
+        409: {
+            "model": ErrorResponse,
+            "description": "None kept, or the workers of the port do not serve the same models",
+        },
+        503: {"model": ErrorResponse, "description": "A worker of the port did not answer"},
+    },
+    summary="Swap the previous model back in, on every worker",
 )
-async def model_rollback(node: AuthorizedNode) -> ModelInfo:
+async def model_rollback(node: AuthorizedNode, response: Response) -> ModelInfo:
     try:
-        model = await run_in_threadpool(node.holder.rollback)
-    except NoPreviousModel as exc:
+        done = await run_in_threadpool(node.operations.rollback)
+    except (NoPreviousModel, ModelChanged) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    return _info(model)
+    except NotEveryWorker as exc:
+        raise HTTPException(exc.status, detail=str(exc)) from None
+    return _done(done, response, node.settings)
 
 
 @metrics_router.get(

@@ -62,6 +62,12 @@ class ServedModel:
         object.__setattr__(self, "parameters", count)
 
     @property
+    def fingerprint(self) -> str:
+        """The checkpoint served, comparable across processes (the workers of one port): where
+        it came from and its sha256; not the generation, which each process counts alone."""
+        return f"{self.origin or self.path}#{self.sha256}"
+
+    @property
     def identity(self) -> ServedIdentity:
         return ServedIdentity(
             self.origin or str(self.path),

@@ -1,0 +1,131 @@
+"""An operator's rollback and reload act on every worker of the port, over the workers' own
+Unix sockets (two workers in one process here; `tests/test_serve_workers.py` runs the real
+`fks serve --workers 2`)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common import Settings
+from subscriber import ModelHolder
+from subscriber.errors import NoPreviousModel, NotEveryWorker
+from subscriber.operations import Operations
+from subscriber.siblings import Siblings
+from tests.helpers import write_checkpoint
+
+Workers = Callable[..., list[Operations]]
+
+
+@pytest.fixture
+def workers(settings_for: Callable[..., Settings]) -> Iterator[Workers]:
+    """``count`` workers' operations, each on its own holder; only ``running`` listen."""
+    made: list[Operations] = []
+    directory = Path(tempfile.mkdtemp(prefix="fks-ops-"))  # short: a socket path is <108 bytes
+
+    def make(count: int = 2, running: int | None = None) -> list[Operations]:
+        for slot in range(count if running is None else running):
+            ops = Operations(ModelHolder(settings_for()), f"w{slot}")
+            ops.siblings = Siblings(
+                directory, slot, count, node_ids=lambda s: f"w{s}", handler=ops.handle
+            ).start()
+            made.append(ops)
+        return made
+
+    yield make
+    for ops in made:
+        ops.stop()
+        ops.holder.lane.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve(ops: Operations, *paths: Path) -> None:
+    for path in paths:
+        ops.holder.reload(path)
+
+
+def versions(workers: list[Operations]) -> list[int | None]:
+    return [getattr(ops.holder.current(), "version", None) for ops in workers]
+
+
+def test_a_rollback_rolls_every_worker_back_and_a_second_one_is_refused_everywhere(
+    workers: Workers, model_root: Path
+) -> None:
+    """Both workers roll back before the answer; the next rollback is 409 on any worker."""
+    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
+    w0, w1 = workers()
+    serve(w0, one, two)
+    serve(w1, one, two)
+    done = w0.rollback()
+    assert done.model.version == 1 and done.nodes == ["w0", "w1"]
+    assert versions([w0, w1]) == [1, 1]
+    for ops in (w0, w1):
+        with pytest.raises(NoPreviousModel):
+            ops.rollback()
+    assert versions([w0, w1]) == [1, 1]
+
+
+def test_workers_that_disagree_are_named_and_none_rolls_back(
+    workers: Workers, model_root: Path
+) -> None:
+    """A worker that keeps another previous model: 409 naming it, nothing rolled back."""
+    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
+    w0, w1 = workers()
+    serve(w0, one, two)
+    serve(w1, two)  # restarted later: it keeps no previous model
+    with pytest.raises(NotEveryWorker) as refused:
+        w0.rollback()
+    assert refused.value.status == 409
+    assert "nothing was rolled back" in str(refused.value) and "w1 serves version 2" in str(
+        refused.value
+    )
+    assert versions([w0, w1]) == [2, 2]
+
+
+def test_a_worker_that_does_not_answer_is_named_and_none_rolls_back(
+    workers: Workers, model_root: Path
+) -> None:
+    """A sibling that is not running: 503 naming it, and this worker keeps its model."""
+    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
+    (w0,) = workers(count=2, running=1)
+    serve(w0, one, two)
+    with pytest.raises(NotEveryWorker) as refused:
+        w0.rollback()
+    assert refused.value.status == 503 and "w1 did not answer" in str(refused.value)
+    assert versions([w0]) == [2]
+
+
+def test_a_sibling_rolls_back_only_from_the_models_it_was_asked_about(
+    workers: Workers, model_root: Path
+) -> None:
+    """On the channel, a rollback names what it rolls back from: another decision taken
+    meanwhile is refused (409), a worker already on the target counts as done."""
+    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
+    (w0,) = workers(count=1)
+    serve(w0, one, two)
+    current, previous = w0.holder.current(), w0.holder.previous
+    assert current is not None and previous is not None
+    refused = w0.handle({"op": "rollback", "current": "elsewhere", "previous": "older"})
+    assert refused["ok"] is False and refused["status"] == 409
+    assert versions([w0]) == [2]
+    asked = {"op": "rollback", "current": current.fingerprint, "previous": previous.fingerprint}
+    assert w0.handle(asked)["ok"] and versions([w0]) == [1]
+    assert w0.handle(asked)["ok"] and versions([w0]) == [1]  # already there: never a toggle
+
+
+def test_a_reload_puts_every_worker_on_the_same_newest_file(
+    workers: Workers, model_root: Path
+) -> None:
+    """The worker asked reloads the resolved checkpoint, then every sibling that same file."""
+    one = write_checkpoint(model_root, 1).path
+    w0, w1 = workers()
+    serve(w0, one)
+    serve(w1, one)
+    newest = write_checkpoint(model_root, 3).path
+    done = w1.reload()
+    assert done.nodes == ["w1", "w0"]
+    assert [getattr(ops.holder.current(), "path", None) for ops in (w0, w1)] == [newest] * 2
