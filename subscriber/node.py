@@ -1,9 +1,11 @@
 """A serving node: the holder, the applier, the listener, the fallback and the registry.
 
 The request path calls :meth:`ServingNode.model_for_request`: while the listener is
-connected and a model is served, that is two attribute reads and no I/O at all; otherwise
-it is the fallback's one ``os.stat``. Nothing on the request path talks to Redis or waits
-for a load (but a request with no model at all waits for one look at the disk).
+connected and a model is served, that is two attribute reads and no I/O at all, and no
+request waits for a load; otherwise it is the fallback's one ``os.stat``. Nothing on the
+request path talks to Redis. With Redis away, a request that sees the disk change waits for
+the applier's look at it (at most ``FRESH_WAIT_SECONDS``), so the next request after a newer
+file is answered by it; a request with no model at all waits for one look at the disk.
 
 Redis is the fleet's record of decisions: start-up subscribes and catches up on ``:latest``
 first (bounded by the listener's connect timeout), and only a node that Redis gave no model
@@ -20,8 +22,9 @@ import os
 import time
 from typing import Any
 
-from common.ack import Ack, AckOutcome, judged_fields
+from common.ack import Ack, AckOutcome, answer_digest, judged_fields
 from common.architectures import architecture_names
+from common.clock import RedisClock
 from common.notification import CheckpointNotification
 from common.settings import Settings
 from subscriber.acker import Acker
@@ -32,6 +35,7 @@ from subscriber.holder import ModelHolder
 from subscriber.listener import CheckpointSubscriber, ListenerTiming
 from subscriber.loader import LoadOptions
 from subscriber.metrics import Metrics
+from subscriber.operations import Operations
 from subscriber.plan import Candidate
 from subscriber.recorder import Recorder
 from subscriber.registry import NodeRegistry
@@ -67,8 +71,11 @@ class ServingNode:
         self.traffic = Traffic()
         self.holder.on_swap(lambda model: self.traffic.swapped(model.generation))
         self.judged = JudgedMessages()
+        # Redis' clock as this node estimates it: heartbeats and forced messages' ages are
+        # judged on it, never on this machine's own clock (common/clock.py)
+        self.clock = RedisClock()
         self.replay = ReplayGuard(
-            enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds
+            enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds, clock=self.clock
         )
         self.decider = Decider(
             self.holder,
@@ -107,6 +114,7 @@ class ServingNode:
             timing=self.timing,
             node_id=self.node_id,
             report=self._report,
+            clock=self.clock,
         )
         self.registry = NodeRegistry(
             s.redis_url,
@@ -114,6 +122,8 @@ class ServingNode:
             self.describe,
             node_id=self.node_id,
             interval=s.heartbeat_seconds,
+            secret=s.secret,
+            clock=self.clock,
         )
         self.acker = (
             Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)
@@ -121,6 +131,8 @@ class ServingNode:
             else None
         )
         self.listen = listen
+        # an operator's reload and rollback: on every worker of `fks serve --workers N`
+        self.operations = Operations.for_node(self.holder, s, self.node_id)
 
     @staticmethod
     def registry_id(settings: Settings) -> str:
@@ -147,6 +159,7 @@ class ServingNode:
         requests (bench/swap_latency.py shows it on 2 cores).
         """
         limit_threads(self.settings.torch_threads)
+        self.operations.start()
         # The built-ins and the fks.architectures entry points, registered before any load.
         log.info("architectures: %s", ", ".join(architecture_names()))
         if self.acker is not None:
@@ -168,6 +181,7 @@ class ServingNode:
         return self
 
     def stop(self) -> None:
+        self.operations.stop()
         self.listener.stop()
         self.applier.stop()
         if self.acker is not None:
@@ -213,12 +227,23 @@ class ServingNode:
         if self.acker is None:
             return
         model = self.holder.current()
+        if notification is not None and outcome in ("applied", "stale"):
+            # A canary (it judged a message targeted at it) writes its entry every 0.25 s
+            # until the fleet moves: a message for every node applied, or the promotion of
+            # what it serves. A refused, replayed or older message changes nothing of that.
+            if notification.nodes is not None:
+                self.registry.watch()
+            elif outcome == "applied" or (
+                model is not None and notification.version >= model.version > 0
+            ):
+                self.registry.unwatch()
         ack = Ack(
             node=self.node_id,
             outcome=outcome,
             reason=reason[:200],
             generation=model.generation if model else None,
             ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
+            answers=answer_digest(raw) if raw else None,
             **judged_fields(notification, raw),
         )
         secret = self.settings.secret

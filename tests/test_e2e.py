@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from common import RedisKeys
-from fks.redis_server import EmbeddedRedis
+from fks.redis_server import EmbeddedRedis, free_port
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
 from tests.helpers import wait_for, write_checkpoint
@@ -122,3 +122,24 @@ def test_no_request_fails_while_100_checkpoints_are_published(
     for client in seen:
         generations = [g for status, _, g, _ in client if status == 200]
         assert generations == sorted(generations), "a client saw the generation go back"
+
+
+def test_with_redis_down_the_next_request_of_every_route_sees_a_newer_file(
+    serve: Callable[..., ServerProcess], model_root: Path
+) -> None:
+    """Redis away (the mtime fallback): after a newer checkpoint is written, the very next
+    /sac/model/info, /sac/predict and /sac/predict/batch each answer with it."""
+    write_checkpoint(model_root, 1)
+    server = serve(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    routes = [
+        ("GET", "/sac/model/info", None, "path"),
+        ("POST", "/sac/predict", {"state": STATE}, "model_path"),
+        ("POST", "/sac/predict/batch", {"states": [STATE, STATE]}, "model_path"),
+    ]
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/sac/model/info").json()["version"] == 1
+        assert client.get("/sac/health").json()["mode"] == "mtime"
+        for version, (method, route, body, path_field) in enumerate(routes, start=2):
+            newer = write_checkpoint(model_root, version)
+            answer = client.request(method, route, json=body).json()
+            assert (answer["version"], answer[path_field]) == (version, str(newer.path)), route

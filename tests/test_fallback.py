@@ -1,12 +1,14 @@
-"""The mtime fallback: one os.stat per request; a change starts a load in the background and
-newer files are served soon after, without any request waiting for the load."""
+"""The mtime fallback: one os.stat per request; after a change the next request waits (bounded)
+for the applier's look at the disk, so a newer file answers it."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from subscriber import ModelHolder
 from subscriber.applier import Applier
 from subscriber.decider import Decider
 from subscriber.fallback import HOT_SECONDS, FallbackWatcher
+from subscriber.loader import prepare_checkpoint
 from subscriber.snapshot import ServedModel
 from tests.helpers import wait_for, write_checkpoint
 
@@ -63,19 +66,60 @@ def test_no_model_until_a_checkpoint_appears_then_it_is_served(
     assert model is not None and model.version == 1 and model.source == "disk"
 
 
-def test_a_newer_file_is_served_soon_and_no_request_waits(
+def test_the_next_request_after_a_newer_file_is_answered_by_it(
     watcher: FallbackWatcher, model_root: Path
 ) -> None:
-    """A newer model_*.pt: the request that sees the change keeps the served model, the load
-    runs in the background, and later requests get the newer file."""
+    """A newer model_*.pt: the very next request waits for the applier's look and is answered
+    by it, also for a second file written within the same mtime tick window."""
     write_checkpoint(model_root, 1)
     first = watcher.check()
     assert first is not None and first.version == 1
-    time.sleep(HOT_SECONDS)
+    for version in (2, 3):  # 3 arrives while the directory's signature is still hot
+        write_checkpoint(model_root, version)
+        model = watcher.check()
+        assert model is not None and model.version == version and model.source == "mtime"
+
+
+def test_a_slow_load_holds_the_request_at_most_the_bound_and_only_once(
+    make_watcher: Callable[..., FallbackWatcher],
+    model_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A newer file whose load outlasts FRESH_WAIT_SECONDS: the request that saw the change
+    is answered by the served model once the bound is over, the next one does not wait
+    again, and the newer file is served when its load ends."""
+    monkeypatch.setattr("subscriber.fallback.FRESH_WAIT_SECONDS", 0.2)
+    watcher = make_watcher(fallback_poll_seconds=60.0)
+    write_checkpoint(model_root, 1)
+    first = watcher.check()
+    assert first is not None
+    release = threading.Event()
+    real_prepare = prepare_checkpoint
+
+    def slow_prepare(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path.name == "model_2.pt":
+            release.wait(10)
+        return real_prepare(path, *args, **kwargs)
+
+    monkeypatch.setattr("subscriber.holder.prepare_checkpoint", slow_prepare)
     write_checkpoint(model_root, 2)
-    assert watcher.check() is first  # never waits for the load it started
+    past = time.time_ns() - 10**9
+    os.utime(model_root, ns=(past, past))  # an aged signature: confirmed after one look
+    try:
+        assert watcher.check() is first  # the load is still held: the bound ended the wait
+        waits: list[float] = []
+        real_wait = watcher.applier.wait_disk_check
+
+        def counting_wait(ticket: int, timeout: float) -> bool:
+            waits.append(timeout)
+            return real_wait(ticket, timeout)
+
+        monkeypatch.setattr(watcher.applier, "wait_disk_check", counting_wait)
+        assert watcher.check() is first
+        assert waits == []  # the change was looked at: no second request waits for it
+    finally:
+        release.set()
     wait_for(served_version(watcher, 2))
-    assert watcher.holder.current().source == "mtime"  # type: ignore[union-attr]
 
 
 def test_an_explicit_model_file_rewritten_in_place_is_reloaded(
