@@ -85,6 +85,12 @@ class RedisKeys:
         return f"{self._checkpoints}:version"
 
     @property
+    def epoch(self) -> str:
+        """String key: a token a node sets when it finds none; gone or changed, it tells a
+        reconnecting node that Redis lost this instance's data since it last looked."""
+        return f"{self._checkpoints}:epoch"
+
+    @property
     def nodes(self) -> str:
         """Hash: serving node id -> JSON of what that node serves."""
         return f"{self.prefix}:nodes"

@@ -70,6 +70,9 @@ class CheckpointNotification(BaseModel):
     # Targeted (SPEC §11): only these nodes consider the message; the others ack ``ignored``
     # and the publisher does not move ``:latest``. None: every node.
     nodes: NodeIds | None = None
+    # The instance the message was published for (our publishers sign it in, with a secret):
+    # a node refuses a message of another instance replayed on its channel (issue 24).
+    instance: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
     signature: Hex64 | None = None
 
     @field_validator("model_path")
@@ -168,9 +171,16 @@ class CheckpointNotification(BaseModel):
             out["issued_at"] = rfc3339(self.issued_at)
         if self.nodes is not None:
             out["nodes"] = list(self.nodes)
+        if self.instance is not None:
+            out["instance"] = self.instance
         if self.signature is not None:
             out[SIGNATURE_FIELD] = self.signature
         return out
+
+    def for_instance(self, instance_id: str) -> bool:
+        """Whether this message may be judged by a node of ``instance_id`` (one that names no
+        instance may: a raw ``redis-cli PUBLISH``)."""
+        return self.instance is None or self.instance == instance_id
 
     def targets(self, node_id: str) -> bool:
         """Whether ``node_id`` is to consider this message (every node unless ``nodes``)."""
@@ -180,10 +190,14 @@ class CheckpointNotification(BaseModel):
         """Compact JSON of :meth:`wire_dict`."""
         return json.dumps(self.wire_dict(), separators=(",", ":"), ensure_ascii=False)
 
-    def signed(self, secret: str | bytes) -> CheckpointNotification:
-        """A copy carrying the HMAC-SHA256 signature of its canonical JSON."""
+    def signed(self, secret: str | bytes, instance: str | None = None) -> CheckpointNotification:
+        """A copy carrying the HMAC-SHA256 signature of its canonical JSON (and, given,
+        ``instance``, signed with the rest: a replay on another instance's channel is
+        refused there)."""
         unsigned = self.model_copy(update={"signature": None})
-        return self.model_copy(update={"signature": sign_payload(unsigned.wire_dict(), secret)})
+        if instance is not None:
+            unsigned = unsigned.model_copy(update={"instance": instance})
+        return unsigned.model_copy(update={"signature": sign_payload(unsigned.wire_dict(), secret)})
 
 
 def rfc3339(value: datetime) -> str:

@@ -9,13 +9,16 @@ then digits, incremented digit by digit. ``:version`` still holds a plain decima
   lost ``:version`` (a restart without persistence, a failover to a lagging replica).
 - :data:`PUBLISH`: ``PUBLISH`` the message and move ``:latest`` by the rule of
   ``common/latest.py``; refuse (publish nothing) a version ``:latest`` holds for another
-  checkpoint. A targeted message (``nodes``, SPEC §11) never moves ``:latest`` (a canary
+  checkpoint, and an allocated version the counter has passed since (``reallocate``). A
+  targeted message (``nodes``, SPEC §11) never moves ``:latest`` (a canary
   never spreads by catch-up) and so is never in conflict with it.
 - :data:`RECORD`: a node records a decision it applied that ``:latest`` does not hold yet
   (a raw ``redis-cli PUBLISH``), unless ``:latest`` moved on since that message was sent;
   never a targeted message.
 - :data:`RESTORE`: a node that reconnects raises ``:version`` to the version it serves and
-  puts its decision back into an empty ``:latest`` (never a targeted one).
+  puts its decision back into an empty ``:latest`` (never a targeted one), and sets
+  ``:epoch`` when there is none (a later reconnect that finds it gone or changed knows that
+  Redis lost its data meanwhile).
 - :data:`STORE_BLOB`: the publisher stores a checkpoint's bytes at ``blob:<sha256>`` and
   keeps the newest ``FKS_BLOB_KEEP`` blobs (never the one ``:latest`` names).
 """
@@ -102,10 +105,14 @@ PUBLISH = (
 -- this version (then it is newer than everything, however the counter reads),
 -- ARGV[8] = '1' if the message is targeted (it never moves :latest),
 -- ARGV[9] = 'SPUBLISH' for sharded pub/sub (Redis >= 7), else 'PUBLISH' (the default)
--- returns {receivers, latest moved (0/1), 'published' | 'conflict', held path or ''}
+-- returns {receivers, latest moved (0/1), 'published' | 'conflict' | 'reallocate', held path
+-- or ''}; 'reallocate' (nothing published): a version ALLOCATE issued is no longer above the
+-- counter (a node that reconnected after Redis lost its data raised it meanwhile): allocate
+-- again, so the checkpoint is not announced under a number the fleet has passed
 local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
 local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
+if ARGV[7] == '1' and v ~= '0' and vcmp(counter, v) > 0 then return {0, 0, 'reallocate', ''} end
 local raw = redis.call('GET', KEYS[1])
 local obj = decode(raw)
 local held = version_of(raw, obj)
@@ -165,9 +172,10 @@ return 1
 RESTORE = (
     _PRELUDE
     + r"""
--- KEYS[1] = :version, KEYS[2] = :latest
--- ARGV[1] = the version this node serves (decimal), ARGV[2] = its decision message ('' = none)
--- returns {counter raised (0/1), :latest restored (0/1)}
+-- KEYS[1] = :version, KEYS[2] = :latest, KEYS[3] = :epoch
+-- ARGV[1] = the version this node serves (decimal), ARGV[2] = its decision message ('' = none),
+-- ARGV[3] = a fresh token for :epoch, set if there is none
+-- returns {counter raised (0/1), :latest restored (0/1), the :epoch token}
 local served = vnorm(ARGV[1]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[1])) or '0'
 local raised, restored = 0, 0
@@ -175,7 +183,8 @@ if vcmp(counter, served) < 0 then redis.call('SET', KEYS[1], served); raised = 1
 if ARGV[2] ~= '' and not targeted(decode(ARGV[2])) and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], ARGV[2]); restored = 1
 end
-return {raised, restored}
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+return {raised, restored, redis.call('GET', KEYS[3])}
 """
 )
 

@@ -52,14 +52,17 @@ from typing import Any, Literal
 import redis
 from redis.commands.core import Script
 
+from common.ack import answer_digest
 from common.checkpoint import file_sha256
-from common.fleet import NodeEntry, live_nodes, read_nodes
+from common.clock import RedisClock, sample
+from common.fleet import NodeEntry, read_nodes
 from common.notification import CheckpointNotification
 from common.redis_connect import (
     REDIS_ERRORS,
     LazyRedis,
     RedisClient,
     Timeouts,
+    follow_master,
     has_sharded_pubsub,
     is_readonly,
 )
@@ -79,6 +82,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 1.0
 BLOB_TIMEOUT_S = 10.0
+CLOCK_REFRESH_S = 60.0  # how long a measurement of Redis' clock is trusted
 
 Transport = Literal["path", "redis"]
 
@@ -116,6 +120,10 @@ class CheckpointNotifier:
         if client is not None or self._lazy.target.kind != "cluster":
             self._redis()  # no connection yet: one server and Sentinel clients are lazy
         self._floor = 0  # the highest version this notifier published
+        # Redis' clock: issued_at is stamped on it, so a node judges a forced message's age
+        # on the same clock whatever this machine's says (common/clock.py)
+        self.clock = RedisClock()
+        self._clock_at = -CLOCK_REFRESH_S
 
     def notify(
         self,
@@ -175,7 +183,7 @@ class CheckpointNotifier:
             "metadata": dict(metadata or {}),
             "sha256": sha256,
             "force": force,
-            "issued_at": datetime.now(UTC),
+            "issued_at": datetime.now(UTC),  # restamped on Redis' clock when sent
             "nodes": None if nodes is None else tuple(nodes),
         }
         if saved_at is not None:
@@ -187,7 +195,7 @@ class CheckpointNotifier:
         live: list[str] = []
         if wait_for is not None or draft.nodes is not None:
             try:
-                live = [row.node_id for row in live_nodes(self._redis(), self.keys)]
+                live = [row.node_id for row in self.nodes() if row.live]
             except REDIS_ERRORS as exc:
                 why = f"redis_unavailable: {type(exc).__name__}: {exc}"
                 return self._not_sent(path, why, draft)
@@ -225,9 +233,7 @@ class CheckpointNotifier:
             sent = result.notification
             expected = tuple(n for n in live if wait_for == "all" or sent.targets(n))
             report = waiter.collect(
-                version=sent.version,
-                sha256=sent.sha256,
-                model_path=sent.model_path,
+                answers=answer_digest(sent.to_json()),
                 wait_for=wait_for,
                 expected=expected,
                 timeout=timeout,
@@ -239,8 +245,14 @@ class CheckpointNotifier:
         """Allocate a version if none was given, sign, publish; once more after a failover
         (``publisher/failover.py``)."""
 
+        tries = 0
+
         def attempt(message: CheckpointNotification, allocate: bool) -> NotifyResult:
-            return self._announce(path, message, allocate=allocate, fresh=version is None)
+            nonlocal tries
+            tries += 1  # a retry sends the very message of the first try
+            return self._announce(
+                path, message, allocate=allocate, fresh=version is None, stamp=tries == 1
+            )
 
         return send_with_one_retry(
             attempt,
@@ -256,14 +268,22 @@ class CheckpointNotifier:
         self._rediscover()
 
     def _announce(
-        self, path: str, draft: CheckpointNotification, *, allocate: bool, fresh: bool
+        self,
+        path: str,
+        draft: CheckpointNotification,
+        *,
+        allocate: bool,
+        fresh: bool,
+        stamp: bool = True,
+        tries: int = 3,
     ) -> NotifyResult:
-        """One try: allocate (or PING), then the publish script (``fresh``: the version was
-        allocated for this notification). Raises :class:`_Failover` (carrying the result to
+        """One try: allocate (or ask Redis' time), then the publish script (``fresh``: the
+        version was allocated for this notification; ``stamp``: set ``issued_at`` to Redis'
+        time, as the nodes judge it). Raises :class:`_Failover` (carrying the result to
         return if the retry fails too) when the master was lost."""
         try:
             client = self._redis()
-            self._check_master(client)
+            follow_master(client)
             if self.sharded and not self._has_spublish(client):
                 why = (
                     "sharded_pubsub_unsupported: FKS_SHARDED_PUBSUB=true needs Redis >= 7 "
@@ -275,10 +295,13 @@ class CheckpointNotifier:
                     keys=[self.keys.version, self.keys.latest], args=[str(self._floor)]
                 )
                 draft = draft.model_copy(update={"version": int(allocated)})
-            else:
+            if not allocate or (stamp and self._clock_stale()):
                 # nothing of ours is sent until Redis has answered once: the node serving
-                # :latest, in a cluster too (where PING would ask any node)
-                client.exists(self.keys.latest)
+                # :latest, in a cluster too (where PING would ask any node); its TIME
+                sample(client, self.keys.latest, self.clock)
+                self._clock_at = time.monotonic()
+            if stamp:
+                draft = draft.model_copy(update={"issued_at": self.clock.now_datetime()})
         except redis.ResponseError as exc:
             why = f"version_unavailable: {exc}"
             if is_readonly(exc) or failing_over(exc):
@@ -289,7 +312,7 @@ class CheckpointNotifier:
             if failing_over(exc):
                 raise Failover(NotifyResult(False, why, draft, outcome="not_sent")) from None
             return self._not_sent(path, why, draft)
-        message = draft.signed(self.secret) if self.secret else draft
+        message = draft.signed(self.secret, self.keys.instance_id) if self.secret else draft
         try:
             receivers, moved, status, where = self._publish(
                 keys=[self.keys.latest, self.keys.version],
@@ -320,6 +343,15 @@ class CheckpointNotifier:
                 raise Failover(result) from None
             return self._unconfirmed(path, result)
         status = status.decode() if isinstance(status, bytes) else str(status)
+        if status == "reallocate" and allocate and tries > 1:
+            # the counter passed the allocated version meanwhile (a node raised it after
+            # Redis lost its data): a fresh version, signed anew, nothing was published
+            return self._announce(
+                path, draft, allocate=True, fresh=fresh, stamp=stamp, tries=tries - 1
+            )
+        if status == "reallocate":
+            why = "version_unavailable: the version counter kept moving past each allocation"
+            return self._not_sent(path, why, draft)
         if status == "conflict":
             held = where.decode(errors="replace") if isinstance(where, bytes) else str(where)
             why = (
@@ -371,13 +403,6 @@ class CheckpointNotifier:
             self._spublish = (client, has_sharded_pubsub(client))
         return self._spublish[1]
 
-    def _check_master(self, client: RedisClient) -> None:
-        """Behind Sentinel: ask where the master is; connections to a former master are
-        dropped (redis-py's pool does it when the address changed)."""
-        pool = client.connection_pool if isinstance(client, redis.Redis) else None
-        if pool is not None and hasattr(pool, "get_master_address"):
-            pool.get_master_address()
-
     def _rediscover(self) -> None:
         """After a failover: forget every connection, so the next one finds the master."""
         client = self._bound
@@ -397,9 +422,19 @@ class CheckpointNotifier:
     def _not_sent(self, path: str, why: str, draft: CheckpointNotification) -> NotifyResult:
         return not_sent(path, why, draft, self.redis_url)
 
+    def client(self) -> RedisClient:
+        """The Redis client this notifier publishes with."""
+        return self._redis()
+
+    def _clock_stale(self) -> bool:
+        return time.monotonic() - self._clock_at >= CLOCK_REFRESH_S
+
     def nodes(self) -> list[NodeEntry]:
-        """Every entry of the node registry (Redis errors propagate)."""
-        return read_nodes(self._redis(), self.keys)
+        """Every entry of the node registry, aged on Redis' clock and, with a secret, believed
+        only when signed with it (Redis errors propagate)."""
+        rows = read_nodes(self._redis(), self.keys, secret=self.secret, clock=self.clock)
+        self._clock_at = time.monotonic()
+        return rows
 
     def current_version(self) -> int | None:
         """The ``:version`` counter (the newest version allocated), or None if unreachable."""

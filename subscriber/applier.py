@@ -17,7 +17,8 @@
   there; after a reconnect, a decision it took from disk while Redis was away (newer than
   ``:latest``, or the catch-up would have replaced it) is announced (``subscriber/recorder.py``).
 
-Nothing here raises out of the thread; requests and rollbacks never wait on it.
+Nothing here raises out of the thread; rollbacks never wait on it, and requests only while
+Redis is away (a bounded wait for a disk check they asked for: ``subscriber/fallback.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
+from common.notification import CheckpointNotification
 from common.textsafe import printable
 from subscriber.decider import Decider
 from subscriber.plan import Candidate
@@ -67,6 +69,8 @@ class Applier:
         self.remote_poll = remote_poll
         self._next_remote = 0.0
         self._reconnected = False
+        self._latest_read: tuple[CheckpointNotification | None, str] = (None, "")
+        self._reannounce: list[CheckpointNotification] = []
         self._offline_generation = -1  # the last model loaded from disk while Redis was away
         self.counters: Counter[str] = Counter()
         self._cond = threading.Condition()
@@ -133,19 +137,43 @@ class Applier:
         with self._cond:
             return self._cond.wait_for(lambda: self._disk_done >= ticket, timeout)
 
-    def reconnected(self, *, latest_present: bool) -> None:
-        """The listener (re)subscribed and queued its catch-up: once that is judged, announce
-        a disk decision that Redis does not know of (only if ``:latest`` holds an older one)."""
+    def reconnected(
+        self,
+        *,
+        latest_present: bool,
+        latest: CheckpointNotification | None = None,
+        digest: str = "",
+    ) -> None:
+        """The listener (re)subscribed and queued its catch-up of ``:latest`` (``latest``,
+        its sha1 ``digest``): once that is judged, a decision of this node that ``:latest``
+        does not hold and that is newer goes there (a file served while Redis was away is
+        announced; a message heard before a failover is put back)."""
         if latest_present:
             with self._cond:
                 self._reconnected = True
+                self._latest_read = (latest, digest)
                 self._cond.notify_all()
+
+    def reannounce(self, notification: CheckpointNotification) -> None:
+        """Announce ``notification``'s checkpoint again under a fresh version (the listener:
+        it was published after Redis lost its data, under a version that restarted)."""
+        with self._cond:
+            self._reannounce.append(notification)
+            self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is pending or running (within ``timeout``)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not (self._busy or self._pending or self._disk or self._reconnected),
+                lambda: (
+                    not (
+                        self._busy
+                        or self._pending
+                        or self._disk
+                        or self._reconnected
+                        or self._reannounce
+                    )
+                ),
                 timeout,
             )
 
@@ -156,8 +184,10 @@ class Applier:
             work = self._next_work()
             if work is None:
                 continue
-            batch, disk, announce = work
+            batch, disk, announce, again = work
             try:
+                for notification in again:
+                    self._announce_again(notification)
                 if batch:
                     self._apply(batch)
                 if disk:
@@ -180,7 +210,9 @@ class Applier:
                         self._disk_done = self._disk_taken
                     self._cond.notify_all()
 
-    def _next_work(self) -> tuple[list[Candidate], bool, bool] | None:
+    def _next_work(
+        self,
+    ) -> tuple[list[Candidate], bool, bool, list[CheckpointNotification]] | None:
         with self._cond:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -190,7 +222,7 @@ class Applier:
                     self._pending[:0] = due  # they arrived before anything pending now
                 polling = self.in_fallback()
                 poll_due = polling and now >= self._next_poll
-                if self._pending or self._disk or poll_due or self._reconnected:
+                if self._pending or self._disk or poll_due or self._reconnected or self._reannounce:
                     break
                 waits = [0.5] + [at - now for at, _ in self._retries]
                 if polling:
@@ -207,8 +239,9 @@ class Applier:
             if disk:
                 self._next_poll = time.monotonic() + self.poll
             announce, self._reconnected = self._reconnected, False
+            again, self._reannounce = self._reannounce, []
             self._busy = True
-            return batch, disk, announce
+            return batch, disk, announce, again
 
     def _remote_due(self, offline: bool) -> bool:
         """Whether to list the remote tier now: while Redis is away or no model is served,
@@ -231,15 +264,34 @@ class Applier:
                 return
             self._cond.wait(min(self.quiet - quiet_for, until - now))
 
+    def _announce_again(self, notification: CheckpointNotification) -> None:
+        if self.recorder is not None:
+            outcome = self.recorder.reannounce(
+                notification, node_id=self.node_id, floor=self.holder.highest_version
+            )
+            self.counters[f"reannounce_{outcome}"] += 1
+
     def _announce(self) -> None:
         model = self.holder.current()
-        if (
-            self.recorder is None
-            or model is None
-            or model.generation != self._offline_generation  # not decided while Redis was away
-        ):
+        if self.recorder is None or model is None:
             return
-        self.counters[f"announce_{self.recorder.announce(model, node_id=self.node_id)}"] += 1
+        if model.generation == self._offline_generation:  # decided while Redis was away
+            self.counters[f"announce_{self.recorder.announce(model, node_id=self.node_id)}"] += 1
+            return
+        latest, digest = self._latest_read
+        if latest is None or latest.nodes is not None or not model.version > latest.version > 0:
+            return
+        if model.message is not None:
+            # :latest is older than what this node applied from the channel: a failover to a
+            # replica that missed the publication, Redis' data lost, or an old message put
+            # back by a Redis writer (issue 24, d1, x1)
+            outcome = self.recorder.supersede(model.message, model.version, digest)
+            self.counters[f"supersede_{outcome}"] += 1
+        elif model.source == "disk":
+            # the file this node started from carries a version above :latest's: announced,
+            # so :latest is not left older than what the fleet serves (never a rollback or a
+            # reload: those are this node's own decisions)
+            self.counters[f"announce_{self.recorder.announce(model, node_id=self.node_id)}"] += 1
 
     def _apply(self, batch: list[Candidate]) -> None:
         result = self.decider.apply_batch(batch)

@@ -34,7 +34,8 @@ __all__ = ["RETRIED", "BatchResult", "Decider", "Judged"]
 log = logging.getLogger(__name__)
 
 # Failures that a notification is retried after (for FKS_MISSING_RETRY_SECONDS): its file is
-# not there yet, or its store could not be reached.
+# not there yet, or its store could not be reached. Not ``blob_missing``: a blob named by its
+# hash that is gone from Redis will not appear, and the trainer waiting for acks hears it now.
 RETRIED = frozenset({"missing", "fetch_failed"})
 
 # Told of every notification judged: (the candidate, its outcome, the reason).
@@ -99,6 +100,7 @@ class Decider:
             skip_through=h.skip_through,
             known_bad=h.known_bad,
             refuse_force=self._refuse_force,
+            rolled_back_at=h.rolled_back_at,
         ).steps
         for step in steps:
             if step.applies:
@@ -110,10 +112,10 @@ class Decider:
             if error is not None:
                 h.refused(error, c.source, path, c.version)
                 verdicts[id(c)] = ("rejected", error.reason)
-            elif step.verdict == "replayed":
-                h.record_rejection("replayed", step.detail, c.source)
+            elif step.refused:
+                h.record_rejection(step.verdict, step.detail, c.source)
                 log.warning("refused a forced message for %s: %s", path, step.detail)
-                verdicts[id(c)] = ("rejected", "replayed")
+                verdicts[id(c)] = ("rejected", step.verdict)
             elif step.verdict == "known_bad":
                 h.stale(step.verdict, c.source, path, c.version, step.detail)
                 verdicts[id(c)] = ("rejected", "known_bad")
@@ -250,7 +252,7 @@ class Decider:
             return None
         return h.install(prepared, located, generation_seen=generation)
 
-    def _refuse_force(self, c: Candidate) -> str | None:
+    def _refuse_force(self, c: Candidate) -> tuple[str, str] | None:
         if c.notification is None:
             return None
         return self.replay.refuse_force(c.notification)

@@ -32,7 +32,8 @@ from common.remote import RemoteRef, parse_model_path, protocol_installed
 from common.settings import Settings
 from common.staleness import Freshness, ServedIdentity
 from common.textsafe import printable
-from subscriber.errors import NoPreviousModel, NothingToLoad
+from subscriber.deadline import Deadline
+from subscriber.errors import ModelChanged, NoPreviousModel, NothingToLoad
 from subscriber.events import Event, EventKind, EventLog
 from subscriber.failures import FailureMemory, fetch_key
 from subscriber.fetch import Fetched, FetchOptions, fetch
@@ -45,7 +46,7 @@ from subscriber.roots import ModelRoots
 from subscriber.snapshot import ServedModel
 from subscriber.threads import inherit_torch_threads
 
-__all__ = ["ModelHolder", "NoPreviousModel", "NothingToLoad", "Outcome"]
+__all__ = ["ModelHolder", "NoPreviousModel", "NothingToLoad", "Outcome", "no_previous_model"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class ModelHolder:
         self.roots = ModelRoots(settings)
         self.url_prefixes = settings.url_prefixes()
         for prefix in self.url_prefixes:  # import s3fs & co now, not on a first notification
-            protocol_installed(prefix.split("://", 1)[0])
+            if "://" in prefix:
+                protocol_installed(prefix.split("://", 1)[0])
         self.fetch_options = FetchOptions.from_settings(settings)
         self.metrics = metrics or Metrics()
         self.options = options or LoadOptions(
@@ -91,7 +93,9 @@ class ModelHolder:
         self._previous: ServedModel | None = None
         self._generation = 0
         self._skip_through = 0
+        self._rolled_back_at = 0.0  # monotonic: messages received before it need force
         self._highest_version = 0
+        self._applied_version = 0  # the highest version of a decision this node applied
         self._lock = threading.Lock()
         self._swapped = threading.Condition(self._lock)
         self._swap_callbacks: list[Callable[[ServedModel], None]] = []
@@ -117,12 +121,26 @@ class ModelHolder:
         return self._skip_through
 
     @property
+    def rolled_back_at(self) -> float:
+        """When the last rollback happened (monotonic; 0.0: never)."""
+        return self._rolled_back_at
+
+    @property
     def highest_version(self) -> int:
-        """The highest version this node has known of (messages, ``:version``, its models)."""
+        """The highest version of a decision this node applied, or that Redis' ``:version``
+        counter said was issued. A message refused (or not yet judged) adds nothing: only an
+        applied decision moves the order (issue 24, c1)."""
         return self._highest_version
 
+    @property
+    def applied_version(self) -> int:
+        """The highest version of a decision this node applied: what it tells Redis it knows
+        (``:version`` is raised to it on reconnect) and what tells it that Redis lost its
+        data; never a number only Redis' (unsigned) counter claimed."""
+        return self._applied_version
+
     def note_version(self, version: int) -> None:
-        """Remember that ``version`` exists (listener: every valid message, the counter)."""
+        """Remember that ``version`` was issued (the listener: the ``:version`` counter)."""
         if version > self._highest_version:
             with self._lock:
                 self._highest_version = max(self._highest_version, version)
@@ -178,12 +196,18 @@ class ModelHolder:
             raise located.error or CheckpointLoadError("no path to load", reason="missing")
         c = located.candidate
         fetched: list[Fetched] = []
+        deadline = Deadline(self.fetch_options.timeout)  # the lane cuts it if it gives up
 
         def load() -> Prepared:
             current = self._current
             if generation_seen is not None and current is not None:
                 if current.generation != generation_seen:
-                    verdict = judge_located(current.identity, located, self._skip_through)
+                    verdict = judge_located(
+                        current.identity,
+                        located,
+                        self._skip_through,
+                        rolled_back_at=self._rolled_back_at,
+                    )
                     if not verdict.apply:
                         raise CheckpointLoadError(
                             f"{located.key}: {verdict} after a decision taken meanwhile",
@@ -197,18 +221,22 @@ class ModelHolder:
                     expected_size=located.identity.size if located.identity else None,
                     on_bytes=self.metrics.fetch_bytes.inc,
                     protect=[m.path for m in (self._current, self._previous) if m is not None],
+                    deadline=deadline,
                 )
                 fetched.append(got)
                 if not got.cached:
                     self.metrics.fetch_seconds.observe(got.seconds)
                 target, sha256 = got.path, got.sha256
+                if deadline.cancelled:  # abandoned by the lane: load nothing
+                    raise CheckpointLoadError(f"{located.key}: abandoned", reason="timeout")
             assert target is not None
             return prepare_checkpoint(target, self.roots, self.options, expected_sha256=sha256)
 
         elapsed = self.metrics.timer()
         budget = self.lane.timeout + (self.fetch_options.timeout if remote is not None else 0.0)
         try:
-            prepared = self.lane.run(load, what=f"loading {printable(located.key)}", timeout=budget)
+            what = f"loading {printable(located.key)}"
+            prepared = self.lane.run(load, what=what, timeout=budget, on_abandon=deadline.cut)
         except CheckpointError as exc:
             if remote is not None:
                 fetched_sha256 = fetched[0].sha256 if fetched else None
@@ -233,6 +261,7 @@ class ModelHolder:
                     located,
                     self._skip_through,
                     mtime_ns=None if located.remote else prepared.loaded.mtime_ns,
+                    rolled_back_at=self._rolled_back_at,
                 )
                 if not verdict.apply:
                     superseded = Outcome(False, "superseded", current, str(verdict))
@@ -293,15 +322,22 @@ class ModelHolder:
         assert outcome.model is not None
         return outcome.model
 
-    def rollback(self) -> ServedModel:
-        """Swap the previous model back in (as a new generation). Raises NoPreviousModel."""
+    def rollback(self, *, expect: tuple[str, str] | None = None) -> ServedModel:
+        """Swap the previous model back in (as a new generation). Raises NoPreviousModel.
+
+        With ``expect`` (the fingerprints of the served and the previous model: a sibling
+        worker's rollback, ``subscriber/operations.py``), only while those two are still
+        served and kept; ModelChanged otherwise.
+        """
         with self._lock:
             previous, current = self._previous, self._current
             if previous is None or current is None:
-                hint = ""
-                if current is not None and current.source == "rollback":
-                    hint = " (a rollback is not undone by another: reload or notify instead)"
-                raise NoPreviousModel("no previous model is kept" + hint)
+                raise no_previous_model(current)
+            if expect is not None and (current.fingerprint, previous.fingerprint) != expect:
+                raise ModelChanged(
+                    f"serves version {current.version} ({current.path}) and keeps version "
+                    f"{previous.version} ({previous.path}): not the models the rollback was for"
+                )
             self._generation += 1
             restored = replace(
                 previous,
@@ -311,8 +347,10 @@ class ModelHolder:
                 newer_after_ns=max(previous.mtime_ns, time.time_ns()),
                 message=None,  # a node's own decision: never restored into :latest
             )
-            # every version known now was decided before this rollback: it needs force
+            # every version known now was decided before this rollback: it needs force, and so
+            # does one still in flight (received before now, judged after)
             self._skip_through = max(self._skip_through, current.version, self._highest_version)
+            self._rolled_back_at = time.monotonic()
             self._install(restored, previous=None)
         self.metrics.swaps.labels("rollback").inc()
         self.events.add(
@@ -399,7 +437,12 @@ class ModelHolder:
             saved_at=loaded.saved_at,
             metadata=loaded.metadata,
             newer_after_ns=max(mtime_ns, c.decided_ns),
-            watermark=c.version if c.version > 0 else max(loaded.version, c.watermark),
+            # an unversioned decision stands against every version applied before it
+            watermark=(
+                c.version
+                if c.version > 0
+                else max(loaded.version, c.watermark, self._highest_version)
+            ),
             # the decision to restore into an empty :latest; never a targeted (canary) one
             message=c.raw if c.source in ("channel", "latest") and not c.targeted else None,
             origin=located.remote.url if located.remote is not None else None,
@@ -407,6 +450,7 @@ class ModelHolder:
             io=prepared.io,
         )
         self._highest_version = max(self._highest_version, model.version)
+        self._applied_version = max(self._applied_version, model.version)
         self._install(model, previous=current)
         return model
 
@@ -424,3 +468,11 @@ class ModelHolder:
                 log.exception("swap callback %r failed", callback)
         del previous  # the model before it is now unreferenced (unless a request holds it)
         self.trim.after_swap()
+
+
+def no_previous_model(current: ServedModel | None) -> NoPreviousModel:
+    """The refusal of a rollback while no previous model is kept (after a rollback: say why)."""
+    hint = ""
+    if current is not None and current.source == "rollback":
+        hint = " (a rollback is not undone by another: reload or notify instead)"
+    return NoPreviousModel("no previous model is kept" + hint)

@@ -30,6 +30,7 @@ others are acked by the applier once judged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -44,6 +45,7 @@ import redis
 from redis.client import PubSub
 
 from common.ack import AckOutcome
+from common.clock import RedisClock, sample
 from common.errors import InvalidNotification
 from common.latest import moves_latest
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
@@ -100,8 +102,10 @@ class CheckpointSubscriber:
         timing: ListenerTiming | None = None,
         node_id: str = "",
         report: Report | None = None,
+        clock: RedisClock | None = None,
     ) -> None:
         self.holder = holder
+        self.clock = clock or RedisClock()
         self.node_id = node_id
         self.report = report
         self.applier = applier
@@ -124,9 +128,15 @@ class CheckpointSubscriber:
         self._stop = threading.Event()
         self._silent_reconnect = threading.Event()
         self._thread: threading.Thread | None = None
-        # What :latest held as far as this node knows: its parsed message and sha1 digest.
+        # What :latest held as far as this node knows: its parsed message and sha1 digest,
+        # and the highest version issued as far as it knows (the :version counter, every
+        # versioned message heard): only to mirror the rule that moves :latest, never to
+        # order decisions (a refused message must leave no version behind).
         self._latest: CheckpointNotification | None = None
         self._latest_digest = ""
+        self._issued = 0
+        self._epoch = ""  # the :epoch token Redis held when this node last restored
+        self._known_before = 0  # the highest version known when the last catch-up began
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,9 +239,12 @@ class CheckpointSubscriber:
             pubsub.connection.register_connect_callback(self._on_connect)
             self._await_subscription(pubsub, link.confirmation)
             self._catch_up(link.client, "subscribe")
-            if self.recorder is not None:
-                self.recorder.restore(self.holder.current(), self.holder.highest_version)
-            self.applier.reconnected(latest_present=bool(self._latest_digest))
+            self._restore()
+            self.applier.reconnected(
+                latest_present=bool(self._latest_digest),
+                latest=self._latest,
+                digest=self._latest_digest,
+            )
             self._set_connected(True)  # subscribed and caught up: Redis mode
             self._tried.set()
             self._read(link, pubsub)
@@ -268,6 +281,7 @@ class CheckpointSubscriber:
                 self._silent_reconnect.clear()
                 self.counters["silent_reconnects"] += 1
                 self._catch_up(client, "silent reconnect")
+                self._restore()
             if now - last_ping >= t.ping_interval:
                 pubsub.ping(PING_PAYLOAD)
                 last_ping = now
@@ -288,13 +302,64 @@ class CheckpointSubscriber:
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
+    def _restore(self) -> None:
+        """Tell Redis what this node serves (``subscriber/recorder.py``) and learn the
+        ``:epoch`` token it holds now."""
+        if self.recorder is not None:
+            model = self.holder.current()
+            _, restored, epoch = self.recorder.restore(model, self.holder.applied_version)
+            self._epoch = epoch or self._epoch
+            if restored and model is not None and model.message is not None:
+                # :latest now holds this node's decision: the mirror must say so, or the
+                # next raw decision's compare-and-set (RECORD) fails against it
+                with contextlib.suppress(InvalidNotification):
+                    self._latest = CheckpointNotification.from_message(model.message)
+                    self._latest_digest = message_digest(model.message)
+
     def _catch_up(self, client: RedisClient, why: str) -> None:
         """Read ``:version`` and ``:latest`` (measured first: an oversized value is refused
         unread)."""
         self.counters["catch_ups"] += 1
-        counter = client.get(self.keys.version)
-        if isinstance(counter, bytes) and counter.isdigit():
-            self.holder.note_version(int(counter))
+        # what this node knew before this catch-up: a :latest numbered at or below it, yet
+        # issued after its decision, was numbered by a counter that restarted
+        self._known_before = self.holder.highest_version
+        sample(client, self.keys.latest, self.clock)  # Redis' clock, for forced messages' age
+        raw_counter, raw_epoch = client.get(self.keys.version), client.get(self.keys.epoch)
+        counter = (
+            int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
+        )
+        epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
+        # Redis lost this instance's data since this node last looked (a restart without
+        # persistence, FLUSHALL): the :epoch token it saw is gone or another, or the counter
+        # is below a version this node applied (or saw it hold). Whatever :latest holds that
+        # this node never judged was published after the loss, under versions that
+        # restarted: it is the newer decision (issue 24, b1).
+        why = ""
+        if self._epoch and epoch != self._epoch:
+            why = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
+        elif counter < self.holder.applied_version:
+            why = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
+        lost = bool(why)
+        if lost:
+            self.counters["data_loss"] += 1
+            log.warning(
+                "Redis lost its data (%s): a :latest published since is the newer decision, "
+                "whatever its version",
+                why,
+            )
+        if not lost:
+            self.holder.note_version(counter)
+        self._issued = max(self._issued, counter)
+        try:
+            self._read_latest(client, why, lost)
+        finally:
+            # after a loss the counter restarted: it says nothing of what came before, and
+            # :latest is judged against what this node applied
+            self.holder.note_version(counter)
+
+    def _read_latest(self, client: RedisClient, why: str, lost: bool) -> None:
+        """Read ``:latest`` (measured first: an oversized value is refused unread) and hand
+        it on (``lost``: Redis lost its data since this node last looked)."""
         size = int(client.strlen(self.keys.latest))
         if size == 0:
             self._latest, self._latest_digest = None, ""
@@ -311,7 +376,7 @@ class CheckpointSubscriber:
         raw = client.get(self.keys.latest)
         if raw is not None:
             log.debug("catch-up after %s: reading %s", why, self.keys.latest)
-            self._on_message(raw, "latest")
+            self._on_message(raw, "latest", adopt=lost)
 
     def _set_connected(self, connected: bool) -> None:
         if connected and not self._connected:
@@ -325,14 +390,16 @@ class CheckpointSubscriber:
 
     # -- messages --------------------------------------------------------------------------
 
-    def _on_message(self, data: bytes | str, via: str) -> None:
-        """Parse one message and hand it on; never raises."""
+    def _on_message(self, data: bytes | str, via: str, *, adopt: bool = False) -> None:
+        """Parse one message and hand it on; never raises. ``adopt``: a ``:latest`` published
+        after Redis lost its data (announced again above what the node knows, if its version
+        would make it stale)."""
         try:
-            self._handle(data, via)
+            self._handle(data, via, adopt)
         except Exception as exc:  # noqa: BLE001 - nothing a publisher sends ends a session
             self._reject("invalid", f"unexpected {type(exc).__name__} while parsing", via)
 
-    def _handle(self, data: bytes | str, via: str) -> None:
+    def _handle(self, data: bytes | str, via: str, adopt: bool = False) -> None:
         received = time.monotonic()
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
         self.last_message_at = datetime.now(UTC)
@@ -345,11 +412,23 @@ class CheckpointSubscriber:
             if digest and digest in self.judged:
                 self.counters["already_judged"] += 1
                 self.holder.stale("already_judged", via, "", 0)
+                with contextlib.suppress(InvalidNotification):  # what :latest holds, known
+                    self._latest = CheckpointNotification.from_message(raw, secret=self.secret)
                 return
         try:
             notification = CheckpointNotification.from_message(raw, secret=self.secret)
         except InvalidNotification as exc:
             self._reject(exc.reason, str(exc), via, raw=raw, received=received)
+            return
+        if not notification.for_instance(self.keys.instance_id):
+            self._reject(
+                "other_instance",
+                f"a message for instance {notification.instance!r} on {self.keys.channel}",
+                via,
+                raw=raw,
+                received=received,
+                parsed=notification,
+            )
             return
         if not notification.targets(self.node_id):
             self.counters["ignored"] += 1
@@ -360,9 +439,16 @@ class CheckpointSubscriber:
             log.debug("a message for nodes %s only: ignored", notification.nodes)
             return
         decided = None
-        known = self.holder.highest_version  # before this message
+        known = self.holder.highest_version  # decisions applied before this message
+        issued, self._issued = self._issued, max(self._issued, notification.version)
         if via == "latest":
             self._latest = notification
+            if self.replay.replayed(notification) is not None:
+                # a signature already judged (re-encoded bytes, or a replay put into
+                # :latest): nothing new, as a digest already judged
+                self.counters["already_judged"] += 1
+                self.holder.stale("already_judged", via, "", 0)
+                return
             before = ""
             when = notification.issued_at or notification.saved_at
             decided = int(when.timestamp() * 1e9)  # decided when published, not when read
@@ -375,20 +461,58 @@ class CheckpointSubscriber:
                 return
             before = self._latest_digest
             # a targeted message never moves :latest (the publisher's script leaves it)
-            if notification.nodes is None and moves_latest(self._latest, notification, known):
+            if notification.nodes is None and moves_latest(self._latest, notification, issued):
                 self._latest, self._latest_digest = notification, digest
-        self.holder.note_version(notification.version)
-        self.applier.offer(
-            Candidate.from_notification(
-                notification,
-                via,
-                raw=raw,
-                latest_before=before,
-                received_at=received,
-                decided_ns=decided,
-                watermark=known,
-            )
+        candidate = Candidate.from_notification(
+            notification,
+            via,
+            raw=raw,
+            latest_before=before,
+            received_at=received,
+            decided_ns=decided,
+            watermark=known,
         )
+        if via == "latest" and self._numbered_before_a_loss(notification):
+            # Issued after the decision this node serves, yet numbered at or below what it
+            # knows, and :latest holds it: its version was allocated after Redis lost its
+            # data (or a lagging replica took over), so by its number it would be stale. It
+            # is the fleet's newest decision: announced again under a version above every
+            # one this node knows, it reaches every node (this one included) as such.
+            self.counters["reannounced"] += 1
+            log.warning(
+                "%s holds %s as version %d, issued after this node's decision (Redis lost its "
+                "data%s): announcing it again above version %d",
+                self.keys.latest,
+                printable(notification.model_path),
+                notification.version,
+                " and said so" if adopt else "?",
+                self.holder.highest_version,
+            )
+            self.applier.reannounce(notification)
+            return
+        self.applier.offer(candidate)
+
+    def _numbered_before_a_loss(self, notification: CheckpointNotification) -> bool:
+        """Whether ``:latest``'s ``notification`` (not judged before) carries a version at or
+        below what this node knew before the catch-up (the counter it reads now may count
+        ``notification`` itself) although it was issued after the decision this node
+        serves (on Redis' clock), unless it is that decision itself: only a counter that
+        restarted gives that, and its number may name another checkpoint the fleet saw. A
+        replay of an older message was issued before; a forced or targeted one is judged as
+        it is."""
+        model = self.holder.current()
+        issued = notification.issued_at
+        if (
+            model is None
+            or issued is None
+            or notification.force
+            or notification.nodes is not None
+            or not 0 < notification.version <= self._known_before
+            # the very checkpoint this node serves under that very version: nothing collides
+            or (notification.version == model.version and notification.sha256 == model.sha256)
+        ):
+            return False
+        return issued.timestamp() > model.loaded_at.timestamp() + self.clock.offset
 
     def _reject(
         self,

@@ -5,16 +5,19 @@
   reconnect can never re-apply (or undo) a decision already taken.
 - :class:`ReplayGuard` (with ``FKS_NOTIFY_SECRET``, SPEC §10): a node applies one signature
   at most once, and a ``force`` that matters (the message would not apply without it) needs
-  an ``issued_at`` within ``FKS_FORCE_MAX_AGE_SECONDS`` of the node's clock. A captured,
-  signed rollback can therefore not be replayed to undo newer checkpoints.
+  an ``issued_at`` within ``FKS_FORCE_MAX_AGE_SECONDS`` of Redis' clock (as the node
+  estimates it, ``common/clock.py``; publishers stamp ``issued_at`` on it too, so neither
+  machine's own clock decides). A captured, signed rollback can therefore not be replayed to
+  undo newer checkpoints; a refusal for the window is ``issued_at_skew``, naming both times.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 
+from common.clock import RedisClock
 from common.notification import CheckpointNotification
 
 __all__ = ["JudgedMessages", "ReplayGuard"]
@@ -48,9 +51,17 @@ class JudgedMessages(_Lru):
 class ReplayGuard:
     """Once-only signatures and fresh forced decisions, when messages are signed."""
 
-    def __init__(self, *, enabled: bool, max_age_seconds: float, size: int = 16384) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        max_age_seconds: float,
+        size: int = 16384,
+        clock: RedisClock | None = None,
+    ) -> None:
         self.enabled = enabled
         self.max_age = max_age_seconds
+        self.clock = clock or RedisClock()
         self._signatures = _Lru(size)
 
     def replayed(self, notification: CheckpointNotification) -> str | None:
@@ -66,18 +77,23 @@ class ReplayGuard:
 
     def refuse_force(
         self, notification: CheckpointNotification, now: datetime | None = None
-    ) -> str | None:
-        """Why a forced decision that matters is refused (its ``issued_at`` is missing or
-        outside the window), or None. Once-only signatures are checked on arrival."""
+    ) -> tuple[str, str] | None:
+        """Why a forced decision that matters is refused, as (reason, detail): ``replayed``
+        when its ``issued_at`` is missing, ``issued_at_skew`` when it lies outside the window;
+        or None. Once-only signatures are checked on arrival."""
         if not self.enabled:
             return None
         issued = notification.issued_at
         if issued is None:
-            return "a forced message must carry issued_at when messages are signed"
-        age = abs(((now or datetime.now(UTC)) - issued).total_seconds())
+            return "replayed", "a forced message must carry issued_at when messages are signed"
+        now = now or self.clock.now_datetime()
+        age = abs((now - issued).total_seconds())
         if age > self.max_age:
-            return (
-                f"forced message issued {age:.0f} s from this node's clock, over "
-                f"FKS_FORCE_MAX_AGE_SECONDS={self.max_age:g}"
+            clock = "Redis' clock" if self.clock.measured else "this node's clock"
+            return "issued_at_skew", (
+                f"forced message issued at {issued.isoformat()}, {age:.0f} s from {clock} "
+                f"({now.isoformat(timespec='seconds')}), over "
+                f"FKS_FORCE_MAX_AGE_SECONDS={self.max_age:g}: an old message replayed, or a "
+                "publisher whose clock is off"
             )
         return None

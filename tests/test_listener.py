@@ -260,3 +260,37 @@ def test_a_started_node_uses_the_configured_torch_threads(
 
     start_node(f"redis://127.0.0.1:{free_port()}/0", torch_threads=1)
     assert torch.get_num_threads() == 1
+
+
+def test_a_signed_message_of_another_instance_is_refused_on_this_channel(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> None:
+    """Instances that share a secret: our publishers sign the instance in, so a message of
+    instance `other`, replayed on this instance's channel, is refused (`other_instance`);
+    the same checkpoint announced for this instance is served."""
+    secret = "shared-secret-0123456789"
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_url, instance_id="mine", notify_secret=secret)
+    wait_for(lambda: connected(node), timeout=5)
+    theirs = write_checkpoint(model_root, 2, name="theirs.pt")
+    eavesdropper = redis_client.pubsub()
+    eavesdropper.subscribe(RedisKeys("other").channel)
+    with CheckpointNotifier(redis_url, "other", secret=secret) as other:
+        assert other.notify(theirs.path, version=2).sent
+    captured = None
+    while captured is None:
+        message = eavesdropper.get_message(timeout=1)
+        assert message is not None
+        if message["type"] == "message":
+            captured = message["data"]
+    eavesdropper.close()
+    assert json.loads(captured)["instance"] == "other"
+    redis_client.publish(RedisKeys("mine").channel, captured)
+    wait_for(lambda: node.listener.counters["rejected_other_instance"] == 1, timeout=5)
+    assert served_version(node) == 1
+    with CheckpointNotifier(redis_url, "mine", secret=secret) as mine:
+        assert mine.notify(theirs.path, version=2).sent
+    wait_for(lambda: served_version(node) == 2, timeout=5)

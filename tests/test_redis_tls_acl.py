@@ -79,21 +79,38 @@ def test_the_whole_flow_over_tls_with_the_minimal_users(
     admin = tls_redis.admin()
     admin.flushall()
     node_url = url_for(tls_redis, "node")
-    node = start_node(node_url, cache_dir=tmp_path / "cache", node_id="tls-a")
+    node = start_node(
+        node_url, cache_dir=tmp_path / "cache", node_id="tls-a", model_urls="redis-blob:"
+    )
     wait_for(lambda: node.listener.connected and node.registry.beats > 0)
+    acks = admin.pubsub()
+    acks.subscribe("fks:default:acks")
     with CheckpointNotifier(url_for(tls_redis, "trainer")) as trainer:
         first = trainer.notify(write_checkpoint(incoming, 1).path, version=1)
         assert first.outcome == "published" and first.receivers == 1, first.reason
         wait_for(lambda: served(node) == 1)
+        heard: list[bytes] = []
+        wait_for(lambda: _ack_heard(acks, heard), timeout=5)  # the node may publish its acks
+        assert b'"node":"tls-a"' in heard[0] and b'"outcome":"applied"' in heard[0]
+        acks.close()
         blob = trainer.notify(write_checkpoint(tmp_path, 2).path, version=2, transport="redis")
         assert blob.sent, blob.reason
     wait_for(lambda: served(node) == 2, timeout=10)
-    late = start_node(node_url, cache_dir=tmp_path / "cache-late", node_id="tls-b")
+    late = start_node(
+        node_url, cache_dir=tmp_path / "cache-late", node_id="tls-b", model_urls="redis-blob:"
+    )
     wait_for(lambda: served(late) == 2, timeout=10)
     wait_for(lambda: admin.hlen("fks:default:nodes") == 2)
     raw = admin.get("fks:default:model_checkpoints:latest")
     assert raw is not None and CheckpointNotification.from_message(raw).version == 2
     admin.close()
+
+
+def _ack_heard(pubsub: redis.client.PubSub, heard: list[bytes]) -> bool:
+    message = pubsub.get_message(timeout=0.05)
+    if message is not None and message["type"] == "message":
+        heard.append(message["data"])
+    return bool(heard)
 
 
 @pytest.mark.parametrize(

@@ -457,21 +457,22 @@ def test_replayed_and_stale_forced_messages_are_refused_when_messages_are_signed
         assert rejected(url, "replayed") == 10
 
         issued = {
-            "stale": datetime.now(UTC) - timedelta(seconds=10),
-            "missing": None,
+            "issued_at_skew": (datetime.now(UTC) - timedelta(seconds=10), 1),
+            "replayed": (None, 11),
         }
-        for n, when in enumerate(issued.values(), start=1):
+        for reason, (when, count) in issued.items():
             forced = CheckpointNotification(
                 model_path=str(saved[1].path), version=1, force=True, issued_at=when
             ).signed(SECRET)
             assert publish(client, forced.to_json()) == 1
-            until(reaches(url, "fks_rejections_total", 10 + n, 'reason="replayed"'), timeout=5)
+            until(reaches(url, "fks_rejections_total", count, f'reason="{reason}"'), timeout=5)
     finally:
         client.close()
         eavesdropper.close()
-    newest = [e["detail"] for e in events(url) if e["reason"] == "replayed"][:2]
-    assert "must carry issued_at" in newest[0], newest
-    assert "FKS_FORCE_MAX_AGE_SECONDS" in newest[1], newest
+    (undated,) = [e["detail"] for e in events(url) if e["reason"] == "replayed"][:1]
+    assert "must carry issued_at" in undated
+    (skewed,) = [e["detail"] for e in events(url) if e["reason"] == "issued_at_skew"]
+    assert "FKS_FORCE_MAX_AGE_SECONDS" in skewed and "Redis' clock" in skewed, skewed
     info = httpx.get(url + "/sac/model/info", timeout=10).json()
     assert (info["version"], info["generation"]) == (5, generation), log_tail(server)
     assert served(url) == (5, real(saved[5].path))

@@ -8,6 +8,12 @@ served: ``fleet`` is the latest decision recorded in Redis, ``node`` what this n
 serve (they differ only after a per-node rollback or reload), ``previous`` what a rollback
 would restore.
 
+Issue 24 added what broke wave 2: refused messages with versions far above everything (they
+must leave no version behind), Redis losing its data while a trainer allocates a version
+before the node is back (the checkpoint must be served), replayed acks (a waiter believes only
+an ack of the message it sent), and a rollout whose canary fails requests only in the last
+second of its soak (it must be rolled back, and say so).
+
 Invariants, after each step once the node is idle:
 (a) the node serves the latest decision (``node`` of the model), and a node started now
     serves ``fleet``;
@@ -27,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,10 +46,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from common import CheckpointNotification, RedisKeys, Settings
+from common.ack import Ack, answer_digest
 from common.checkpoint import file_sha256, save_checkpoint
 from common.policy import SACActor
 from fks.redis_server import EmbeddedRedis
-from publisher import CheckpointNotifier
+from publisher import CheckpointNotifier, notify_checkpoint
+from publisher.acks import AckWaiter
+from publisher.rollout import RolloutPlan, RolloutResult, run_rollout
 from subscriber import ServingNode
 from subscriber.errors import NoPreviousModel
 from subscriber.listener import ListenerTiming
@@ -72,6 +82,7 @@ class File:
     sha256: str
     good: bool
     order: int  # creation order: a larger one is newer on disk
+    scanned: bool = True  # in the model root itself (the fallback and reloads see it)
 
 
 class NodeMachine(RuleBasedStateMachine):
@@ -121,14 +132,20 @@ class NodeMachine(RuleBasedStateMachine):
         self.reconnects_allowed = self.reconnects()
         return node
 
-    def new_file(self, *, good: bool = True, in_place: bool = False) -> File:
+    def new_file(
+        self, *, good: bool = True, in_place: bool = False, incoming: bool = False
+    ) -> File:
+        """A checkpoint in the model root, or (``incoming``) in a folder under it that no
+        tier scans: only a message brings it."""
         order = len(self.files)
         torch.manual_seed(order)
         actor = SACActor()
         if not good:
             with torch.no_grad():
                 actor.mean.weight[0, 0] = float("nan")
-        path = self.root / f"model_{order:03d}.pt"
+        folder = self.root / "incoming" if incoming else self.root
+        folder.mkdir(exist_ok=True)
+        path = folder / f"model_{order:03d}.pt"
         if in_place:
             staged = save_checkpoint(self.tmp / "staged.pt", actor)
             data = staged.path.read_bytes()
@@ -140,12 +157,12 @@ class NodeMachine(RuleBasedStateMachine):
         else:
             save_checkpoint(path, actor)
         time.sleep(0.002)  # distinct mtimes on coarse file systems
-        made = File(path, file_sha256(path), good, order)
+        made = File(path, file_sha256(path), good, order, scanned=not incoming)
         self.files.append(made)
         return made
 
     def newest_good(self) -> File | None:
-        good = [f for f in self.files if f.good]
+        good = [f for f in self.files if f.good and f.scanned]
         return max(good, key=lambda f: f.order) if good else None
 
     def reconnects(self) -> float:
@@ -291,6 +308,154 @@ class NodeMachine(RuleBasedStateMachine):
         self.settle()
         assert self.reconnects() == before, "a message ended the listener's session"
 
+    @rule(refused=st.sampled_from(["outside_roots", "truncated"]))
+    def publish_refused_high_version(self, refused: str) -> None:
+        """A message the node refuses, with a version far above everything (a path outside
+        the roots, or a truncated file): refused, and it leaves no version behind."""
+        self.fired(f"publish_refused_{refused}")
+        assert self.node is not None
+        node, before = self.node, self.node.holder.highest_version
+        version = before + 1000
+        if refused == "outside_roots":
+            path = "/etc/passwd"
+        else:
+            cut = self.tmp / "default" / f"cut_{len(self.files)}.pt"  # a root, not scanned
+            cut.parent.mkdir(exist_ok=True)
+            cut.write_bytes(self.files[0].path.read_bytes()[:1000])
+            path = str(cut)
+        seen = self.received()
+        self.publish_raw(json.dumps({"model_path": path, "version": version}))
+        self.delivered(seen)
+        self.settle()
+        assert node.holder.highest_version == before, "a refused message moved the order"
+
+    @rule(incoming=st.booleans())
+    def data_loss_races_an_allocation(self, incoming: bool) -> None:
+        """Redis restarts without its data and a trainer with no memory of its own (a new
+        process) announces a new checkpoint, its version allocated from nothing, before the
+        node is back: the node serves it, under a version above what it applied when only
+        the message brings it (``incoming``: the catch-up finds a :latest issued after its
+        decision yet numbered at or below what it applied, and announces it again), or as
+        its fallback found it on disk first."""
+        self.fired(f"data_loss_races_an_allocation_{'incoming' if incoming else 'on_disk'}")
+        assert self.node is not None
+        node = self.node
+        node.listener.stop()
+        self.reconnects_allowed += 1
+        self.redis.kill()
+        for item in (self.tmp / "redis").iterdir():
+            if item.name != "redis.log":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+        self.redis.start()
+        self.client = self.redis.client()
+        made = self.new_file(incoming=incoming)
+        if not incoming:
+            # away from Redis, the node's fallback serves the new file from disk first
+            wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, 10)
+            self.decided(made, fleet=False)
+        result = notify_checkpoint(made.path, redis_url=self.redis.url)
+        assert result.sent and result.notification is not None, result.reason
+        generation = node.holder.generation
+        node.listener.start()
+        wait_for(lambda: node.listener.connected, timeout=10)
+        # issued after the node's decision, numbered at or below what it applied: announced
+        # again above every version the node applied (its number may name another
+        # checkpoint the fleet saw), and served; or, if the node applied nothing versioned,
+        # served as it is
+        wait_for(lambda: getattr(node.holder.current(), "sha256", None) == made.sha256, 10)
+        self.settle()
+        held = self.latest()
+        assert held is not None and held.sha256 == made.sha256, held
+        assert getattr(node.holder.current(), "version", None) == held.version
+        self.fleet_version = held.version
+        if node.holder.generation > generation:
+            self.decided(made)
+        else:
+            self.fleet, self.fleet_bad = made, False
+
+    @precondition(lambda self: self.node is not None and self.fleet is not None)
+    @rule()
+    def replayed_ack(self) -> None:
+        """The checkpoint :latest holds is announced again (same version, sha256 and path)
+        while an `applied` ack of the earlier message is replayed before the node answers:
+        the waiter reports what the node said of the new message, never the replay."""
+        self.fired("replayed_ack")
+        assert self.node is not None
+        held, raw = self.latest(), self.client.get(KEYS.latest)
+        if held is None or raw is None or held.version == 0 or held.force:
+            return
+        node_id = self.node.node_id
+        replay = Ack(
+            node=node_id,
+            version=held.version,
+            sha256=held.sha256,
+            model_path=held.model_path,
+            outcome="applied",
+            reason="REPLAYED",
+            answers=answer_digest(raw),
+        )
+        seen = self.received()
+        with AckWaiter(self.notifier.client(), KEYS) as waiter:
+            self.client.publish(KEYS.acks, replay.to_json())
+            sent = self.notifier.notify(held.model_path, version=held.version, sha256=held.sha256)
+            assert sent.notification is not None, sent.reason
+            report = waiter.collect(
+                answers=answer_digest(sent.notification.to_json()),
+                wait_for="all",
+                expected=(node_id,),
+                timeout=5,
+            )
+        self.delivered(seen)
+        ack = report.ack_of(node_id)
+        assert ack is not None and ack.reason != "REPLAYED", report
+        if ack.outcome == "applied":  # newer than an unversioned decision: a decision
+            target = next((f for f in self.files if str(f.path) == held.model_path), None)
+            if target is not None:
+                self.decided(target)
+
+    @precondition(
+        lambda self: (
+            self.node is not None
+            and self.fleet is not None
+            and not self.fleet_bad
+            and self.fleet == self.expected
+        )
+    )
+    @rule()
+    def rollout_with_errors_in_its_last_second(self) -> None:
+        """`fks rollout` with this node as its canary: requests succeed through the soak but
+        for its last half second, where half of them fail. The soak judges that half second
+        too (the canary reports while it is one, and the soak waits for a report made after
+        its end): rolled back to the fleet's decision, and the rollback acked applied."""
+        self.fired("rollout_errors_in_last_second")
+        assert self.node is not None
+        node, fleet = self.node, self.fleet
+        held = self.latest()
+        if held is None or held.model_path != str(fleet.path):  # type: ignore[union-attr]
+            return
+        wait_for(lambda: self.client.hexists(KEYS.nodes, node.node_id), timeout=5)  # live
+        canary = self.new_file()
+        outcome: list[RolloutResult] = []
+        plan = RolloutPlan(canary=1, soak=1.5, max_error_rate=0.1, timeout=5)
+        thread = threading.Thread(
+            target=lambda: outcome.append(
+                run_rollout(self.notifier, str(canary.path), plan, say=lambda _: None)
+            )
+        )
+        thread.start()
+        wait_for(lambda: getattr(node.holder.current(), "sha256", None) == canary.sha256, 10)
+        generation = node.holder.generation
+        applied = time.monotonic()
+        while thread.is_alive():
+            late = time.monotonic() - applied > plan.soak - 0.5
+            node.traffic.served(generation, error=late and node.traffic.requests % 2 == 0)
+            time.sleep(0.005)
+        thread.join()
+        (result,) = outcome
+        assert result.outcome == "rolled_back", (result.outcome, result.reason)
+        assert "error rate" in result.reason, result.reason
+        self.previous, self.expected = canary, fleet  # :latest never moved (a canary)
+
     # -- rules: operators ------------------------------------------------------------------
 
     @rule()
@@ -314,7 +479,7 @@ class NodeMachine(RuleBasedStateMachine):
         """POST /sac/model/reload: the newest file on disk, if it verifies."""
         self.fired("reload")
         assert self.node is not None
-        newest = max(self.files, key=lambda f: f.order)
+        newest = max((f for f in self.files if f.scanned), key=lambda f: f.order)
         try:
             self.node.holder.reload()
         except Exception:  # noqa: BLE001 - a bad newest file: the old model stays
