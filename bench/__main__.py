@@ -234,7 +234,8 @@ def run(quick: bool, plots: Path) -> list[Section]:
         "millisecond. The first publication is every process's first load (first-time costs "
         "of a fresh process) and is shown apart; p50/p99 are over the publications after it. "
         "Each node freezes its startup objects out of the collector's full passes, as a "
-        "server does (`subscriber/heap.py`): before that, one full pass of ~135 ms in a young "
+        "server does (`subscriber/runtime/heap.py`): "
+        "before that, one full pass of ~135 ms in a young "
         "process landed on its second swap and set the p99.",
         "",
         _plot(

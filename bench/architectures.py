@@ -29,15 +29,15 @@ from torch import nn
 
 from bench._util import best_us, summary_ms, table
 from bench.swap_latency import publisher_process
+from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import SavedCheckpoint, save_checkpoint
-from common.dqn import DQN, DQNConfig
 from common.policy import SACActor
 from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
 from subscriber import ServingNode
-from subscriber.loader import LoadOptions, prepare_checkpoint
-from subscriber.roots import ModelRoots
-from subscriber.snapshot import ServedModel
+from subscriber.fetching.roots import ModelRoots
+from subscriber.model.loader import LoadOptions, prepare_checkpoint
+from subscriber.model.snapshot import ServedModel
 
 MODELS: dict[str, tuple[str, nn.Module]] = {
     "sac_actor 28→256→256→1": ("sac_actor", SACActor()),

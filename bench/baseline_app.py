@@ -11,7 +11,7 @@ and when the newest checkpoint differs from the loaded one (path or mtime), it r
 inline under a ``threading.Lock`` with the double check: compare, take the lock, compare
 again, load, swap. Requests that arrive meanwhile wait: the loop is busy with the load.
 
-The load and the runner are ours (``subscriber.loader.prepare_checkpoint``, configured from
+The load and the runner are ours (``subscriber.model.loader.prepare_checkpoint``, configured from
 the same environment: ``STAT_PAIR_RL_JIT``, ``FKS_COMPILE_BACKEND``, thread limits), so the
 comparison isolates push (ours) from poll-inline (the seed's), nothing else. A load that
 fails keeps the model served (and is retried on the next request that sees a newer file).
@@ -39,10 +39,10 @@ from fastapi import FastAPI, HTTPException
 
 from common.errors import CheckpointError
 from common.settings import Settings
-from subscriber.loader import LoadOptions, prepare_checkpoint
-from subscriber.roots import ModelRoots
-from subscriber.schemas import PredictRequest
-from subscriber.threads import limit_threads
+from subscriber.fetching.roots import ModelRoots
+from subscriber.model.loader import LoadOptions, prepare_checkpoint
+from subscriber.runtime.threads import limit_threads
+from subscriber.web.schemas import PredictRequest
 
 log = logging.getLogger(__name__)
 

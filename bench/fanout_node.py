@@ -11,8 +11,8 @@ from pathlib import Path
 
 from common.settings import Settings
 from subscriber import ServingNode
-from subscriber.heap import freeze_startup_heap
-from subscriber.snapshot import ServedModel
+from subscriber.model.snapshot import ServedModel
+from subscriber.runtime.heap import freeze_startup_heap
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         )
 
     node.holder.on_swap(on_swap)
-    if node.settings.gc_freeze:  # as a server's startup does (subscriber/app.py)
+    if node.settings.gc_freeze:  # as a server's startup does (subscriber/web/app.py)
         node.metrics.gc_frozen.set(freeze_startup_heap())
     node.start()
     while not node.listener.connected:

@@ -177,7 +177,7 @@ def notify_to_response(publications: int = 200) -> dict[str, float]:
         incoming = root / "incoming"
         incoming.mkdir()
         files = [make_checkpoint(incoming, v) for v in range(1, publications + 1)]
-        app = Uvicorn("subscriber.app:create_app", {
+        app = Uvicorn("subscriber.web.app:create_app", {
             "REDIS_URL": server.url, "STAT_PAIR_RL_DIR": str(root),
             "FKS_DEFAULT_DIR": str(root)})  # fmt: skip
         seen: dict[int, float] = {}

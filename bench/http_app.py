@@ -16,8 +16,8 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 
 from subscriber import create_app
-from subscriber.predict import to_states
-from subscriber.schemas import PredictRequest
+from subscriber.web.predict import to_states
+from subscriber.web.schemas import PredictRequest
 
 
 def create() -> FastAPI:

@@ -22,8 +22,8 @@ from common.checkpoint import build_policy, load_checkpoint
 from common.notification import CheckpointNotification
 from common.settings import Settings
 from subscriber import ModelHolder
-from subscriber.decider import Decider
-from subscriber.inference import EagerRunner, Runner, compile_runner
+from subscriber.model.inference import EagerRunner, Runner, compile_runner
+from subscriber.pipeline.decider import Decider
 
 
 def latency(n: int = 2000) -> list[list[object]]:

@@ -36,7 +36,7 @@ def swap_floor_text(lat: dict[str, dict[str, float]]) -> list[str]:
         "loads are paced as the publications are (5 ms apart): back to back they run ~2x "
         "faster on this shared machine, whose caches the other processes evict in between, "
         "and fresh memory costs ~3.7 µs per 4 KiB page fault here. The load itself: read, "
-        "sha256 (beside the decoding for files over 1 MiB: `common/checkpoint_digest.py`), "
+        "sha256 (beside the decoding for files over 1 MiB: `common/checkpoint/digest.py`), "
         "the safetensors header and metadata checks, tensors as views of the bytes read (no "
         "copy), finite weights, the numpy runner and its probe, no `nn.Module`. For 4 MB the "
         "sha256 alone is ~2.4 ms.",

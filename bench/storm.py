@@ -148,7 +148,7 @@ def _sides(stack: contextlib.ExitStack, root: Path, url: str, trainer: Trainer) 
         notifier = stack.enter_context(CheckpointNotifier(url, instance))  # kept, as a trainer
         ours_dir = root / f"ours-{instance}"
         trainer.save(ours_dir / "model_0.safetensors")
-        ours = started(stack, "subscriber.app:create_app", {
+        ours = started(stack, "subscriber.web.app:create_app", {
             **env, "REDIS_URL": url, "FKS_INSTANCE_ID": instance,
             "STAT_PAIR_RL_DIR": str(ours_dir), "FKS_DEFAULT_DIR": str(ours_dir)})  # fmt: skip
         seed_file = root / f"seed-{instance}" / "model.safetensors"

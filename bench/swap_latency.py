@@ -41,9 +41,9 @@ from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from subscriber.loader import prepare_checkpoint
-from subscriber.snapshot import ServedModel
-from subscriber.threads import limit_threads
+from subscriber.model.loader import prepare_checkpoint
+from subscriber.model.snapshot import ServedModel
+from subscriber.runtime.threads import limit_threads
 
 
 def bare_round_trip(url: str, n: int) -> list[float]:

@@ -22,13 +22,13 @@ from common.notification import CheckpointNotification
 from common.policy import PolicyConfig
 from common.settings import Settings
 from subscriber import ModelHolder
-from subscriber.decider import Decider
+from subscriber.pipeline.decider import Decider
 
 CONFIG = PolicyConfig(hidden=(1024, 1024))
 
 
 def settle(holder: ModelHolder) -> None:
-    """Let the trim scheduled by the last swap run (subscriber/memory.py), then collect."""
+    """Let the trim scheduled by the last swap run (subscriber/runtime/memory.py), then collect."""
     while holder.trim.pending:
         time.sleep(0.05)
     gc.collect()

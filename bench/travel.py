@@ -35,7 +35,7 @@ from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from subscriber.snapshot import ServedModel
+from subscriber.model.snapshot import ServedModel
 
 SIZES = {"300 KB": PolicyConfig(), "4 MB": PolicyConfig(hidden=(1024, 1024))}
 TRANSPORTS = ("local file", "S3 (moto)", "Redis blob")

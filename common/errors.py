@@ -30,10 +30,7 @@ whatever sha256 was announced for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from common.checkpoint_file import FileIdentity
+from common.identity import FileIdentity
 
 __all__ = [
     "CheckpointError",

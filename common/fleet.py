@@ -2,10 +2,10 @@
 
 Each serving node writes its entry every ``FKS_HEARTBEAT_SECONDS``, after every judged
 notification, and every :data:`CANARY_BEAT_SECONDS` while it is a canary
-(``subscriber/registry.py``). Two rules make the entries evidence, not hearsay:
+(``subscriber/pipeline/registry.py``). Two rules make the entries evidence, not hearsay:
 
 - **One clock.** ``heartbeat_at`` is Redis' time as the node estimates it
-  (``common/clock.py``), and readers judge its age against Redis' ``TIME`` read in the same
+  (``common/redis_io/clock.py``), and readers judge its age against Redis' ``TIME`` read in the same
   pipeline as the entries. No two machines' clocks are ever compared: a healthy node whose
   clock is 30 s behind is live, a dead one whose clock ran ahead goes stale on time.
 - **Signed.** With ``FKS_NOTIFY_SECRET`` a node signs its entry (HMAC-SHA256 of its
@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common.clock import RedisClock, queue_time, redis_seconds
 from common.errors import InvalidNotification
 from common.keys import RedisKeys
-from common.redis_connect import RedisClient
+from common.redis_io.clock import RedisClock, queue_time, redis_seconds
+from common.redis_io.connect import RedisClient
 from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
 __all__ = [

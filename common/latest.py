@@ -11,10 +11,10 @@
 
 An unversioned, unforced message does not move a versioned ``:latest`` by itself (the two
 cannot be ordered without the files); the nodes that apply it record it there, see
-``subscriber/recorder.py``. An equal version never moves it: one version names one
+``subscriber/pipeline/recorder.py``. An equal version never moves it: one version names one
 checkpoint, and the publisher refuses a second checkpoint under a version already held.
 
-The publisher's Lua script (``common/redis_scripts.py``) applies the same rule inside Redis;
+The publisher's Lua script (``common/redis_io/scripts.py``) applies the same rule inside Redis;
 nodes mirror it to know what ``:latest`` held before each message they receive.
 """
 

@@ -10,13 +10,25 @@ from urllib.parse import unquote_plus
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.checkpoint_limits import DEFAULT_MAX_ACTIVATION_BYTES, DEFAULT_MAX_BATCH_ROWS
 from common.keys import RedisKeys, validate_instance_id, validate_node_id
-from common.redis_url import parse_redis_url
+from common.redis_io.url import parse_redis_url
 from common.remote import BLOB_PREFIX, BLOB_SCHEME, canonical_url, is_url
 
-__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_MODEL_DIR", "Settings", "keys_for", "redact_url"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_MAX_ACTIVATION_BYTES",
+    "DEFAULT_MAX_BATCH_ROWS",
+    "DEFAULT_MODEL_DIR",
+    "Settings",
+    "keys_for",
+    "redact_url",
+]
 
+# The caps on what one request may make a node hold (common/limits.py applies them).
+# 64 MiB: 4,096 rows of the default actor hold ~9 MiB; a windowed dqn of window 256 and
+# lstm_hidden 1024 holds just over 1 MiB a row (its LSTM's output alone), so 62 rows fit.
+DEFAULT_MAX_ACTIVATION_BYTES = 64 << 20
+DEFAULT_MAX_BATCH_ROWS = 4096
 DEFAULT_MODEL_DIR = Path("cache/models/rl/stat_pair")
 DEFAULT_CACHE_DIR = Path("cache/models/remote")
 

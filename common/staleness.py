@@ -56,7 +56,7 @@ class ServedIdentity:
     ``newer_after_ns``: another file counts as newer only from this mtime on (``None``: the
     served file's own mtime). ``watermark``: the highest version known when the decision was
     taken (only matters for an unversioned one). ``sha256``: the served bytes (an unversioned
-    remote checkpoint is newer iff its sha256 differs, ``subscriber/plan.py``).
+    remote checkpoint is newer iff its sha256 differs, ``subscriber/model/plan.py``).
     """
 
     path: str

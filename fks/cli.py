@@ -50,14 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     """N uvicorn worker processes, each its own node ``<FKS_NODE_ID>-w<slot>``
-    (``subscriber/workers.py``); the settings reach them through the environment."""
+    (``subscriber/process/workers.py``); the settings reach them through the environment."""
     import os
     import socket
     import tempfile
 
     import uvicorn
 
-    from subscriber.workers import COUNT_ENV, SLOTS_ENV
+    from subscriber.process.workers import COUNT_ENV, SLOTS_ENV
 
     os.environ["FKS_INSTANCE_ID"] = settings.instance_id
     os.environ["REDIS_URL"] = settings.redis_url
@@ -66,7 +66,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         os.environ[SLOTS_ENV] = slots
         os.environ[COUNT_ENV] = str(args.workers)  # a worker's siblings: the other slots
         uvicorn.run(
-            "subscriber.app:create_app", factory=True, workers=args.workers, host=args.host,
+            "subscriber.web.app:create_app", factory=True, workers=args.workers, host=args.host,
             port=args.port, log_level=args.log_level, access_log=args.access_log,
         )  # fmt: skip
     return 0
@@ -229,7 +229,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from common.redis_connect import REDIS_ERRORS, LazyRedis, Timeouts
+    from common.redis_io.connect import REDIS_ERRORS, LazyRedis, Timeouts
     from fks.status import format_status, gather_status
 
     settings = _settings(args)
@@ -262,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from common.checkpoint import CheckpointLimits
-    from common.checkpoint_convert import convert_checkpoint, default_destination
+    from common.checkpoint.convert import convert_checkpoint, default_destination
     from common.errors import CheckpointError
 
     destination = Path(args.dst) if args.dst else default_destination(args.src)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from common.dqn import DQN, DQNConfig
+from common.architectures.dqn import DQN, DQNConfig
 from fks.sac import ReplayBuffer
 
 __all__ = ["LEVELS", "DQNAgent", "DQNStats", "DQNTrainConfig"]

@@ -18,7 +18,7 @@ __all__ = ["ServerProcess"]
 
 
 class ServerProcess:
-    """``python -m uvicorn subscriber.app:create_app --factory`` with the given environment."""
+    """``python -m uvicorn subscriber.web.app:create_app --factory`` with the given environment."""
 
     def __init__(
         self,
@@ -39,7 +39,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start and wait until ``/sac/health`` answers."""
         args = [
-            sys.executable, "-m", "uvicorn", "subscriber.app:create_app", "--factory",
+            sys.executable, "-m", "uvicorn", "subscriber.web.app:create_app", "--factory",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip

@@ -20,7 +20,7 @@ from common.errors import InvalidNotification
 from common.fleet import NodeEntry, read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
-from common.redis_connect import REDIS_ERRORS, RedisClient
+from common.redis_io.connect import REDIS_ERRORS, RedisClient
 
 __all__ = [
     "NodeRow",

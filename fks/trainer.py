@@ -38,7 +38,7 @@ from fks.dqn_agent import DQNAgent, DQNStats, DQNTrainConfig
 from fks.env import PairSpreadEnv
 from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
 from publisher import CheckpointNotifier, NotifyResult
-from subscriber.roots import checkpoints_newest_first
+from subscriber.fetching.roots import checkpoints_newest_first
 
 __all__ = ["Algo", "CheckpointReport", "TrainConfig", "TrainSummary", "evaluate", "train"]
 

@@ -33,7 +33,7 @@ from redis.client import PubSub
 from common.ack import Ack
 from common.fleet import read_nodes
 from common.keys import RedisKeys
-from common.redis_connect import REDIS_ERRORS, RedisClient
+from common.redis_io.connect import REDIS_ERRORS, RedisClient
 
 __all__ = ["AckReport", "AckWaiter", "WaitFor"]
 

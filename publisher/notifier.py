@@ -13,7 +13,7 @@ is known: ``published``, ``not_sent`` (nothing reached Redis), ``unknown`` (the 
 sent but Redis did not answer in time: it may still be published), ``conflict`` or
 ``disabled``, within the client's 1 s connect/read timeouts.
 
-Redis beyond one server (SPEC §10, ``common/redis_connect.py``): ``REDIS_URL`` may name a
+Redis beyond one server (SPEC §10, ``common/redis_io/connect.py``): ``REDIS_URL`` may name a
 Sentinel service or a Cluster. A failover is a reconnect: when the connection is lost, or a
 demoted master answers ``READONLY``, the notifier finds the master anew and tries **once**
 more (so the bound is twice the timeouts; ``publisher/failover.py``). Behind Sentinel it
@@ -54,10 +54,10 @@ from redis.commands.core import Script
 
 from common.ack import answer_digest
 from common.checkpoint import file_sha256
-from common.clock import RedisClock, sample
 from common.fleet import NodeEntry, read_nodes
 from common.notification import CheckpointNotification
-from common.redis_connect import (
+from common.redis_io.clock import RedisClock, sample
+from common.redis_io.connect import (
     REDIS_ERRORS,
     LazyRedis,
     RedisClient,
@@ -66,7 +66,7 @@ from common.redis_connect import (
     has_sharded_pubsub,
     is_readonly,
 )
-from common.redis_scripts import ALLOCATE, PUBLISH
+from common.redis_io.scripts import ALLOCATE, PUBLISH
 from common.remote import is_url
 from common.settings import Settings, keys_for, redact_url
 from common.textsafe import printable
@@ -121,7 +121,7 @@ class CheckpointNotifier:
             self._redis()  # no connection yet: one server and Sentinel clients are lazy
         self._floor = 0  # the highest version this notifier published
         # Redis' clock: issued_at is stamped on it, so a node judges a forced message's age
-        # on the same clock whatever this machine's says (common/clock.py)
+        # on the same clock whatever this machine's says (common/redis_io/clock.py)
         self.clock = RedisClock()
         self._clock_at = -CLOCK_REFRESH_S
 

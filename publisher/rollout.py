@@ -37,7 +37,7 @@ from typing import Any, Literal
 from common.errors import InvalidNotification
 from common.fleet import CANARY_WATCH_SECONDS, NodeEntry
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification
-from common.redis_connect import REDIS_ERRORS
+from common.redis_io.connect import REDIS_ERRORS
 from publisher.acks import AckReport
 from publisher.notifier import CheckpointNotifier, NotifyResult
 

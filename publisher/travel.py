@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from common.checkpoint import file_sha256
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
-from common.redis_connect import REDIS_ERRORS, RedisClient
+from common.redis_io.connect import REDIS_ERRORS, RedisClient
 from common.remote import BLOB_SCHEME
 from common.textsafe import printable
 from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from common.keys import RedisKeys
-from common.redis_connect import RedisClient
-from common.redis_scripts import STORE_BLOB
+from common.redis_io.connect import RedisClient
+from common.redis_io.scripts import STORE_BLOB
 from common.remote import BLOB_SCHEME, canonical_url, is_url
 from common.stores import filesystem
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from subscriber.app import create_app, mount, sac_lifespan
+from subscriber.web.app import create_app, mount, sac_lifespan
 
 if TYPE_CHECKING:
-    from subscriber.holder import ModelHolder
-    from subscriber.listener import CheckpointSubscriber
+    from subscriber.model.holder import ModelHolder
+    from subscriber.model.snapshot import ServedModel
     from subscriber.node import ServingNode
-    from subscriber.snapshot import ServedModel
+    from subscriber.pipeline.listener import CheckpointSubscriber
 
 __all__ = [
     "CheckpointSubscriber",
@@ -27,9 +27,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CheckpointSubscriber": "subscriber.listener",
-    "ModelHolder": "subscriber.holder",
-    "ServedModel": "subscriber.snapshot",
+    "CheckpointSubscriber": "subscriber.pipeline.listener",
+    "ModelHolder": "subscriber.model.holder",
+    "ServedModel": "subscriber.model.snapshot",
     "ServingNode": "subscriber.node",
 }
 

@@ -20,7 +20,7 @@ class ModelChanged(LookupError):
 
 class NotEveryWorker(RuntimeError):
     """An operator's reload or rollback did not reach every worker of ``fks serve --workers N``
-    (``subscriber/operations.py``): the message names the workers that did not follow and
+    (``subscriber/process/operations.py``): the message names the workers that did not follow and
     what the port serves now; ``status`` is the HTTP status to answer (409 or 503, or the
     status of a sibling's failed reload)."""
 

@@ -12,7 +12,7 @@ first (bounded by the listener's connect timeout), and only a node that Redis ga
 (unreachable, nothing announced yet, or a file it cannot load) looks at the disk. So a node
 started later serves what the running nodes serve, a forced rollback in ``:latest`` included.
 What a node served from disk while Redis was away is announced when Redis returns
-(``subscriber/recorder.py``), so the others and later nodes agree with it.
+(``subscriber/pipeline/recorder.py``), so the others and later nodes agree with it.
 """
 
 from __future__ import annotations
@@ -24,26 +24,26 @@ from typing import Any
 
 from common.ack import Ack, AckOutcome, answer_digest, judged_fields
 from common.architectures import architecture_names
-from common.clock import RedisClock
 from common.notification import CheckpointNotification
+from common.redis_io.clock import RedisClock
 from common.settings import Settings
-from subscriber.acker import Acker
-from subscriber.applier import Applier
-from subscriber.decider import Decider
-from subscriber.fallback import FallbackWatcher
-from subscriber.holder import ModelHolder
-from subscriber.listener import CheckpointSubscriber, ListenerTiming
-from subscriber.loader import LoadOptions
-from subscriber.metrics import Metrics
-from subscriber.operations import Operations
-from subscriber.plan import Candidate
-from subscriber.recorder import Recorder
-from subscriber.registry import NodeRegistry
-from subscriber.seen import JudgedMessages, ReplayGuard
-from subscriber.snapshot import ServedModel
-from subscriber.threads import limit_threads
-from subscriber.traffic import Traffic
-from subscriber.workers import node_id_for
+from subscriber.model.holder import ModelHolder
+from subscriber.model.loader import LoadOptions
+from subscriber.model.plan import Candidate
+from subscriber.model.snapshot import ServedModel
+from subscriber.pipeline.acker import Acker
+from subscriber.pipeline.applier import Applier
+from subscriber.pipeline.decider import Decider
+from subscriber.pipeline.fallback import FallbackWatcher
+from subscriber.pipeline.listener import CheckpointSubscriber, ListenerTiming
+from subscriber.pipeline.recorder import Recorder
+from subscriber.pipeline.registry import NodeRegistry
+from subscriber.pipeline.seen import JudgedMessages, ReplayGuard
+from subscriber.process.operations import Operations
+from subscriber.process.workers import node_id_for
+from subscriber.runtime.metrics import Metrics
+from subscriber.runtime.threads import limit_threads
+from subscriber.runtime.traffic import Traffic
 
 __all__ = ["START_WAIT_SECONDS", "ServingNode"]
 
@@ -72,7 +72,7 @@ class ServingNode:
         self.holder.on_swap(lambda model: self.traffic.swapped(model.generation))
         self.judged = JudgedMessages()
         # Redis' clock as this node estimates it: heartbeats and forced messages' ages are
-        # judged on it, never on this machine's own clock (common/clock.py)
+        # judged on it, never on this machine's own clock (common/redis_io/clock.py)
         self.clock = RedisClock()
         self.replay = ReplayGuard(
             enabled=s.secret is not None, max_age_seconds=s.force_max_age_seconds, clock=self.clock
@@ -154,7 +154,7 @@ class ServingNode:
         """Catch up on Redis, else look at the disk; listen and heartbeat; never fails.
 
         Sets torch's intra-op threads and numpy's BLAS threads to ``FKS_TORCH_THREADS``
-        (default 1; 0 leaves them; ``subscriber/threads.py``): a server of small policies
+        (default 1; 0 leaves them; ``subscriber/runtime/threads.py``): a server of small policies
         gains nothing from them, and their spinning steals the CPU from Redis and the other
         requests (bench/swap_latency.py shows it on 2 cores).
         """

@@ -15,7 +15,7 @@ from common import Settings
 from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
 from subscriber import ServingNode
-from subscriber.listener import ListenerTiming
+from subscriber.pipeline.listener import ListenerTiming
 
 
 @pytest.fixture(scope="session")

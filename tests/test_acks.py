@@ -19,8 +19,8 @@ from common.ack import Ack
 from fks.redis_server import free_port
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from subscriber.acker import Acker
-from subscriber.metrics import Metrics
+from subscriber.pipeline.acker import Acker
+from subscriber.runtime.metrics import Metrics
 from tests.helpers import wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")

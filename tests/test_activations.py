@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 from common.checkpoint import CheckpointLimits, save_checkpoint
-from common.checkpoint_limits import DEFAULT_MAX_ACTIVATION_BYTES
 from common.errors import CheckpointRejected
+from common.limits import DEFAULT_MAX_ACTIVATION_BYTES
 from common.policy import build_architecture
 from common.settings import Settings
-from subscriber.activations import check_row_cost, measured_pass, peak_bytes
-from subscriber.loader import LoadOptions, Prepared, prepare_checkpoint
-from subscriber.model_io import ModelIO, RequestCost
-from subscriber.module_runner import TorchRunner
-from subscriber.roots import ModelRoots
+from subscriber.fetching.roots import ModelRoots
+from subscriber.model.activations import check_row_cost, measured_pass, peak_bytes
+from subscriber.model.loader import LoadOptions, Prepared, prepare_checkpoint
+from subscriber.model.model_io import ModelIO, RequestCost
+from subscriber.model.module_runner import TorchRunner
 from tests.helpers import AttendRows
 
 STATES = np.random.default_rng(0).standard_normal((8, 28)).astype(np.float32)

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from torch import nn
 
 from common import Settings
+from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import SavedCheckpoint, save_checkpoint
-from common.dqn import DQN, DQNConfig
 from common.policy import register_architecture
 from subscriber import create_app
 from tests.helpers import AttendRows, bump_mtime, write_checkpoint

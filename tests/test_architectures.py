@@ -21,8 +21,8 @@ from common.architectures import (
     get_architecture,
     load_entry_points,
 )
+from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from common.dqn import DQN, DQNConfig
 from common.policy import PolicyConfig, SACActor, build_architecture, register_architecture
 
 SUFFIXES = [".pt", ".safetensors"]
@@ -217,7 +217,7 @@ def test_a_user_factory_gets_its_defaults_and_its_refusal_is_invalid_config(
 
 def test_fks_convert_keeps_a_dqn_a_dqn(tmp_path: Path) -> None:
     """A windowed dqn .pt converted to .safetensors keeps its architecture, config, weights."""
-    from common.checkpoint_convert import convert_checkpoint
+    from common.checkpoint.convert import convert_checkpoint
 
     config = DQNConfig(hidden=(8,), window=2, lstm_hidden=4)
     source = save_checkpoint(tmp_path / "model_1.pt", DQN(config), version=1)

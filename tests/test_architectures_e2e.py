@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from common.architectures import load_entry_points
+from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import SavedCheckpoint, save_checkpoint
-from common.dqn import DQN, DQNConfig
 from common.policy import build_architecture, register_architecture
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier

@@ -119,12 +119,12 @@ def test_an_unforeseen_failure_is_a_load_error_naming_its_type(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defence in depth: any exception inside a load is a CheckpointLoadError(load_error)."""
-    import common.checkpoint_pt
+    import common.checkpoint.pt
 
     def explode(*args: object) -> None:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(common.checkpoint_pt, "interpret", explode)
+    monkeypatch.setattr(common.checkpoint.pt, "interpret", explode)
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(write_payload(tmp_path / "model.pt"))
     assert info.value.reason == "load_error"

@@ -127,11 +127,11 @@ def test_a_safetensors_load_never_touches_pickle(
     def explode(*args: object, **kwargs: object) -> None:
         raise AssertionError("pickle was touched")
 
-    import common.checkpoint_format
+    import common.checkpoint.format
 
     for module, name in [
         (torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
-        (common.checkpoint_format, "decode_pt"),
+        (common.checkpoint.format, "decode_pt"),
     ]:  # fmt: skip
         monkeypatch.setattr(module, name, explode)
     assert load_checkpoint(saved.path).version == 1

@@ -13,12 +13,12 @@ import pytest
 import safetensors.torch
 import torch
 
-import common.checkpoint_safetensors as reader
+import common.checkpoint.safetensors as reader
 from common import CheckpointError, CheckpointNotification, Settings
 from common.checkpoint import CheckpointLimits, load_checkpoint, save_checkpoint
 from common.policy import SACActor
 from subscriber import ModelHolder
-from subscriber.decider import Decider
+from subscriber.pipeline.decider import Decider
 from tests.helpers import write_checkpoint
 from tests.safetensors_files import SMALL, Parts, saved_parts, tensors
 

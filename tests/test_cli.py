@@ -16,7 +16,7 @@ import torch
 
 from common import CheckpointNotification, RedisKeys
 from common.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from common.checkpoint_convert import convert_checkpoint
+from common.checkpoint.convert import convert_checkpoint
 from common.errors import CheckpointLoadError
 from common.policy import PolicyConfig, SACActor
 from fks.cli import main
@@ -144,12 +144,12 @@ def test_convert_keeps_a_first_release_file_and_its_dtype(tmp_path: Path) -> Non
 def test_a_conversion_that_does_not_read_back_the_same_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import common.checkpoint_convert
+    import common.checkpoint.convert
 
     def differ(*args: object) -> None:
         raise CheckpointLoadError("reads back with other state_dict", reason="corrupt")
 
-    monkeypatch.setattr(common.checkpoint_convert, "_same", differ)
+    monkeypatch.setattr(common.checkpoint.convert, "_same", differ)
     src = write_checkpoint(tmp_path, 1).path
     with pytest.raises(CheckpointLoadError):
         convert_checkpoint(src)

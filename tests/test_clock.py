@@ -1,4 +1,4 @@
-"""One clock for the fleet (common/clock.py): Redis' TIME as each process estimates it."""
+"""One clock for the fleet (common/redis_io/clock.py): Redis' TIME as each process estimates it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from common.clock import RedisClock, redis_seconds, sample
+from common.redis_io.clock import RedisClock, redis_seconds, sample
 
 
 def test_a_time_reply_reads_in_every_shape_redis_py_gives() -> None:

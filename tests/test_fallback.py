@@ -14,11 +14,11 @@ import pytest
 
 from common import Settings
 from subscriber import ModelHolder
-from subscriber.applier import Applier
-from subscriber.decider import Decider
-from subscriber.fallback import HOT_SECONDS, FallbackWatcher
-from subscriber.loader import prepare_checkpoint
-from subscriber.snapshot import ServedModel
+from subscriber.model.loader import prepare_checkpoint
+from subscriber.model.snapshot import ServedModel
+from subscriber.pipeline.applier import Applier
+from subscriber.pipeline.decider import Decider
+from subscriber.pipeline.fallback import HOT_SECONDS, FallbackWatcher
 from tests.helpers import wait_for, write_checkpoint
 
 
@@ -88,7 +88,7 @@ def test_a_slow_load_holds_the_request_at_most_the_bound_and_only_once(
     """A newer file whose load outlasts FRESH_WAIT_SECONDS: the request that saw the change
     is answered by the served model once the bound is over, the next one does not wait
     again, and the newer file is served when its load ends."""
-    monkeypatch.setattr("subscriber.fallback.FRESH_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr("subscriber.pipeline.fallback.FRESH_WAIT_SECONDS", 0.2)
     watcher = make_watcher(fallback_poll_seconds=60.0)
     write_checkpoint(model_root, 1)
     first = watcher.check()
@@ -101,7 +101,7 @@ def test_a_slow_load_holds_the_request_at_most_the_bound_and_only_once(
             release.wait(10)
         return real_prepare(path, *args, **kwargs)
 
-    monkeypatch.setattr("subscriber.holder.prepare_checkpoint", slow_prepare)
+    monkeypatch.setattr("subscriber.model.holder.prepare_checkpoint", slow_prepare)
     write_checkpoint(model_root, 2)
     past = time.time_ns() - 10**9
     os.utime(model_root, ns=(past, past))  # an aged signature: confirmed after one look
@@ -153,7 +153,7 @@ def test_steady_state_costs_one_stat_per_request(
         calls.append(path)
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("subscriber.fallback.os.stat", counting_stat)
+    monkeypatch.setattr("subscriber.pipeline.fallback.os.stat", counting_stat)
     for _ in range(100):
         assert watcher.check() is not None
     assert len(calls) == 100 and set(calls) == {model_root}

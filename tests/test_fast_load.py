@@ -12,18 +12,18 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from common import checkpoint_digest
 from common.checkpoint import build_policy, load_checkpoint, save_checkpoint
-from common.checkpoint_digest import PARALLEL_BYTES
+from common.checkpoint import digest as checkpoint_digest
+from common.checkpoint.digest import PARALLEL_BYTES
 from common.errors import CheckpointError, CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 from common.settings import Settings
-from subscriber.inference import EagerRunner, TorchScriptRunner
-from subscriber.lane import LoadLane
-from subscriber.loader import LoadOptions, prepare_checkpoint
-from subscriber.numpy_runner import NumpyRunner, actor_arrays
-from subscriber.roots import ModelRoots
-from subscriber.threads import inherit_torch_threads
+from subscriber.fetching.roots import ModelRoots
+from subscriber.model.inference import EagerRunner, TorchScriptRunner
+from subscriber.model.loader import LoadOptions, prepare_checkpoint
+from subscriber.model.numpy_runner import NumpyRunner, actor_arrays
+from subscriber.runtime.lane import LoadLane
+from subscriber.runtime.threads import inherit_torch_threads
 
 DATA = Path(__file__).parent / "data"
 SMALL = PolicyConfig(hidden=(32, 32))

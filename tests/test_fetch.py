@@ -1,5 +1,5 @@
 """The fetch seam: a remote reference → a verified file in the cache, or a reason; nothing
-partial ever left in the cache (subscriber/fetch.py). No model is involved: bytes only."""
+partial ever left in the cache (subscriber/fetching/fetch.py). No model is involved: bytes only."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from common.errors import CheckpointLoadError
 from common.keys import RedisKeys
 from common.remote import RemoteRef
 from publisher.upload import store_blob
-from subscriber.fetch import FetchOptions, fetch
+from subscriber.fetching.fetch import FetchOptions, fetch
 from tests.http_store import HttpStore
 
 PAYLOAD = b"PK" + os.urandom(300_000)

@@ -1,6 +1,6 @@
 """A serving process freezes its startup objects out of the collector's full passes
-(``subscriber/heap.py``): a real server reports how many, ``FKS_GC_FREEZE=false`` turns it off,
-and garbage made afterwards is still collected."""
+(``subscriber/runtime/heap.py``): a real server reports how many, ``FKS_GC_FREEZE=false``
+turns it off, and garbage made afterwards is still collected."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_garbage_made_after_the_freeze_is_still_collected() -> None:
     script = """
 import gc, weakref
 import torch  # what a serving process holds
-from subscriber.heap import freeze_startup_heap
+from subscriber.runtime.heap import freeze_startup_heap
 
 frozen = freeze_startup_heap()
 assert frozen > 100_000, frozen

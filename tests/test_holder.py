@@ -17,9 +17,9 @@ from common import CheckpointLoadError, CheckpointNotification, Settings
 from common.checkpoint import build_policy, load_checkpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from subscriber import ModelHolder
-from subscriber.decider import Decider
-from subscriber.holder import NoPreviousModel, NothingToLoad, Outcome
-from subscriber.snapshot import ServedModel
+from subscriber.model.holder import NoPreviousModel, NothingToLoad, Outcome
+from subscriber.model.snapshot import ServedModel
+from subscriber.pipeline.decider import Decider
 from tests.helpers import wait_for, write_checkpoint
 
 
@@ -187,7 +187,7 @@ def test_a_failed_file_is_not_retried_until_it_changes(
     bad = model_root / "model_2.pt"
     bad.write_bytes(b"this is not a checkpoint\n" * 10)
     loads: list[object] = []
-    import subscriber.loader as loader
+    import subscriber.model.loader as loader
     from common.checkpoint import LoadedCheckpoint, load_checkpoint
 
     def counting_load(path: Path, **kwargs: Any) -> LoadedCheckpoint:
@@ -321,14 +321,14 @@ def test_swap_callbacks_see_every_swap_and_cannot_break_one(
 
 def test_freed_memory_release_is_safe_to_call() -> None:
     """malloc_trim is called where glibc has it and is a no-op elsewhere."""
-    from subscriber.memory import release_free_memory
+    from subscriber.runtime.memory import release_free_memory
 
     assert release_free_memory() in {True, False}
 
 
 def test_swaps_share_one_deferred_trim(holder: ModelHolder, model_root: Path) -> None:
     """Freed memory is returned once, off the swap path, for all the swaps of a second."""
-    from subscriber.memory import DeferredTrim
+    from subscriber.runtime.memory import DeferredTrim
 
     calls: list[float] = []
 
@@ -351,7 +351,7 @@ def test_swaps_share_one_deferred_trim(holder: ModelHolder, model_root: Path) ->
 
 def test_a_cancelled_trim_never_runs() -> None:
     """Shutdown drops a scheduled trim."""
-    from subscriber.memory import DeferredTrim
+    from subscriber.runtime.memory import DeferredTrim
 
     calls: list[int] = []
 

@@ -24,8 +24,8 @@ from common.policy import PolicyConfig
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
 from subscriber import create_app
-from subscriber.benchmark import MAX_SECONDS
-from subscriber.modelwork import runs_inline
+from subscriber.web.benchmark import MAX_SECONDS
+from subscriber.web.modelwork import runs_inline
 from tests.helpers import wait_for, write_checkpoint
 
 KEY = "k-http-hardening"

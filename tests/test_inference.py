@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.policy import SACActor
-from subscriber.inference import COMPILE_ATOL, EagerRunner, compile_runner
+from subscriber.model.inference import COMPILE_ATOL, EagerRunner, compile_runner
 
 
 @pytest.fixture

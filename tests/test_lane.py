@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import CheckpointLoadError
-from subscriber.lane import LoadLane
+from subscriber.runtime.lane import LoadLane
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_a_serving_process_exits_cleanly_after_swaps(tmp_path: Path) -> None:
         from pathlib import Path
         from bench._util import make_checkpoint
         from common.settings import Settings
-        from subscriber.holder import ModelHolder
+        from subscriber.model.holder import ModelHolder
 
         root = Path(sys.argv[1])
         holder = ModelHolder(Settings(model_dir=root, default_model_dir=root))

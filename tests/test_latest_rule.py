@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from common import CheckpointNotification, RedisKeys
 from common.latest import moves_latest
-from common.redis_scripts import PUBLISH
+from common.redis_io.scripts import PUBLISH
 from fks.redis_server import EmbeddedRedis
 
 KEYS = RedisKeys("rule")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fks.redis_server import EmbeddedRedis, free_port
 from subscriber import ServingNode
-from subscriber.listener import ListenerTiming
+from subscriber.pipeline.listener import ListenerTiming
 from tests.helpers import wait_for
 
 

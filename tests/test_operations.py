@@ -14,8 +14,8 @@ import pytest
 from common import Settings
 from subscriber import ModelHolder
 from subscriber.errors import NoPreviousModel, NotEveryWorker
-from subscriber.operations import Operations
-from subscriber.siblings import Siblings
+from subscriber.process.operations import Operations
+from subscriber.process.siblings import Siblings
 from tests.helpers import write_checkpoint
 
 Workers = Callable[..., list[Operations]]

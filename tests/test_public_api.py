@@ -38,7 +38,7 @@ def test_common_imports_nothing_of_ours() -> None:
     import pathlib
 
     root = pathlib.Path(importlib.import_module("common").__file__).parent  # type: ignore[arg-type]
-    for source in root.glob("*.py"):
+    for source in root.rglob("*.py"):
         text = source.read_text()
         for other in ("publisher", "subscriber", "fks"):
             assert f"from {other}" not in text and f"import {other}" not in text, source

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.redis_connect import sentinel_of
+from common.redis_io.connect import sentinel_of
 from fks.redis_topology import SentinelSet
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
@@ -148,7 +148,7 @@ def test_readonly_twice_is_not_sent_after_one_retry(sentinels: SentinelSet, inco
 
 def test_the_listener_closes_its_sentinel_connections(sentinel_url: str) -> None:
     """A master client built from a sentinel URL knows its sentinels (to ask and to close)."""
-    from common.redis_connect import close_client, connect
+    from common.redis_io.connect import close_client, connect
 
     client = connect(sentinel_url)
     manager = sentinel_of(client)

@@ -7,8 +7,8 @@ import redis
 from redis.crc import key_slot
 
 from common import Settings
-from common.redis_connect import LazyRedis, Timeouts, connect, is_readonly
-from common.redis_url import parse_redis_url
+from common.redis_io.connect import LazyRedis, Timeouts, connect, is_readonly
+from common.redis_io.url import parse_redis_url
 from common.settings import keys_for, redact_url
 
 

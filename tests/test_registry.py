@@ -12,7 +12,7 @@ import redis
 
 from common import RedisKeys
 from subscriber import ServingNode
-from subscriber.registry import NodeRegistry, is_stale
+from subscriber.pipeline.registry import NodeRegistry, is_stale
 from tests.helpers import wait_for
 
 
@@ -82,8 +82,8 @@ def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writ
     """The acker sends the registry entry, then its acks, in one pipeline (fakeredis unit);
     after the registry stopped, acks still go out but the removed entry is not written back."""
     from common.ack import Ack
-    from subscriber.acker import Acker
-    from subscriber.metrics import Metrics
+    from subscriber.pipeline.acker import Acker
+    from subscriber.runtime.metrics import Metrics
 
     server = fakeredis.FakeServer()
     client = _CountingRedis(server=server)

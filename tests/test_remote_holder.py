@@ -1,6 +1,6 @@
 """A node serves remote checkpoints through the fetch seam and keeps its promises for them:
-judged without I/O, fetched on the lane, verified, remembered when bad (subscriber/holder.py,
-subscriber/plan.py, subscriber/decider.py)."""
+judged without I/O, fetched on the lane, verified, remembered when bad (subscriber/model/holder.py,
+subscriber/model/plan.py, subscriber/pipeline/decider.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from common import CheckpointNotification, RedisKeys, Settings
 from publisher import notify_checkpoint
 from publisher.upload import store_blob
 from subscriber import ServingNode
-from subscriber.decider import Decider
-from subscriber.holder import ModelHolder
+from subscriber.model.holder import ModelHolder
+from subscriber.pipeline.decider import Decider
 from tests.helpers import wait_for, write_checkpoint
 from tests.http_store import HttpStore
 
@@ -144,7 +144,7 @@ def test_a_missing_object_is_retried_like_a_late_file(
 ) -> None:
     decider = node()
     saved = write_checkpoint(trainer_dir, 1)
-    from subscriber.plan import Candidate
+    from subscriber.model.plan import Candidate
 
     batch = [
         Candidate.from_notification(message(store.url + "/model_1.pt", saved.sha256, 1), "channel")

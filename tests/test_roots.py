@@ -1,4 +1,4 @@
-"""The tier resolution's order of checkpoints (subscriber/roots.py)."""
+"""The tier resolution's order of checkpoints (subscriber/fetching/roots.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from common import Settings
 from subscriber import ModelHolder
-from subscriber.decider import Decider
-from subscriber.roots import checkpoints_newest_first, newest_checkpoint
+from subscriber.fetching.roots import checkpoints_newest_first, newest_checkpoint
+from subscriber.pipeline.decider import Decider
 from tests.helpers import bump_mtime, write_checkpoint
 
 

@@ -43,7 +43,7 @@ def test_the_result_is_one_printable_line_for_any_code_point() -> None:
 
 def test_a_forged_log_line_stays_inside_its_record(caplog: pytest.LogCaptureFixture) -> None:
     """A path carrying a fake INFO line is logged as one line."""
-    fake = "/x.pt\n2026-11-23 07:00:00,000 INFO subscriber.holder: serving model_9 version 9"
+    fake = "/x.pt\n2026-11-23 07:00:00,000 INFO subscriber.model.holder: serving model_9 version 9"
     with caplog.at_level(logging.WARNING):
         logging.getLogger("test").warning("not serving %s", printable(fake))
     assert len(caplog.text.strip().splitlines()) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from subscriber.traffic import Traffic
+from subscriber.runtime.traffic import Traffic
 
 
 def test_counts_start_again_at_every_swap_and_ignore_older_generations() -> None:

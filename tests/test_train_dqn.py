@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from common import CheckpointNotification, RedisKeys
+from common.architectures.dqn import DQNConfig
 from common.checkpoint import load_checkpoint
-from common.dqn import DQNConfig
 from fks.cli import main
 from fks.dqn_agent import LEVELS, DQNAgent
 from fks.redis_server import free_port

@@ -34,7 +34,7 @@ import torch
 from common import CheckpointNotification, RedisKeys
 from common.checkpoint import CHECKPOINT_FORMAT, SavedCheckpoint, packed_state_dict
 from common.checkpoint import save_checkpoint as save_actor_checkpoint
-from common.checkpoint_limits import CheckpointLimits
+from common.limits import CheckpointLimits
 from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis, free_port
 from fks.server_process import ServerProcess
@@ -596,7 +596,7 @@ def test_a_newline_in_a_refused_path_cannot_forge_a_log_line(
         os.environ, REDIS_URL=redis_url, FKS_INSTANCE_ID=INSTANCE, STAT_PAIR_RL_DIR=str(model_root)
     )
     forged = (
-        "2026-11-23 07:00:00,000 INFO    subscriber.holder: serving /models/model_009.pt "
+        "2026-11-23 07:00:00,000 INFO    subscriber.model.holder: serving /models/model_009.pt "
         "version 9 as generation 9 (source channel, 4.1 ms, eager)"
     )
     with open(log, "wb") as out:

@@ -19,7 +19,7 @@ import psutil
 from common.policy import PolicyConfig
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
-from subscriber.memory import TRIM_DELAY_S
+from subscriber.runtime.memory import TRIM_DELAY_S
 from tests.helpers import wait_for, write_checkpoint
 from tests.reliability.harness import record, start_server
 
@@ -29,7 +29,7 @@ BIG = PolicyConfig(hidden=(1024, 1024))  # ~4 MB of weights: a leak would show
 
 
 def settled_rss(process: psutil.Process) -> float:
-    """RSS in MB once the trim scheduled by the last swap has run (subscriber/memory.py)."""
+    """RSS in MB once the trim scheduled by the last swap has run (subscriber/runtime/memory.py)."""
     time.sleep(TRIM_DELAY_S + 0.3)
     return float(process.memory_info().rss / 2**20)
 

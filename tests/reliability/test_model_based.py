@@ -55,7 +55,7 @@ from publisher.acks import AckWaiter
 from publisher.rollout import RolloutPlan, RolloutResult, run_rollout
 from subscriber import ServingNode
 from subscriber.errors import NoPreviousModel
-from subscriber.listener import ListenerTiming
+from subscriber.pipeline.listener import ListenerTiming
 from tests.helpers import wait_for
 from tests.reliability.harness import record
 

@@ -43,7 +43,7 @@ from common import CheckpointError, CheckpointNotification, Settings
 from common.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor, state_shapes
 from subscriber import ModelHolder
-from subscriber.decider import Decider
+from subscriber.pipeline.decider import Decider
 from tests.reliability.harness import record
 
 FILES = int(os.environ.get("FKS_FUZZ_FILES", "3000"))

@@ -28,9 +28,9 @@ from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier
-from subscriber.decider import Decider
-from subscriber.fetch import FetchOptions, fetch
-from subscriber.holder import ModelHolder
+from subscriber.fetching.fetch import FetchOptions, fetch
+from subscriber.model.holder import ModelHolder
+from subscriber.pipeline.decider import Decider
 from tests.helpers import write_checkpoint
 from tests.http_store import Behaviour, HttpStore
 from tests.reliability.harness import Clients, metric, record, start_server, until

@@ -1,0 +1,545 @@
+"""The Redis listener: a background subscriber that never dies and never misses the newest.
+
+The **reader** thread owns the pub/sub loop (no ``run_in_thread``, whose worker dies on the
+first exception). Each session: connect → SUBSCRIBE → wait for the confirmation → catch up on
+``:latest`` (``STRLEN`` first: a value over the message limit is refused without being read)
+→ tell Redis what this node serves (``subscriber/pipeline/recorder.py``) → read. It PINGs on the
+pub/sub connection every ``ping_interval`` and declares the session dead when a PING has gone
+unanswered for ``dead_after``: a hung (SIGSTOPped) server or a half-open socket is noticed
+within ~2 s, while a reader thread that was merely starved of CPU reads its PONG when it
+wakes and is not fooled. redis-py can reconnect and resubscribe silently; a connect callback
+catches that and catches up too. Any Redis error ends the session; the next one starts after
+a jittered backoff (100 ms, doubling, at most 0.5 s, so a Redis that comes back is used within
+a second, however long it was away).
+
+The connections come from ``subscriber/pipeline/redis_link.py`` (SPEC §10): one server, Sentinel or
+Cluster, ``SUBSCRIBE`` or ``SSUBSCRIBE``. A failover is a reconnect: the next session finds
+the new master and catches up on ``:latest``. Behind Sentinel the session also ends when the
+sentinels name another master (checked every ``master_check``), since a master demoted by a
+manual failover keeps its subscribers' sockets open while nothing is published there.
+
+Every message is parsed here and handed to the applier (``applier.py``) with what
+``:latest`` held before it (mirrored by ``common/latest.py``). A message that cannot be a
+notification is rejected with a reason, logged once (its text escaped), counted: nothing a
+publisher sends can end a session or the thread. A catch-up that brings a message already
+judged is skipped; with a secret, a signature already judged is refused as ``replayed``.
+A targeted message (``nodes``, SPEC §11) that does not name this node is not considered at
+all: it is acked ``ignored``. Messages refused here are acked ``rejected`` (``report``); the
+others are acked by the applier once judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.client import PubSub
+
+from common.ack import AckOutcome
+from common.errors import InvalidNotification
+from common.latest import moves_latest
+from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
+from common.redis_io.clock import RedisClock, sample
+from common.redis_io.connect import REDIS_ERRORS, RedisClient, Timeouts
+from common.redis_io.url import parse_redis_url
+from common.settings import Settings, redact_url
+from common.textsafe import printable
+from subscriber.model.holder import ModelHolder
+from subscriber.model.plan import Candidate
+from subscriber.pipeline.applier import Applier
+from subscriber.pipeline.recorder import Recorder
+from subscriber.pipeline.redis_link import RedisLink, ShardedPubSubUnsupported
+from subscriber.pipeline.seen import JudgedMessages, ReplayGuard
+
+__all__ = ["CheckpointSubscriber", "ListenerTiming", "Report"]
+
+log = logging.getLogger(__name__)
+
+PING_PAYLOAD = "fks-liveness"
+
+# Told of a channel message judged here (outcome, reason, the message if it parsed, its raw
+# bytes, its arrival on the monotonic clock): an ack (subscriber/pipeline/acker.py).
+Report = Callable[[AckOutcome, str, CheckpointNotification | None, bytes, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTiming:
+    """Timeouts and pacing of the listener (the defaults meet the SPEC's ~2 s detection)."""
+
+    read_timeout: float = 0.1
+    ping_interval: float = 0.5
+    dead_after: float = 1.5
+    connect_timeout: float = 1.0
+    command_timeout: float = 0.5
+    backoff_initial: float = 0.1
+    backoff_max: float = 0.5  # a Redis that returns is used within a second (issue 15)
+    master_check: float = 0.5  # behind Sentinel: ask where the master is this often
+    quiet: float = 0.02
+    settle_max: float = 0.125  # a steady stream costs ~8 loads a second (bench/burst.py)
+
+
+class CheckpointSubscriber:
+    """Subscribe to an instance's channel and feed the applier; ``start()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        settings: Settings,
+        *,
+        applier: Applier,
+        judged: JudgedMessages,
+        replay: ReplayGuard,
+        recorder: Recorder | None = None,
+        timing: ListenerTiming | None = None,
+        node_id: str = "",
+        report: Report | None = None,
+        clock: RedisClock | None = None,
+    ) -> None:
+        self.holder = holder
+        self.clock = clock or RedisClock()
+        self.node_id = node_id
+        self.report = report
+        self.applier = applier
+        self.judged = judged
+        self.replay = replay
+        self.recorder = recorder
+        self.metrics = holder.metrics
+        self.redis_url = settings.redis_url
+        self.target = parse_redis_url(settings.redis_url)
+        self.sharded = settings.sharded_pubsub
+        self.keys = settings.keys
+        self.secret = settings.secret
+        self.timing = timing or ListenerTiming()
+        self.counters: Counter[str] = Counter()
+        self.last_message_at: datetime | None = None
+        self.last_connected_at: datetime | None = None
+        self.sessions = 0
+        self._tried = threading.Event()  # the first session subscribed, or failed
+        self._connected = False
+        self._stop = threading.Event()
+        self._silent_reconnect = threading.Event()
+        self._thread: threading.Thread | None = None
+        # What :latest held as far as this node knows: its parsed message and sha1 digest,
+        # and the highest version issued as far as it knows (the :version counter, every
+        # versioned message heard): only to mirror the rule that moves :latest, never to
+        # order decisions (a refused message must leave no version behind).
+        self._latest: CheckpointNotification | None = None
+        self._latest_digest = ""
+        self._issued = 0
+        self._epoch = ""  # the :epoch token Redis held when this node last restored
+        self._known_before = 0  # the highest version known when the last catch-up began
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while subscribed and answering; the request path reads only this."""
+        return self._connected
+
+    def start(self) -> CheckpointSubscriber:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._read_forever, name="fks-listener", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Unsubscribe, stop the thread, join it; returns within ``timeout``."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._set_connected(False)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def tried(self) -> bool:
+        """Whether a first session has subscribed (and queued its catch-up) or failed."""
+        return self._tried.is_set()
+
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Wait until the first session has subscribed (and queued its catch-up) or failed;
+        True if it is connected."""
+        self._tried.wait(timeout)
+        return self._connected
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self._connected,
+            "alive": self.alive(),
+            "channel": self.keys.channel,
+            "sessions": self.sessions,
+            "last_message_at": self.last_message_at.isoformat() if self.last_message_at else None,
+            "last_connected_at": (
+                self.last_connected_at.isoformat() if self.last_connected_at else None
+            ),
+            "counters": dict(self.counters),
+        }
+
+    # -- reader ----------------------------------------------------------------------------
+
+    def _read_forever(self) -> None:
+        delay = self.timing.backoff_initial
+        while not self._stop.is_set():
+            sessions = self.sessions
+            try:
+                self._session()
+            except ShardedPubSubUnsupported as exc:
+                if self.counters["sharded_unsupported"] == 0:
+                    log.error("cannot listen on %s: %s", self.keys.channel, exc)
+                self.counters["sharded_unsupported"] += 1
+                self._lost(str(exc))
+            except REDIS_ERRORS as exc:
+                self._lost(f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the listener must never die
+                log.exception("listener session failed unexpectedly; reconnecting")
+                self._lost("unexpected error")
+            finally:
+                self._tried.set()
+            if self._stop.is_set():
+                break
+            if self.sessions > sessions:  # that session had subscribed: start backoff afresh
+                delay = self.timing.backoff_initial
+            self._stop.wait(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self.timing.backoff_max)
+        self._set_connected(False)
+
+    def _lost(self, why: str) -> None:
+        if self._connected:
+            log.warning("lost Redis (%s); serving with the mtime fallback meanwhile", why)
+        else:
+            log.debug("Redis still unavailable: %s", why)
+        self.counters["connection_errors"] += 1
+        self._set_connected(False)
+
+    def _session(self) -> None:
+        t = self.timing
+        link = RedisLink(
+            self.target,
+            self.keys.channel,
+            Timeouts(t.connect_timeout, t.command_timeout),
+            sharded=self.sharded,
+        )
+        try:
+            pubsub = link.open()
+            assert pubsub.connection is not None and link.client is not None
+            pubsub.connection.register_connect_callback(self._on_connect)
+            self._await_subscription(pubsub, link.confirmation)
+            self._catch_up(link.client, "subscribe")
+            self._restore()
+            self.applier.reconnected(
+                latest_present=bool(self._latest_digest),
+                latest=self._latest,
+                digest=self._latest_digest,
+            )
+            self._set_connected(True)  # subscribed and caught up: Redis mode
+            self._tried.set()
+            self._read(link, pubsub)
+        finally:
+            link.close(unsubscribe=self._stop.is_set() and self._connected)
+
+    def _await_subscription(self, pubsub: PubSub, confirmation: str) -> None:
+        deadline = time.monotonic() + self.timing.dead_after
+        while time.monotonic() < deadline and not self._stop.is_set():
+            message = pubsub.get_message(timeout=self.timing.read_timeout)
+            if message is not None and message["type"] == confirmation:
+                return
+        raise redis.TimeoutError(f"no {confirmation.upper()} confirmation from Redis")
+
+    def _read(self, link: RedisLink, pubsub: PubSub) -> None:
+        t = self.timing
+        client = link.client
+        assert client is not None
+        last_ping = last_check = time.monotonic()
+        unanswered_since: float | None = None
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=t.read_timeout)
+            now = time.monotonic()
+            if message is not None:
+                unanswered_since = None  # Redis answered: everything sent before is read
+                if message["type"] in ("message", "smessage"):
+                    self._on_message(message["data"], "channel")
+                elif message["type"] == "sunsubscribe":
+                    self.counters["slot_moved"] += 1
+                    raise redis.ConnectionError(
+                        "Redis unsubscribed the shard channel: its slot moved"
+                    )
+            if self._silent_reconnect.is_set():
+                self._silent_reconnect.clear()
+                self.counters["silent_reconnects"] += 1
+                self._catch_up(client, "silent reconnect")
+                self._restore()
+            if now - last_ping >= t.ping_interval:
+                pubsub.ping(PING_PAYLOAD)
+                last_ping = now
+                if unanswered_since is None:
+                    unanswered_since = now
+            if unanswered_since is not None and now - unanswered_since > t.dead_after:
+                raise redis.TimeoutError(
+                    f"no answer from Redis to a PING for {now - unanswered_since:.1f}s"
+                )
+            if now - last_check >= t.master_check:
+                last_check = now
+                moved = link.moved()
+                if moved is not None:
+                    self.counters["master_moved"] += 1
+                    log.warning("the master moved (%s): resubscribing there", moved)
+                    raise redis.ConnectionError(f"master moved: {moved}")
+
+    def _on_connect(self, connection: object) -> None:
+        self._silent_reconnect.set()
+
+    def _restore(self) -> None:
+        """Tell Redis what this node serves (``subscriber/pipeline/recorder.py``) and learn the
+        ``:epoch`` token it holds now."""
+        if self.recorder is not None:
+            model = self.holder.current()
+            _, restored, epoch = self.recorder.restore(model, self.holder.applied_version)
+            self._epoch = epoch or self._epoch
+            if restored and model is not None and model.message is not None:
+                # :latest now holds this node's decision: the mirror must say so, or the
+                # next raw decision's compare-and-set (RECORD) fails against it
+                with contextlib.suppress(InvalidNotification):
+                    self._latest = CheckpointNotification.from_message(model.message)
+                    self._latest_digest = message_digest(model.message)
+
+    def _catch_up(self, client: RedisClient, why: str) -> None:
+        """Read ``:version`` and ``:latest`` (measured first: an oversized value is refused
+        unread)."""
+        self.counters["catch_ups"] += 1
+        # what this node knew before this catch-up: a :latest numbered at or below it, yet
+        # issued after its decision, was numbered by a counter that restarted
+        self._known_before = self.holder.highest_version
+        sample(client, self.keys.latest, self.clock)  # Redis' clock, for forced messages' age
+        raw_counter, raw_epoch = client.get(self.keys.version), client.get(self.keys.epoch)
+        counter = (
+            int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
+        )
+        epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
+        # Redis lost this instance's data since this node last looked (a restart without
+        # persistence, FLUSHALL): the :epoch token it saw is gone or another, or the counter
+        # is below a version this node applied (or saw it hold). Whatever :latest holds that
+        # this node never judged was published after the loss, under versions that
+        # restarted: it is the newer decision (issue 24, b1).
+        why = ""
+        if self._epoch and epoch != self._epoch:
+            why = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
+        elif counter < self.holder.applied_version:
+            why = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
+        lost = bool(why)
+        if lost:
+            self.counters["data_loss"] += 1
+            log.warning(
+                "Redis lost its data (%s): a :latest published since is the newer decision, "
+                "whatever its version",
+                why,
+            )
+        if not lost:
+            self.holder.note_version(counter)
+        self._issued = max(self._issued, counter)
+        try:
+            self._read_latest(client, why, lost)
+        finally:
+            # after a loss the counter restarted: it says nothing of what came before, and
+            # :latest is judged against what this node applied
+            self.holder.note_version(counter)
+
+    def _read_latest(self, client: RedisClient, why: str, lost: bool) -> None:
+        """Read ``:latest`` (measured first: an oversized value is refused unread) and hand
+        it on (``lost``: Redis lost its data since this node last looked)."""
+        size = int(client.strlen(self.keys.latest))
+        if size == 0:
+            self._latest, self._latest_digest = None, ""
+            return
+        if size > MAX_MESSAGE_BYTES:
+            self._latest, self._latest_digest = None, f"oversize:{size}"
+            self._reject(
+                "oversize",
+                f"{self.keys.latest} holds {size} bytes, over the {MAX_MESSAGE_BYTES}-byte "
+                "limit; not read",
+                "latest",
+            )
+            return
+        raw = client.get(self.keys.latest)
+        if raw is not None:
+            log.debug("catch-up after %s: reading %s", why, self.keys.latest)
+            self._on_message(raw, "latest", adopt=lost)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected and not self._connected:
+            self.sessions += 1
+            if self.sessions > 1:
+                self.metrics.reconnects.inc()
+            self.last_connected_at = datetime.now(UTC)
+            log.info("subscribed to %s at %s", self.keys.channel, redact_url(self.redis_url))
+        self._connected = connected
+        self.metrics.listener_connected.set(1 if connected else 0)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _on_message(self, data: bytes | str, via: str, *, adopt: bool = False) -> None:
+        """Parse one message and hand it on; never raises. ``adopt``: a ``:latest`` published
+        after Redis lost its data (announced again above what the node knows, if its version
+        would make it stale)."""
+        try:
+            self._handle(data, via, adopt)
+        except Exception as exc:  # noqa: BLE001 - nothing a publisher sends ends a session
+            self._reject("invalid", f"unexpected {type(exc).__name__} while parsing", via)
+
+    def _handle(self, data: bytes | str, via: str, adopt: bool = False) -> None:
+        received = time.monotonic()
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+        self.last_message_at = datetime.now(UTC)
+        self.metrics.notifications.labels(via).inc()
+        self.counters[f"received_{via}"] += 1
+        digest = message_digest(raw) if len(raw) <= MAX_MESSAGE_BYTES else ""
+        if via == "latest":
+            self._latest_digest = digest
+            self._latest = None
+            if digest and digest in self.judged:
+                self.counters["already_judged"] += 1
+                self.holder.stale("already_judged", via, "", 0)
+                with contextlib.suppress(InvalidNotification):  # what :latest holds, known
+                    self._latest = CheckpointNotification.from_message(raw, secret=self.secret)
+                return
+        try:
+            notification = CheckpointNotification.from_message(raw, secret=self.secret)
+        except InvalidNotification as exc:
+            self._reject(exc.reason, str(exc), via, raw=raw, received=received)
+            return
+        if not notification.for_instance(self.keys.instance_id):
+            self._reject(
+                "other_instance",
+                f"a message for instance {notification.instance!r} on {self.keys.channel}",
+                via,
+                raw=raw,
+                received=received,
+                parsed=notification,
+            )
+            return
+        if not notification.targets(self.node_id):
+            self.counters["ignored"] += 1
+            if via == "latest":
+                self._latest = notification
+            else:
+                self._tell("ignored", "not_targeted", notification, raw, received)
+            log.debug("a message for nodes %s only: ignored", notification.nodes)
+            return
+        decided = None
+        known = self.holder.highest_version  # decisions applied before this message
+        issued, self._issued = self._issued, max(self._issued, notification.version)
+        if via == "latest":
+            self._latest = notification
+            if self.replay.replayed(notification) is not None:
+                # a signature already judged (re-encoded bytes, or a replay put into
+                # :latest): nothing new, as a digest already judged
+                self.counters["already_judged"] += 1
+                self.holder.stale("already_judged", via, "", 0)
+                return
+            before = ""
+            when = notification.issued_at or notification.saved_at
+            decided = int(when.timestamp() * 1e9)  # decided when published, not when read
+        else:
+            replayed = self.replay.replayed(notification)
+            if replayed is not None:
+                self._reject(
+                    "replayed", replayed, via, raw=raw, received=received, parsed=notification
+                )
+                return
+            before = self._latest_digest
+            # a targeted message never moves :latest (the publisher's script leaves it)
+            if notification.nodes is None and moves_latest(self._latest, notification, issued):
+                self._latest, self._latest_digest = notification, digest
+        candidate = Candidate.from_notification(
+            notification,
+            via,
+            raw=raw,
+            latest_before=before,
+            received_at=received,
+            decided_ns=decided,
+            watermark=known,
+        )
+        if via == "latest" and self._numbered_before_a_loss(notification):
+            # Issued after the decision this node serves, yet numbered at or below what it
+            # knows, and :latest holds it: its version was allocated after Redis lost its
+            # data (or a lagging replica took over), so by its number it would be stale. It
+            # is the fleet's newest decision: announced again under a version above every
+            # one this node knows, it reaches every node (this one included) as such.
+            self.counters["reannounced"] += 1
+            log.warning(
+                "%s holds %s as version %d, issued after this node's decision (Redis lost its "
+                "data%s): announcing it again above version %d",
+                self.keys.latest,
+                printable(notification.model_path),
+                notification.version,
+                " and said so" if adopt else "?",
+                self.holder.highest_version,
+            )
+            self.applier.reannounce(notification)
+            return
+        self.applier.offer(candidate)
+
+    def _numbered_before_a_loss(self, notification: CheckpointNotification) -> bool:
+        """Whether ``:latest``'s ``notification`` (not judged before) carries a version at or
+        below what this node knew before the catch-up (the counter it reads now may count
+        ``notification`` itself) although it was issued after the decision this node
+        serves (on Redis' clock), unless it is that decision itself: only a counter that
+        restarted gives that, and its number may name another checkpoint the fleet saw. A
+        replay of an older message was issued before; a forced or targeted one is judged as
+        it is."""
+        model = self.holder.current()
+        issued = notification.issued_at
+        if (
+            model is None
+            or issued is None
+            or notification.force
+            or notification.nodes is not None
+            or not 0 < notification.version <= self._known_before
+            # the very checkpoint this node serves under that very version: nothing collides
+            or (notification.version == model.version and notification.sha256 == model.sha256)
+        ):
+            return False
+        return issued.timestamp() > model.loaded_at.timestamp() + self.clock.offset
+
+    def _reject(
+        self,
+        reason: str,
+        detail: str,
+        via: str,
+        *,
+        raw: bytes = b"",
+        received: float = 0.0,
+        parsed: CheckpointNotification | None = None,
+    ) -> None:
+        self.counters[f"rejected_{reason}"] += 1
+        self.holder.record_rejection(reason, detail, via)
+        log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
+        if via == "channel":
+            self._tell("rejected", reason, parsed, raw, received)
+
+    def _tell(
+        self,
+        outcome: AckOutcome,
+        reason: str,
+        notification: CheckpointNotification | None,
+        raw: bytes,
+        received: float,
+    ) -> None:
+        if self.report is not None:
+            try:
+                self.report(outcome, reason, notification, raw, received)
+            except Exception:  # noqa: BLE001 - an ack never ends a session
+                log.exception("reporting a judged message failed")

@@ -1,0 +1,194 @@
+"""Node registry: every few seconds a node writes what it serves to ``fks:<instance>:nodes``.
+
+Each hash field is a node id; its value is JSON with the served version, generation, path,
+sha256, loaded_at, mode, the requests and errors since the last swap, the node's last acks
+(``acks``: what a publisher whose wait was cut reads back), its ``interval`` until the next
+write and ``heartbeat_at``: Redis' time when written, as this node estimates it
+(``common/redis_io/clock.py``; each write also reads Redis' ``TIME`` to keep the estimate fresh), so
+no reader compares its clock with this node's. With ``FKS_NOTIFY_SECRET`` the entry is signed
+(``common/fleet.py``): readers holding the secret believe nothing else.
+
+Besides the heartbeat, :meth:`NodeRegistry.write` is called after every judged notification
+(``acker.py``), so the entry is current when the ack arrives. While the node is a
+canary (:meth:`NodeRegistry.watch`: it judged a message targeted at it) the entry is written
+every ``CANARY_BEAT_SECONDS`` instead, so a rollout's soak judges fresh counters and sees a
+dead canary within a second. An entry whose heartbeat is older than ``STALE_AFTER_BEATS``
+intervals belongs to a dead node (``fks status`` marks it so); a node that stops cleanly
+removes its own entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.client import Pipeline
+
+from common.ack import Ack
+from common.fleet import (
+    CANARY_BEAT_SECONDS,
+    CANARY_WATCH_SECONDS,
+    STALE_AFTER_BEATS,
+    is_stale,
+    sign_entry,
+)
+from common.keys import RedisKeys
+from common.redis_io.clock import RedisClock, queue_time, redis_seconds, sample
+from common.redis_io.connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
+
+__all__ = ["RECENT_ACKS", "STALE_AFTER_BEATS", "NodeRegistry", "default_node_id", "is_stale"]
+
+log = logging.getLogger(__name__)
+
+RECENT_ACKS = 8  # the acks an entry carries, newest last
+
+
+def default_node_id() -> str:
+    """``<hostname>:<pid>``, the hostname cut to the characters a node id may hold."""
+    host = re.sub(r"[^A-Za-z0-9_.@-]", "_", socket.gethostname())[:100] or "host"
+    return f"{host}:{os.getpid()}"
+
+
+class NodeRegistry:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: RedisKeys,
+        describe: Callable[[], dict[str, Any]],
+        *,
+        node_id: str | None = None,
+        interval: float = 2.0,
+        client: RedisClient | None = None,
+        secret: str | None = None,
+        clock: RedisClock | None = None,
+        canary_interval: float = CANARY_BEAT_SECONDS,
+    ) -> None:
+        self.keys = keys
+        self.node_id = node_id or default_node_id()
+        self.interval = interval
+        self.canary_interval = min(canary_interval, interval)
+        self.describe = describe
+        self.secret = secret
+        self.clock = clock or RedisClock()
+        self.beats = 0
+        self._given = client
+        self._lazy = LazyRedis(redis_url, Timeouts(1.0, 1.0))
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one write at a time: entries land in order
+        self._closed = False
+        self._watch_until = 0.0  # monotonic: a canary until then
+        self._acks: deque[dict[str, Any]] = deque(maxlen=RECENT_ACKS)
+        self._thread: threading.Thread | None = None
+
+    # -- what is written -------------------------------------------------------------------
+
+    def cadence(self) -> float:
+        """Seconds until the next write: short while a canary."""
+        return self.canary_interval if time.monotonic() < self._watch_until else self.interval
+
+    def entry(self) -> dict[str, Any]:
+        entry = {
+            **self.describe(),
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "interval": self.cadence(),
+            "heartbeat_at": round(self.clock.now(), 6),
+            "clock": "redis" if self.clock.measured else "local",
+            "acks": list(self._acks),
+        }
+        return sign_entry(entry, self.secret) if self.secret else entry
+
+    def watch(self, seconds: float = CANARY_WATCH_SECONDS) -> None:
+        """This node is a canary: write the entry every ``canary_interval`` for ``seconds``
+        (or until :meth:`unwatch`)."""
+        already = time.monotonic() < self._watch_until
+        self._watch_until = time.monotonic() + seconds
+        if not already:
+            self._wake.set()
+
+    def unwatch(self) -> None:
+        """Back to the heartbeat's pace (written at once, so the entry says so)."""
+        if self._watch_until:
+            self._watch_until = 0.0
+            self._wake.set()
+
+    @property
+    def watched(self) -> bool:
+        return time.monotonic() < self._watch_until
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def beat(self) -> bool:
+        """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
+        try:
+            return self.write()
+        except REDIS_ERRORS as exc:
+            log.debug("heartbeat not written: %s", exc)
+            return False
+
+    def write(
+        self, then: Callable[[Pipeline], object] | None = None, acks: Sequence[Ack] = ()
+    ) -> bool:
+        """Write this node's entry (``acks`` added to its recent acks) and, in the same
+        pipeline after it, what ``then`` queues (the acker's PUBLISHes: one round trip, and
+        the entry is current when an ack arrives), then Redis' ``TIME`` (this node's clock
+        estimate). Once stopped, the entry stays removed (False) and only ``then``'s commands
+        are sent. Raises what redis-py raises."""
+        with self._lock:
+            if not self.clock.measured:  # the first entry is stamped on Redis' clock too
+                sample(self._redis(), self.keys.nodes, self.clock)
+            for ack in acks:
+                self._acks.append(ack.recent_dict())
+            pipe = self._redis().pipeline(transaction=False)
+            written = not self._closed
+            if written:
+                pipe.hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+            if then is not None:
+                then(pipe)
+            queue_time(pipe, self.keys.nodes)
+            sent = time.time()
+            replies = pipe.execute()
+            self.clock.observe(redis_seconds(replies[-1]), sent, time.time())
+            if written:
+                self.beats += 1
+            return written
+
+    def start(self) -> NodeRegistry:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="fks-registry", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            self.beat()
+            self._wake.wait(self.cadence())
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        try:
+            with self._lock:
+                self._closed = True
+                self._redis().hdel(self.keys.nodes, self.node_id)
+        except REDIS_ERRORS:
+            pass
+        self._lazy.close()
+
+    def _redis(self) -> RedisClient:
+        return self._given or self._lazy.get()
