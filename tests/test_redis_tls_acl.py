@@ -19,7 +19,7 @@ from tests.helpers import wait_for, write_checkpoint
 
 pytestmark = pytest.mark.slow
 StartNode = Callable[..., ServingNode]
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "tls.md"
 PASSWORDS = {"TRAINER_PASSWORD": "trainer-pw-1", "NODE_PASSWORD": "node-pw-2"}
 
 
