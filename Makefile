@@ -3,7 +3,7 @@
 # .venv holds exactly what requirements.lock names (uv pip sync), then the project itself,
 # editable, with no dependency resolution at all. `make lock` refreshes the lock on purpose;
 # `make test-latest` runs the suite on the newest releases instead (a scratch venv), the way
-# to find the next lock. README, "Development", says when to use which.
+# to find the next lock. docs/development.md says when to use which.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -19,7 +19,7 @@ UV_FLAGS   := --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))
 LATEST := .venv-latest
 
-.PHONY: install lint format test test-latest reliability demo bench lock clean
+.PHONY: install lint format docs test test-latest reliability demo bench lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint  ## lint, then the whole test suite (real redis-server processes)
+# The documentation site of docs/ (mkdocs.yml): --strict fails on a broken link, anchor or
+# moved Python name. `$(BIN)/mkdocs serve` serves it with live reload while you write.
+docs: install  ## build the documentation site into .site (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
+
+test: lint docs  ## lint, the docs site, then the whole test suite (real redis-server processes)
 	$(BIN)/pytest
 
 # The newest release of every dependency (torch excepted: see TORCH_PIN), in a scratch venv:
@@ -80,4 +85,4 @@ bench: install  ## benchmarks: tables on stdout, docs/BENCHMARKS.md
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) .site .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,7 +13,7 @@ notification, and every :data:`CANARY_BEAT_SECONDS` while it is a canary
   signed with it. An entry that is unsigned or badly signed is listed (``fks status`` shows
   it) but is never live: it cannot be picked as a canary, waited for, or believed about what
   a node serves or how its requests fare. Without a secret, whoever can write to Redis can
-  write any entry: the README ("Security") says so.
+  write any entry: docs/how-it-works/security.md says so.
 
 An entry whose heartbeat is older than ``STALE_AFTER_BEATS`` of its own intervals (at least
 :data:`MIN_STALE_SECONDS`) belongs to a dead or partitioned node. ``fks status``, the

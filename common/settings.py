@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, validation_alias=_env("FKS_API_KEY"))
     notify_secret: SecretStr | None = Field(None, validation_alias=_env("FKS_NOTIFY_SECRET"))
-    # Beyond the SPEC (documented in the README):
+    # Beyond the SPEC (documented in docs/reference/environment.md):
     node_id: str | None = Field(None, validation_alias=_env("FKS_NODE_ID"))
     state_dim: int | None = Field(28, validation_alias=_env("FKS_STATE_DIM"))
     max_batch_rows: int = Field(

@@ -1,4 +1,4 @@
-"""TLS and ACL users (SPEC §10) on a real Redis 7: the whole flow over TLS with the README's
+"""TLS and ACL users (SPEC §10) on a real Redis 7: the whole flow over TLS with the documented
 minimal users, each refused what it should not do, and a client without the CA refused."""
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ from tests.helpers import wait_for, write_checkpoint
 
 pytestmark = pytest.mark.slow
 StartNode = Callable[..., ServingNode]
-README = Path(__file__).resolve().parents[1] / "README.md"
+ACL_PAGE = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "tls.md"
 PASSWORDS = {"TRAINER_PASSWORD": "trainer-pw-1", "NODE_PASSWORD": "node-pw-2"}
 
 
 def readme_acl_lines() -> list[str]:
-    """The exact `ACL SETUSER` lines of the README (placeholders filled in)."""
-    lines = [ln for ln in README.read_text().splitlines() if ln.startswith("ACL SETUSER ")]
+    """The exact `ACL SETUSER` lines of docs/how-to/tls.md (placeholders filled in)."""
+    lines = [ln for ln in ACL_PAGE.read_text().splitlines() if ln.startswith("ACL SETUSER ")]
     assert [ln.split()[2] for ln in lines] == ["trainer", "node"], lines
     return [re.sub("|".join(PASSWORDS), lambda m: PASSWORDS[m.group(0)], ln) for ln in lines]
 
 
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
-    """A TLS-only Redis 7 with the README's users (Debian's redis-server, fetched if absent)."""
+    """A TLS-only Redis 7 with the documented users (Debian's redis-server, fetched if absent)."""
     try:
         binary = ensure_redis7()
     except Redis7Unavailable as exc:

@@ -185,7 +185,7 @@ def test_a_forced_rollback_survives_reconnects_outages_and_later_nodes(
         assert trainer.notify(two.path, version=2).sent
         until(lambda: served(url) == (2, real(two.path)), timeout=10)
 
-        # (a) the README's raw rollback, exactly as an operator types it
+        # (a) the docs' raw rollback (docs/how-to/operate.md), exactly as an operator types it
         raw = json.dumps({"model_path": str(one.path), "force": True})
         assert redis_cli(aof_redis, "PUBLISH", KEYS.channel, raw) == "1"
         until(lambda: served_path(url) == real(one.path), timeout=10)
