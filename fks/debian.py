@@ -4,24 +4,41 @@ Some tests need a program the machine may lack (Redis 7 with TLS, libfaketime). 
 machine :func:`unpack_packages` fetches the packages with ``apt-get download`` (``apt-get
 update`` first when the package lists are missing, as root) and extracts them with ``dpkg
 -x`` under a cache folder: nothing is installed system-wide and no service is started.
+Processes that look for and fetch at once (the test workers of ``pytest -n``) take
+:func:`fetch_lock` first, so one fetches and the others find what it unpacked.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CACHE_HOME", "DebianUnavailable", "unpack_packages"]
+__all__ = ["CACHE_HOME", "DebianUnavailable", "fetch_lock", "unpack_packages"]
 
 CACHE_HOME = Path(os.environ.get("FKS_CACHE_HOME", Path.home() / ".cache" / "fks"))
 
 
 class DebianUnavailable(RuntimeError):
     """The packages could not be fetched here; the message says why."""
+
+
+@contextmanager
+def fetch_lock() -> Iterator[None]:
+    """One process at a time looks for and fetches packages (``apt-get`` takes its own locks,
+    and a second unpack would empty the folder the first is filling)."""
+    CACHE_HOME.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_HOME / "debian.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def unpack_packages(packages: Sequence[str], root: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fks.debian import CACHE_HOME, DebianUnavailable, unpack_packages
+from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, unpack_packages
 
 __all__ = ["FaketimeUnavailable", "ensure_libfaketime", "skewed_clock"]
 
@@ -33,14 +33,15 @@ def _found() -> Path | None:
 
 def ensure_libfaketime() -> Path:
     """The multi-threaded libfaketime: found, or unpacked from Debian into :data:`CACHE`."""
-    found = _found()
-    if found is not None:
-        return found
-    try:
-        unpack_packages(["libfaketime"], CACHE / "root")
-    except DebianUnavailable as exc:
-        raise FaketimeUnavailable(str(exc)) from None
-    found = _found()
+    with fetch_lock():
+        found = _found()
+        if found is not None:
+            return found
+        try:
+            unpack_packages(["libfaketime"], CACHE / "root")
+        except DebianUnavailable as exc:
+            raise FaketimeUnavailable(str(exc)) from None
+        found = _found()
     if found is None:
         raise FaketimeUnavailable(f"unpacked Debian's libfaketime into {CACHE}, no {_NAME} in it")
     return found

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from fks.debian import CACHE_HOME, DebianUnavailable, unpack_packages
+from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, unpack_packages
 
 __all__ = ["CACHE", "Redis7Unavailable", "ensure_redis7", "redis_version"]
 
@@ -71,10 +71,11 @@ def _candidates() -> list[Path]:
 
 def ensure_redis7() -> Path:
     """A ``redis-server`` 7 with TLS: found, or fetched from Debian into :data:`CACHE`."""
-    for candidate in _candidates():
-        if _usable(candidate):
-            return candidate
-    _fetch()
+    with fetch_lock():
+        for candidate in _candidates():
+            if _usable(candidate):
+                return candidate
+        _fetch()
     wrapper = CACHE / "redis-server"
     if not _usable(wrapper):
         raise Redis7Unavailable(f"fetched Debian's redis-tools into {CACHE}, but it does not run")
