@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from types import ModuleType
 
 import pytest
@@ -69,3 +70,28 @@ def test_the_node_is_its_stages() -> None:
     stages = sorted(info.name for info in pkgutil.iter_modules(subscriber.__path__) if info.ispkg)
     assert flat == ["errors", "node"]
     assert stages == sorted(STAGES)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("subscriber.loader", "subscriber.model.loader"),
+        ("subscriber.roots", "subscriber.fetching.roots"),
+        ("subscriber.listener", "subscriber.pipeline.listener"),
+        ("common.checkpoint_safetensors", "common.checkpoint.safetensors"),
+        ("common.redis_connect", "common.redis_io.connect"),
+    ],
+)
+def test_an_old_flat_path_imports_the_moved_module_itself(old: str, new: str) -> None:
+    """Code written against the flat layout keeps working: the old name is the same module
+    object (not a copy whose classes would differ), and a DeprecationWarning names the new."""
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+    assert module.__name__ == new
+
+
+def test_a_name_that_never_existed_still_fails_to_import() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("subscriber.nothing_here")
