@@ -18,6 +18,8 @@ FIND_LINKS := $(if $(PIP_FIND_LINKS),$(PIP_FIND_LINKS),$(wildcard /opt/wheels))
 UV_FLAGS   := --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))
 LATEST := .venv-latest
+# make test runs the suite on this many workers (pytest-xdist); TEST_WORKERS=0 runs it in one
+TEST_WORKERS ?= 2
 
 .PHONY: install lint format docs test test-latest reliability demo bench lock clean
 
@@ -46,7 +48,7 @@ docs: install  ## build the documentation site into .site (mkdocs build --strict
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
 test: lint docs  ## lint, the docs site, then the whole test suite (real redis-server processes)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The newest release of every dependency (torch excepted: see TORCH_PIN), in a scratch venv:
 # lint and the suite, but not the check that .venv matches the lock.
@@ -60,7 +62,7 @@ test-latest: install  ## the suite on the newest releases, without the lock
 	$(LATEST)/bin/ruff check .
 	$(LATEST)/bin/ruff format --check .
 	$(LATEST)/bin/mypy --cache-dir $(LATEST)/mypy-cache
-	$(LATEST)/bin/pytest -p no:cacheprovider --ignore=tests/test_lock.py
+	$(LATEST)/bin/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal --ignore=tests/test_lock.py
 
 # Re-resolve every dependency to its newest release the ranges of pyproject.toml allow.
 # KEEP=1 keeps every pin that still fits and only adds what is new (after adding a dependency).

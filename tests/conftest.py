@@ -18,6 +18,13 @@ from subscriber import ServingNode
 from subscriber.pipeline.listener import ListenerTiming
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (``make test``), the long cases go first, so no worker is left
+    running one alone at the end; a plain ``pytest`` keeps the file order."""
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def session_redis() -> Iterator[EmbeddedRedis]:
     """One real redis-server for the whole session (not to be killed by tests)."""
