@@ -26,11 +26,13 @@ TEST_WORKERS ?= 2
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync $(UV_FLAGS) --python $(BIN)/python $(LOCK)
-	$(BIN)/uv pip install $(UV_FLAGS) --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv: exactly the lock, then the project (editable)
+# Synced on every call (about 1 s when nothing moved), so a package installed or changed by
+# hand inside .venv is put back, not hidden behind the stamp.
+install: $(STAMP)  ## .venv: exactly the lock, then the project (editable)
+	$(BIN)/uv pip sync $(UV_FLAGS) --python $(BIN)/python $(LOCK)
+	$(BIN)/uv pip install $(UV_FLAGS) --python $(BIN)/python --no-deps --no-build-isolation -e .
 
 lint: install  ## ruff + mypy --strict
 	$(BIN)/ruff check .

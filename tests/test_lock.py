@@ -8,18 +8,28 @@ leaves this test out (it checks the lock, not the code).
 
 from __future__ import annotations
 
+import json
 import re
+import site
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "requirements.lock"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)\s*$")
 # pip is the installer the venv was born with (python -m venv), the project is installed
 # from its own tree; neither is a dependency the lock could name.
 NOT_LOCKED = {"pip", "fks-checkpoint-notify"}
+
+
+def venv_distributions() -> list[metadata.Distribution]:
+    """What the venv holds (its site-packages), not the metadata a source tree on sys.path
+    carries (the repository's own ``*.egg-info`` of the editable build)."""
+    return list(metadata.distributions(path=site.getsitepackages()))
 
 
 def locked() -> dict[str, Version]:
@@ -36,7 +46,7 @@ def locked() -> dict[str, Version]:
 def installed() -> dict[str, Version]:
     return {
         canonicalize_name(d.metadata["Name"]): Version(d.version)
-        for d in metadata.distributions()
+        for d in venv_distributions()
         if d.metadata["Name"]
     }
 
@@ -57,5 +67,24 @@ def test_the_venv_holds_exactly_what_the_lock_names() -> None:
         for name in set(pins) & set(have)
         if have[name] != pins[name]
     )
-    assert (extra, missing, other) == ([], [], []), "run make install (or make lock)"
-    assert metadata.version("fks-checkpoint-notify")  # the project itself is installed
+    problems = [f"not in the lock: {x}" for x in extra] + [f"missing: {x}" for x in missing]
+    problems += [f"another version: {x}" for x in other]
+    assert not problems, "run make install (or make lock):\n" + "\n".join(problems)
+
+
+def test_no_package_is_installed_twice() -> None:
+    """Two metadata folders of one package (a stale one left beside the new) make its version
+    whichever is listed last; uv pip sync does not remove the stale one."""
+    names = Counter(
+        canonicalize_name(d.metadata["Name"]) for d in venv_distributions() if d.metadata["Name"]
+    )
+    twice = sorted(name for name, count in names.items() if count > 1)
+    assert not twice, f"installed more than once (rm -rf .venv && make install): {twice}"
+
+
+def test_the_project_is_this_tree_installed_editable() -> None:
+    """The tests run against the code in this repository, not a copy in site-packages."""
+    (dist,) = [d for d in venv_distributions() if d.metadata["Name"] == "fks-checkpoint-notify"]
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    assert direct.get("dir_info", {}).get("editable") is True, "run make install"
+    assert direct.get("url", "").removeprefix("file://") == str(ROOT), direct.get("url")
