@@ -366,7 +366,13 @@ class NodeMachine(RuleBasedStateMachine):
         self.settle()
         held = self.latest()
         assert held is not None and held.sha256 == made.sha256, held
-        assert getattr(node.holder.current(), "version", None) == held.version
+        # an announcement the node published itself (the one above its versions) reaches it
+        # over the channel like any other: idle applier or not, it may still be on the wire
+        # (seen under pytest -n 2, 2026-12-07); the node must take it up within the wait
+        version = held.version
+        wait_for(lambda: getattr(node.holder.current(), "version", None) == version, 10)
+        self.settle()
+        assert self.latest() == held, "the fleet's decision moved while the node caught up"
         self.fleet_version = held.version
         if node.holder.generation > generation:
             self.decided(made)
