@@ -35,13 +35,16 @@ from common.textsafe import printable
 from subscriber.model.plan import Candidate
 from subscriber.pipeline.decider import Decider
 from subscriber.pipeline.recorder import Recorder
+from subscriber.runtime.background import BackgroundLoop
 
 __all__ = ["Applier"]
 
 log = logging.getLogger(__name__)
 
 
-class Applier:
+class Applier(BackgroundLoop):
+    thread_name = "fks-applier"
+
     def __init__(
         self,
         decider: Decider,
@@ -56,6 +59,7 @@ class Applier:
         node_id: str = "",
         remote_poll: float | None = None,
     ) -> None:
+        super().__init__()
         self.decider = decider
         self.holder = decider.holder
         self.quiet = quiet
@@ -84,28 +88,12 @@ class Applier:
         self._piled_up = 0
         self._last_arrival = 0.0
         self._next_poll = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> Applier:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="fks-applier", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
+    def _interrupt(self) -> None:
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     # -- inputs ----------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from subscriber.pipeline.applier import Applier
 from subscriber.pipeline.recorder import Recorder
 from subscriber.pipeline.redis_link import RedisLink, ShardedPubSubUnsupported
 from subscriber.pipeline.seen import JudgedMessages, ReplayGuard
+from subscriber.runtime.background import BackgroundLoop
 
 __all__ = ["CheckpointSubscriber", "ListenerTiming", "Report"]
 
@@ -87,8 +88,10 @@ class ListenerTiming:
     settle_max: float = 0.125  # a steady stream costs ~8 loads a second (bench/burst.py)
 
 
-class CheckpointSubscriber:
+class CheckpointSubscriber(BackgroundLoop):
     """Subscribe to an instance's channel and feed the applier; ``start()`` / ``stop()``."""
+
+    thread_name = "fks-listener"
 
     def __init__(
         self,
@@ -104,6 +107,7 @@ class CheckpointSubscriber:
         report: Report | None = None,
         clock: RedisClock | None = None,
     ) -> None:
+        super().__init__()
         self.holder = holder
         self.clock = clock or RedisClock()
         self.node_id = node_id
@@ -125,9 +129,7 @@ class CheckpointSubscriber:
         self.sessions = 0
         self._tried = threading.Event()  # the first session subscribed, or failed
         self._connected = False
-        self._stop = threading.Event()
         self._silent_reconnect = threading.Event()
-        self._thread: threading.Thread | None = None
         # What :latest held as far as this node knows: its parsed message and sha1 digest,
         # and the highest version issued as far as it knows (the :version counter, every
         # versioned message heard): only to mirror the rule that moves :latest, never to
@@ -145,25 +147,10 @@ class CheckpointSubscriber:
         """True while subscribed and answering; the request path reads only this."""
         return self._connected
 
-    def start(self) -> CheckpointSubscriber:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._read_forever, name="fks-listener", daemon=True
-            )
-            self._thread.start()
-        return self
-
     def stop(self, timeout: float = 1.0) -> None:
         """Unsubscribe, stop the thread, join it; returns within ``timeout``."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
         self._set_connected(False)
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     @property
     def tried(self) -> bool:
@@ -191,7 +178,7 @@ class CheckpointSubscriber:
 
     # -- reader ----------------------------------------------------------------------------
 
-    def _read_forever(self) -> None:
+    def _run(self) -> None:  # the reader
         delay = self.timing.backoff_initial
         while not self._stop.is_set():
             sessions = self.sessions

@@ -43,6 +43,7 @@ from common.fleet import (
 from common.keys import RedisKeys
 from common.redis_io.clock import RedisClock, queue_time, redis_seconds, sample
 from common.redis_io.connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
+from subscriber.runtime.background import BackgroundLoop
 
 __all__ = ["RECENT_ACKS", "STALE_AFTER_BEATS", "NodeRegistry", "default_node_id", "is_stale"]
 
@@ -57,7 +58,9 @@ def default_node_id() -> str:
     return f"{host}:{os.getpid()}"
 
 
-class NodeRegistry:
+class NodeRegistry(BackgroundLoop):
+    thread_name = "fks-registry"
+
     def __init__(
         self,
         redis_url: str,
@@ -71,6 +74,7 @@ class NodeRegistry:
         clock: RedisClock | None = None,
         canary_interval: float = CANARY_BEAT_SECONDS,
     ) -> None:
+        super().__init__()
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
@@ -81,13 +85,11 @@ class NodeRegistry:
         self.beats = 0
         self._given = client
         self._lazy = LazyRedis(redis_url, Timeouts(1.0, 1.0))
-        self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one write at a time: entries land in order
         self._closed = False
         self._watch_until = 0.0  # monotonic: a canary until then
         self._acks: deque[dict[str, Any]] = deque(maxlen=RECENT_ACKS)
-        self._thread: threading.Thread | None = None
 
     # -- what is written -------------------------------------------------------------------
 
@@ -163,25 +165,17 @@ class NodeRegistry:
                 self.beats += 1
             return written
 
-    def start(self) -> NodeRegistry:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="fks-registry", daemon=True)
-            self._thread.start()
-        return self
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             self.beat()
             self._wake.wait(self.cadence())
 
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
+    def _interrupt(self) -> None:
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+
+    def stop(self, timeout: float = 1.0) -> None:
+        super().stop(timeout)
         try:
             with self._lock:
                 self._closed = True

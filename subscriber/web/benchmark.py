@@ -33,11 +33,12 @@ from subscriber.web.deps import (
     NO_MODEL,
     UNAUTHORIZED,
     bad,
+    error,
     get_authorized_node,
     served_model,
 )
 from subscriber.web.modelwork import run_model_work
-from subscriber.web.schemas import BenchmarkRequest, BenchmarkResponse, ErrorResponse
+from subscriber.web.schemas import BenchmarkRequest, BenchmarkResponse
 
 if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
@@ -73,8 +74,8 @@ class Timing:
         **NO_MODEL,
         **UNAUTHORIZED,
         **BODY_LIMITS,
-        400: {"model": ErrorResponse, "description": "Over the caps"},
-        429: {"model": ErrorResponse, "description": "A benchmark is running already"},
+        400: error("Over the caps"),
+        429: error("A benchmark is running already"),
     },
     summary="Time the served policy in-process (one at a time, at most 5 s)",
 )

@@ -16,24 +16,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BAD_INPUT", "BODY_LIMITS", "NO_MODEL", "UNAUTHORIZED", "AuthorizedNode", "Responses", "bad",
-    "get_authorized_node", "get_node", "served_model",
+    "error", "get_authorized_node", "get_node", "served_model",
 ]  # fmt: skip
 
 Responses = dict[int | str, dict[str, Any]]
-NO_MODEL: Responses = {503: {"model": ErrorResponse, "description": "No model is served yet"}}
-BAD_INPUT: Responses = {
-    400: {"model": ErrorResponse, "description": "Wrong state size, non-finite state or action"}
-}
-UNAUTHORIZED: Responses = {
-    401: {"model": ErrorResponse, "description": "FKS_API_KEY set, key missing or wrong"}
-}
+
+
+def error(description: str) -> dict[str, Any]:
+    """One error answer of a route's OpenAPI ``responses``: an :class:`ErrorResponse`, and when."""
+    return {"model": ErrorResponse, "description": description}
+
+
+NO_MODEL: Responses = {503: error("No model is served yet")}
+BAD_INPUT: Responses = {400: error("Wrong state size, non-finite state or action")}
+UNAUTHORIZED: Responses = {401: error("FKS_API_KEY set, key missing or wrong")}
 BODY_LIMITS: Responses = {
-    408: {"model": ErrorResponse, "description": "Body not received in FKS_BODY_TIMEOUT_SECONDS"},
-    413: {"model": ErrorResponse, "description": "Body over 8 MiB"},
+    408: error("Body not received in FKS_BODY_TIMEOUT_SECONDS"),
+    413: error("Body over 8 MiB"),
     503: {
-        "model": ErrorResponse,
-        "description": "No model is served yet, or FKS_MAX_LARGE_BODIES large bodies are "
-        "being read already",
+        **error(
+            "No model is served yet, or FKS_MAX_LARGE_BODIES large bodies are being read already"
+        ),
         "headers": {
             "Retry-After": {
                 "description": "Seconds to wait (only when the large-body cap is full)",

@@ -31,7 +31,9 @@ from subscriber.web.deps import (
     BODY_LIMITS,
     NO_MODEL,
     UNAUTHORIZED,
+    Responses,
     bad,
+    error,
     get_authorized_node,
     served_model,
 )
@@ -42,13 +44,13 @@ from subscriber.web.schemas import (
     BatchResponse,
     DiscreteBatchResponse,
     DiscretePredictResponse,
-    ErrorResponse,
     PredictRequest,
     PredictResponse,
 )
 
 if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
+    from subscriber.node import ServingNode
 
 __all__ = ["predict_router", "to_states"]
 
@@ -60,6 +62,14 @@ TOO_LARGE = (
     "More rows than FKS_MAX_BATCH_ROWS, or than FKS_MAX_ACTIVATION_BYTES allows for the served "
     "model (the reason names the largest batch it takes), or a body over 8 MiB"
 )
+# what both inference routes answer besides their actions
+RESPONSES: Responses = {
+    **NO_MODEL,
+    **BAD_INPUT,
+    **UNAUTHORIZED,
+    **BODY_LIMITS,
+    413: error(TOO_LARGE),
+}
 
 
 def to_states(rows: list[Any], state_dim: int, name: str) -> Matrix:
@@ -102,18 +112,23 @@ def _raw_json(body: dict[str, Any]) -> Response:
 
 
 async def _infer(
-    request: Request, model: ServedModel, states: Matrix, deterministic: bool
+    request: Request, node: ServingNode, model: ServedModel, states: Matrix, deterministic: bool
 ) -> tuple[Matrix, float]:
-    """The actions and the seconds they took: inline when short, else off the loop."""
+    """The actions and the seconds they took: inline when short, else off the loop. Whatever
+    it raises is counted as an error of ``model``."""
 
     def infer() -> tuple[Matrix, float]:
         start = time.perf_counter()
         out = model.runner(states, deterministic)
         return out, time.perf_counter() - start
 
-    if runs_inline(len(states), model.parameters):
-        return infer()
-    return await run_model_work(request.app, infer)
+    try:
+        if runs_inline(len(states), model.parameters):
+            return infer()
+        return await run_model_work(request.app, infer)
+    except Exception:
+        node.traffic.served(model.generation, error=True)
+        raise
 
 
 def _not_finite(row: int | None) -> HTTPException:
@@ -137,13 +152,7 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 @predict_router.post(
     "/predict",
     response_model=PredictResponse | DiscretePredictResponse,
-    responses={
-        **NO_MODEL,
-        **BAD_INPUT,
-        **UNAUTHORIZED,
-        **BODY_LIMITS,
-        413: {"model": ErrorResponse, "description": TOO_LARGE},
-    },
+    responses=RESPONSES,
     summary="One action for one state",
 )
 async def predict(body: PredictRequest, request: Request) -> Response:
@@ -155,11 +164,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     if (why := over_activation_budget(1, model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows([body.state], model, "state")
-    try:
-        actions, elapsed = await _infer(request, model, states, body.deterministic)
-    except Exception:
-        node.traffic.served(model.generation, error=True)
-        raise
+    actions, elapsed = await _infer(request, node, model, states, body.deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
@@ -185,13 +190,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
 @predict_router.post(
     "/predict/batch",
     response_model=BatchResponse | DiscreteBatchResponse,
-    responses={
-        **NO_MODEL,
-        **BAD_INPUT,
-        **UNAUTHORIZED,
-        **BODY_LIMITS,
-        413: {"model": ErrorResponse, "description": TOO_LARGE},
-    },
+    responses=RESPONSES,
     summary="Actions for many states",
 )
 async def predict_batch(body: BatchRequest, request: Request) -> Response:
@@ -206,11 +205,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     if (why := over_activation_budget(len(body.states), model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows(body.states, model, "states")
-    try:
-        actions, elapsed = await _infer(request, model, states, body.deterministic)
-    except Exception:
-        node.traffic.served(model.generation, error=True)
-        raise
+    actions, elapsed = await _infer(request, node, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
     finite = np.isfinite(actions).all(axis=1)
     if not finite.all():

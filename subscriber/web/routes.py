@@ -10,6 +10,7 @@ torch the app still starts and answers 503.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -20,14 +21,8 @@ from common.errors import CheckpointError
 from subscriber.errors import ModelChanged, NoPreviousModel, NotEveryWorker, NothingToLoad
 from subscriber.model.budget import largest_batch
 from subscriber.web.auth import ApiKey
-from subscriber.web.deps import NO_MODEL, UNAUTHORIZED, AuthorizedNode, served_model
-from subscriber.web.schemas import (
-    ErrorResponse,
-    HealthResponse,
-    HistoryResponse,
-    ModelInfo,
-    ReadyResponse,
-)
+from subscriber.web.deps import NO_MODEL, UNAUTHORIZED, AuthorizedNode, error, served_model
+from subscriber.web.schemas import HealthResponse, HistoryResponse, ModelInfo, ReadyResponse
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -124,8 +119,25 @@ async def model_history(node: AuthorizedNode, limit: int = 100) -> HistoryRespon
     return HistoryResponse(generations=node.holder.history(), events=[e.to_dict() for e in events])
 
 
-def _done(done: Done, response: Response, settings: Settings) -> ModelInfo:
-    # every worker of the port that did it (`fks serve --workers N`), this one first
+async def _on_every_worker(
+    operation: Callable[[], Done], response: Response, settings: Settings
+) -> ModelInfo:
+    """Run ``operation`` (a reload or rollback of ``node.operations``) off the loop: what this
+    worker serves after it, with every worker of the port that did it, this one first, in
+    ``X-FKS-Workers`` (`fks serve --workers N`). Each refusal is an HTTP status here."""
+    try:
+        done = await run_in_threadpool(operation)
+    except NothingToLoad as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    except CheckpointError as exc:  # only a reload loads
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            detail=f"reload failed ({exc.reason}): {exc}; the previous model is still served",
+        ) from None
+    except (NoPreviousModel, ModelChanged) as exc:  # only a rollback
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    except NotEveryWorker as exc:
+        raise HTTPException(exc.status, detail=str(exc)) from None
     response.headers["X-FKS-Workers"] = ",".join(done.nodes)
     return _info(done.model, settings)
 
@@ -135,27 +147,13 @@ def _done(done: Done, response: Response, settings: Settings) -> ModelInfo:
     response_model=ModelInfo,
     responses={
         **UNAUTHORIZED,
-        503: {
-            "model": ErrorResponse,
-            "description": "Nothing to load, or a worker of the port did not answer",
-        },
-        500: {"model": ErrorResponse, "description": "Load failed; the old model is served"},
+        503: error("Nothing to load, or a worker of the port did not answer"),
+        500: error("Load failed; the old model is served"),
     },
     summary="Hard reload of the resolved checkpoint (mtime ignored), on every worker",
 )
 async def model_reload(node: AuthorizedNode, response: Response) -> ModelInfo:
-    try:
-        done = await run_in_threadpool(node.operations.reload)
-    except NothingToLoad as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
-    except CheckpointError as exc:
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            detail=f"reload failed ({exc.reason}): {exc}; the previous model is still served",
-        ) from None
-    except NotEveryWorker as exc:
-        raise HTTPException(exc.status, detail=str(exc)) from None
-    return _done(done, response, node.settings)
+    return await _on_every_worker(node.operations.reload, response, node.settings)
 
 
 @router.post(
@@ -163,22 +161,13 @@ async def model_reload(node: AuthorizedNode, response: Response) -> ModelInfo:
     response_model=ModelInfo,
     responses={
         **UNAUTHORIZED,
-        409: {
-            "model": ErrorResponse,
-            "description": "None kept, or the workers of the port do not serve the same models",
-        },
-        503: {"model": ErrorResponse, "description": "A worker of the port did not answer"},
+        409: error("None kept, or the workers of the port do not serve the same models"),
+        503: error("A worker of the port did not answer"),
     },
     summary="Swap the previous model back in, on every worker",
 )
 async def model_rollback(node: AuthorizedNode, response: Response) -> ModelInfo:
-    try:
-        done = await run_in_threadpool(node.operations.rollback)
-    except (NoPreviousModel, ModelChanged) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    except NotEveryWorker as exc:
-        raise HTTPException(exc.status, detail=str(exc)) from None
-    return _done(done, response, node.settings)
+    return await _on_every_worker(node.operations.rollback, response, node.settings)
 
 
 @metrics_router.get(
