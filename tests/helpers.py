@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -25,6 +27,26 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(every)
     return time.monotonic() - start
+
+
+@contextmanager
+def repeating(action: Callable[[], object], pause: float = 0.0) -> Iterator[None]:
+    """While inside, a thread calls ``action`` over and over, ``pause`` seconds apart."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            action()
+            if pause:
+                time.sleep(pause)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def new_dir(path: Path) -> Path:
