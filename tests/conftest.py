@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from common import Settings
 from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
-from subscriber import ServingNode
+from subscriber import ServingNode, create_app
 from subscriber.pipeline.listener import ListenerTiming
+from tests.helpers import new_dir
+from tests.http_store import HttpStore
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -78,9 +82,20 @@ def own_redis() -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 def model_root(tmp_path: Path) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    return root
+    return new_dir(tmp_path / "models")
+
+
+@pytest.fixture
+def incoming(model_root: Path) -> Path:
+    """Inside the model root but never scanned: only Redis can bring these checkpoints."""
+    return new_dir(model_root / "incoming")
+
+
+@pytest.fixture
+def store() -> Iterator[HttpStore]:
+    """A loopback HTTP server of the test's own that serves checkpoints (tests/http_store.py)."""
+    with HttpStore() as server:
+        yield server
 
 
 @pytest.fixture
@@ -96,6 +111,19 @@ def settings_for(model_root: Path, tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**(base | overrides))
 
     return make
+
+
+@pytest.fixture
+def client_for(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., Any]]:
+    """``with client_for(**overrides) as client``: a TestClient around create_app(settings)
+    with the lifespan running."""
+
+    @contextmanager
+    def make(**overrides: Any) -> Iterator[TestClient]:
+        with TestClient(create_app(settings_for(**overrides))) as client:
+            yield client
+
+    yield make
 
 
 FAST = ListenerTiming(backoff_initial=0.05, backoff_max=0.5)

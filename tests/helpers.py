@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import torch
 
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor
+
+if TYPE_CHECKING:
+    from subscriber import ServingNode
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float = 0.005) -> float:
@@ -21,6 +27,66 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(every)
     return time.monotonic() - start
+
+
+@contextmanager
+def repeating(action: Callable[[], object], pause: float = 0.0) -> Iterator[None]:
+    """While inside, a thread calls ``action`` over and over, ``pause`` seconds apart."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            action()
+            if pause:
+                time.sleep(pause)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def new_dir(path: Path) -> Path:
+    """Make the directory ``path`` (its parent exists, it does not) and return it."""
+    path.mkdir()
+    return path
+
+
+def served_version(node: ServingNode) -> int | None:
+    """The version ``node`` serves now, None before it serves anything."""
+    model = node.holder.current()
+    return model.version if model else None
+
+
+class Call:
+    """Pickles as ``function(*args)``: what a hostile file can ask the unpickler to run."""
+
+    def __init__(self, function: object, *args: object) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (self.function, self.args)
+
+
+class Running:
+    """A context manager for what runs beside a test (a server, a sampling thread):
+    ``begin()`` on entry, ``end()`` on exit, whatever happened inside."""
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.begin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
 
 
 def write_checkpoint(

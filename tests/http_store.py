@@ -8,8 +8,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Literal
+
+from tests.helpers import Running
 
 # ok; truncated: a Content-Length, half the body; cut_no_length: no length, half the body;
 # no_length: no length, the whole body; wrong_bytes: the length, other bytes; fail_once: a 503
@@ -25,7 +26,7 @@ class Entry:
     behaviour: Behaviour = "ok"
 
 
-class HttpStore:
+class HttpStore(Running):
     """``http://127.0.0.1:<port>/<name>``: each name served by its :class:`Entry`."""
 
     def __init__(self) -> None:
@@ -91,15 +92,9 @@ class HttpStore:
         if how in ("truncated", "no_length", "cut_no_length"):
             handler.close_connection = True
 
-    def __enter__(self) -> HttpStore:
+    def begin(self) -> None:
         self.thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -41,6 +41,15 @@ def split(data: bytes) -> Parts:
     return Parts(json.loads(data[8 : 8 + length]), data[8 + length :])
 
 
+def retag(path: Path, architecture: str, config: object) -> Path:
+    """Replace the architecture and the config (as JSON) in the ``__metadata__`` of the
+    .safetensors file at ``path``, in place; its tensors stay as they are."""
+    parts = split(path.read_bytes())
+    parts.header["__metadata__"]["architecture"] = architecture
+    parts.header["__metadata__"]["config"] = json.dumps(config)
+    return parts.write(path)
+
+
 def saved_parts(
     tmp_path: Path, config: PolicyConfig = SMALL, seed: int = 0, **kwargs: Any
 ) -> Parts:

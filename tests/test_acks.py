@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from publisher import CheckpointNotifier
 from subscriber import ServingNode
 from subscriber.pipeline.acker import Acker
 from subscriber.runtime.metrics import Metrics
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import repeating, wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")
 
@@ -69,6 +70,16 @@ def tap(redis_url: str) -> Iterator[AckTap]:
     time.sleep(0.05)  # subscribed before anything is published
     yield t
     t.close()
+
+
+def flooding(client: redis.Redis, *messages: str) -> AbstractContextManager[None]:
+    """While inside, a thread publishes ``messages`` on the acks channel over and over."""
+
+    def publish() -> None:
+        for message in messages:
+            client.publish(KEYS.acks, message)
+
+    return repeating(publish, pause=0.001)
 
 
 def entry(client: redis.Redis, node: str) -> dict[str, Any]:
@@ -256,23 +267,10 @@ def test_junk_and_forged_acks_do_not_confuse_a_waiting_publisher(
     node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
     wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
     saved = write_checkpoint(model_root, 5)
-    stop = threading.Event()
-
-    def spam() -> None:
-        other = Ack(node="n1", outcome="rejected", reason="forged", version=4).to_json()
-        while not stop.is_set():
-            for junk in ("{", "[]", "x" * 20000, '{"node":"n 1","outcome":"applied"}', other):
-                redis_client.publish(KEYS.acks, junk)
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=spam)
-    thread.start()
-    try:
-        with CheckpointNotifier(redis_url) as notifier:
-            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
-    finally:
-        stop.set()
-        thread.join()
+    other = Ack(node="n1", outcome="rejected", reason="forged", version=4).to_json()
+    junk = ("{", "[]", "x" * 20000, '{"node":"n 1","outcome":"applied"}', other)
+    with flooding(redis_client, *junk), CheckpointNotifier(redis_url) as notifier:
+        result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
     assert result.acks is not None and result.acks.ok, result.acks
     assert [(a.node, a.outcome, a.version) for a in result.acks.acks] == [("n1", "applied", 5)]
 
@@ -291,22 +289,12 @@ def test_with_a_secret_only_signed_acks_count(
     saved = write_checkpoint(model_root, 5)
     forged = Ack(node="n1", outcome="rejected", reason="forged", version=5, sha256=saved.sha256,
                  model_path=str(saved.path))  # fmt: skip
-    stop = threading.Event()
-
-    def spam() -> None:
-        while not stop.is_set():
-            redis_client.publish(KEYS.acks, forged.to_json())
-            redis_client.publish(KEYS.acks, forged.signed("wrong").to_json())
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=spam)
-    thread.start()
-    try:
-        with CheckpointNotifier(redis_url, secret="s3cret") as notifier:
-            result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
-    finally:
-        stop.set()
-        thread.join()
+    unsigned, wrongly_signed = forged.to_json(), forged.signed("wrong").to_json()
+    with (
+        flooding(redis_client, unsigned, wrongly_signed),
+        CheckpointNotifier(redis_url, secret="s3cret") as notifier,
+    ):
+        result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
     assert result.acks is not None and result.acks.ok, result.acks
     (ack,) = result.acks.acks
     assert (ack.outcome, ack.reason) == ("applied", "swapped") and ack.signature is not None

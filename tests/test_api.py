@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,6 @@ from tests.helpers import bump_mtime, wait_for, write_checkpoint
 
 STATE = [0.1] * 28
 ClientFactory = Callable[..., Any]
-
-
-@pytest.fixture
-def client_for(settings_for: Callable[..., Settings]) -> Iterator[ClientFactory]:
-    """A TestClient around create_app(settings) with the lifespan running."""
-
-    @contextmanager
-    def make(**overrides: Any) -> Iterator[TestClient]:
-        with TestClient(create_app(settings_for(**overrides))) as client:
-            yield client
-
-    yield make
 
 
 def eager_action(path: Path, state: list[float]) -> float:

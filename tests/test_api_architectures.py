@@ -4,9 +4,7 @@ module; verify-before-swap refusals; the OpenAPI of both answer shapes."""
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +14,14 @@ import torch
 from fastapi.testclient import TestClient
 from torch import nn
 
-from common import Settings
 from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.policy import register_architecture
-from subscriber import create_app
 from tests.helpers import AttendRows, bump_mtime, write_checkpoint
+from tests.safetensors_files import retag
 
 STATE = [0.1] * 28
 Client = Callable[..., Any]
-
-
-@pytest.fixture
-def client_for(settings_for: Callable[..., Settings]) -> Iterator[Client]:
-    @contextmanager
-    def make(**overrides: Any) -> Iterator[TestClient]:
-        with TestClient(create_app(settings_for(**overrides))) as client:
-            yield client
-
-    yield make
 
 
 def write_dqn(root: Path, version: int, **config: Any) -> tuple[SavedCheckpoint, DQN]:
@@ -121,16 +108,6 @@ def test_a_node_swaps_between_architectures_and_back(client_for: Client, model_r
         assert "q_values" not in body and isinstance(body["action"], float)
 
 
-def _retag(path: Path, architecture: str, config: dict[str, Any]) -> None:
-    data = path.read_bytes()
-    (length,) = struct.unpack_from("<Q", data)
-    header = json.loads(data[8 : 8 + length])
-    header["__metadata__"]["architecture"] = architecture
-    header["__metadata__"]["config"] = json.dumps(config)
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
-
-
 @pytest.mark.parametrize(
     ("architecture", "config", "reason"),
     [
@@ -148,7 +125,7 @@ def test_a_refused_architecture_is_counted_and_the_served_model_stays(
     with client_for() as client:
         before = client.post("/sac/predict", json={"state": STATE}).json()
         saved, _ = write_dqn(model_root, 2)
-        _retag(saved.path, architecture, config)
+        retag(saved.path, architecture, config)
         bump_mtime(saved.path)
         failed = client.post("/sac/model/reload")
         assert failed.status_code == 500 and reason in failed.json()["detail"]

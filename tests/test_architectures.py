@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import resource
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from common.architectures import (
 from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor, build_architecture, register_architecture
+from tests.safetensors_files import retag
 
 SUFFIXES = [".pt", ".safetensors"]
 
@@ -126,14 +125,7 @@ def _pt(path: Path, architecture: object, config: object, module: nn.Module) -> 
 
 def _safetensors(path: Path, architecture: str, config: object) -> Path:
     """A real dqn .safetensors whose __metadata__ architecture and config are replaced."""
-    data = save_checkpoint(path, DQN(DQNConfig(hidden=(8,)))).path.read_bytes()
-    (length,) = struct.unpack_from("<Q", data)
-    header = json.loads(data[8 : 8 + length])
-    header["__metadata__"]["architecture"] = architecture
-    header["__metadata__"]["config"] = json.dumps(config)
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
-    return path
+    return retag(save_checkpoint(path, DQN(DQNConfig(hidden=(8,)))).path, architecture, config)
 
 
 HOSTILE = [

@@ -20,6 +20,7 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.policy import PolicyConfig, SACActor
+from tests.helpers import Call
 
 
 def test_save_then_load_round_trips_weights_and_metadata(tmp_path: Path) -> None:
@@ -109,12 +110,7 @@ def test_reader_racing_the_writer_never_sees_a_partial_file(tmp_path: Path) -> N
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     """A .pt whose unpickling would create a marker file is refused; the marker never appears."""
     marker = tmp_path / "PWNED"
-
-    class Exploit:
-        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-            return (pathlib.Path.touch, (marker,))
-
-    torch.save({"state_dict": Exploit()}, tmp_path / "evil.pt")
+    torch.save({"state_dict": Call(pathlib.Path.touch, marker)}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(tmp_path / "evil.pt")
     assert info.value.reason == "unsafe_pickle"
@@ -126,12 +122,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
 def test_os_system_pickle_is_refused(tmp_path: Path) -> None:
     """A pickle calling os.system is refused before anything runs."""
     marker = tmp_path / "RAN"
-
-    class Exploit:
-        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-            return (os.system, (f"touch {marker}",))
-
-    torch.save(Exploit(), tmp_path / "evil.pt")
+    torch.save(Call(os.system, f"touch {marker}"), tmp_path / "evil.pt")
     with pytest.raises(CheckpointLoadError):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()

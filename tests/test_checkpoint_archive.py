@@ -22,15 +22,23 @@ from common.policy import PolicyConfig, SACActor
 
 
 def rezip(
-    data: bytes, path: Path, *, deflate: bool = False, rename: dict[str, str] | None = None
+    data: bytes,
+    path: Path,
+    *,
+    deflate: bool = False,
+    rename: dict[str, str] | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
-    """Rewrite the torch.save archive ``data`` to ``path``: weights deflated, names changed."""
+    """Rewrite the torch.save archive ``data`` to ``path``: weights deflated, names changed,
+    ``extra`` entries added after the archive's own."""
     source = zipfile.ZipFile(io.BytesIO(data))
     with zipfile.ZipFile(path, "w") as out:
         for entry in source.infolist():
             method = zipfile.ZIP_DEFLATED if deflate and "/data/" in entry.filename else 0
             name = (rename or {}).get(entry.filename, entry.filename)
             out.writestr(name, source.read(entry), compress_type=method)
+        for name, content in (extra or {}).items():
+            out.writestr(name, content)
     return path
 
 
@@ -106,12 +114,9 @@ def test_an_archive_zipfile_and_torch_could_read_differently_is_corrupt(
 def test_entry_names_equal_but_for_case_are_refused(tmp_path: Path) -> None:
     """miniz matches names ignoring case: two that differ only so are ambiguous, corrupt."""
     saved = save_checkpoint(tmp_path / "model_1.pt", SACActor())
-    source = zipfile.ZipFile(saved.path)
-    bad = tmp_path / "model_case.pt"
-    with zipfile.ZipFile(bad, "w") as out:
-        for entry in source.infolist():
-            out.writestr(entry, source.read(entry))
-        out.writestr("archive/DATA/0", b"\0" * 16)
+    bad = rezip(
+        saved.path.read_bytes(), tmp_path / "model_case.pt", extra={"archive/DATA/0": b"\0" * 16}
+    )
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(bad)
     assert info.value.reason == "corrupt"
@@ -130,13 +135,8 @@ def test_a_pickle_over_1_mib_is_refused(tmp_path: Path) -> None:
 def test_a_central_directory_over_1_mib_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     """20,000 tiny entries (a 1.3 MB directory) are refused as too_large."""
     saved = save_checkpoint(tmp_path / "model_1.pt", SACActor())
-    source = zipfile.ZipFile(saved.path)
-    crowded = tmp_path / "model_crowded.pt"
-    with zipfile.ZipFile(crowded, "w") as out:
-        for entry in source.infolist():
-            out.writestr(entry, source.read(entry))
-        for index in range(20_000):
-            out.writestr(f"archive/pad/{index:05d}", b"")
+    pads = {f"archive/pad/{index:05d}": b"" for index in range(20_000)}
+    crowded = rezip(saved.path.read_bytes(), tmp_path / "model_crowded.pt", extra=pads)
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(crowded)
     assert info.value.reason == "too_large" and "central directory" in str(info.value)

@@ -12,17 +12,8 @@ import torch
 from common import CheckpointLoadError
 from common.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, packed_state_dict
 from common.policy import SACActor
+from tests.helpers import Call
 from tests.process_stats import peak_memory_growth
-
-
-class Call:
-    """Pickles as ``function(*args)``: what a hostile file can ask weights_only to run."""
-
-    def __init__(self, function: object, *args: object) -> None:
-        self.function, self.args = function, args
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (self.function, self.args)
 
 
 def checkpoint_with(path: Path, **fields: object) -> Path:

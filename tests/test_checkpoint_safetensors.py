@@ -16,6 +16,7 @@ import torch
 from common import CheckpointLoadError, CheckpointRejected
 from common.checkpoint import build_policy, file_sha256, load_checkpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor, state_shapes
+from tests.helpers import Call
 from tests.safetensors_files import SMALL, saved_parts, split
 
 DATA = Path(__file__).parent / "data"
@@ -140,12 +141,9 @@ def test_a_safetensors_load_never_touches_pickle(
 def test_a_pickle_named_safetensors_is_refused_unread(tmp_path: Path) -> None:
     """A torch.save archive renamed .safetensors is foreign_format: its pickle never runs."""
     marker = tmp_path / "PWNED"
-
-    class Exploit:
-        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-            return (pathlib.Path.touch, (marker,))
-
-    torch.save({"state_dict": Exploit()}, tmp_path / "model_evil.safetensors")
+    torch.save(
+        {"state_dict": Call(pathlib.Path.touch, marker)}, tmp_path / "model_evil.safetensors"
+    )
     with pytest.raises(CheckpointLoadError) as info:
         load_checkpoint(tmp_path / "model_evil.safetensors")
     assert info.value.reason == "foreign_format" and not marker.exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -21,12 +20,6 @@ from tests.http_store import HttpStore
 
 PAYLOAD = b"PK" + os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-@pytest.fixture
-def store() -> Iterator[HttpStore]:
-    with HttpStore() as server:
-        yield server
 
 
 @pytest.fixture

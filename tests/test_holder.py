@@ -20,7 +20,7 @@ from subscriber import ModelHolder
 from subscriber.model.holder import NoPreviousModel, NothingToLoad, Outcome
 from subscriber.model.snapshot import ServedModel
 from subscriber.pipeline.decider import Decider
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import Call, wait_for, write_checkpoint
 
 
 def note(path: Path | str, version: int = 0, **kw: object) -> CheckpointNotification:
@@ -148,12 +148,7 @@ class TestBadCheckpointsKeepTheServedModel:
 
     def test_malicious_pickle(self, served: ModelHolder, model_root: Path) -> None:
         marker = model_root / "PWNED"
-
-        class Exploit:
-            def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-                return (pathlib.Path.touch, (marker,))
-
-        torch.save({"state_dict": Exploit()}, model_root / "model_evil.pt")
+        torch.save({"state_dict": Call(pathlib.Path.touch, marker)}, model_root / "model_evil.pt")
         self.assert_refused(served, model_root / "model_evil.pt", "unsafe_pickle")
         assert not marker.exists()
 

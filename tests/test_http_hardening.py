@@ -26,7 +26,7 @@ from fks.server_process import ServerProcess
 from subscriber import create_app
 from subscriber.web.benchmark import MAX_SECONDS
 from subscriber.web.modelwork import runs_inline
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import new_dir, wait_for, write_checkpoint
 
 KEY = "k-http-hardening"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -34,8 +34,18 @@ STATE = [0.05] * 28
 BODY_TIMEOUT = 2.0
 
 
-def start(redis: EmbeddedRedis, root: Path, log: Path, **env: str) -> ServerProcess:
-    """A real server on ``root`` in Redis mode, with the model loaded."""
+def running(
+    redis: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *,
+    config: PolicyConfig | None = None,
+    **env: str,
+) -> Iterator[ServerProcess]:
+    """A real server behind the API key on a fresh root holding one checkpoint of ``config``,
+    in Redis mode with the model loaded; stopped afterwards."""
+    root = new_dir(tmp_path_factory.mktemp(name) / "models")
+    write_checkpoint(root, 1, config=config)
     base = {
         "REDIS_URL": redis.url,
         "FKS_INSTANCE_ID": f"http-{root.parent.name}",
@@ -43,14 +53,13 @@ def start(redis: EmbeddedRedis, root: Path, log: Path, **env: str) -> ServerProc
         "FKS_DEFAULT_DIR": str(root),
         "FKS_API_KEY": KEY,
     }
-    server = ServerProcess(base | env, log_path=log).start()
+    server = ServerProcess(base | env, log_path=root.parent / "server.log").start()
     try:
         wait_for(lambda: httpx.get(server.url + "/sac/health").json()["mode"] == "redis", 20)
         wait_for(lambda: httpx.get(server.url + "/sac/ready").status_code == 200, 20)
-    except BaseException:
+        yield server
+    finally:
         server.stop()
-        raise
-    return server
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +67,10 @@ def server(
     session_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """The default actor behind an API key, a 2 s body timeout and room for 2 large bodies."""
-    root = tmp_path_factory.mktemp("guarded") / "models"
-    root.mkdir()
-    write_checkpoint(root, 1)
-    env = {"FKS_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "FKS_MAX_LARGE_BODIES": "2"}
-    running = start(session_redis, root, root.parent / "server.log", **env)
-    yield running
-    running.stop()
+    yield from running(
+        session_redis, tmp_path_factory, "guarded",
+        FKS_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT), FKS_MAX_LARGE_BODIES="2",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +78,8 @@ def big_server(
     session_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A 1024x1024 actor (1.08 M parameters): one benchmark of it outlasts the 5 s cap."""
-    root = tmp_path_factory.mktemp("big") / "models"
-    root.mkdir()
-    write_checkpoint(root, 1, config=PolicyConfig(hidden=(1024, 1024)))
-    running = start(session_redis, root, root.parent / "server.log")
-    yield running
-    running.stop()
+    big = PolicyConfig(hidden=(1024, 1024))
+    yield from running(session_redis, tmp_path_factory, "big", config=big)
 
 
 # -- raw HTTP/1.1 over a socket --------------------------------------------------------------

@@ -15,15 +15,10 @@ from common.signing import sign_payload
 from fks.redis_server import EmbeddedRedis, free_port
 from publisher import CheckpointNotifier, notify_checkpoint
 from subscriber import ServingNode
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import served_version, wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")
 StartNode = Callable[..., ServingNode]
-
-
-def served_version(node: ServingNode) -> int | None:
-    model = node.holder.current()
-    return model.version if model else None
 
 
 def connected(node: ServingNode) -> bool:

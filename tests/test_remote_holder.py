@@ -5,7 +5,7 @@ subscriber/model/plan.py, subscriber/pipeline/decider.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -18,22 +18,14 @@ from publisher.upload import store_blob
 from subscriber import ServingNode
 from subscriber.model.holder import ModelHolder
 from subscriber.pipeline.decider import Decider
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import new_dir, wait_for, write_checkpoint
 from tests.http_store import HttpStore
-
-
-@pytest.fixture
-def store() -> Iterator[HttpStore]:
-    with HttpStore() as server:
-        yield server
 
 
 @pytest.fixture
 def trainer_dir(tmp_path: Path) -> Path:
     """The trainer's own disk: nothing the node can open."""
-    path = tmp_path / "trainer"
-    path.mkdir()
-    return path
+    return new_dir(tmp_path / "trainer")
 
 
 @pytest.fixture

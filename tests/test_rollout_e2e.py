@@ -22,7 +22,7 @@ from fks.cli import main
 from fks.redis_server import EmbeddedRedis
 from fks.server_process import ServerProcess
 from tests.fleet import POISON_STATE, STATE, served_version, start_fleet
-from tests.helpers import wait_for, write_checkpoint, write_poisoned_checkpoint
+from tests.helpers import repeating, wait_for, write_checkpoint, write_poisoned_checkpoint
 
 KEYS = RedisKeys("default")
 NAMES = ["r1", "r2", "r3"]
@@ -76,21 +76,14 @@ def fks(fleet: Fleet, *args: str) -> int:
 @contextlib.contextmanager
 def traffic(fleet: Fleet, node: str, *states: list[float]) -> Iterator[None]:
     """Requests to ``node`` (each of ``states`` in turn) for as long as the block runs."""
-    stop = threading.Event()
+    with httpx.Client(base_url=fleet.servers[node].url, timeout=5) as client:
 
-    def run() -> None:
-        with httpx.Client(base_url=fleet.servers[node].url, timeout=5) as client:
-            while not stop.is_set():
-                for state in states:
-                    client.post("/sac/predict", json={"state": state})
+        def predict() -> None:
+            for state in states:
+                client.post("/sac/predict", json={"state": state})
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+        with repeating(predict):
+            yield
 
 
 def test_notify_wait_all_prints_every_node_and_fails_on_rejection(

@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from common import Settings
 from subscriber import ModelHolder
 from subscriber.fetching.roots import checkpoints_newest_first, newest_checkpoint
@@ -13,15 +15,31 @@ from subscriber.pipeline.decider import Decider
 from tests.helpers import bump_mtime, write_checkpoint
 
 
-def test_equal_mtimes_rank_model_10_above_model_9(tmp_path: Path) -> None:
-    """Files with one mtime rank by name with numbers compared as numbers: model_10 > model_9."""
-    names = ["model_9.pt", "model_10.pt", "model_2.pt", "model_100.pt"]
+@pytest.mark.parametrize(
+    ("names", "newest_first"),
+    [
+        (
+            ["model_9.pt", "model_10.pt", "model_2.pt", "model_100.pt"],
+            ["model_100.pt", "model_10.pt", "model_9.pt", "model_2.pt"],
+        ),
+        (
+            ["model_9.safetensors", "model_10.pt", "model_9.pt", "model_10.safetensors"],
+            ["model_10.safetensors", "model_10.pt", "model_9.safetensors", "model_9.pt"],
+        ),
+    ],
+    ids=["model_10-above-model_9", "across-formats"],
+)
+def test_equal_mtimes_rank_by_number_then_suffix(
+    tmp_path: Path, names: list[str], newest_first: list[str]
+) -> None:
+    """Files with one mtime rank by name with numbers compared as numbers: model_10 >
+    model_9, and model_10.pt is newer than model_9.safetensors; of one stem, .safetensors
+    (the file `fks convert` writes) ranks above .pt."""
     for name in names:
         (tmp_path / name).write_bytes(b"x")
         os.utime(tmp_path / name, ns=(1_700_000_000_000_000_000,) * 2)
-    ordered = [p.name for p in checkpoints_newest_first(tmp_path)]
-    assert ordered == ["model_100.pt", "model_10.pt", "model_9.pt", "model_2.pt"]
-    assert newest_checkpoint(tmp_path) == tmp_path / "model_100.pt"
+    assert [p.name for p in checkpoints_newest_first(tmp_path)] == newest_first
+    assert newest_checkpoint(tmp_path) == tmp_path / newest_first[0]
 
 
 def test_a_newer_mtime_still_wins_over_a_larger_number(tmp_path: Path) -> None:
@@ -41,17 +59,6 @@ def test_both_formats_are_scanned_and_nothing_else(tmp_path: Path) -> None:
         os.utime(tmp_path / name, ns=(ns * 10**18, ns * 10**18))
     found = [p.name for p in checkpoints_newest_first(tmp_path)]
     assert found == ["model_2.safetensors", "model_1.pt"]
-
-
-def test_equal_mtimes_rank_across_formats_by_number_then_suffix(tmp_path: Path) -> None:
-    """model_10.pt is newer than model_9.safetensors; of one stem, .safetensors (the file
-    `fks convert` writes) ranks above .pt."""
-    names = ["model_9.safetensors", "model_10.pt", "model_9.pt", "model_10.safetensors"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
-        os.utime(tmp_path / name, ns=(1_700_000_000_000_000_000,) * 2)
-    ordered = [p.name for p in checkpoints_newest_first(tmp_path)]
-    assert ordered == ["model_10.safetensors", "model_10.pt", "model_9.safetensors", "model_9.pt"]
 
 
 def test_a_cold_node_serves_the_newest_checkpoint_of_either_format(

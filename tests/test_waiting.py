@@ -10,45 +10,42 @@ import redis
 from fks.waiting import wait_until
 
 
+class Answers:
+    """A predicate that gives each of ``answers`` in turn (an exception: raised), the last
+    one again from then on; ``calls`` counts the calls."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
 def test_returns_once_the_predicate_is_true() -> None:
     """Polled until true: the third call ends the wait."""
-    calls = []
-
-    def third() -> bool:
-        calls.append(1)
-        return len(calls) >= 3
-
+    third = Answers(False, False, True)
     wait_until(third, 5, "never", every=0.001)
-    assert len(calls) == 3
+    assert third.calls == 3
 
 
 def test_the_retried_errors_count_as_not_yet() -> None:
     """A Redis or OS error (the default) is "not yet", until the predicate answers."""
-    calls = []
-
-    def refused_twice() -> bool:
-        calls.append(1)
-        if len(calls) == 1:
-            raise redis.ConnectionError("refused")
-        if len(calls) == 2:
-            raise ConnectionRefusedError
-        return True
-
+    refused_twice = Answers(redis.ConnectionError("refused"), ConnectionRefusedError(), True)
     wait_until(refused_twice, 5, "never", every=0.001)
-    assert len(calls) == 3
+    assert refused_twice.calls == 3
 
 
 def test_any_other_error_ends_the_wait_at_once() -> None:
     """An error outside retry_on (a process that exited) is raised on the first call."""
-    calls = []
-
-    def exited() -> bool:
-        calls.append(1)
-        raise RuntimeError("exited")
-
+    exited = Answers(RuntimeError("exited"))
     with pytest.raises(RuntimeError, match="exited"):
         wait_until(exited, 5, "never", retry_on=(redis.RedisError,))
-    assert len(calls) == 1
+    assert exited.calls == 1
 
 
 def test_a_timeout_says_what_was_waited_for() -> None:

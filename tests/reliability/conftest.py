@@ -5,11 +5,13 @@ $FKS_RELIABILITY_JSON); docs/RELIABILITY.md records a run."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from fks.redis_server import EmbeddedRedis
-from tests.reliability.harness import FIGURES, dump_figures
+from fks.server_process import ServerProcess
+from tests.reliability.harness import FIGURES, Serve, dump_figures, start_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,3 +38,21 @@ def aof_redis() -> Iterator[EmbeddedRedis]:
     """A redis-server with appendfsync always: kill -9 loses nothing, as in production."""
     with EmbeddedRedis(persistent=True) as server:
         yield server
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve]:
+    """Start real servers on a model root, as the instance the test module names in its
+    ``INSTANCE``; all stopped afterwards."""
+    instance: str = request.module.INSTANCE
+    started: list[ServerProcess] = []
+
+    def start(redis_url: str, root: Path, **env: str) -> ServerProcess:
+        log = tmp_path / f"server{len(started)}.log"
+        server = start_server(redis_url, root, log, **({"FKS_INSTANCE_ID": instance} | env))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

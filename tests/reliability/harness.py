@@ -18,6 +18,7 @@ from tests.helpers import wait_for
 
 STATE = [0.05] * 28
 FIGURES: dict[str, dict[str, Any]] = {}
+Serve = Callable[..., ServerProcess]
 
 
 def record(scenario: str, **figures: Any) -> None:
@@ -138,6 +139,36 @@ def start_server(redis_url: str, root: Path, log: Path, **env: str) -> ServerPro
         "FKS_HEARTBEAT_SECONDS": "0.5",
     }
     return ServerProcess(base | env, log_path=log).start()
+
+
+def real(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(path)
+
+
+def served(url: str) -> tuple[int, str] | None:
+    """(version, real path) of what ``/sac/predict`` answers with, None if not 200."""
+    r = httpx.post(url + "/sac/predict", json={"state": STATE}, timeout=10)
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    return int(body["version"]), real(body["model_path"])
+
+
+def mode(url: str) -> str:
+    return str(httpx.get(url + "/sac/health", timeout=10).json()["mode"])
+
+
+def events(url: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The node's event log, newest first (at most ``limit``)."""
+    r = httpx.get(url + "/sac/model/history", params={"limit": limit}, timeout=10)
+    return list(r.json()["events"])
+
+
+def log_tail(server: ServerProcess, lines: int = 40) -> str:
+    """The end of a server's log, for assertion messages."""
+    assert server.log_path is not None
+    text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+    return "server log:\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def metric(url: str, name: str, labels: str = "", headers: dict[str, str] | None = None) -> float:

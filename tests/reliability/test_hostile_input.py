@@ -19,11 +19,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -39,56 +38,28 @@ from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis, free_port
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier, notify_checkpoint
-from tests.helpers import bump_mtime, write_checkpoint
-from tests.reliability.harness import STATE, Clients, metric, record, start_server, until
+from tests.helpers import Running, bump_mtime, write_checkpoint
+from tests.reliability.harness import (
+    STATE,
+    Clients,
+    Serve,
+    events,
+    log_tail,
+    metric,
+    mode,
+    real,
+    record,
+    served,
+    until,
+)
 
 INSTANCE = "hostile"
 KEYS = RedisKeys(INSTANCE)
 SECRET = "hostile-input-secret"
 PROJECT = Path(__file__).resolve().parents[2]
-Serve = Callable[..., ServerProcess]
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Start real servers (instance ``hostile``) on a model root; all stopped afterwards."""
-    started: list[ServerProcess] = []
-
-    def start(redis_url: str, root: Path, **env: str) -> ServerProcess:
-        log = tmp_path / f"server{len(started)}.log"
-        server = start_server(redis_url, root, log, **({"FKS_INSTANCE_ID": INSTANCE} | env))
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def real(path: str | os.PathLike[str]) -> str:
-    return os.path.realpath(path)
-
-
-def served(url: str) -> tuple[int, str] | None:
-    """(version, real path) that ``/sac/predict`` answers with, None if not 200."""
-    r = httpx.post(url + "/sac/predict", json={"state": STATE}, timeout=10)
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return int(body["version"]), real(body["model_path"])
-
-
-def mode(url: str) -> str:
-    return str(httpx.get(url + "/sac/health", timeout=10).json()["mode"])
-
-
-def events(url: str) -> list[dict[str, Any]]:
-    """The node's event log, newest first (at most 1000)."""
-    r = httpx.get(url + "/sac/model/history", params={"limit": 1000}, timeout=10)
-    return list(r.json()["events"])
 
 
 def events_of(url: str, path: Path) -> list[dict[str, Any]]:
@@ -106,13 +77,6 @@ def reaches(url: str, name: str, value: float, labels: str = "") -> Callable[[],
     return lambda: metric(url, name, labels) == value
 
 
-def log_tail(server: ServerProcess, lines: int = 30) -> str:
-    """The end of a server's log, for assertion messages."""
-    assert server.log_path is not None
-    text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
-    return "server log:\n" + "\n".join(text.splitlines()[-lines:])
-
-
 def pid_of(server: ServerProcess) -> int:
     assert server.process is not None
     return server.process.pid
@@ -124,7 +88,7 @@ def proc_status(pid: int, field: str) -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
-class RssPeak:
+class RssPeak(Running):
     """Samples a process' resident memory every 10 ms on a thread (MB): ``start``, ``peak``;
     also reads the kernel's high-water mark, reset at entry, so no spike escapes sampling."""
 
@@ -145,19 +109,13 @@ class RssPeak:
             self.samples += 1
             self._stop.wait(self.every)
 
-    def __enter__(self) -> RssPeak:
+    def begin(self) -> None:
         with open(f"/proc/{self.pid}/clear_refs", "w") as fh:
             fh.write("5")  # resets VmHWM to the current RSS
         self.start = self.peak = self._rss()
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def end(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self.peak = max(self.peak, proc_status(self.pid, "VmHWM") / 1024)

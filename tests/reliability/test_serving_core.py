@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,22 @@ from common import CheckpointNotification, RedisKeys, Settings
 from common.checkpoint import SavedCheckpoint, save_checkpoint
 from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis
-from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier, NotifyResult, notify_checkpoint
 from subscriber import ServingNode
 from tests.conftest import FAST
 from tests.helpers import wait_for, write_checkpoint
-from tests.reliability.harness import STATE, metric, record, start_server, until
+from tests.reliability.harness import (
+    STATE,
+    Serve,
+    events,
+    log_tail,
+    metric,
+    mode,
+    real,
+    record,
+    served,
+    until,
+)
 
 INSTANCE = "core"
 KEYS = RedisKeys(INSTANCE)
@@ -44,39 +54,9 @@ UNREACHABLE = "redis://127.0.0.1:1/0"
 PROJECT = Path(__file__).resolve().parents[2]
 REDIS_CLI = Path(sys.executable).parent / "redis-cli"
 StartNode = Callable[..., ServingNode]
-Serve = Callable[..., ServerProcess]
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Start real servers (instance ``core``) on a model root; all stopped afterwards."""
-    started: list[ServerProcess] = []
-
-    def start(redis_url: str, root: Path, **env: str) -> ServerProcess:
-        log = tmp_path / f"server{len(started)}.log"
-        server = start_server(redis_url, root, log, **({"FKS_INSTANCE_ID": INSTANCE} | env))
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def real(path: str | os.PathLike[str]) -> str:
-    return os.path.realpath(path)
-
-
-def served(url: str) -> tuple[int, str] | None:
-    """(version, real path) of what ``/sac/predict`` answers with, None if not 200."""
-    r = httpx.post(url + "/sac/predict", json={"state": STATE}, timeout=10)
-    if r.status_code != 200:
-        return None
-    body = r.json()
-    return int(body["version"]), real(body["model_path"])
 
 
 def served_path(url: str) -> str | None:
@@ -89,25 +69,9 @@ def serving(url: str, path: Path) -> Callable[[], bool]:
     return lambda: served_path(url) == real(path)
 
 
-def mode(url: str) -> str:
-    return str(httpx.get(url + "/sac/health", timeout=10).json()["mode"])
-
-
-def events(url: str, limit: int = 1000) -> list[dict[str, Any]]:
-    r = httpx.get(url + "/sac/model/history", params={"limit": limit}, timeout=10)
-    return list(r.json()["events"])
-
-
 def node_served(node: ServingNode) -> tuple[int, str] | None:
     model = node.holder.current()
     return (model.version, real(model.path)) if model else None
-
-
-def log_tail(server: ServerProcess, lines: int = 40) -> str:
-    """The end of a server's log, for assertion messages."""
-    assert server.log_path is not None
-    text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
-    return "server log:\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def holds(predicate: Callable[[], object], seconds: float, what: str, every: float = 0.05) -> None:
@@ -213,20 +177,17 @@ def test_a_forced_rollback_survives_reconnects_outages_and_later_nodes(
     assert sent["force"] is True and sent["version"] == 4
     until(lambda: served(url) == (4, real(one.path)), timeout=10)
 
+    def rollback_holds(seconds: float, undone: str) -> None:
+        """The forced rollback (version 4, model_1) stays served for ``seconds``."""
+        rolled_back = (4, real(one.path))
+        holds(lambda: served(url) == rolled_back, seconds, undone + "\n" + log_tail(server))
+
     aof_redis.kill()
     until(lambda: mode(url) == "mtime", timeout=10)
-    holds(
-        lambda: served(url) == (4, real(one.path)),
-        2.0,
-        "the mtime fallback undid the rollback while Redis was away\n" + log_tail(server),
-    )
+    rollback_holds(2.0, "the mtime fallback undid the rollback while Redis was away")
     aof_redis.start()
     until(lambda: mode(url) == "redis", timeout=15)
-    holds(
-        lambda: served(url) == (4, real(one.path)),
-        1.0,
-        "the rollback was undone when Redis returned\n" + log_tail(server),
-    )
+    rollback_holds(1.0, "the rollback was undone when Redis returned")
     newest = start_node(aof_redis.url, instance_id=INSTANCE)
     assert node_served(newest) == (4, real(one.path))
 

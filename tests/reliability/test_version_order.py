@@ -20,15 +20,10 @@ from common import CheckpointNotification, RedisKeys
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier, notify_checkpoint
 from subscriber import ServingNode
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import served_version, wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")
 StartNode = Callable[..., ServingNode]
-
-
-def _served(node: ServingNode) -> int | None:
-    model = node.holder.current()
-    return model.version if model else None
 
 
 def _latest(client: redis.Redis) -> CheckpointNotification | None:
@@ -46,7 +41,7 @@ def test_a_refused_message_leaves_no_version_behind(
     99)."""
     write_checkpoint(model_root, 1)
     node = start_node(volatile_redis.url, heartbeat_seconds=0.2)
-    wait_for(lambda: node.listener.connected and _served(node) == 1, timeout=10)
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
     client = volatile_redis.client()
     client.publish(KEYS.channel, json.dumps({"model_path": "/etc/passwd", "force": True,
                                              "version": 99}))  # fmt: skip
@@ -61,7 +56,7 @@ def test_a_refused_message_leaves_no_version_behind(
     volatile_redis.kill()
     wait_for(lambda: not node.listener.connected, timeout=5)
     v4 = write_checkpoint(model_root, 4)
-    wait_for(lambda: _served(node) == 4, timeout=10)  # the mtime fallback
+    wait_for(lambda: served_version(node) == 4, timeout=10)  # the mtime fallback
     node.listener.stop()  # the trainer is faster than the node's reconnect
     volatile_redis.start()
     v5 = write_checkpoint(model_root, 5, name="model_5_late.pt")
@@ -69,13 +64,17 @@ def test_a_refused_message_leaves_no_version_behind(
     os.utime(v5.path, (old, old))
     assert notify_checkpoint(v5.path, version=5, redis_url=volatile_redis.url).sent
     node.listener.start()
-    wait_for(lambda: _served(node) == 5, timeout=10)  # v5 itself: newer than all it applied
+    wait_for(lambda: served_version(node) == 5, timeout=10)  # v5 itself: newer than all it applied
     assert int(volatile_redis.client().get(KEYS.version) or 0) == 5
 
 
 @pytest.mark.parametrize("served", [3, 1])
 def test_a_checkpoint_announced_after_redis_lost_its_data_is_served(
-    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, served: int
+    volatile_redis: EmbeddedRedis,
+    start_node: StartNode,
+    model_root: Path,
+    incoming: Path,
+    served: int,
 ) -> None:
     """b1: the node serves v3 (or v1); Redis restarts without its data and the trainer's
     next notify_checkpoint (an allocated version: 1, the counter is gone) lands before the
@@ -83,15 +82,13 @@ def test_a_checkpoint_announced_after_redis_lost_its_data_is_served(
     and for v3, the counter below what it served), takes the :latest published since as the
     newer decision and serves it; a node started afterwards serves it too, and the next
     allocated version is above everything."""
-    incoming = model_root / "incoming"
-    incoming.mkdir()
     write_checkpoint(model_root, 1)
     node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected and _served(node) == 1, timeout=10)
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
     if served == 3:
         v3 = write_checkpoint(incoming, 3)
         assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
-        wait_for(lambda: _served(node) == 3, timeout=10)
+        wait_for(lambda: served_version(node) == 3, timeout=10)
     node.listener.stop()  # away from Redis for as long as the race needs
     volatile_redis.kill()
     volatile_redis.start()
@@ -112,42 +109,58 @@ def test_a_checkpoint_announced_after_redis_lost_its_data_is_served(
     with CheckpointNotifier(volatile_redis.url) as notifier:
         nxt = notifier.notify(following.path)
     assert nxt.notification is not None and nxt.notification.version > served
-    wait_for(lambda: _served(node) == nxt.notification.version, timeout=10)  # type: ignore[union-attr]
+    wait_for(lambda: served_version(node) == nxt.notification.version, timeout=10)  # type: ignore[union-attr]
+
+
+def _one_publication_behind(
+    redis_server: EmbeddedRedis,
+    start_node: StartNode,
+    model_root: Path,
+    incoming: Path,
+    *,
+    third: str,
+    version: int | None,
+) -> tuple[ServingNode, redis.Redis]:
+    """Node n1 serves v1 from disk, then v2 and ``third`` (announced as ``version``, or
+    allocated: 3) from messages; its listener is then stopped and Redis set back to the state
+    after v2 (:latest v2, :version 2): what a replica one publication behind holds."""
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_server.url, heartbeat_seconds=0.2, node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=10)
+    client = redis_server.client()
+    v2, v3 = write_checkpoint(incoming, 2), write_checkpoint(incoming, 3, name=third)
+    assert notify_checkpoint(v2.path, version=2, redis_url=redis_server.url).sent
+    wait_for(lambda: served_version(node) == 2, timeout=10)
+    behind = client.get(KEYS.latest)
+    assert notify_checkpoint(v3.path, version=version, redis_url=redis_server.url).sent
+    wait_for(lambda: served_version(node) == 3, timeout=10)
+    node.listener.stop()
+    client.set(KEYS.latest, behind or b"")
+    client.set(KEYS.version, 2)
+    return node, client
 
 
 def test_a_publication_a_failover_lost_from_latest_is_put_back(
-    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
 ) -> None:
     """d1 (its effect, on one server): the node heard v3, but the Redis it reconnects to holds
     :latest v2 and :version 2 (a replica promoted before v3 reached it). The node judges the
     catch-up older than its decision and puts v3 back into :latest, so a node started
     afterwards serves v3, not v2."""
-    incoming = model_root / "incoming"
-    incoming.mkdir()
-    write_checkpoint(model_root, 1)
-    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected, timeout=10)
-    client = volatile_redis.client()
-    v2, v3 = write_checkpoint(incoming, 2), write_checkpoint(incoming, 3)
-    assert notify_checkpoint(v2.path, version=2, redis_url=volatile_redis.url).sent
-    wait_for(lambda: _served(node) == 2, timeout=10)
-    lagging = client.get(KEYS.latest)
-    assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
-    wait_for(lambda: _served(node) == 3, timeout=10)
-    node.listener.stop()
-    client.set(KEYS.latest, lagging or b"")  # what the promoted replica holds
-    client.set(KEYS.version, 2)
+    node, client = _one_publication_behind(
+        volatile_redis, start_node, model_root, incoming, third="model_3.pt", version=3
+    )
     node.listener.start()
     wait_for(lambda: (_latest(client) or CheckpointNotification(model_path="x")).version == 3,
              timeout=10)  # fmt: skip
     assert node.applier.counters["supersede_recorded"] == 1
     later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
-    wait_for(lambda: _served(later) == 3, timeout=10)
-    assert _served(node) == 3
+    wait_for(lambda: served_version(later) == 3, timeout=10)
+    assert served_version(node) == 3
 
 
 def test_a_replica_a_publication_behind_and_a_trainer_faster_than_the_node(
-    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
 ) -> None:
     """x10: the Redis the node comes back to holds the state of one publication earlier
     (:latest v2, :version 2, the same :epoch: a lagging replica), and a trainer with no
@@ -155,29 +168,17 @@ def test_a_replica_a_publication_behind_and_a_trainer_faster_than_the_node(
     node (on v3, the lost one) finds a :latest issued after its decision yet numbered at
     what it applied: announced again as v4, served by it and by a node started later; one
     version never names two checkpoints in the fleet."""
-    incoming = model_root / "incoming"
-    incoming.mkdir()
-    write_checkpoint(model_root, 1)
-    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected, timeout=10)
-    client = volatile_redis.client()
-    v2, lost = write_checkpoint(incoming, 2), write_checkpoint(incoming, 3, name="lost_3.pt")
-    assert notify_checkpoint(v2.path, version=2, redis_url=volatile_redis.url).sent
-    wait_for(lambda: _served(node) == 2, timeout=10)
-    behind = client.get(KEYS.latest)
-    assert notify_checkpoint(lost.path, redis_url=volatile_redis.url).sent  # allocated: 3
-    wait_for(lambda: _served(node) == 3, timeout=10)
-    node.listener.stop()
-    client.set(KEYS.latest, behind or b"")
-    client.set(KEYS.version, 2)
+    node, _ = _one_publication_behind(
+        volatile_redis, start_node, model_root, incoming, third="lost_3.pt", version=None
+    )
     other = write_checkpoint(incoming, 0, name="other.pt")
     result = notify_checkpoint(other.path, redis_url=volatile_redis.url)
     assert result.notification is not None and result.notification.version == 3
     node.listener.start()
     wait_for(lambda: getattr(node.holder.current(), "sha256", None) == other.sha256, timeout=10)
-    assert _served(node) == 4
+    assert served_version(node) == 4
     later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
-    wait_for(lambda: _served(later) == 4, timeout=10)
+    wait_for(lambda: served_version(later) == 4, timeout=10)
 
 
 def test_an_overwritten_counter_is_not_raised_again_by_the_nodes(
@@ -188,7 +189,7 @@ def test_an_overwritten_counter_is_not_raised_again_by_the_nodes(
     applied, never to what the counter once claimed: the repair sticks."""
     write_checkpoint(model_root, 1)
     node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected and _served(node) == 1, timeout=10)
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
     client = volatile_redis.client()
     client.set(KEYS.version, str(2**64 - 1))
     sessions = node.listener.sessions
@@ -205,24 +206,22 @@ def test_an_overwritten_counter_is_not_raised_again_by_the_nodes(
     fixed = notify_checkpoint(write_checkpoint(model_root, 0, name="b.pt").path,
                               redis_url=volatile_redis.url)  # fmt: skip
     assert fixed.sent and fixed.notification is not None and fixed.notification.version == 2
-    wait_for(lambda: _served(node) == 2, timeout=10)
+    wait_for(lambda: served_version(node) == 2, timeout=10)
 
 
 def test_a_raw_decision_after_latest_was_refilled_is_recorded(
-    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
 ) -> None:
     """A node that caught up on v2 at its start; Redis restarts without its data; the
     reconnecting node refills the empty :latest with its decision. A raw, unversioned
     `redis-cli PUBLISH` of a newer file is then applied and recorded in :latest (its
     compare-and-set knows the refill), so a node started later serves it too (found by the
     model-based test)."""
-    incoming = model_root / "incoming"
-    incoming.mkdir()
     write_checkpoint(model_root, 1)
     v2 = write_checkpoint(incoming, 2)
     assert notify_checkpoint(v2.path, version=2, redis_url=volatile_redis.url).sent
     node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")  # catches up
-    wait_for(lambda: node.listener.connected and _served(node) == 2, timeout=10)
+    wait_for(lambda: node.listener.connected and served_version(node) == 2, timeout=10)
     sessions = node.listener.sessions
     volatile_redis.kill()
     volatile_redis.start()
