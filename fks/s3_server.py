@@ -72,13 +72,9 @@ class MotoServer(Service):
             httpx.get(self.endpoint + "/moto-api/", timeout=1)
             return True
 
-        try:
-            wait_started(self.process, answered, timeout, "moto_server did not answer",
-                         exited=lambda code: f"moto_server exited with {code}",
-                         retry_on=(httpx.HTTPError,))  # fmt: skip
-        except TimeoutError:
-            self.kill()
-            raise
+        wait_started(self.process, answered, timeout, "moto_server did not answer",
+                     exited=lambda code: f"moto_server exited with {code}",
+                     retry_on=(httpx.HTTPError,), give_up=self.kill)  # fmt: skip
         return self
 
     def kill(self) -> None:

@@ -45,13 +45,9 @@ class ServerProcess(Service):
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
         self.process = spawn(args, self.log_path, env=self.env)
-        try:
-            wait_started(self.process, self._healthy, timeout, "server did not answer /sac/health",
-                         exited=lambda code: f"server exited with {code} at start",
-                         retry_on=(httpx.HTTPError,))  # fmt: skip
-        except TimeoutError:
-            self.stop()
-            raise
+        wait_started(self.process, self._healthy, timeout, "server did not answer /sac/health",
+                     exited=lambda code: f"server exited with {code} at start",
+                     retry_on=(httpx.HTTPError,), give_up=self.stop)  # fmt: skip
         return self
 
     def _healthy(self) -> bool:

@@ -35,9 +35,11 @@ def wait_started(
     exited: Callable[[int], str],
     retry_on: tuple[type[BaseException], ...] = NOT_YET,
     every: float = 0.05,
+    give_up: Callable[[], None] | None = None,
 ) -> None:
     """Return once ``answers()`` is true; ``RuntimeError(exited(returncode))`` as soon as
-    ``process`` has exited; ``TimeoutError`` saying ``what`` after ``timeout`` seconds."""
+    ``process`` has exited; ``TimeoutError`` saying ``what`` after ``timeout`` seconds, once
+    ``give_up()`` (if given: stop the process that did not answer) has run."""
 
     def answered() -> object:
         code = process.poll()
@@ -45,4 +47,9 @@ def wait_started(
             raise RuntimeError(exited(code))
         return answers()
 
-    wait_until(answered, timeout, what, retry_on=retry_on, every=every)
+    try:
+        wait_until(answered, timeout, what, retry_on=retry_on, every=every)
+    except TimeoutError:
+        if give_up is not None:
+            give_up()
+        raise
