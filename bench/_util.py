@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, best-of timing,
+"""Shared pieces of the benchmarks: checkpoints, a fleet of node processes, an in-process
+node listening and the swaps it makes, a publisher in a process of its own, best-of timing,
 percentiles and plain-text tables.
 
 torch is imported only where a checkpoint is made: ``bench/load.py`` (a process started for
@@ -8,18 +9,22 @@ every load run) imports this module and would otherwise pay ~2 s of torch import
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from common.checkpoint import SavedCheckpoint
     from common.policy import PolicyConfig
+    from subscriber import ServingNode
+    from subscriber.model.snapshot import ServedModel
 
 
 def make_checkpoint(
@@ -111,6 +116,57 @@ class NodeFleet:
             except subprocess.TimeoutExpired:  # a node that will not exit is not our figure
                 proc.kill()
                 proc.wait(10)
+
+
+@contextlib.contextmanager
+def listening(node: ServingNode) -> Iterator[ServingNode]:
+    """``node`` started, once its listener is subscribed (a notification sent now is heard);
+    stopped at the end."""
+    node.start()
+    try:
+        while not node.listener.connected:
+            time.sleep(0.01)
+        yield node
+    finally:
+        node.stop()
+
+
+class SwapWatch:
+    """Give it to ``node.holder.on_swap``: the perf_counter stamp of each version swapped in
+    (:attr:`stamps`), and a wait for the one version :meth:`expect` names."""
+
+    def __init__(self) -> None:
+        self.stamps: dict[int, float] = {}
+        self._target = 0
+        self._swapped = threading.Event()
+
+    def __call__(self, model: ServedModel) -> None:
+        self.stamps[model.version] = time.perf_counter()
+        if model.version == self._target:
+            self._swapped.set()
+
+    def expect(self, version: int) -> None:
+        """The next :meth:`wait` is for ``version``."""
+        self._swapped.clear()
+        self._target = version
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the expected version was swapped in within ``timeout`` seconds."""
+        return self._swapped.wait(timeout)
+
+
+@contextlib.contextmanager
+def child_process(target: Callable[..., None], *args: object) -> Iterator[Connection]:
+    """``target(*args, conn)`` in a spawned process (a publisher apart from the node, as a
+    trainer is); yields our end of ``conn``; ``None`` sent at the end tells it to stop."""
+    ours, theirs = mp.Pipe()
+    child = mp.get_context("spawn").Process(target=target, args=(*args, theirs))
+    child.start()
+    try:
+        yield ours
+    finally:
+        ours.send(None)
+        child.join(10)
 
 
 def best_us(run: Callable[[Any], object], arg: Any, n: int, rounds: int = 5) -> float:

@@ -17,9 +17,7 @@ Run: ``.venv/bin/python -m bench.architectures [--n 100]`` (not part of ``make b
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench._util import best_us, summary_ms, table
+from bench._util import SwapWatch, best_us, child_process, listening, summary_ms, table
 from bench.swap_latency import publisher_process
 from common.architectures.dqn import DQN, DQNConfig
 from common.checkpoint import SavedCheckpoint, save_checkpoint
@@ -37,7 +35,6 @@ from fks.redis_server import EmbeddedRedis
 from subscriber import ServingNode
 from subscriber.fetching.roots import ModelRoots
 from subscriber.model.loader import LoadOptions, prepare_checkpoint
-from subscriber.model.snapshot import ServedModel
 
 MODELS: dict[str, tuple[str, nn.Module]] = {
     "sac_actor 28→256→256→1": ("sac_actor", SACActor()),
@@ -103,41 +100,25 @@ def swap(n: int = 100) -> dict[str, dict[str, float]]:
         incoming.mkdir()
         files = _checkpoints(incoming, n)
         node = ServingNode(Settings(redis_url=server.url, model_dir=root, default_model_dir=root))
-        swapped, target = threading.Event(), {"version": 0}
-
-        def on_swap(model: ServedModel) -> None:
-            if model.version == target["version"]:
-                swapped.set()
-
-        node.holder.on_swap(on_swap)
-        node.start()
-        while not node.listener.connected:
-            time.sleep(0.01)
+        watch = SwapWatch()
+        node.holder.on_swap(watch)
         lags: dict[str, list[float]] = {"sac_actor": [], "dqn": []}
         loads: dict[str, list[float]] = {"sac_actor": [], "dqn": []}
-        ours, theirs = mp.Pipe()
-        child = mp.get_context("spawn").Process(target=publisher_process, args=(server.url, theirs))
-        child.start()
-        try:
+        with listening(node), child_process(publisher_process, server.url) as ours:
             for kind, saved in files:
                 start = time.perf_counter()
                 prepare_checkpoint(saved.path, node.holder.roots, node.holder.options)
                 loads[kind].append(time.perf_counter() - start)
                 time.sleep(0.005)
-                swapped.clear()
-                target["version"] = saved.version
+                watch.expect(saved.version)
                 ours.send((str(saved.path), saved.version, saved.sha256))
                 # the first job waits for the spawned publisher to import torch: on a busy
                 # machine that alone can take seconds (the lag is stamped by the child)
-                if not swapped.wait(60):
+                if not watch.wait(60):
                     raise RuntimeError(f"version {saved.version} was not swapped in")
                 done = time.perf_counter()
                 lags[kind].append(done - ours.recv())
                 time.sleep(0.005)
-        finally:
-            ours.send(None)
-            child.join(10)
-            node.stop()
     return {
         **{f"{kind}: load (floor)": summary_ms(v) for kind, v in loads.items()},
         **{f"{kind}: notify → swapped": summary_ms(v) for kind, v in lags.items()},

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench._util import listening
 from common.settings import Settings
 from subscriber import ServingNode
 from subscriber.model.snapshot import ServedModel
@@ -30,12 +31,9 @@ def main() -> None:
     node.holder.on_swap(on_swap)
     if node.settings.gc_freeze:  # as a server's startup does (subscriber/web/app.py)
         node.metrics.gc_frozen.set(freeze_startup_heap())
-    node.start()
-    while not node.listener.connected:
-        time.sleep(0.01)
-    print("ready", flush=True)
-    sys.stdin.read()  # until the parent closes our stdin
-    node.stop()
+    with listening(node):
+        print("ready", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
 
 
 if __name__ == "__main__":

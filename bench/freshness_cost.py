@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench._util import make_checkpoint, table
+from bench._util import listening, make_checkpoint, table
 from common.settings import Settings
 from fks.redis_server import EmbeddedRedis
 from subscriber import ServingNode
@@ -39,20 +39,18 @@ def run(n: int = 200_000) -> dict[str, float]:
         make_checkpoint(root, 1)
         past = time.time_ns() - 10**9
         os.utime(root, ns=(past, past))
-        live = ServingNode(Settings(redis_url=server.url, model_dir=root, default_model_dir=root))
-        live.start()
-        while not live.listener.connected:
-            time.sleep(0.01)
-        down = ServingNode(Settings(model_dir=root, default_model_dir=root), listen=False).start()
-        down.model_for_request()
-        results = {
-            "no check (holder.current)": ns_per_call(live.holder.current, n),
-            "Redis mode (ours)": ns_per_call(live.model_for_request, n),
-            "mtime fallback (ours, Redis down)": ns_per_call(down.model_for_request, n // 10),
-            "one os.stat (reference)": ns_per_call(lambda: os.stat(root), n // 10),
-        }
-        live.stop()
-        return results
+        node = ServingNode(Settings(redis_url=server.url, model_dir=root, default_model_dir=root))
+        with listening(node) as live:
+            down = ServingNode(
+                Settings(model_dir=root, default_model_dir=root), listen=False
+            ).start()
+            down.model_for_request()
+            return {
+                "no check (holder.current)": ns_per_call(live.holder.current, n),
+                "Redis mode (ours)": ns_per_call(live.model_for_request, n),
+                "mtime fallback (ours, Redis down)": ns_per_call(down.model_for_request, n // 10),
+                "one os.stat (reference)": ns_per_call(lambda: os.stat(root), n // 10),
+            }
 
 
 def main() -> None:

@@ -24,16 +24,16 @@ Run: ``.venv/bin/python -m bench.swap_latency [--n 200]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import multiprocessing as mp
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import redis
 
-from bench._util import make_checkpoint, summary_ms, table
+from bench._util import SwapWatch, child_process, listening, make_checkpoint, summary_ms, table
 from common.checkpoint import SavedCheckpoint
 from common.keys import RedisKeys
 from common.policy import PolicyConfig
@@ -42,7 +42,6 @@ from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
 from subscriber.model.loader import prepare_checkpoint
-from subscriber.model.snapshot import ServedModel
 from subscriber.runtime.threads import limit_threads
 
 
@@ -133,29 +132,24 @@ def run(n: int = 200) -> dict[str, dict[str, float]]:
                                    config=config) for i in range(3)]
             for size, config in SIZES.items()
         }  # fmt: skip
-        nodes = {label: _node(server.url, root, label) for label in ("default", "JIT")}
-        swapped = threading.Event()
-        target = {"version": 0}
-
-        def on_swap(model: ServedModel) -> None:
-            if model.version == target["version"]:
-                swapped.set()
-
-        for node in nodes.values():
-            node.holder.on_swap(on_swap)
+        watch = SwapWatch()
         samples: dict[str, list[float]] = {}
-        ours, theirs = mp.Pipe()
-        child = mp.get_context("spawn").Process(target=timed_publisher, args=(server.url, theirs))
-        child.start()
         version = 0
-        try:
+        with contextlib.ExitStack() as stack:
+            nodes = {
+                label: stack.enter_context(listening(_node(server.url, root, label)))
+                for label in ("default", "JIT")
+            }
+            for node in nodes.values():
+                node.holder.on_swap(watch)
+            ours = stack.enter_context(child_process(timed_publisher, server.url))
             for node in nodes.values():  # the publisher's connections, warmed up
                 version += 1
-                target["version"] = version
+                watch.expect(version)
                 ours.send((node.settings.instance_id, str(files["300 KB"][0].path), version,
                            files["300 KB"][0].sha256))  # fmt: skip
                 ours.recv()
-                swapped.wait(5)
+                watch.wait(5)
             for i in range(n):
                 for size, label in itertools.product(SIZES, nodes):
                     node, saved = nodes[label], files[size][i % 3]
@@ -166,10 +160,9 @@ def run(n: int = 200) -> dict[str, dict[str, float]]:
                     )
                     time.sleep(0.005)
                     version += 1
-                    swapped.clear()
-                    target["version"] = version
+                    watch.expect(version)
                     ours.send((node.settings.instance_id, str(saved.path), version, saved.sha256))
-                    if not swapped.wait(5):
+                    if not watch.wait(5):
                         raise RuntimeError(f"version {version} was not swapped in")
                     done = time.perf_counter()
                     began, returned = ours.recv()
@@ -181,11 +174,6 @@ def run(n: int = 200) -> dict[str, dict[str, float]]:
             samples["notify() → message received (floor)"] = delivered(
                 server.url, ours, files["300 KB"], n
             )
-        finally:
-            ours.send(None)
-            child.join(10)
-            for node in nodes.values():
-                node.stop()
         floors = {k: summary_ms(v) for k, v in samples.items() if "floor" in k}
         floors["redis publish→receive, back to back (floor)"] = summary_ms(
             bare_round_trip(server.url, n)
@@ -205,9 +193,6 @@ def _node(url: str, root: Path, label: str) -> ServingNode:
                         instance_id=label.lower(), node_id=label)  # fmt: skip
     node = ServingNode(settings)
     node.listen = True
-    node.start()
-    while not node.listener.connected:
-        time.sleep(0.01)
     return node
 
 

@@ -17,17 +17,15 @@ Run: ``.venv/bin/python -m bench.travel [--n 20]`` (not part of ``make bench``).
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import tempfile
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
 
-from bench._util import make_checkpoint, pct, table
+from bench._util import SwapWatch, child_process, listening, make_checkpoint, pct, table
 from common.checkpoint import SavedCheckpoint
 from common.policy import PolicyConfig
 from common.settings import Settings
@@ -35,7 +33,6 @@ from fks.redis_server import EmbeddedRedis
 from fks.s3_server import MotoServer
 from publisher import CheckpointNotifier
 from subscriber import ServingNode
-from subscriber.model.snapshot import ServedModel
 
 SIZES = {"300 KB": PolicyConfig(), "4 MB": PolicyConfig(hidden=(1024, 1024))}
 TRANSPORTS = ("local file", "S3 (moto)", "Redis blob")
@@ -79,50 +76,29 @@ def run(n: int = 20) -> list[list[object]]:
             model_urls=f"{PREFIX},redis-blob:",  # blobs are opt-in
         )
         node = ServingNode(settings)
-        swapped = threading.Event()
-        target = {"version": 0}
-        stamps: dict[int, float] = {}
-
-        def on_swap(model: ServedModel) -> None:
-            stamps[model.version] = time.perf_counter()
-            if model.version == target["version"]:
-                swapped.set()
-
-        node.holder.on_swap(on_swap)
-        node.start()
-        while not node.listener.connected:
-            time.sleep(0.01)
-        ours, theirs = mp.Pipe()
-        child = mp.get_context("spawn").Process(
-            target=publisher_process, args=(server.url, s3.env, theirs)
-        )
-        child.start()
+        watch = SwapWatch()
+        node.holder.on_swap(watch)
         lags: dict[tuple[str, str], list[float]] = {}
         calls: dict[tuple[str, str], list[float]] = {}
         version = 0
-        try:
+        with listening(node), child_process(publisher_process, server.url, s3.env) as ours:
             for _ in range(n):
                 for size, config in SIZES.items():
                     for transport in TRANSPORTS:
                         version += 1
                         where = shared if transport == "local file" else trainer
                         saved: SavedCheckpoint = make_checkpoint(where, version, config=config)
-                        swapped.clear()
-                        target["version"] = version
+                        watch.expect(version)
                         ours.send((str(saved.path), version, transport))
                         start, returned, sent, reason = ours.recv()
                         if not sent:
                             raise RuntimeError(f"{transport}: not sent: {reason}")
-                        if not swapped.wait(60):
+                        if not watch.wait(60):
                             raise RuntimeError(f"{transport} {size}: version {version} not swapped")
                         key = (size, transport)
-                        lags.setdefault(key, []).append(stamps[version] - start)
+                        lags.setdefault(key, []).append(watch.stamps[version] - start)
                         calls.setdefault(key, []).append(returned - start)
                         time.sleep(0.02)
-        finally:
-            ours.send(None)
-            child.join(10)
-            node.stop()
         rows: list[list[object]] = []
         for size in SIZES:
             for transport in TRANSPORTS:

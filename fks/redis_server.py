@@ -16,11 +16,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import redis
 
-from fks.waiting import wait_until
+from common.closing import Service
+from fks.spawn import spawn, wait_started
 
 __all__ = ["EmbeddedRedis", "RedisServerNotFound", "find_redis_server", "free_port"]
 
@@ -63,13 +64,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(Service):
     """Start, stop, kill, pause and restart one ``redis-server`` on 127.0.0.1.
 
     With ``persistent=True`` (the default) it keeps an append-only file with
     ``appendfsync always``, so a ``kill -9`` and restart loses nothing, like a production
     server with AOF.
     """
+
+    name = "redis-server"  # in the errors of a start that fails
 
     def __init__(
         self,
@@ -93,9 +96,25 @@ class EmbeddedRedis:
     def client(self, **kwargs: object) -> redis.Redis:
         return redis.Redis.from_url(self.url, **kwargs)
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""
-        args = [
+        self.process = spawn(self._args(), self.workdir / "redis.log")
+        probe = self._probe()
+        try:
+            wait_started(self.process, probe.ping, timeout,
+                         f"{self.name} on port {self.port} did not answer",
+                         exited=lambda _: f"{self.name} exited at start:\n{self._log_tail()}",
+                         retry_on=(redis.RedisError,), every=0.02)  # fmt: skip
+        finally:
+            probe.close()
+        return self
+
+    def _log_tail(self) -> str:
+        return (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+
+    def _args(self) -> list[str]:
+        """The server's command line."""
+        return [
             str(self.binary),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -106,24 +125,10 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.persistent else "no",
             "--appendfsync", "always",
         ]  # fmt: skip
-        log = open(self.workdir / "redis.log", "ab")  # handed to the child process
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        process = self.process
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
 
-        def answered() -> bool:
-            if process.poll() is not None:
-                tail = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server exited at start:\n{tail}")
-            return bool(probe.ping())
-
-        try:
-            wait_until(answered, timeout, f"redis-server on port {self.port} did not answer",
-                       retry_on=(redis.RedisError,), every=0.02)  # fmt: skip
-        finally:
-            probe.close()
-        return self
+    def _probe(self) -> redis.Redis:
+        """The client that PINGs the server while it starts."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -156,7 +161,7 @@ class EmbeddedRedis:
                 self.kill()
             self.process = None
 
-    def restart(self) -> EmbeddedRedis:
+    def restart(self) -> Self:
         """Kill and start again on the same port (and the same data directory)."""
         self.kill()
         return self.start()
@@ -165,14 +170,3 @@ class EmbeddedRedis:
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 from fks.redis_server import EmbeddedRedis
-from fks.waiting import wait_until
 
 __all__ = ["TlsFiles", "TlsRedis", "write_tls_files"]
 
@@ -82,6 +80,8 @@ def write_tls_files(directory: Path) -> TlsFiles:
 class TlsRedis(EmbeddedRedis):
     """A ``redis-server`` (7, with TLS) that speaks only TLS, with certificates of its own."""
 
+    name = "TLS redis-server"
+
     def __init__(self, binary: Path, workdir: Path) -> None:
         super().__init__(binary=binary, workdir=workdir, persistent=False)
         self.tls = write_tls_files(workdir / "tls")
@@ -97,19 +97,14 @@ class TlsRedis(EmbeddedRedis):
             socket_timeout=2,
         )  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        args = [
+    def _args(self) -> list[str]:
+        return [
             str(self.binary), "--port", "0", "--tls-port", str(self.port),
             "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
             "--appendonly", "no", "--loglevel", "warning",
             "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
             "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
         ]  # fmt: skip
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        probe = self.admin()
-        try:
-            wait_until(probe.ping, timeout, f"TLS redis-server on port {self.port} did not answer")
-        finally:
-            probe.close()
-        return self
+
+    def _probe(self) -> redis.Redis:
+        return self.admin()

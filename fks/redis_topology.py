@@ -20,12 +20,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 
+from common.closing import Service
 from fks.redis_server import EmbeddedRedis, find_redis_server, free_port
+from fks.spawn import spawn
 from fks.waiting import wait_until
 
 __all__ = ["ClusterSet", "SentinelSet", "free_cluster_port"]
@@ -82,24 +83,16 @@ class _Node(EmbeddedRedis):
         super().__init__(binary=binary, workdir=workdir, persistent=False, port=port)
         self.extra = extra
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        args = [
+    def _args(self) -> list[str]:
+        return [
             str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
             "--loglevel", "warning", "--repl-diskless-sync", "yes",
             "--repl-diskless-sync-delay", "0", *self.extra,
         ]  # fmt: skip
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
-        try:
-            wait_until(probe.ping, timeout, f"redis-server on port {self.port} did not answer")
-        finally:
-            probe.close()
-        return self
 
 
-class _Topology:
+class _Topology(Service):
     """What the topologies share: a redis-server binary, a temporary directory for their
     processes, the data nodes; ``with`` starts them and closes everything, even when the
     start itself fails half-way."""
@@ -109,9 +102,6 @@ class _Topology:
         self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.root = Path(self._tmp.name)
         self.nodes: list[_Node] = []
-
-    def start(self) -> Self:
-        raise NotImplementedError
 
     def _start_node(self, name: str, extra: list[str], port: int | None = None) -> _Node:
         """A data node in ``root/name``, kept in :attr:`nodes` (closed with the rest even if
@@ -125,21 +115,6 @@ class _Topology:
         for node in self.nodes:
             node.kill()
         self._tmp.cleanup()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SentinelSet(_Topology):
@@ -178,10 +153,7 @@ class SentinelSet(_Topology):
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SERVICE} 2\n"
         )
-        with open(workdir / "sentinel.log", "ab") as log:
-            process = subprocess.Popen(
-                [str(self.binary), str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
-            )
+        process = spawn([str(self.binary), str(conf), "--sentinel"], workdir / "sentinel.log")
         self.sentinel_ports.append(port)
         self.sentinels.append(process)
 

@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
+from common.closing import Service
 from fks.redis_server import free_port
-from fks.waiting import wait_until
+from fks.spawn import spawn, wait_started
 
 __all__ = ["MotoServer", "find_moto_server"]
 
@@ -43,7 +43,7 @@ def find_moto_server() -> str:
     return found
 
 
-class MotoServer:
+class MotoServer(Service):
     def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
@@ -61,31 +61,20 @@ class MotoServer:
         """What a client process needs to reach this server with botocore/s3fs."""
         return {"AWS_ENDPOINT_URL": self.endpoint, **DUMMY_CREDENTIALS}
 
-    def start(self, timeout: float = 30.0) -> MotoServer:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.process = subprocess.Popen(
-                [find_moto_server(), "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **DUMMY_CREDENTIALS},
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
-        process = self.process
+    def start(self, timeout: float = 30.0) -> Self:
+        self.process = spawn(
+            [find_moto_server(), "-H", "127.0.0.1", "-p", str(self.port)],
+            self.log_path,
+            env={**os.environ, **DUMMY_CREDENTIALS},
+        )
 
         def answered() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {process.returncode}")
             httpx.get(self.endpoint + "/moto-api/", timeout=1)
             return True
 
-        try:
-            wait_until(answered, timeout, "moto_server did not answer", retry_on=(httpx.HTTPError,))
-        except TimeoutError:
-            self.kill()
-            raise
+        wait_started(self.process, answered, timeout, "moto_server did not answer",
+                     exited=lambda code: f"moto_server exited with {code}",
+                     retry_on=(httpx.HTTPError,), give_up=self.kill)  # fmt: skip
         return self
 
     def kill(self) -> None:
@@ -136,17 +125,6 @@ class MotoServer:
 
     def close(self) -> None:
         self.kill()
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _boto_credentials() -> dict[str, str]:

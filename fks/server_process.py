@@ -7,17 +7,18 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import httpx
 
+from common.closing import Service
 from fks.redis_server import free_port
-from fks.waiting import wait_until
+from fks.spawn import spawn, wait_started
 
 __all__ = ["ServerProcess"]
 
 
-class ServerProcess:
+class ServerProcess(Service):
     """``python -m uvicorn subscriber.web.app:create_app --factory`` with the given environment."""
 
     def __init__(
@@ -36,35 +37,21 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> Self:
         """Start and wait until ``/sac/health`` answers."""
         args = [
             sys.executable, "-m", "uvicorn", "subscriber.web.app:create_app", "--factory",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
-        process = self.process
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode} at start")
-            return httpx.get(self.url + "/sac/health", timeout=1).status_code == 200
-
-        try:
-            wait_until(healthy, timeout, "server did not answer /sac/health",
-                       retry_on=(httpx.HTTPError,))  # fmt: skip
-        except TimeoutError:
-            self.stop()
-            raise
+        self.process = spawn(args, self.log_path, env=self.env)
+        wait_started(self.process, self._healthy, timeout, "server did not answer /sac/health",
+                     exited=lambda code: f"server exited with {code} at start",
+                     retry_on=(httpx.HTTPError,), give_up=self.stop)  # fmt: skip
         return self
+
+    def _healthy(self) -> bool:
+        return httpx.get(self.url + "/sac/health", timeout=1).status_code == 200
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:
@@ -78,13 +65,6 @@ class ServerProcess:
                 self.process.wait()
         self.process = None
 
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """:meth:`stop`, with its default timeout (what ``with`` does at the end)."""
         self.stop()

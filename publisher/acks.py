@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 import redis
 from redis.client import PubSub
 
 from common.ack import Ack
+from common.closing import Closing
 from common.fleet import read_nodes
 from common.keys import RedisKeys
 from common.redis_io.connect import REDIS_ERRORS, RedisClient
@@ -80,7 +80,7 @@ class AckReport:
         return next((a for a in self.acks if a.node == node), None)
 
 
-class AckWaiter:
+class AckWaiter(Closing):
     """``with AckWaiter(client, keys) as waiter:`` publish, then ``waiter.collect(...)``."""
 
     def __init__(
@@ -97,7 +97,7 @@ class AckWaiter:
         self._confirm_timeout = confirm_timeout
         self._pubsub: PubSub | None = None
 
-    def __enter__(self) -> AckWaiter:
+    def __enter__(self) -> Self:
         self._subscribe(time.monotonic() + self._confirm_timeout)
         return self
 
@@ -113,14 +113,6 @@ class AckWaiter:
                 return
         self.close()
         raise redis.TimeoutError(f"no SUBSCRIBE confirmation for {self.keys.acks}")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

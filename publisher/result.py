@@ -15,7 +15,7 @@ from common.settings import redact_url
 from common.textsafe import printable
 from publisher.acks import AckReport
 
-__all__ = ["NotifyResult", "Outcome", "not_sent", "unconfirmed"]
+__all__ = ["NotifyResult", "Outcome", "not_sent", "redis_unavailable", "unconfirmed"]
 
 log = logging.getLogger("publisher.notifier")
 
@@ -44,6 +44,11 @@ class NotifyResult:
 
     def __bool__(self) -> bool:
         return self.sent
+
+
+def redis_unavailable(exc: BaseException) -> str:
+    """The reason given when Redis did not answer: ``redis_unavailable: <type>: <error>``."""
+    return f"redis_unavailable: {type(exc).__name__}: {exc}"
 
 
 def not_sent(path: str, why: str, draft: CheckpointNotification, redis_url: str) -> NotifyResult:

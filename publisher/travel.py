@@ -3,7 +3,9 @@
 ``upload_to="s3://bucket/prefix/"`` uploads the file (``publisher/upload.py``) and the
 notification names its URL and sha256; ``transport="redis"`` stores its bytes as a blob in
 this Redis and the notification names ``redis-blob:<sha256>``. What cannot travel is a
-reason (the notification is then ``not_sent``), never an exception.
+reason (the notification is then ``not_sent``), never an exception; what cannot be asked
+(two ways at once, a URL to upload, a prefix no store takes) is a ``ValueError`` before
+anything is sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from common.checkpoint import file_sha256
 from common.keys import RedisKeys
@@ -19,11 +22,38 @@ from common.notification import CheckpointNotification
 from common.redis_io.connect import REDIS_ERRORS, RedisClient
 from common.remote import BLOB_SCHEME
 from common.textsafe import printable
-from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint
+from publisher.result import redis_unavailable
+from publisher.upload import BlobTooLarge, UploadFailed, store_blob, upload_checkpoint, upload_url
 
-__all__ = ["BlobStore", "travel"]
+__all__ = ["BlobStore", "Transport", "check_transport", "travel", "upload_target"]
 
 log = logging.getLogger("publisher.notifier")
+
+Transport = Literal["path", "redis"]
+
+
+def check_transport(transport: str, upload_to: str | None) -> None:
+    """``ValueError`` for a transport other than ``path`` or ``redis``, or for both ways."""
+    if transport not in ("path", "redis"):
+        raise ValueError(f"transport must be 'path' or 'redis', got {transport!r}")
+    if transport == "redis" and upload_to is not None:
+        raise ValueError("a checkpoint travels by upload_to or by transport='redis', not both")
+
+
+def upload_target(
+    path: str, remote: bool, upload_to: str | None, transport: str, default: str | None
+) -> str | None:
+    """Where ``path`` is uploaded: ``upload_to``, else ``default`` (``FKS_UPLOAD_TO``) for a
+    local file sent by path; ``ValueError`` for a URL (``remote``) asked to travel, or a
+    prefix that cannot be uploaded to."""
+    target = upload_to
+    if target is None and transport == "path" and not remote:
+        target = default
+    if (target is not None or transport == "redis") and remote:
+        raise ValueError(f"{path!r} is a URL: only a local file can be uploaded or stored")
+    if target is not None:
+        upload_url(path, target)  # a prefix that cannot be uploaded to is a ValueError
+    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +90,7 @@ def travel(
     except BlobTooLarge as exc:
         return f"too_large_for_blob: {exc}"
     except REDIS_ERRORS as exc:
-        return f"redis_unavailable: {type(exc).__name__}: {exc}"
+        return redis_unavailable(exc)
     if draft.sha256 is not None and draft.sha256 != sha256:
         return f"sha256_mismatch: {path} hashes to {sha256}, not {draft.sha256}"
     return draft.model_copy(update={"model_path": f"{BLOB_SCHEME}:{sha256}", "sha256": sha256})
