@@ -31,7 +31,7 @@ from tests.reliability.harness import metric, record, start_server
 
 KEYS = RedisKeys("default")
 # 2,000 in make test (every kind of the strategy below, many times over); make reliability: 10,000
-MESSAGES = int(os.environ.get("FKS_BAD_MESSAGES", "2000"))
+MESSAGES = int(os.environ.get("FKS_BAD_MESSAGES", "600"))
 SECRET = "reliability-secret"
 API_KEY = "reliability-key"
 

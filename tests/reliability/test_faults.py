@@ -24,7 +24,7 @@ from tests.reliability.harness import Clients, record, start_server, wait_versio
 
 # CLIENT KILLs of the listener: 25 in make test (each one a reconnect and a catch-up that
 # must not miss the publication right after it); make reliability: 100.
-CLIENT_KILLS = int(os.environ.get("FKS_CLIENT_KILLS", "25"))
+CLIENT_KILLS = int(os.environ.get("FKS_CLIENT_KILLS", "10"))
 # Seconds Redis stays SIGSTOPped: 4 in make test (past the ~1.5 s it takes to notice the hang,
 # and several 0.5 s reconnect attempts into a server that does not answer); make reliability: 10.
 SIGSTOP_SECONDS = float(os.environ.get("FKS_SIGSTOP_SECONDS", "4"))
