@@ -72,6 +72,8 @@ def test_rss_flat_over_swaps(tmp_path: Path) -> None:
                         warm = settled_rss(process)
             generations = info()["generation"]
             end = settled_rss(process)
+            if end - warm > 2 * model_mb:  # a busy machine may run the trim later still
+                end = min(end, settled_rss(process), settled_rss(process))
         finally:
             server.stop()
     peak = max(rss for _, rss in samples)
@@ -81,4 +83,4 @@ def test_rss_flat_over_swaps(tmp_path: Path) -> None:
         peak_mb=peak, growth_mb=end - warm, budget_mb=2 * model_mb,
     )  # fmt: skip
     assert generations == SWAPS
-    assert end - warm <= 2 * model_mb
+    assert end - warm <= 2 * model_mb, f"after {WARM}: {warm:.1f} MB, end {end:.1f} MB, {samples}"
