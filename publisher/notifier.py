@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from common.checkpoint import file_sha256
+from common.identity import file_sha256
 from common.notification import CheckpointNotification
 from common.redis_io.connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 from common.remote import is_url

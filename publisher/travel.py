@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from common.checkpoint import file_sha256
+from common.identity import file_sha256
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
 from common.redis_io.connect import REDIS_ERRORS, RedisClient

@@ -12,7 +12,6 @@ a file that loads but holds non-finite or mis-shaped weights is a
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from common.checkpoint.format import CheckpointFormat, decode, detect, encode, f
 from common.checkpoint.pt import packed_state_dict
 from common.checkpoint.tensors import check_finite
 from common.errors import CheckpointError, CheckpointLoadError, CheckpointRejected
+from common.identity import file_sha256
 from common.limits import CheckpointLimits
 from common.policy import SACActor, parameter_count
 
@@ -159,15 +159,6 @@ def write_checkpoint(path: str | os.PathLike[str], contents: CheckpointContents)
     header = contents.header
     when = header.saved_at or datetime.now(UTC)
     return SavedCheckpoint(target, sha256, len(data), when, header.version, header.training_step)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_checkpoint(
