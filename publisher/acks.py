@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal, Self
 
 import redis
@@ -80,31 +80,25 @@ class AckReport:
         return next((a for a in self.acks if a.node == node), None)
 
 
+@dataclass(eq=False, repr=False)  # compared by identity; no secret in a repr
 class AckWaiter(Closing):
     """``with AckWaiter(client, keys) as waiter:`` publish, then ``waiter.collect(...)``."""
 
-    def __init__(
-        self,
-        client: RedisClient,
-        keys: RedisKeys,
-        *,
-        secret: str | None = None,
-        confirm_timeout: float = 2.0,
-    ):
-        self.keys = keys
-        self.secret = secret
-        self._client = client
-        self._confirm_timeout = confirm_timeout
-        self._pubsub: PubSub | None = None
+    client: RedisClient
+    keys: RedisKeys
+    _: KW_ONLY
+    secret: str | None = None
+    confirm_timeout: float = 2.0
+    _pubsub: PubSub | None = field(default=None, init=False)
 
     def __enter__(self) -> Self:
-        self._subscribe(time.monotonic() + self._confirm_timeout)
+        self._subscribe(time.monotonic() + self.confirm_timeout)
         return self
 
     def _subscribe(self, deadline: float) -> None:
         """A fresh subscription, confirmed before ``deadline`` (redis errors propagate)."""
         self.close()
-        pubsub = self._client.pubsub()
+        pubsub = self.client.pubsub()
         self._pubsub = pubsub
         pubsub.subscribe(self.keys.acks)
         while time.monotonic() < deadline:
@@ -188,7 +182,7 @@ class AckWaiter(Closing):
     def _read_back(self, answers: str, expected: tuple[str, ...], acks: dict[str, Ack]) -> None:
         """The acks of ``answers`` that expected nodes sent while the wait was cut, from
         their registry entries (believed only when the entry is, ``common/fleet.py``)."""
-        for row in read_nodes(self._client, self.keys, secret=self.secret):
+        for row in read_nodes(self.client, self.keys, secret=self.secret):
             if row.node_id not in expected or row.node_id in acks or row.distrust:
                 continue
             recent = row.entry.get("acks")
