@@ -274,16 +274,3 @@ def test_serve_runs_the_server_and_stops_gracefully(
             proc.terminate()
         assert proc.wait(15) in (0, -15)
     assert redis_client.hget(KEYS.nodes, "cli-serve") is None
-
-
-@pytest.mark.slow
-def test_the_short_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """`fks demo --short`: embedded Redis, server, trainer, live swaps, exit 0."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    result = subprocess.run(
-        [sys.executable, "-m", "fks", "demo", "--short"],
-        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("  swap  version") >= 2
-    assert "failed 0" in result.stdout and result.stdout.rstrip().endswith("OK")

