@@ -13,7 +13,7 @@ operators and other readers subscribe to it as before.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "INSTANCE_ID_PATTERN",
@@ -52,70 +52,57 @@ def validate_node_id(node_id: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """The channel and keys of one instance, all under ``fks:{instance_id}:``."""
+    """The channel and keys of one instance, all under ``fks:{instance_id}:``, named once when
+    the instance is given (the names are neither compared nor shown: they follow from it)."""
 
     instance_id: str
     hash_tag: bool = False  # True in a Redis Cluster: every key in the channel's slot
+    channel: str = field(init=False, repr=False, compare=False)
+    """Pub/sub channel carrying the notifications (never hash-tagged)."""
+    prefix: str = field(init=False, repr=False, compare=False)
+    """What the instance's other keys start with (``{<channel>}`` in a cluster)."""
+    latest: str = field(init=False, repr=False, compare=False)
+    """String key: the last notification (JSON), read after every (re)subscribe."""
+    version: str = field(init=False, repr=False, compare=False)
+    """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
+    epoch: str = field(init=False, repr=False, compare=False)
+    """String key: a token a node sets when it finds none; gone or changed, it tells a
+    reconnecting node that Redis lost this instance's data since it last looked."""
+    nodes: str = field(init=False, repr=False, compare=False)
+    """Hash: serving node id -> JSON of what that node serves."""
+    acks: str = field(init=False, repr=False, compare=False)
+    """Pub/sub channel: one JSON ack per notification a node judged (SPEC §11)."""
+    blob_prefix: str = field(init=False, repr=False, compare=False)
+    """What every blob key starts with (the blob script builds the keys it evicts)."""
+    blobs: str = field(init=False, repr=False, compare=False)
+    """Sorted set: the sha256 of every stored blob, scored by when it was stored (the
+    publisher keeps the newest ``FKS_BLOB_KEEP``)."""
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
-
-    @property
-    def prefix(self) -> str:
-        """What the instance's other keys start with (``{<channel>}`` in a cluster)."""
-        return f"{{{self.channel}}}" if self.hash_tag else f"{KEY_PREFIX}:{self.instance_id}"
-
-    @property
-    def _checkpoints(self) -> str:
-        return f"{{{self.channel}}}" if self.hash_tag else self.channel
-
-    @property
-    def channel(self) -> str:
-        """Pub/sub channel carrying the notifications (never hash-tagged)."""
-        return f"{KEY_PREFIX}:{self.instance_id}:model_checkpoints"
-
-    @property
-    def latest(self) -> str:
-        """String key: the last notification (JSON), read after every (re)subscribe."""
-        return f"{self._checkpoints}:latest"
-
-    @property
-    def version(self) -> str:
-        """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
-        return f"{self._checkpoints}:version"
-
-    @property
-    def epoch(self) -> str:
-        """String key: a token a node sets when it finds none; gone or changed, it tells a
-        reconnecting node that Redis lost this instance's data since it last looked."""
-        return f"{self._checkpoints}:epoch"
-
-    @property
-    def nodes(self) -> str:
-        """Hash: serving node id -> JSON of what that node serves."""
-        return f"{self.prefix}:nodes"
-
-    @property
-    def acks(self) -> str:
-        """Pub/sub channel: one JSON ack per notification a node judged (SPEC §11)."""
-        return f"{self.prefix}:acks"
-
-    @property
-    def blob_prefix(self) -> str:
-        """What every blob key starts with (the blob script builds the keys it evicts)."""
-        return f"{self.prefix}:blob:"
+        channel = f"{KEY_PREFIX}:{self.instance_id}:model_checkpoints"
+        # the keys of the checkpoints themselves, and the others', in the channel's slot
+        checkpoints = f"{{{channel}}}" if self.hash_tag else channel
+        prefix = f"{{{channel}}}" if self.hash_tag else f"{KEY_PREFIX}:{self.instance_id}"
+        names = {
+            "channel": channel,
+            "prefix": prefix,
+            "latest": f"{checkpoints}:latest",
+            "version": f"{checkpoints}:version",
+            "epoch": f"{checkpoints}:epoch",
+            "nodes": f"{prefix}:nodes",
+            "acks": f"{prefix}:acks",
+            "blob_prefix": f"{prefix}:blob:",
+            "blobs": f"{prefix}:blobs",
+        }
+        for name, value in names.items():
+            object.__setattr__(self, name, value)
 
     def blob(self, sha256: str) -> str:
         """String key: a checkpoint's bytes, named by their sha256 (``redis-blob:<sha256>``)."""
         if len(sha256) != 64 or any(ch not in "0123456789abcdef" for ch in sha256):
             raise ValueError(f"a blob is named by 64 lowercase hex characters, got {sha256!r}")
         return self.blob_prefix + sha256
-
-    @property
-    def blobs(self) -> str:
-        """Sorted set: the sha256 of every stored blob, scored by when it was stored (the
-        publisher keeps the newest ``FKS_BLOB_KEEP``)."""
-        return f"{self.prefix}:blobs"
 
 
 def checkpoint_channel(instance_id: str = "default") -> str:

@@ -11,19 +11,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from common.checkpoint import (
     CheckpointContents,
     CheckpointHeader,
-    CheckpointLimits,
-    LoadedCheckpoint,
-    SavedCheckpoint,
     load_checkpoint,
     write_checkpoint,
 )
 from common.errors import CheckpointLoadError
+
+if TYPE_CHECKING:
+    from common.checkpoint import CheckpointLimits, LoadedCheckpoint, SavedCheckpoint
 
 __all__ = ["Converted", "convert_checkpoint", "default_destination"]
 

@@ -19,16 +19,19 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
+from typing import Self
+
+from common.closing import Service
 
 __all__ = ["Deadline"]
 
 log = logging.getLogger(__name__)
 
 
-class Deadline:
-    """``seconds`` of wall clock from :meth:`start` (or ``with``), then every cut registered
-    with :meth:`guard` runs, on the watchdog's thread; :meth:`cut` runs them sooner."""
+class Deadline(Service):
+    """``seconds`` of wall clock from :meth:`start` (or ``with``, which ends with
+    :meth:`close`), then every cut registered with :meth:`guard` runs, on the watchdog's
+    thread; :meth:`cut` runs them sooner."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -40,7 +43,7 @@ class Deadline:
         self._lock = threading.Lock()
         self._watchdog: threading.Timer | None = None
 
-    def start(self) -> Deadline:
+    def start(self) -> Self:
         """Start the clock and its watchdog (once; later calls do nothing)."""
         with self._lock:
             if self._watchdog is None:
@@ -51,7 +54,7 @@ class Deadline:
                 self._watchdog.start()
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """The work is over: the watchdog has nothing left to cut."""
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -98,17 +101,6 @@ class Deadline:
             cuts = list(self._cuts.values())
         for cut in cuts:
             _run(cut)
-
-    def __enter__(self) -> Deadline:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _run(cut: Callable[[], None]) -> None:

@@ -49,6 +49,13 @@ class ServedModel:
     io: ModelIO = ModelIO((28,), (1,))
     mtime_utc: str = field(init=False, default="")
     parameters: int = field(init=False, default=0)
+    # Read by every request, so taken once from ``io`` and ``runner``: the state's size, the
+    # action's (a continuous policy's dimensions; a discrete one's actions, its Q-values), and
+    # whether the runner was compiled.
+    state_dim: int = field(init=False, default=0)
+    action_dim: int = field(init=False, default=0)
+    discrete: bool = field(init=False, default=False)
+    jit_compiled: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         # RFC 3339 with 'Z', formatted once: every response echoes it.
@@ -60,6 +67,10 @@ class ServedModel:
         else:
             count = int(getattr(self.runner, "parameters", 0))
         object.__setattr__(self, "parameters", count)
+        object.__setattr__(self, "state_dim", self.io.state_dim)
+        object.__setattr__(self, "action_dim", self.io.output_dim)
+        object.__setattr__(self, "discrete", self.io.discrete)
+        object.__setattr__(self, "jit_compiled", self.runner.compiled)
 
     @property
     def fingerprint(self) -> str:
@@ -77,23 +88,6 @@ class ServedModel:
             self.watermark,
             self.sha256,
         )
-
-    @property
-    def state_dim(self) -> int:
-        return self.io.state_dim
-
-    @property
-    def action_dim(self) -> int:
-        """Action dimensions of a continuous policy; actions (Q-values) of a discrete one."""
-        return self.io.output_dim
-
-    @property
-    def discrete(self) -> bool:
-        return self.io.discrete
-
-    @property
-    def jit_compiled(self) -> bool:
-        return self.runner.compiled
 
     @property
     def mtime(self) -> datetime:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, replace
 
 from common.notification import CheckpointNotification
 from common.textsafe import printable
@@ -42,35 +42,25 @@ __all__ = ["Applier"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False, repr=False)
 class Applier(BackgroundLoop):
     thread_name = "fks-applier"
 
-    def __init__(
-        self,
-        decider: Decider,
-        *,
-        quiet: float = 0.02,
-        settle_max: float = 0.125,
-        poll: float = 1.0,
-        missing_retry: float = 10.0,
-        in_fallback: Callable[[], bool] = lambda: True,
-        recorder: Recorder | None = None,
-        max_pending: int = 256,
-        node_id: str = "",
-        remote_poll: float | None = None,
-    ) -> None:
+    decider: Decider
+    _: KW_ONLY
+    quiet: float = 0.02
+    settle_max: float = 0.125
+    poll: float = 1.0
+    missing_retry: float = 10.0
+    in_fallback: Callable[[], bool] = lambda: True
+    recorder: Recorder | None = None
+    max_pending: int = 256
+    node_id: str = ""
+    remote_poll: float | None = None
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.decider = decider
-        self.holder = decider.holder
-        self.quiet = quiet
-        self.settle_max = settle_max
-        self.poll = poll
-        self.missing_retry = missing_retry
-        self.in_fallback = in_fallback
-        self.recorder = recorder
-        self.max_pending = max_pending
-        self.node_id = node_id
-        self.remote_poll = remote_poll
+        self.holder = self.decider.holder
         self._next_remote = 0.0
         self._reconnected = False
         self._latest_read: tuple[CheckpointNotification | None, str] = (None, "")

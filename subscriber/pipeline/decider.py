@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 
 from common.ack import AckOutcome
@@ -53,21 +53,18 @@ class BatchResult:
     why_missing: dict[int, str] = field(default_factory=dict)  # id(candidate) -> reason
 
 
+@dataclass(eq=False, repr=False)
 class Decider:
-    def __init__(
-        self,
-        holder: ModelHolder,
-        *,
-        judged: JudgedMessages | None = None,
-        replay: ReplayGuard | None = None,
-        remote_url: str | None = None,
-        on_judged: Judged | None = None,
-    ) -> None:
-        self.holder = holder
-        self.remote_url = remote_url
-        self.on_judged = on_judged
-        self.judged = judged or JudgedMessages()
-        self.replay = replay or ReplayGuard(enabled=False, max_age_seconds=300.0)
+    holder: ModelHolder
+    _: KW_ONLY
+    judged: JudgedMessages = field(default_factory=JudgedMessages)
+    replay: ReplayGuard = field(
+        default_factory=lambda: ReplayGuard(enabled=False, max_age_seconds=300.0)
+    )
+    remote_url: str | None = None
+    on_judged: Judged | None = None
+
+    def __post_init__(self) -> None:
         self.watch: Path | None = None
         self._last_reason: str | None = None
 

@@ -20,7 +20,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +41,18 @@ class Reply:
     error: str = ""
 
 
+@dataclass(eq=False, repr=False)
 class Siblings:
     """This worker's socket (answering with ``handler``) and the way to its siblings'."""
 
-    def __init__(
-        self,
-        directory: Path,
-        slot: int,
-        count: int,
-        *,
-        node_ids: Callable[[int], str],
-        handler: Handler,
-    ) -> None:
-        self.directory = directory
-        self.slot = slot
-        self.count = count
-        self.node_ids = node_ids
-        self.handler = handler
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+    directory: Path
+    slot: int
+    count: int
+    _: KW_ONLY
+    node_ids: Callable[[int], str]
+    handler: Handler
+    _server: _Server | None = field(init=False, default=None)
+    _thread: threading.Thread | None = field(init=False, default=None)
 
     def path(self, slot: int) -> Path:
         return self.directory / f"slot-{slot}.sock"

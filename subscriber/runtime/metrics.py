@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -19,97 +20,73 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.generation = Gauge(
-            "fks_model_generation", "Generation of the served model", registry=r
-        )
-        self.version = Gauge("fks_model_version", "Version of the served model", registry=r)
-        self.model_age = Gauge(
+        # every series is registered in this node's own registry
+        counter, gauge = partial(Counter, registry=r), partial(Gauge, registry=r)
+        histogram = partial(Histogram, registry=r)
+        self.generation = gauge("fks_model_generation", "Generation of the served model")
+        self.version = gauge("fks_model_version", "Version of the served model")
+        self.model_age = gauge(
             "fks_model_age_seconds",
             "Seconds since the served checkpoint was saved (freshness); NaN without a model",
-            registry=r,
         )
-        self.swaps = Counter("fks_swaps", "Models swapped in, by source", ["source"], registry=r)
-        self.stale_skips = Counter(
-            "fks_stale_skips",
-            "Notifications skipped as not newer, by reason",
-            ["reason"],
-            registry=r,
+        self.swaps = counter("fks_swaps", "Models swapped in, by source", ["source"])
+        self.stale_skips = counter(
+            "fks_stale_skips", "Notifications skipped as not newer, by reason", ["reason"]
         )
-        self.rejections = Counter(
-            "fks_rejections",
-            "Notifications and checkpoints refused, by reason",
-            ["reason"],
-            registry=r,
+        self.rejections = counter(
+            "fks_rejections", "Notifications and checkpoints refused, by reason", ["reason"]
         )
-        self.coalesced = Counter(
-            "fks_notifications_coalesced",
-            "Pending notifications replaced by newer ones",
-            registry=r,
+        self.coalesced = counter(
+            "fks_notifications_coalesced", "Pending notifications replaced by newer ones"
         )
-        self.notifications = Counter(
-            "fks_notifications_received",
-            "Notifications read (channel and :latest)",
-            ["via"],
-            registry=r,
+        self.notifications = counter(
+            "fks_notifications_received", "Notifications read (channel and :latest)", ["via"]
         )
-        self.listener_connected = Gauge(
-            "fks_listener_connected", "1 while the Redis listener is subscribed", registry=r
+        self.listener_connected = gauge(
+            "fks_listener_connected", "1 while the Redis listener is subscribed"
         )
-        self.reconnects = Counter(
-            "fks_listener_reconnects", "Listener (re)connections after the first", registry=r
+        self.reconnects = counter(
+            "fks_listener_reconnects", "Listener (re)connections after the first"
         )
-        self.fallback_checks = Counter(
-            "fks_fallback_checks", "os.stat freshness checks made on the request path", registry=r
+        self.fallback_checks = counter(
+            "fks_fallback_checks", "os.stat freshness checks made on the request path"
         )
-        self.load_seconds = Histogram(
-            "fks_load_seconds",
-            "Checkpoint verify+load+build time",
-            buckets=LAG_BUCKETS,
-            registry=r,
+        self.load_seconds = histogram(
+            "fks_load_seconds", "Checkpoint verify+load+build time", buckets=LAG_BUCKETS
         )
-        self.fetch_seconds = Histogram(
+        self.fetch_seconds = histogram(
             "fks_fetch_seconds",
             "Time to download and verify a remote checkpoint (retries included; cache hits not)",
             buckets=LAG_BUCKETS + (30.0, 60.0),
-            registry=r,
         )
-        self.fetch_bytes = Counter(
-            "fks_fetch_bytes",
-            "Bytes received from remote stores, failed and cut attempts included",
-            registry=r,
+        self.fetch_bytes = counter(
+            "fks_fetch_bytes", "Bytes received from remote stores, failed and cut attempts included"
         )
-        self.notify_to_swap = Histogram(
+        self.notify_to_swap = histogram(
             "fks_notify_to_swap_seconds",
             "From a notification's arrival to the swap it caused",
             buckets=LAG_BUCKETS,
-            registry=r,
         )
-        self.request_latency = Histogram(
+        self.request_latency = histogram(
             "fks_predict_latency_seconds",
             "In-handler inference latency by route",
             ["route"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.acks = Counter(
-            "fks_acks",
-            "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)",
-            ["outcome"],
-            registry=r,
+        self.acks = counter(
+            "fks_acks", "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)", ["outcome"]
         )
-        self.acks_dropped = Counter(
-            "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)", registry=r
+        self.acks_dropped = counter(
+            "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
         )
-        self.node_info = Gauge(
+        self.node_info = gauge(
             "fks_node_info",
             "Always 1: the node id (a worker of `fks serve --workers N` has its own) and pid",
             ["node", "pid"],
-            registry=r,
         )
-        self.gc_frozen = Gauge(
+        self.gc_frozen = gauge(
             "fks_gc_frozen_objects",
             "Objects moved out of the collector's full passes at startup (0: FKS_GC_FREEZE=false)",
-            registry=r,
         )
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")

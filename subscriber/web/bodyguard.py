@@ -16,6 +16,7 @@ Each early answer closes the connection: the rest of that body is never read. It
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,24 +37,18 @@ class _Refused(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+@dataclass(eq=False, repr=False)
 class BodyGuard:
     """Bounds on size, time and concurrency of the request bodies of ``guarded`` paths."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        timeout: float = 10.0,
-        max_large: int = 4,
-        guarded: Callable[[str], bool] | None = None,
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.timeout = timeout
-        self.max_large = max_large
-        self.guarded = guarded
-        self.reading_large = 0  # one event loop: checked and counted with no await between
+    app: ASGIApp
+    _: KW_ONLY
+    max_bytes: int = DEFAULT_MAX_BODY_BYTES
+    timeout: float = 10.0
+    max_large: int = 4
+    guarded: Callable[[str], bool] | None = None
+    # one event loop: checked and counted with no await between
+    reading_large: int = field(init=False, default=0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

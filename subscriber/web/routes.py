@@ -10,7 +10,7 @@ torch the app still starts and answers 503.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -21,7 +21,14 @@ from common.errors import CheckpointError
 from subscriber.errors import ModelChanged, NoPreviousModel, NotEveryWorker, NothingToLoad
 from subscriber.model.budget import largest_batch
 from subscriber.web.auth import ApiKey
-from subscriber.web.deps import NO_MODEL, UNAUTHORIZED, AuthorizedNode, error, served_model
+from subscriber.web.deps import (
+    NO_MODEL,
+    UNAUTHORIZED,
+    AuthorizedNode,
+    Responses,
+    error,
+    served_model,
+)
 from subscriber.web.schemas import HealthResponse, HistoryResponse, ModelInfo, ReadyResponse
 
 if TYPE_CHECKING:
@@ -142,32 +149,45 @@ async def _on_every_worker(
     return _info(done.model, settings)
 
 
-@router.post(
-    "/model/reload",
-    response_model=ModelInfo,
-    responses={
-        **UNAUTHORIZED,
-        503: error("Nothing to load, or a worker of the port did not answer"),
-        500: error("Load failed; the old model is served"),
-    },
-    summary="Hard reload of the resolved checkpoint (mtime ignored), on every worker",
-)
 async def model_reload(node: AuthorizedNode, response: Response) -> ModelInfo:
     return await _on_every_worker(node.operations.reload, response, node.settings)
 
 
-@router.post(
-    "/model/rollback",
-    response_model=ModelInfo,
-    responses={
-        **UNAUTHORIZED,
-        409: error("None kept, or the workers of the port do not serve the same models"),
-        503: error("A worker of the port did not answer"),
-    },
-    summary="Swap the previous model back in, on every worker",
-)
 async def model_rollback(node: AuthorizedNode, response: Response) -> ModelInfo:
     return await _on_every_worker(node.operations.rollback, response, node.settings)
+
+
+# The operator's two POSTs, run on every worker: the route, its summary, and what it answers
+# besides the served model (200) and a missing key (401).
+_ON_EVERY_WORKER: tuple[tuple[Callable[..., Awaitable[ModelInfo]], str, str, Responses], ...] = (
+    (
+        model_reload,
+        "/model/reload",
+        "Hard reload of the resolved checkpoint (mtime ignored), on every worker",
+        {
+            503: error("Nothing to load, or a worker of the port did not answer"),
+            500: error("Load failed; the old model is served"),
+        },
+    ),
+    (
+        model_rollback,
+        "/model/rollback",
+        "Swap the previous model back in, on every worker",
+        {
+            409: error("None kept, or the workers of the port do not serve the same models"),
+            503: error("A worker of the port did not answer"),
+        },
+    ),
+)
+for _endpoint, _path, _summary, _refusals in _ON_EVERY_WORKER:
+    router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["POST"],
+        response_model=ModelInfo,
+        responses={**UNAUTHORIZED, **_refusals},
+        summary=_summary,
+    )
 
 
 @metrics_router.get(
