@@ -86,6 +86,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 s.stop()
 
 
+@pytest.fixture(autouse=True)
+def _whole_fleet(request: pytest.FixtureRequest) -> None:
+    """Each test starts with both nodes' entries believed: a test whose attacker rewrote an
+    entry leaves it forged until that node's next heartbeat (seen under pytest -n 2: the a2
+    test's wait for "all" then counted web-2 alone)."""
+    if "fleet" in request.fixturenames:
+        fleet = request.getfixturevalue("fleet")
+        wait_for(lambda: set(_live(fleet)) == {"web-1", "web-2"}, timeout=15)
+
+
 def _live(fleet: Fleet, secret: str | None = SECRET) -> list[str]:
     rows = read_nodes(fleet.attacker, KEYS, secret=secret)
     return [r.node_id for r in rows if r.live]
