@@ -19,7 +19,7 @@ UV_FLAGS   := --quiet $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))
 LATEST := .venv-latest
 # make test runs the suite on this many workers (pytest-xdist); TEST_WORKERS=0 runs it in one
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .PHONY: install lint format docs test test-latest reliability demo bench lock clean
 

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from subscriber import ServingNode
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float = 0.005) -> float:
-    """Poll until ``predicate()`` is truthy; return the seconds it took, fail after timeout."""
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, every: float = 0.02) -> float:
+    """Poll until ``predicate()`` is truthy; return the seconds it took, fail after timeout.
+    Every 20 ms by default: most predicates ask a server over HTTP, and polling at 200 Hz
+    cost both processes CPU the other test worker needed."""
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
