@@ -108,3 +108,26 @@ def test_the_entry_and_the_acks_go_out_in_one_round_trip_and_a_stopped_node_writ
         acker.stop()
     assert client.executed == [["PUBLISH", "TIME"]]
     assert fakeredis.FakeRedis(server=server).hget(keys.nodes, "node-a") is None
+
+
+def test_a_registry_started_again_after_stop_heartbeats_again(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """stop() removes the entry and writes no more; start() afterwards registers again (a
+    BackgroundLoop may be started again: the fresh-eyes review found this one silent)."""
+    keys = RedisKeys("default")
+    registry = NodeRegistry(
+        redis_url, keys, lambda: {"version": 1, "mode": "redis"}, node_id="again", interval=0.2
+    )
+    registry.start()
+    wait_for(lambda: redis_client.hget(keys.nodes, "again"))
+    registry.stop()
+    assert redis_client.hget(keys.nodes, "again") is None
+    registry.start()
+    try:
+        wait_for(lambda: redis_client.hget(keys.nodes, "again"), timeout=5)
+        beats = registry.beats
+        wait_for(lambda: registry.beats > beats, timeout=5)
+    finally:
+        registry.stop()
+    assert redis_client.hget(keys.nodes, "again") is None

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from redis.client import Pipeline
 
@@ -173,6 +173,12 @@ class NodeRegistry(BackgroundLoop):
 
     def _interrupt(self) -> None:
         self._wake.set()
+
+    def start(self) -> Self:
+        """Heartbeat again (after :meth:`stop`, which removed this node's entry)."""
+        with self._lock:
+            self._closed = False
+        return super().start()
 
     def stop(self, timeout: float = 1.0) -> None:
         super().stop(timeout)
