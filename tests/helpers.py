@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -71,24 +71,6 @@ class Call:
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (self.function, self.args)
-
-
-class Running:
-    """A context manager for what runs beside a test (a server, a sampling thread):
-    ``begin()`` on entry, ``end()`` on exit, whatever happened inside."""
-
-    def begin(self) -> None:
-        raise NotImplementedError
-
-    def end(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        self.begin()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.end()
 
 
 def write_checkpoint(

@@ -8,9 +8,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Literal, Self
 
-from tests.helpers import Running
+from common.closing import Service
 
 # ok; truncated: a Content-Length, half the body; cut_no_length: no length, half the body;
 # no_length: no length, the whole body; wrong_bytes: the length, other bytes; fail_once: a 503
@@ -26,7 +26,7 @@ class Entry:
     behaviour: Behaviour = "ok"
 
 
-class HttpStore(Running):
+class HttpStore(Service):
     """``http://127.0.0.1:<port>/<name>``: each name served by its :class:`Entry`."""
 
     def __init__(self) -> None:
@@ -92,9 +92,11 @@ class HttpStore(Running):
         if how in ("truncated", "no_length", "cut_no_length"):
             handler.close_connection = True
 
-    def begin(self) -> None:
+    def start(self) -> Self:
         self.thread.start()
+        return self
 
-    def end(self) -> None:
-        self.server.shutdown()
+    def close(self) -> None:
+        if self.thread.ident is not None:  # shutdown() waits for a loop that never ran
+            self.server.shutdown()
         self.server.server_close()

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -33,12 +33,13 @@ import torch
 from common import CheckpointNotification, RedisKeys
 from common.checkpoint import CHECKPOINT_FORMAT, SavedCheckpoint, packed_state_dict
 from common.checkpoint import save_checkpoint as save_actor_checkpoint
+from common.closing import Service
 from common.limits import CheckpointLimits
 from common.policy import PolicyConfig, SACActor
 from fks.redis_server import EmbeddedRedis, free_port
 from fks.server_process import ServerProcess
 from publisher import CheckpointNotifier, notify_checkpoint
-from tests.helpers import Running, bump_mtime, write_checkpoint
+from tests.helpers import bump_mtime, write_checkpoint
 from tests.reliability.harness import (
     STATE,
     Clients,
@@ -88,14 +89,14 @@ def proc_status(pid: int, field: str) -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
-class RssPeak(Running):
-    """Samples a process' resident memory every 10 ms on a thread (MB): ``start``, ``peak``;
+class RssPeak(Service):
+    """Samples a process' resident memory every 10 ms on a thread (MB): ``initial``, ``peak``;
     also reads the kernel's high-water mark, reset at entry, so no spike escapes sampling."""
 
     def __init__(self, pid: int, every: float = 0.01) -> None:
         self.pid = pid
         self.every = every
-        self.start = self.peak = 0.0
+        self.initial = self.peak = 0.0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -109,20 +110,22 @@ class RssPeak(Running):
             self.samples += 1
             self._stop.wait(self.every)
 
-    def begin(self) -> None:
+    def start(self) -> Self:
         with open(f"/proc/{self.pid}/clear_refs", "w") as fh:
             fh.write("5")  # resets VmHWM to the current RSS
-        self.start = self.peak = self._rss()
+        self.initial = self.peak = self._rss()
         self._thread.start()
+        return self
 
-    def end(self) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.ident is not None:
+            self._thread.join(5)
         self.peak = max(self.peak, proc_status(self.pid, "VmHWM") / 1024)
 
     @property
     def growth(self) -> float:
-        return self.peak - self.start
+        return self.peak - self.initial
 
 
 def write_bad_version(path: Path) -> Path:
@@ -304,7 +307,7 @@ def test_a_huge_sparse_file_announced_with_random_hashes_is_never_read(
     finally:
         client.close()
     assert rejected(url, "sha256_mismatch") == 0, log_tail(server)
-    assert rss.growth < 100, f"RSS {rss.start:.0f} MB -> peak {rss.peak:.0f} MB"
+    assert rss.growth < 100, f"RSS {rss.initial:.0f} MB -> peak {rss.peak:.0f} MB"
     refusals = Counter(e["reason"] for e in events_of(url, big))
     assert set(refusals) <= {"too_large", "known_bad"}, refusals
     v2_swap = next(e for e in events_of(url, two.path) if e["kind"] == "swap")
@@ -312,7 +315,7 @@ def test_a_huge_sparse_file_announced_with_random_hashes_is_never_read(
     assert to_serve < 5, f"v2 served {to_serve:.1f} s after it was published"
     record(
         "hostile p4: 1 GiB sparse file x20, random sha256",
-        rss_start_mb=rss.start,
+        rss_start_mb=rss.initial,
         rss_peak_mb=rss.peak,
         too_large=refusals["too_large"],
         known_bad=refusals["known_bad"],
@@ -464,11 +467,11 @@ def test_an_oversized_latest_is_never_read_across_killed_subscriptions(
         admin.close()
     oversize = rejected(url, "oversize")
     assert oversize >= 5, log_tail(server)
-    assert rss.growth < 60, f"RSS {rss.start:.0f} MB -> peak {rss.peak:.0f} MB"
+    assert rss.growth < 60, f"RSS {rss.initial:.0f} MB -> peak {rss.peak:.0f} MB"
     assert served(url) == (1, real(one.path))
     record(
         "hostile p11a: 50 MB :latest, 5 pubsub kills",
-        rss_start_mb=rss.start,
+        rss_start_mb=rss.initial,
         rss_peak_mb=rss.peak,
         rss_samples=rss.samples,
         oversize=int(oversize),
