@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_workers(args, settings)
     uvicorn.run(
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-        access_log=args.access_log,
+        access_log=args.access_log, loop=args.loop, http=args.http,
     )  # fmt: skip
     return 0
 
@@ -68,6 +68,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         uvicorn.run(
             "subscriber.web.app:create_app", factory=True, workers=args.workers, host=args.host,
             port=args.port, log_level=args.log_level, access_log=args.access_log,
+            loop=args.loop, http=args.http,
         )  # fmt: skip
     return 0
 
@@ -337,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes, each its own node <id>-w<slot> (1)")  # fmt: skip
+    serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                       help="event loop (auto: uvloop where installed)")  # fmt: skip
+    serve.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
+                       help="HTTP parser (auto: httptools where installed)")  # fmt: skip
     common(serve)
     serve.set_defaults(func=cmd_serve)
 
