@@ -62,9 +62,21 @@ class Ack(BaseModel):
     signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     def wire_dict(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json", exclude={"signature"})
-        out["at"] = self.at.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
-        out["ms"] = round(self.ms, 3)
+        """The ack as sent: every field in declaration order (what ``model_dump`` gives, built
+        directly: a node builds one per message it judges), ``at`` in UTC with ``Z``, ``ms``
+        to the µs, the signature (if any) last."""
+        out = {
+            "node": self.node,
+            "version": self.version,
+            "sha256": self.sha256,
+            "model_path": self.model_path,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "generation": self.generation,
+            "ms": round(self.ms, 3),
+            "at": self.at.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z",
+            "answers": self.answers,
+        }
         if self.signature is not None:
             out[SIGNATURE_FIELD] = self.signature
         return out
@@ -95,7 +107,9 @@ class Ack(BaseModel):
 
     def recent_dict(self) -> dict[str, Any]:
         """What a node's registry entry keeps of this ack (unsigned: the entry is signed)."""
-        return self.model_copy(update={"signature": None}).wire_dict()
+        out = self.wire_dict()
+        out.pop(SIGNATURE_FIELD, None)
+        return out
 
     def judges(self, digest: str) -> bool:
         """Whether this ack answers the message whose bytes hash to ``digest``."""

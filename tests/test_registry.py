@@ -11,6 +11,7 @@ import fakeredis
 import redis
 
 from common import RedisKeys
+from common.ack import Ack
 from subscriber import ServingNode
 from subscriber.pipeline.registry import NodeRegistry, is_stale
 from tests.helpers import wait_for
@@ -131,3 +132,42 @@ def test_a_registry_started_again_after_stop_heartbeats_again(
     finally:
         registry.stop()
     assert redis_client.hget(keys.nodes, "again") is None
+
+
+def test_the_entry_written_is_the_entry_with_its_recent_acks_signed_or_not() -> None:
+    """The entry as written (recent acks spliced in as kept, unsigned; encoded whole when
+    signed) parses to exactly :meth:`entry`, hostile text in an ack included (fakeredis)."""
+    for secret in (None, "s3cret"):
+        server = fakeredis.FakeServer()
+        client = fakeredis.FakeRedis(server=server)
+        registry = NodeRegistry(
+            "redis://fake", RedisKeys("default"), lambda: {"version": 7, "mode": "redis"},
+            node_id="node-a", client=client, secret=secret,
+        )  # fmt: skip
+        assert registry.write()  # no acks yet: an empty list
+        assert json.loads(client.hget("fks:default:nodes", "node-a") or b"")["acks"] == []
+        acks = [
+            Ack(node="node-a", outcome="rejected", reason='"}], {\\u2028', version=i,
+                model_path='/m/"x"\n.pt', answers="a" * 64)
+            for i in range(20)
+        ]  # fmt: skip
+        assert registry.write(acks=acks)
+        written = json.loads(client.hget("fks:default:nodes", "node-a") or b"")
+        expected = registry.entry()
+        for entry in (written, expected):
+            entry.pop("heartbeat_at"), entry.pop("signature", None)
+        assert written == expected
+        assert [a["version"] for a in written["acks"]] == list(range(20))[-len(written["acks"]) :]
+        assert written["acks"][0] == acks[-len(written["acks"])].recent_dict()
+
+
+def test_an_ack_on_the_wire_is_its_model_dump_with_utc_time() -> None:
+    """The hand-built wire form holds every field of the model, in order, as model_dump."""
+    ack = Ack(node="n1", outcome="stale", reason="stale_version", version=3, sha256="b" * 64,
+              model_path="/m/x.pt", generation=2, ms=1.23456, answers="c" * 64)  # fmt: skip
+    dumped = ack.model_dump(mode="json", exclude={"signature"})
+    wire = ack.wire_dict()
+    assert list(wire) == list(dumped)
+    assert {**dumped, "ms": 1.235, "at": wire["at"]} == wire and wire["at"].endswith("Z")
+    signed = ack.signed("k")
+    assert list(signed.wire_dict())[-1] == "signature" and "signature" not in signed.recent_dict()

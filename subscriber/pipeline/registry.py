@@ -89,7 +89,9 @@ class NodeRegistry(BackgroundLoop):
         self._lock = threading.Lock()  # one write at a time: entries land in order
         self._closed = False
         self._watch_until = 0.0  # monotonic: a canary until then
-        self._acks: deque[dict[str, Any]] = deque(maxlen=RECENT_ACKS)
+        self._acks: deque[str] = deque(maxlen=RECENT_ACKS)  # each as JSON
+        self._pid = os.getpid()
+        self._host = socket.gethostname()
 
     # -- what is written -------------------------------------------------------------------
 
@@ -98,17 +100,28 @@ class NodeRegistry(BackgroundLoop):
         return self.canary_interval if time.monotonic() < self._watch_until else self.interval
 
     def entry(self) -> dict[str, Any]:
-        entry = {
+        entry = {**self._head(), "acks": [json.loads(text) for text in self._acks]}
+        return sign_entry(entry, self.secret) if self.secret else entry
+
+    def entry_json(self) -> str:
+        """:meth:`entry` as the JSON written to Redis. Unsigned, the recent acks are spliced in
+        as the JSON they were kept as (written with every ack: not encoded again each time);
+        signed, the whole entry is encoded (the signature covers its canonical form)."""
+        if self.secret:
+            return json.dumps(self.entry())
+        head = json.dumps(self._head())
+        return f'{head[:-1]}, "acks": [{", ".join(self._acks)}]}}'
+
+    def _head(self) -> dict[str, Any]:
+        return {
             **self.describe(),
             "node_id": self.node_id,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "pid": self._pid,
+            "host": self._host,
             "interval": self.cadence(),
             "heartbeat_at": round(self.clock.now(), 6),
             "clock": "redis" if self.clock.measured else "local",
-            "acks": list(self._acks),
         }
-        return sign_entry(entry, self.secret) if self.secret else entry
 
     def watch(self, seconds: float = CANARY_WATCH_SECONDS) -> None:
         """This node is a canary: write the entry every ``canary_interval`` for ``seconds``
@@ -150,11 +163,11 @@ class NodeRegistry(BackgroundLoop):
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
             for ack in acks:
-                self._acks.append(ack.recent_dict())
+                self._acks.append(json.dumps(ack.recent_dict()))
             pipe = self._redis().pipeline(transaction=False)
             written = not self._closed
             if written:
-                pipe.hset(self.keys.nodes, self.node_id, json.dumps(self.entry()))
+                pipe.hset(self.keys.nodes, self.node_id, self.entry_json())
             if then is not None:
                 then(pipe)
             queue_time(pipe, self.keys.nodes)
