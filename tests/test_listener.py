@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,38 @@ def test_stale_duplicate_and_forced_notifications(
     assert served_version(node) == 2
     publish(redis_url, one.path, 1, force=True)
     wait_for(lambda: served_version(node) == 1)
+
+
+def test_a_stale_notice_is_judged_on_arrival_without_touching_a_file(
+    redis_url: str, start_node: StartNode, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stale by its version alone (a duplicate, an older version, a path outside the roots or
+    on a FIFO that would block any reader): acked stale at once; nothing is located, loaded
+    or handed to the applier, and the next newer message is applied as usual."""
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    two = write_checkpoint(model_root, 2)
+    publish(redis_url, two.path, 2)
+    wait_for(lambda: served_version(node) == 2)
+    node.applier.wait_idle(5)
+    located: list[str] = []
+    locate = node.holder.locate
+    monkeypatch.setattr(node.holder, "locate", lambda c: located.append(c.path) or locate(c))
+    batches = sum(v for k, v in node.applier.counters.items() if k.startswith("outcome_"))
+    fifo = model_root / "model_fifo.pt"
+    os.mkfifo(fifo)
+    client = redis.Redis.from_url(redis_url)
+    for i, path in enumerate([str(two.path), "/etc/passwd", str(fifo)]):
+        raw = CheckpointNotification(model_path=path, version=2 - i % 2).to_json()
+        client.publish(KEYS.channel, raw)
+    client.close()
+    wait_for(lambda: stale(node, "stale_version") == 3)
+    assert located == [] and served_version(node) == 2
+    assert sum(v for k, v in node.applier.counters.items() if k.startswith("outcome_")) == batches
+    three = write_checkpoint(model_root, 3)
+    publish(redis_url, three.path, 3)
+    wait_for(lambda: served_version(node) == 3)
+    assert located == [str(three.path)]
 
 
 def test_the_redis_cli_minimal_message_works(

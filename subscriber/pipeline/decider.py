@@ -24,6 +24,7 @@ from common.ack import AckOutcome
 from common.checkpoint.file import FileIdentity
 from common.errors import CheckpointError
 from common.notification import CheckpointNotification, message_digest
+from common.staleness import Freshness
 from subscriber.fetching.remote_tier import newest_object
 from subscriber.model.holder import ModelHolder, Outcome
 from subscriber.model.plan import Candidate, Located, judge_candidate, judge_located, plan
@@ -156,6 +157,28 @@ class Decider:
                 # a winner never loaded: a newer decision of the batch was served instead
                 self.judged_as(c, *verdicts.get(id(c), ("stale", "superseded")))
         return result
+
+    def stale_on_arrival(self, c: Candidate) -> bool:
+        """Judge ``c`` at once if its version alone makes it stale: a versioned message, not
+        forced, at or below the served decision's version (or within ``skip_through``, after
+        a rollback). It is counted, remembered as judged and acked ``stale``, on the
+        caller's thread, with no file system call and no hand-off: a stale or duplicate
+        notice costs the node microseconds. Its path is never looked at (a stale message
+        naming a file outside the roots is stale, not refused: it changes nothing either
+        way). False: the applier judges it (files, batches, retries)."""
+        if c.notification is None or c.force or c.version <= 0:
+            return False
+        h = self.holder
+        served = h.identity()
+        if served is None:
+            return False
+        verdict = judge_candidate(served, c.path, c.version, False, None, h.skip_through)
+        if verdict is not Freshness.STALE_VERSION:
+            return False
+        h.stale(verdict, c.source, c.path, c.version)
+        self._mark_judged(c)
+        self.judged_as(c, "stale", str(verdict))
+        return True
 
     def judged_as(self, c: Candidate, outcome: AckOutcome, reason: str) -> None:
         """Report a judged notification (files found on disk are not notifications)."""

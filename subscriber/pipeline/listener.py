@@ -477,6 +477,8 @@ class CheckpointSubscriber(BackgroundLoop):
             )
             self.applier.reannounce(notification)
             return
+        if via == "channel" and self.applier.decider.stale_on_arrival(candidate):
+            return  # a stale or duplicate notice: judged and acked here, nothing handed on
         self.applier.offer(candidate)
 
     def _numbered_before_a_loss(self, notification: CheckpointNotification) -> bool:
