@@ -29,6 +29,7 @@ from common.settings import Settings
 from subscriber.web.auth import PUBLIC_PATHS, ApiKeyGuard, Protection
 from subscriber.web.benchmark import benchmark_router
 from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES, BodyGuard
+from subscriber.web.hotpath import HotPredict
 from subscriber.web.predict import predict_router
 from subscriber.web.routes import metrics_router, router
 from subscriber.web.strictjson import install_validation_handler
@@ -130,8 +131,10 @@ def _install(
     if metrics:
         app.include_router(metrics_router)
     install_validation_handler(app)
-    # add_middleware puts each new one outside the others: the key is checked first.
+    # add_middleware puts each new one outside the others: the key is checked first, then
+    # the body is read under its bounds, then a plain /sac/predict is answered (hotpath.py).
     if max_body_bytes is not None:
+        app.add_middleware(HotPredict)
         app.add_middleware(
             BodyGuard,
             max_bytes=max_body_bytes,

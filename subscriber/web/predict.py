@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 
 from subscriber.model.budget import over_activation_budget
 from subscriber.web.deps import (
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
     from subscriber.node import ServingNode
 
-__all__ = ["predict_router", "to_states"]
+__all__ = ["answer_one", "json_text", "predict_router", "to_states"]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -106,13 +106,16 @@ def _json(body: BatchResponse | DiscreteBatchResponse) -> Response:
 
 
 def _raw_json(body: dict[str, Any]) -> Response:
+    return Response(json_text(body), media_type="application/json")
+
+
+def json_text(body: dict[str, Any]) -> str:
     # allow_nan=False: a NaN that slipped through is a 500, never an invalid JSON token.
-    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-    return Response(text, media_type="application/json")
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
 async def _infer(
-    request: Request, node: ServingNode, model: ServedModel, states: Matrix, deterministic: bool
+    app: FastAPI, node: ServingNode, model: ServedModel, states: Matrix, deterministic: bool
 ) -> tuple[Matrix, float]:
     """The actions and the seconds they took: inline when short, else off the loop. Whatever
     it raises is counted as an error of ``model``."""
@@ -125,7 +128,7 @@ async def _infer(
     try:
         if runs_inline(len(states), model.parameters):
             return infer()
-        return await run_model_work(request.app, infer)
+        return await run_model_work(app, infer)
     except Exception:
         node.traffic.served(model.generation, error=True)
         raise
@@ -158,13 +161,22 @@ def _echo(model: ServedModel) -> dict[str, Any]:
 async def predict(body: PredictRequest, request: Request) -> Response:
     # The two hot routes call the auth-and-node check themselves instead of declaring it as a
     # dependency: FastAPI's dependency machinery cost ~35 µs a request, ~8% of the route
-    # (bench/http.py measures the route against a bare endpoint; the target is >= 0.9x).
+    # (bench/http.py measures the route against a bare endpoint). A plain JSON body is answered
+    # in front of FastAPI by the same code (subscriber/web/hotpath.py).
     node = await get_authorized_node(request)
+    return _raw_json(await answer_one(request.app, node, body.state, body.deterministic))
+
+
+async def answer_one(
+    app: FastAPI, node: ServingNode, state: list[Any], deterministic: bool
+) -> dict[str, Any]:
+    """The answer of ``/sac/predict`` for one state (its JSON as a dict); HTTPException for
+    a refusal (503 no model, 413 over the activation budget, 400 bad input or action)."""
     model = await served_model(node)
     if (why := over_activation_budget(1, model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
-    states = _rows([body.state], model, "state")
-    actions, elapsed = await _infer(request, node, model, states, body.deterministic)
+    states = _rows([state], model, "state")
+    actions, elapsed = await _infer(app, node, model, states, deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
@@ -173,18 +185,14 @@ async def predict(body: PredictRequest, request: Request) -> Response:
     node.traffic.served(model.generation)
     if model.discrete:  # Q-values: the action is their argmax (SPEC §12)
         chosen = int(np.argmax(actions[0]))
-        return _raw_json(
-            {"action": chosen, "q_values": row, **_echo(model), "latency_ms": elapsed * 1e3}
-        )
+        return {"action": chosen, "q_values": row, **_echo(model), "latency_ms": elapsed * 1e3}
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
     # it): validating a response model it just built cost ~5% of its throughput.
-    return _raw_json(
-        {
-            "action": row[0] if model.action_dim == 1 else row,
-            **_echo(model),
-            "latency_ms": elapsed * 1e3,
-        }
-    )
+    return {
+        "action": row[0] if model.action_dim == 1 else row,
+        **_echo(model),
+        "latency_ms": elapsed * 1e3,
+    }
 
 
 @predict_router.post(
@@ -205,7 +213,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     if (why := over_activation_budget(len(body.states), model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows(body.states, model, "states")
-    actions, elapsed = await _infer(request, node, model, states, body.deterministic)
+    actions, elapsed = await _infer(request.app, node, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
     finite = np.isfinite(actions).all(axis=1)
     if not finite.all():

@@ -1,0 +1,135 @@
+"""``POST /sac/predict`` with a plain JSON body, answered in front of FastAPI's router.
+
+The route most clients call the most, for one state, is answered here, as plain ASGI, by the
+code the FastAPI route runs (:func:`~subscriber.web.predict.answer_one`): the same snapshot,
+checks, metrics, traffic counts and JSON. What it skips is FastAPI's per-request machinery
+(routing, the request object, dependency solving, body validation, response wrapping): about
+a third of the server's CPU for this route (``bench/http.py``).
+
+It only takes what it can read exactly as FastAPI would: a body with ``Content-Type:
+application/json`` (FastAPI's strict content type reads no JSON without one) that
+``json.loads`` reads into an object whose ``state`` is a non-empty flat list of JSON numbers
+(ints within ±2**53) and whose ``deterministic``, if given, is ``true`` or ``false``.
+Anything else (another content type, invalid JSON, strings or booleans for numbers, nested
+rows, a missing field) is handed to the FastAPI route unchanged, body included, and gets its
+usual answer (422, 400…). Refusals raised by the shared code (503 no model, 413, 400) are
+rendered as FastAPI renders an HTTPException.
+
+It sits inside the API-key guard and the body guard (``subscriber/web/app.py``): the key was
+checked and the body was read under its bounds before anything here runs; the key is checked
+again here, as the route checks it again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from fastapi import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from subscriber.web.asgi import route_path
+from subscriber.web.auth import key_matches
+from subscriber.web.predict import answer_one, json_text
+
+if TYPE_CHECKING:
+    from common.settings import Settings
+    from subscriber.node import ServingNode
+
+__all__ = ["PATH", "HotPredict", "plain_request"]
+
+PATH = "/sac/predict"
+_EXACT_INT = 2**53  # beyond it an int is not exactly a float: FastAPI's conversion decides
+
+
+def plain_request(body: bytes) -> tuple[list[float], bool] | None:
+    """``(state, deterministic)`` of a body this path answers itself, else None."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if type(obj) is not dict:
+        return None
+    state = obj.get("state")
+    if type(state) is not list or not state:
+        return None
+    for value in state:
+        kind = type(value)
+        if kind is not float and not (kind is int and -_EXACT_INT <= value <= _EXACT_INT):
+            return None
+    deterministic = obj.get("deterministic", True)
+    if type(deterministic) is not bool:
+        return None
+    return state, deterministic
+
+
+def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
+    content_type = authorization = x_api_key = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"x-api-key":
+            x_api_key = value
+    return content_type, authorization, x_api_key
+
+
+class HotPredict:
+    """Plain ASGI middleware: ``POST /sac/predict`` with a plain body answered here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != PATH:
+            await self.app(scope, receive, send)
+            return
+        content_type, authorization, x_api_key = _headers(scope)
+        if content_type != b"application/json":  # else FastAPI's content-type rules apply
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        replay = _Replay(message, receive)
+        if message["type"] != "http.request" or message.get("more_body", False):
+            await self.app(scope, replay, send)  # not one whole body: FastAPI reads it
+            return
+        plain = plain_request(message.get("body", b""))
+        state = getattr(scope.get("app"), "state", None)
+        node: ServingNode | None = getattr(state, "fks_node", None)
+        settings: Settings | None = getattr(state, "fks_settings", None)
+        if plain is None or node is None or not _authorized(settings, authorization, x_api_key):
+            await self.app(scope, replay, send)
+            return
+        try:
+            answer = await answer_one(scope["app"], node, *plain)
+        except HTTPException as exc:
+            response: Response = JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        else:
+            response = Response(json_text(answer), media_type="application/json")
+        await response(scope, replay, send)
+
+
+def _authorized(
+    settings: Settings | None, authorization: bytes | None, x_api_key: bytes | None
+) -> bool:
+    """The route's own key check (``require_api_key``): False hands the request to it."""
+    key = settings.api_key if settings is not None else None
+    return key is None or key_matches(authorization, x_api_key, key.get_secret_value().encode())
+
+
+class _Replay:
+    """``receive`` that gives the message already read first."""
+
+    def __init__(self, first: Message, receive: Receive) -> None:
+        self._first: Message | None = first
+        self._receive = receive
+
+    async def __call__(self) -> Message:
+        if self._first is not None:
+            message, self._first = self._first, None
+            return message
+        return await self._receive()
