@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     )
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
     torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
+    # How long a background thread may hold the GIL while the event loop waits for it
+    # (sys.setswitchinterval; 0 leaves Python's 5 ms): bench/storm.py measures both.
+    switch_interval_ms: float = Field(
+        0.5, ge=0, le=100, validation_alias=_env("FKS_SWITCH_INTERVAL_MS")
+    )
     gc_freeze: bool = Field(True, validation_alias=_env("FKS_GC_FREEZE"))
     # Bounds on what a node believes (hostile input, issue 12):
     max_checkpoint_bytes: int = Field(

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import subscriber.web.predict as predict_module
+from subscriber.web.deps import get_authorized_node as original
 from tests.helpers import write_checkpoint
 
 PLAIN = {"content-type": "application/json"}
@@ -60,7 +61,6 @@ def answer(response: Any) -> tuple[int, Any, str]:
 def routed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many requests reached the FastAPI route's own code."""
     calls: list[int] = []
-    original = predict_module.get_authorized_node
 
     async def counted(request: Any) -> Any:
         calls.append(1)

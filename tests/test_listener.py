@@ -16,6 +16,7 @@ from common.signing import sign_payload
 from fks.redis_server import EmbeddedRedis, free_port
 from publisher import CheckpointNotifier, notify_checkpoint
 from subscriber import ServingNode
+from subscriber.model.plan import Candidate, Located
 from tests.helpers import served_version, wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")
@@ -85,7 +86,12 @@ def test_a_stale_notice_is_judged_on_arrival_without_touching_a_file(
     node.applier.wait_idle(5)
     located: list[str] = []
     locate = node.holder.locate
-    monkeypatch.setattr(node.holder, "locate", lambda c: located.append(c.path) or locate(c))
+
+    def counted(candidate: Candidate) -> Located:
+        located.append(candidate.path)
+        return locate(candidate)
+
+    monkeypatch.setattr(node.holder, "locate", counted)
     batches = sum(v for k, v in node.applier.counters.items() if k.startswith("outcome_"))
     fifo = model_root / "model_fifo.pt"
     os.mkfifo(fifo)
@@ -288,6 +294,24 @@ def test_a_started_node_uses_the_configured_torch_threads(
 
     start_node(f"redis://127.0.0.1:{free_port()}/0", torch_threads=1)
     assert torch.get_num_threads() == 1
+
+
+def test_a_started_node_sets_the_switch_interval_and_zero_leaves_it(
+    start_node: StartNode,
+) -> None:
+    """FKS_SWITCH_INTERVAL_MS (default 0.5) becomes the interpreter's switch interval when the
+    node starts; 0 leaves whatever the process had."""
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        start_node(f"redis://127.0.0.1:{free_port()}/0", switch_interval_ms=0)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        start_node(f"redis://127.0.0.1:{free_port()}/0")
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_a_signed_message_of_another_instance_is_refused_on_this_channel(
