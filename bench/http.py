@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,13 +33,24 @@ BODY = json.dumps({"state": [0.05] * 28})
 JSON = {"content-type": "application/json"}
 
 
+# The server stacks uvicorn offers: ``auto`` is uvloop and httptools, installed with the
+# project (uvicorn[standard]) and what ``fks serve`` runs by default; the plain one is asyncio
+# and h11 (uvicorn without its extras).
+STACKS = {
+    "uvloop + httptools": ("--loop", "uvloop", "--http", "httptools"),
+    "asyncio + h11": ("--loop", "asyncio", "--http", "h11"),
+}
+API_KEY = "bench-key"
+HEADERS = {**JSON, "X-API-Key": API_KEY}
+
+
 class Uvicorn:
-    def __init__(self, factory: str, env: dict[str, str]) -> None:
+    def __init__(self, factory: str, env: dict[str, str], *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(self.port),
-            "--log-level", "warning", "--no-access-log",
+            "--log-level", "warning", "--no-access-log", *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": ".", **env})
         deadline = time.monotonic() + 60
@@ -46,10 +58,8 @@ class Uvicorn:
             try:  # ours answers health even without a model; the baseline only predicts
                 if httpx.get(self.url + "/sac/health").status_code == 200:
                     break
-                if (
-                    httpx.post(self.url + "/sac/predict", content=BODY, headers=JSON).status_code
-                    == 200
-                ):
+                answer = httpx.post(self.url + "/sac/predict", content=BODY, headers=HEADERS)
+                if answer.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -57,6 +67,19 @@ class Uvicorn:
                 self.stop()
                 raise TimeoutError(f"{factory} did not start")
             time.sleep(0.1)
+
+    def cpu(self) -> float:
+        """The server process's CPU seconds so far (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measured(self, path: str, seconds: float, **options: Any) -> dict[str, float]:
+        """:func:`load` on ``path``, with the server's CPU µs per request (``cpu_us``)."""
+        before = self.cpu()
+        result = load(self.url + path, seconds, **options)
+        requests = result["rps"] * max(1, round(seconds)) if _wrk() else result["requests"]
+        result["cpu_us"] = (self.cpu() - before) / max(1.0, requests) * 1e6
+        return result
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -67,13 +90,17 @@ def _wrk() -> str | None:
     return None if os.environ.get("FKS_BENCH_NO_WRK") else shutil.which("wrk")
 
 
-def load(url: str, seconds: float, connections: int = 16, body: str = BODY) -> dict[str, float]:
-    """req/s, p50 and p99 (ms) of a closed loop of ``connections`` clients."""
+def load(
+    url: str, seconds: float, connections: int = 16, body: str = BODY, *, key: str | None = None
+) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) of a closed loop of ``connections`` clients (sending the API
+    key ``key`` as ``X-API-Key`` if given)."""
     if _wrk():
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(
                 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f"wrk.body = {json.dumps(body)}\n"
+                + (f'wrk.headers["X-API-Key"] = {json.dumps(key)}\n' if key else "")
             )
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
@@ -92,11 +119,12 @@ def load(url: str, seconds: float, connections: int = 16, body: str = BODY) -> d
     requests = max(200, int(seconds * 400))
     out = subprocess.run(
         [sys.executable, "-m", "bench.load", base, "/sac" + path, "--concurrency",
-         str(connections), "--requests", str(requests)],
+         str(connections), "--requests", str(requests), *(["--key", key] if key else [])],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "."},
     ).stdout  # fmt: skip
     r = json.loads(out)
-    return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
+    return {"rps": r["rps"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
+            "requests": float(requests)}  # fmt: skip
 
 
 def _wrk_ms(out: str, label: str) -> float:
@@ -116,37 +144,52 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 
 
 def throughput(seconds: float = 3.0, rounds: int = 3) -> list[list[object]]:
-    """/sac/predict vs the same logic in a sync handler vs a bare endpoint; batch rows/s."""
+    """/sac/predict (API key on, metrics on) vs a bare endpoint running the same policy on the
+    same server, on uvicorn's two stacks (uvloop + httptools, asyncio + h11); the same logic
+    in a sync handler; batch rows/s. Rows: route, stack, req/s, p50, p99, x bare's req/s,
+    x bare's p99, the server's CPU µs per request, x bare's (the bare endpoint of the same
+    stack)."""
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(persistent=False) as server:
         root = Path(tmp)
         make_checkpoint(root, 1)
-        env = {"REDIS_URL": server.url, "STAT_PAIR_RL_DIR": tmp, "FKS_DEFAULT_DIR": tmp}
-        app = Uvicorn("bench.http_app:create", env)
-        try:
-            routes = {"ours /sac/predict (async)": "/sac/predict",
-                      "same logic, sync def handler": "/sync/predict",
-                      "bare endpoint, same policy": "/bare/predict"}  # fmt: skip
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in routes}
+        env = {"REDIS_URL": server.url, "STAT_PAIR_RL_DIR": tmp, "FKS_DEFAULT_DIR": tmp,
+               "FKS_API_KEY": API_KEY}  # fmt: skip
+        routes = {OURS_ROUTE: "/sac/predict", BARE_ROUTE: "/bare/predict"}
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        with contextlib.ExitStack() as stack:
+            apps = {name: started(stack, "bench.http_app:create", env, *args)
+                    for name, args in STACKS.items()}  # fmt: skip
             for _ in range(rounds):
-                for name, path in routes.items():
-                    runs[name].append(load(app.url + path, seconds))
-            bare = median(runs["bare endpoint, same policy"], "rps")
-            rows: list[list[object]] = [
-                [name, median(r, "rps"), median(r, "p50"), median(r, "p99"),
-                 median(r, "rps") / bare]
-                for name, r in runs.items()
-            ]  # fmt: skip
+                for stack_name, app in apps.items():
+                    for name, path in routes.items():
+                        run = app.measured(path, seconds, key=API_KEY)
+                        runs.setdefault((name, stack_name), []).append(run)
+            default = apps[DEFAULT_STACK]
+            sync = [default.measured("/sync/predict", seconds, key=API_KEY)]
+            runs[("same logic, sync def handler", DEFAULT_STACK)] = sync
+            rows: list[list[object]] = []
+            for (name, stack_name), r in runs.items():
+                bare = runs[(BARE_ROUTE, stack_name)]
+                rows.append([name, stack_name, median(r, "rps"), median(r, "p50"),
+                             median(r, "p99"), median(r, "rps") / median(bare, "rps"),
+                             median(r, "p99") / median(bare, "p99"), median(r, "cpu_us"),
+                             median(r, "cpu_us") / median(bare, "cpu_us")])  # fmt: skip
             for size in (1, 32, 256):
                 body = json.dumps({"states": [[0.05] * 28] * size})
-                r = load(app.url + "/sac/predict/batch", seconds, connections=4, body=body)
-                rows.append([f"batch of {size}: rows/s", r["rps"] * size, r["p50"], r["p99"], ""])
+                b = load(default.url + "/sac/predict/batch", seconds, connections=4, body=body,
+                         key=API_KEY)  # fmt: skip
+                rows.append([f"batch of {size}: rows/s", DEFAULT_STACK, b["rps"] * size,
+                             b["p50"], b["p99"], "", "", "", ""])  # fmt: skip
             return rows
-        finally:
-            app.stop()
 
 
-def started(stack: contextlib.ExitStack, factory: str, env: dict[str, str]) -> Uvicorn:
-    app = Uvicorn(factory, env)
+OURS_ROUTE = "ours /sac/predict (API key, metrics)"
+BARE_ROUTE = "bare endpoint, same policy"
+DEFAULT_STACK = "uvloop + httptools"
+
+
+def started(stack: contextlib.ExitStack, factory: str, env: dict[str, str], *extra: str) -> Uvicorn:
+    app = Uvicorn(factory, env, *extra)
     stack.callback(app.stop)
     return app
 

@@ -18,12 +18,17 @@ from bench._util import pct
 BODY = {"state": [0.05] * 28}
 
 
-async def run(url: str, path: str, concurrency: int, requests: int) -> dict[str, float]:
+async def run(
+    url: str, path: str, concurrency: int, requests: int, key: str | None = None
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     remaining = requests
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    headers = {"X-API-Key": key} if key else {}
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=30, headers=headers
+    ) as client:
 
         async def worker() -> None:
             nonlocal remaining, errors
@@ -54,8 +59,10 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--key", default=None, help="the API key, sent as X-API-Key")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.path, args.concurrency, args.requests))))
+    result = run(args.url, args.path, args.concurrency, args.requests, args.key)
+    print(json.dumps(asyncio.run(result)))
 
 
 if __name__ == "__main__":

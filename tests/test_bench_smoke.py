@@ -24,7 +24,8 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     for title in (
-        "1. notify → swap", "2. Freshness cost", "3. Swap-storm tail", "4. Throughput",
+        "1. notify → swap", "1b. Node CPU per publication", "2. Freshness cost",
+        "3. Swap-storm tail", "4. Throughput",
         "5. Fan-out", "6. Burst", "7. Inference and memory", "8. Architectures",
     ):  # fmt: skip
         assert f"## {title}" in text, title
@@ -36,6 +37,9 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
         "sum: delivered + load 300 KB (floor)", "ours (push), JIT", "ours, stale notices (control)",
         "seed design, tier 1 (one stat)", "seed design, tier 1, JIT",
         "seed design, tier 2 (30 files)", "control (no load) storm p99 / seed tier 1 storm p99",
+        "ours (push), Python's 5 ms switch interval", "stale notice (served version again)",
+        "swap, sac_actor 300 KB", "swap, sac_actor 4 MB", "swap, dqn 300 KB",
+        "ours /sac/predict (API key, metrics)",
     ):  # fmt: skip
         assert f"| {row} |" in text, row
     targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
