@@ -83,51 +83,43 @@ def storm_text(st: Storm) -> list[str]:
     floor = st.ratio(storm.CONTROL, storm.SEED1)
     control_ratio = st.ratio(storm.CONTROL, storm.CONTROL, quiet=True)
     ours_ratio = st.ratio(storm.OURS, storm.OURS, quiet=True)
+    slow_ratio = st.ratio(storm.OURS_5MS, storm.OURS_5MS, quiet=True)
+    slow_seed = st.ratio(storm.OURS_5MS, storm.SEED1)
+    ours_seed = st.ratio(storm.OURS, storm.SEED1)
+    lighter = "lighter" if quiet_vs_seed < 1 else "heavier"
     return [
-        "**The baseline changed.** Until this run `bench/baseline_app.py` was a plain `def` "
-        "handler (FastAPI runs it in its threadpool: 0.44x a bare endpoint by itself, the "
-        "'sync def handler' row of section 4) that stat-ed its file and reloaded it with "
-        '`torch.load`. The "5.4x lower p99" of earlier runs measured that handler, not push. '
-        "It is now seed 000's design as written: an `async def` handler calling "
-        "`ensure_fresh()` inline (one `os.stat`, or a glob and a stat of 30 files), reloading "
-        "inline under a `threading.Lock` with the double check, on our loader and runner "
-        "(the same fast load), so the rows compare push with poll-inline and nothing else.",
+        "**The baseline** (`bench/baseline_app.py`) is seed 000's design as written: an "
+        "`async def` FastAPI handler calling `ensure_fresh()` inline (one `os.stat`, or a glob "
+        "and a stat of 30 files), reloading inline under a `threading.Lock` with the double "
+        "check, on our loader and runner (the same fast load), on the same uvicorn stack, so "
+        "the rows compare push with poll-inline and nothing else. (Until 2026-11-23 it was a "
+        "plain `def` handler run in FastAPI's threadpool, 0.44x a bare endpoint by itself: "
+        "the '5.4x lower p99' of the runs before measured that handler, not push.)",
         "",
-        f"**The floor.** The control row saves and announces at the same rate but loads "
-        f"nothing: its storm p99 is {floor:.2f}x the seed design's (storm/quiet "
-        f"{control_ratio:.2f}), the best ours can reach on this machine with loads that cost "
-        f"nothing. Quiet, our p99 is already {quiet_vs_seed:.2f}x the seed app's: it is a bare "
-        "FastAPI route, while ours runs the API-key and body guards, the served-model check "
-        "and the metrics on every request. A target below the control's ratio cannot be met "
-        "by making the load cheaper; what the load still costs is the difference between the "
-        "first row and the control row.",
+        f"**Quiet**, our p99 is {quiet_vs_seed:.2f}x the seed app's ({lighter}): a plain "
+        "`/sac/predict` is answered in front of FastAPI's router (`subscriber/web/hotpath.py`, "
+        "after the API-key and body guards), while the seed's is a FastAPI route.",
         "",
-        f"**What the load costs beyond the control.** In this run ours sits "
-        f"{ours_ratio - control_ratio:+.2f} above the control's storm/quiet ratio. That gap is "
-        "the load and the swap: the control's notices are judged and acked like "
-        "ours, but nothing is read, installed or recorded in `:latest`. An earlier row here, "
-        "'control + the load in a nice-19 process', loaded every checkpoint in a separate "
-        "low-priority process and cost about what the control costs (1.18 vs 1.20 on "
-        "2026-11-23); it suggested moving the lane's verify-and-load out of the server. "
-        "That was built and measured (branch `experiment/load-process`: a nice-19 child runs "
-        "every check, the node receives the verified tensors, then the same in a sealed "
-        "memfd with no copy): storm/quiet 1.52, 1.37 and 1.39 in three `python -m "
-        "bench.storm` runs, against 1.46, 1.42 and 1.52 for ours and 1.42, 1.38, 1.29 for "
-        "ours with JIT (the same load) in the same runs: no gain outside the spread. The "
-        "probe left out what the node still does per swap: receiving and unpacking the "
-        "tensors, the runner and its check, the install, the `:latest` record; the node "
-        "still spent ~1.1 ms of CPU per load (against ~1.9 ms in-process) at the event "
-        "loop's priority. The row was dropped: it measured less than what it stood for.",
+        f"**The floor.** The control row saves and announces at the same rate but every "
+        f"notice is stale: each is judged on arrival by the listener and acked, nothing is "
+        f"read, installed or recorded in `:latest`. Its storm p99 is {floor:.2f}x the seed "
+        f"design's (storm/quiet {control_ratio:.2f}): what ours costs the requests with loads "
+        f"that cost nothing. Ours sits {ours_ratio - control_ratio:+.2f} above the control's "
+        "storm/quiet ratio: that gap is the load, the install and the `:latest` record.",
         "",
-        "Which threads hold the GIL per publication (`py-spy record --gil --threads -r 1000`, "
-        "a node with no requests, 20 publications/s, 2026-11-23; py-spy's pauses inflate "
-        "every figure alike): swaps, applier 1.6 ms (the `:latest` record 0.4, the install "
-        "0.4), acker 1.5 ms (the registry entry and the ack, two round trips), load lane "
-        "0.5 ms, listener 0.3 ms; stale notices (the control), acker 1.35, applier 0.7, lane "
-        "0.2, listener 0.3. The load is not the largest holder; the acker was, in both. It "
-        "now sends the registry entry and the acks in one pipeline: acker 1.0 ms per swap, "
-        "0.96 per stale notice, applier 1.4 ms per swap, of which the `:latest` record is the "
-        "next candidate.",
+        f"**The switch interval.** The same server with Python's own 5 ms switch interval "
+        f"(`FKS_SWITCH_INTERVAL_MS=0`): storm/quiet {slow_ratio:.2f} and {slow_seed:.2f}x the "
+        f"seed design's storm p99, against {ours_ratio:.2f} and {ours_seed:.2f}x with the "
+        "default 0.5 ms. A request that arrives while a background thread (a load, a parse, "
+        "an ack) holds the GIL waits until that thread gives it back: at most the switch "
+        "interval while it runs Python code.",
+        "",
+        "**Tried and dropped** (2026-11-23): loading every checkpoint in a separate nice-19 "
+        "process (branch `experiment/load-process`: a child runs every check, the node "
+        "receives the verified tensors, then the same through a sealed memfd with no copy) "
+        "gave storm/quiet 1.52, 1.37 and 1.39 in three runs against 1.46, 1.42 and 1.52 for "
+        "ours in the same runs: no gain outside the spread, since the node still receives, "
+        "checks and installs what the child loaded.",
     ]
 
 

@@ -24,9 +24,17 @@ from tests.http_store import HttpStore
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``pytest -n`` (``make test``), the long cases go first, so no worker is left
-    running one alone at the end; a plain ``pytest`` keeps the file order."""
+    running one alone at the end; a plain ``pytest`` keeps the file order. The ``story``
+    modules go before them, in file order: their tests continue each other on one fleet, and
+    ``--dist worksteal`` hands the first worker the head of the list, which it runs first
+    (what other workers steal is taken from the tail of its queue)."""
     if getattr(config.option, "numprocesses", None):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(
+            key=lambda item: (
+                item.get_closest_marker("story") is None,
+                item.get_closest_marker("slow") is None,
+            )
+        )
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ from tests.helpers import wait_for, write_checkpoint, write_poisoned_checkpoint
 SECRET = "trust-secret-0123456789abcdef"
 KEYS = RedisKeys("default")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.story]
 
 
 @dataclass

@@ -27,7 +27,7 @@ from tests.helpers import repeating, wait_for, write_checkpoint, write_poisoned_
 KEYS = RedisKeys("default")
 NAMES = ["r1", "r2", "r3"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.story]
 
 
 @dataclass
