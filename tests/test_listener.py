@@ -36,7 +36,8 @@ def stale(node: ServingNode, reason: str) -> float:
 
 
 def publish(url: str, path: Path, version: int, **kw: object) -> None:
-    assert notify_checkpoint(path, version=version, redis_url=url, **kw).sent  # type: ignore[arg-type]
+    result = notify_checkpoint(path, version=version, redis_url=url, **kw)  # type: ignore[arg-type]
+    assert result.sent, result
 
 
 def test_a_notification_is_swapped_in(
@@ -294,6 +295,42 @@ def test_a_started_node_uses_the_configured_torch_threads(
 
     start_node(f"redis://127.0.0.1:{free_port()}/0", torch_threads=1)
     assert torch.get_num_threads() == 1
+
+
+def test_an_idle_listener_waits_on_its_socket_and_stops_at_once(
+    redis_url: str, start_node: StartNode, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between messages the reader waits on the socket until a PING is due (every 0.5 s)
+    instead of polling Redis every 0.1 s; stop() wakes it at once; a message published
+    while it waits is still applied at once."""
+    import threading
+
+    from redis.client import PubSub
+
+    reads: list[str] = []
+    get_message = PubSub.get_message
+
+    def counted(self: PubSub, *args: object, **kwargs: object) -> object:
+        reads.append(threading.current_thread().name)
+        return get_message(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PubSub, "get_message", counted)
+    node = start_node(redis_url)
+    wait_for(lambda: connected(node))
+    time.sleep(0.3)
+    before = reads.count("fks-listener")
+    time.sleep(2.0)
+    polls = reads.count("fks-listener") - before
+    assert polls <= 12, f"{polls} reads in 2 s idle (one per PING sent and one per PONG)"
+    assert node.listener.counters["idle_waits"] > 0
+    saved = write_checkpoint(model_root, 1)
+    began = time.monotonic()
+    publish(redis_url, saved.path, 1)
+    wait_for(lambda: served_version(node) == 1, timeout=2)
+    assert time.monotonic() - began < 1.0
+    began = time.monotonic()
+    node.listener.stop()
+    assert time.monotonic() - began < 0.3 and not node.listener.alive()
 
 
 def test_a_started_node_sets_the_switch_interval_and_zero_leaves_it(

@@ -32,9 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import select
+import socket
+import ssl
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +144,13 @@ class CheckpointSubscriber(BackgroundLoop):
         self._issued = 0
         self._epoch = ""  # the :epoch token Redis held when this node last restored
         self._known_before = 0  # the highest version known when the last catch-up began
+        self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
+        # stop() wakes a reader waiting on its socket through this pipe (kept for the
+        # listener's life: a node may start its listener again after stopping it)
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        weakref.finalize(self, _close_pipe, self._wake_read, self._wake_write)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -224,6 +236,10 @@ class CheckpointSubscriber(BackgroundLoop):
             pubsub = link.open()
             assert pubsub.connection is not None and link.client is not None
             pubsub.connection.register_connect_callback(self._on_connect)
+            # a silent reconnect seen by the session that died is covered by this catch-up,
+            # and what an earlier session's catch-up handed on is judged by now or retried
+            self._silent_reconnect.clear()
+            self._offered_latest = ""
             self._await_subscription(pubsub, link.confirmation)
             self._catch_up(link.client, "subscribe")
             self._restore()
@@ -252,8 +268,28 @@ class CheckpointSubscriber(BackgroundLoop):
         assert client is not None
         last_ping = last_check = time.monotonic()
         unanswered_since: float | None = None
+        sentinel = link.watches_master
+        drained = False  # nothing read and waiting: the next message comes through the socket
         while not self._stop.is_set():
-            message = pubsub.get_message(timeout=t.read_timeout)
+            sock = _socket_of(pubsub)
+            if sock is None:  # not connected (redis-py reconnects on the next read)
+                message = pubsub.get_message(timeout=t.read_timeout)
+            elif not drained:
+                message = pubsub.get_message(timeout=0.0)
+                drained = message is None
+            else:
+                # Between messages, wait on the socket itself until a PING (or the master
+                # check, or a PING's deadline) is due: no read call per wakeup, and stop()
+                # wakes it through the pipe.
+                due = last_ping + t.ping_interval
+                if sentinel:
+                    due = min(due, last_check + t.master_check)
+                if unanswered_since is not None:
+                    due = min(due, unanswered_since + t.dead_after)
+                message = None
+                if self._wait_readable(sock, due - time.monotonic()):
+                    message = pubsub.get_message(timeout=0.0)
+                    drained = message is None
             now = time.monotonic()
             if message is not None:
                 unanswered_since = None  # Redis answered: everything sent before is read
@@ -285,6 +321,26 @@ class CheckpointSubscriber(BackgroundLoop):
                     self.counters["master_moved"] += 1
                     log.warning("the master moved (%s): resubscribing there", moved)
                     raise redis.ConnectionError(f"master moved: {moved}")
+
+    def _wait_readable(self, sock: socket.socket, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for bytes on ``sock`` (or decrypted ones in a TLS socket),
+        or for :meth:`stop`; True if ``sock`` has some."""
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        self.counters["idle_waits"] += 1
+        fd = sock.fileno()
+        try:
+            readable, _, _ = select.select([fd, self._wake_read], [], [], max(0.0, timeout))
+        except (OSError, ValueError):  # the socket was closed under us: let the read say so
+            return True
+        if self._wake_read in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_read, 64)
+        return fd in readable
+
+    def _interrupt(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
 
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
@@ -321,18 +377,18 @@ class CheckpointSubscriber(BackgroundLoop):
         # is below a version this node applied (or saw it hold). Whatever :latest holds that
         # this node never judged was published after the loss, under versions that
         # restarted: it is the newer decision (issue 24, b1).
-        why = ""
+        loss = ""
         if self._epoch and epoch != self._epoch:
-            why = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
+            loss = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
         elif counter < self.holder.applied_version:
-            why = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
-        lost = bool(why)
+            loss = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
+        lost = bool(loss)
         if lost:
             self.counters["data_loss"] += 1
             log.warning(
                 "Redis lost its data (%s): a :latest published since is the newer decision, "
                 "whatever its version",
-                why,
+                loss,
             )
         if not lost:
             self.holder.note_version(counter)
@@ -396,7 +452,9 @@ class CheckpointSubscriber(BackgroundLoop):
         if via == "latest":
             self._latest_digest = digest
             self._latest = None
-            if digest and digest in self.judged:
+            # already judged, or handed on by this session's catch-up and not judged yet (a
+            # silent reconnect right after a session's start catches up twice): nothing new
+            if digest and (digest in self.judged or digest == self._offered_latest):
                 self.counters["already_judged"] += 1
                 self.holder.stale("already_judged", via, "", 0)
                 with contextlib.suppress(InvalidNotification):  # what :latest holds, known
@@ -479,6 +537,8 @@ class CheckpointSubscriber(BackgroundLoop):
             return
         if via == "channel" and self.applier.decider.stale_on_arrival(candidate):
             return  # a stale or duplicate notice: judged and acked here, nothing handed on
+        if via == "latest":
+            self._offered_latest = digest
         self.applier.offer(candidate)
 
     def _numbered_before_a_loss(self, notification: CheckpointNotification) -> bool:
@@ -532,3 +592,16 @@ class CheckpointSubscriber(BackgroundLoop):
                 self.report(outcome, reason, notification, raw, received)
             except Exception:  # noqa: BLE001 - an ack never ends a session
                 log.exception("reporting a judged message failed")
+
+
+def _socket_of(pubsub: PubSub) -> socket.socket | None:
+    """The pub/sub connection's socket, when connected."""
+    connection = pubsub.connection
+    sock = getattr(connection, "_sock", None) if connection is not None else None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _close_pipe(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

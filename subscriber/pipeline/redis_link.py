@@ -80,6 +80,11 @@ class RedisLink:
             pubsub.subscribe(self.channel)
         return pubsub
 
+    @property
+    def watches_master(self) -> bool:
+        """Whether :meth:`moved` asks anyone (behind Sentinel)."""
+        return self._sentinel is not None
+
     def address(self) -> tuple[str, int] | None:
         """Where the pub/sub connection is (host, port), once connected."""
         connection = self.pubsub.connection if self.pubsub is not None else None
