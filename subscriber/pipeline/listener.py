@@ -7,8 +7,11 @@ first exception). Each session: connect → SUBSCRIBE → wait for the confirmat
 pub/sub connection every ``ping_interval`` and declares the session dead when a PING has gone
 unanswered for ``dead_after``: a hung (SIGSTOPped) server or a half-open socket is noticed
 within ~2 s, while a reader thread that was merely starved of CPU reads its PONG when it
-wakes and is not fooled. redis-py can reconnect and resubscribe silently; a connect callback
-catches that and catches up too. Any Redis error ends the session; the next one starts after
+wakes and is not fooled. Between messages the reader waits on the socket itself until the next
+PING is due (no read call per wakeup; ``stop()`` wakes it through a pipe), so an idle node
+costs next to nothing. redis-py can reconnect and resubscribe silently; a connect callback
+catches that and catches up too (once: a new session's own catch-up covers what the session
+before it saw). Any Redis error ends the session; the next one starts after
 a jittered backoff (100 ms, doubling, at most 0.5 s, so a Redis that comes back is used within
 a second, however long it was away).
 
