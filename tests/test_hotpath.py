@@ -138,3 +138,28 @@ def test_other_methods_and_paths_are_the_router_s(client: TestClient, routed: li
     batch = client.post("/sac/predict/batch", json={"states": [STATE]})
     assert batch.status_code == 200 and batch.json()["batch_size"] == 1
     assert routed == [1]  # the batch route, FastAPI's own
+
+
+def test_a_repeated_header_is_read_as_the_route_reads_it_its_first_copy(
+    client_for: Callable[..., Any], model_root: Path, routed: list[int]
+) -> None:
+    """Found by the fresh-eyes review: the guard and the hot path kept the last copy of a
+    repeated header, the route (Starlette) reads the first: a wrong key followed by the
+    right one got 200 from the hot path and 401 from the route, a text/plain body followed
+    by application/json 200 and 422. Now every layer reads the first copy."""
+    write_checkpoint(model_root, 1)
+    body = json.dumps({"state": STATE})
+    with client_for(api_key=KEY) as client:
+
+        def post(*headers: tuple[str, str]) -> int:
+            return client.post("/sac/predict", content=body, headers=list(headers)).status_code
+
+        key, wrong = ("x-api-key", KEY), ("x-api-key", "wrong")
+        bearer, bad_bearer = ("authorization", f"Bearer {KEY}"), ("authorization", "Bearer no")
+        json_type, text_type = ("content-type", "application/json"), ("content-type", "text/plain")
+        assert post(json_type, wrong, key) == 401
+        assert post(json_type, bad_bearer, bearer) == 401
+        assert post(json_type, key, wrong) == 200
+        assert post(json_type, bearer, bad_bearer) == 200
+        assert post(text_type, json_type, key) == 422  # FastAPI reads text/plain: no JSON
+        assert post(json_type, text_type, key) == 200

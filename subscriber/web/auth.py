@@ -29,7 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from common.settings import Settings
 from subscriber.web.asgi import reply, route_path, unread_may_be_large
 
-__all__ = ["PUBLIC_PATHS", "ApiKey", "ApiKeyGuard", "Protection", "require_api_key"]
+__all__ = [
+    "PUBLIC_PATHS", "ApiKey", "ApiKeyGuard", "Protection", "first_headers", "require_api_key",
+]  # fmt: skip
 
 PUBLIC_PATHS = frozenset({"/sac/health", "/sac/ready"})
 DETAIL = "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"
@@ -85,13 +87,20 @@ class ApiKeyGuard:
         await reply(send, 401, DETAIL, headers=(CHALLENGE,), close=unread_may_be_large(scope))
 
 
-def _key_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
-    authorization = x_api_key = None
+def first_headers(
+    headers: Iterable[tuple[bytes, bytes]], *names: bytes
+) -> tuple[bytes | None, ...]:
+    """The first value of each of ``names`` (lower-case) in ASGI ``headers``, None where
+    absent: what Starlette's ``Headers.get`` (and so every route) reads of a repeated one."""
+    found: dict[bytes, bytes] = {}
     for name, value in headers:
-        if name == b"authorization":
-            authorization = value
-        elif name == b"x-api-key":
-            x_api_key = value
+        if name in names and name not in found:
+            found[name] = value
+    return tuple(found.get(name) for name in names)
+
+
+def _key_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    authorization, x_api_key = first_headers(headers, b"authorization", b"x-api-key")
     return authorization, x_api_key
 
 

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from subscriber.web.asgi import route_path
-from subscriber.web.auth import key_matches
+from subscriber.web.auth import first_headers, key_matches
 from subscriber.web.predict import answer_one, json_text
 
 if TYPE_CHECKING:
@@ -64,18 +64,6 @@ def plain_request(body: bytes) -> tuple[list[float], bool] | None:
     return state, deterministic
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
-    content_type = authorization = x_api_key = None
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value
-        elif name == b"authorization":
-            authorization = value
-        elif name == b"x-api-key":
-            x_api_key = value
-    return content_type, authorization, x_api_key
-
-
 class HotPredict:
     """Plain ASGI middleware: ``POST /sac/predict`` with a plain body answered here."""
 
@@ -86,7 +74,10 @@ class HotPredict:
         if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
-        content_type, authorization, x_api_key = _headers(scope)
+        # the first of each repeated header, as the route reads them
+        content_type, authorization, x_api_key = first_headers(
+            scope["headers"], b"content-type", b"authorization", b"x-api-key"
+        )
         if content_type != b"application/json":  # else FastAPI's content-type rules apply
             await self.app(scope, receive, send)
             return
