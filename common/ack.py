@@ -35,7 +35,12 @@ from common.signing import SIGNATURE_FIELD, sign_payload, verify_payload
 
 __all__ = ["MAX_ACK_BYTES", "OUTCOMES", "Ack", "AckOutcome", "answer_digest", "judged_fields"]
 
-MAX_ACK_BYTES = 8 * 1024
+# The largest ack a node can send, with room to spare: a message's model_path may hold 4,096
+# characters and the reason 200, each of which JSON may write as a 6-byte ``\u00XX`` escape
+# (27 KB with the other fields). It was 8 KiB, under which an ack of a long path with quotes,
+# backslashes or control characters was sent, yet refused by the waiting publisher, who
+# reported the node that answered as silent (found by the review of issue 26).
+MAX_ACK_BYTES = 32 * 1024
 AckOutcome = Literal["applied", "rejected", "stale", "ignored"]
 OUTCOMES: tuple[AckOutcome, ...] = ("applied", "rejected", "stale", "ignored")
 

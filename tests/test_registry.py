@@ -171,3 +171,21 @@ def test_an_ack_on_the_wire_is_its_model_dump_with_utc_time() -> None:
     assert {**dumped, "ms": 1.235, "at": wire["at"]} == wire and wire["at"].endswith("Z")
     signed = ack.signed("k")
     assert list(signed.wire_dict())[-1] == "signature" and "signature" not in signed.recent_dict()
+
+
+def test_the_largest_ack_a_node_can_send_is_one_a_publisher_accepts() -> None:
+    """A 4,096-character model_path and a 200-character reason of characters that JSON
+    escapes into 6 bytes each, from the longest node id, signed: under MAX_ACK_BYTES, and
+    parsed back whole (it was refused at 8 KiB, the node reported silent)."""
+    from common.ack import MAX_ACK_BYTES
+
+    for char in ("\x01", '"', "\\", "€", "😀"):
+        path = (char * 4096)[:4096]
+        ack = Ack(
+            node="n" * 128, outcome="rejected", reason="\x02" * 200, version=2**64 - 1,
+            sha256="f" * 64, model_path=path, generation=2**40, ms=1e9, answers="a" * 64,
+        ).signed("k" * 64)  # fmt: skip
+        raw = ack.to_json().encode()
+        assert len(raw) <= MAX_ACK_BYTES
+        parsed = Ack.parse(raw, secret="k" * 64)
+        assert parsed is not None and parsed.model_path == path
