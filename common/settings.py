@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     switch_interval_ms: float = Field(
         0.5, ge=0, le=100, validation_alias=_env("FKS_SWITCH_INTERVAL_MS")
     )
+
+    @field_validator("switch_interval_ms")
+    @classmethod
+    def _a_real_interval(cls, value: float) -> float:
+        if 0 < value < 0.001:  # below 1 µs, or a float that is 0 once in seconds
+            raise ValueError("must be 0 (leave Python's 5 ms) or at least 0.001 ms")
+        return value
+
     gc_freeze: bool = Field(True, validation_alias=_env("FKS_GC_FREEZE"))
     # Bounds on what a node believes (hostile input, issue 12):
     max_checkpoint_bytes: int = Field(

@@ -149,3 +149,23 @@ def test_every_url_form_is_redacted(url: str, shown: str) -> None:
     """Userinfo passwords (any scheme, several hosts, raw / ? # @ in them) and secret query
     parameters are masked; everything else is kept as written."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("value", ["5e-324", "1e-9", "0.0009", "-1", "nan", "inf", "101", "abc"])
+def test_a_switch_interval_that_is_not_one_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """FKS_SWITCH_INTERVAL_MS: 0 (leave Python's) or 0.001…100 ms; a denormal once made the
+    node start and then answer 503 (sys.setswitchinterval refused 0.0)."""
+    monkeypatch.setenv("FKS_SWITCH_INTERVAL_MS", value)
+    with pytest.raises(ValueError, match="FKS_SWITCH_INTERVAL_MS|switch_interval_ms"):
+        Settings()
+
+
+def test_the_switch_interval_defaults_to_half_a_millisecond_and_zero_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FKS_SWITCH_INTERVAL_MS", raising=False)
+    assert Settings().switch_interval_ms == 0.5
+    monkeypatch.setenv("FKS_SWITCH_INTERVAL_MS", "0")
+    assert Settings().switch_interval_ms == 0
