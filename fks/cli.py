@@ -111,6 +111,15 @@ def _metadata(items: list[str], command: str) -> dict[str, str] | None:
     return metadata
 
 
+def _exists_here(path: str) -> bool:
+    """Whether ``path`` names a file on this machine; a path this OS cannot even look up (a
+    name over 255 bytes, a path over PATH_MAX) does not, and is no crash."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     from common.remote import is_url
     from publisher import CheckpointNotifier
@@ -121,7 +130,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     travels = args.upload_to is not None or args.via == "redis" or settings.upload_to is not None
-    absent = not is_url(args.path) and not Path(args.path).exists()
+    absent = not is_url(args.path) and not _exists_here(args.path)
     if absent and travels:
         print(
             f"fks notify: {args.path} does not exist on this machine: nothing to send",

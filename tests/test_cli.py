@@ -274,3 +274,24 @@ def test_serve_runs_the_server_and_stops_gracefully(
             proc.terminate()
         assert proc.wait(15) in (0, -15)
     assert redis_client.hget(KEYS.nodes, "cli-serve") is None
+
+
+def test_notify_of_a_path_this_os_cannot_look_up_is_sent_not_a_traceback(
+    redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name over 255 bytes (or a path over PATH_MAX) is a path that does not exist on this
+    machine (it may on the nodes): announced, not an OSError (found by the review of issue
+    26)."""
+    # a 300-byte name; a 2,426-character path of 4,846 bytes (over PATH_MAX, under SPEC's
+    # 4,096 characters)
+    paths = ["/srv/" + "x" * 300 + ".pt", "/" + "/".join(["é" * 120] * 20) + "/m.pt"]
+    for version, path in enumerate(paths, start=2):
+        pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(RedisKeys("default").channel)
+        assert main(["notify", path, "--version", str(version), "--redis-url", redis_url]) == 0
+        message = None
+        for _ in range(20):
+            message = message or pubsub.get_message(timeout=0.1)
+        assert message is not None and json.loads(message["data"])["model_path"] == path
+        pubsub.close()
+        assert "does not exist on this machine" in capsys.readouterr().err
