@@ -152,7 +152,8 @@ def test_a_repeated_header_is_read_as_the_route_reads_it_its_first_copy(
     with client_for(api_key=KEY) as client:
 
         def post(*headers: tuple[str, str]) -> int:
-            return client.post("/sac/predict", content=body, headers=list(headers)).status_code
+            answer = client.post("/sac/predict", content=body, headers=list(headers))
+            return int(answer.status_code)
 
         key, wrong = ("x-api-key", KEY), ("x-api-key", "wrong")
         bearer, bad_bearer = ("authorization", f"Bearer {KEY}"), ("authorization", "Bearer no")
