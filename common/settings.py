@@ -70,9 +70,10 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(2.0, gt=0, validation_alias=_env("FKS_HEARTBEAT_SECONDS"))
     torch_threads: int = Field(1, ge=0, validation_alias=_env("FKS_TORCH_THREADS"))
     # How long a background thread may hold the GIL while the event loop waits for it
-    # (sys.setswitchinterval; 0 leaves Python's 5 ms): bench/storm.py measures both.
+    # (sys.setswitchinterval; 0 leaves Python's 5 ms, which gave the lowest storm p99 of 0.5,
+    # 1, 2 and 5 ms in one run: bench/storm.py measures 0.5 beside it).
     switch_interval_ms: float = Field(
-        0.5, ge=0, le=100, validation_alias=_env("FKS_SWITCH_INTERVAL_MS")
+        0.0, ge=0, le=100, validation_alias=_env("FKS_SWITCH_INTERVAL_MS")
     )
 
     @field_validator("switch_interval_ms")

@@ -157,14 +157,15 @@ class ServingNode:
         Sets torch's intra-op threads and numpy's BLAS threads to ``FKS_TORCH_THREADS``
         (default 1; 0 leaves them; ``subscriber/runtime/threads.py``): a server of small policies
         gains nothing from them, and their spinning steals the CPU from Redis and the other
-        requests (bench/swap_latency.py shows it on 2 cores). Sets the interpreter's switch
-        interval to ``FKS_SWITCH_INTERVAL_MS`` (default 0.5 ms; 0 leaves it), so a request
-        waits at most that long for a background thread to give the GIL back.
+        requests (bench/swap_latency.py shows it on 2 cores). With ``FKS_SWITCH_INTERVAL_MS``
+        set (default 0: Python's 5 ms is left), sets the interpreter's switch interval: the
+        longest a request waits for a background thread to give the GIL back.
         """
         limit_threads(self.settings.torch_threads)
         if self.settings.switch_interval_ms > 0:
             # A thread that loads, acks or parses holds the GIL for at most this long while a
-            # request waits for it (Python's default is 5 ms; bench/storm.py measures both).
+            # request waits for it (Python's default, 5 ms, is kept unless this is set:
+            # shorter intervals gave a higher storm p99 in bench/storm.py).
             sys.setswitchinterval(self.settings.switch_interval_ms / 1000)
         self.operations.start()
         # The built-ins and the fks.architectures entry points, registered before any load.

@@ -37,7 +37,7 @@ def test_quick_benchmarks_write_every_section_and_plot(tmp_path: Path) -> None:
         "sum: delivered + load 300 KB (floor)", "ours (push), JIT", "ours, stale notices (control)",
         "seed design, tier 1 (one stat)", "seed design, tier 1, JIT",
         "seed design, tier 2 (30 files)", "control (no load) storm p99 / seed tier 1 storm p99",
-        "ours (push), Python's 5 ms switch interval", "stale notice (served version again)",
+        "ours (push), switch interval 0.5 ms", "stale notice (served version again)",
         "swap, sac_actor 300 KB", "swap, sac_actor 4 MB", "swap, dqn 300 KB",
         "ours /sac/predict (API key, metrics)",
     ):  # fmt: skip

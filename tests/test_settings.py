@@ -162,10 +162,10 @@ def test_a_switch_interval_that_is_not_one_is_refused_by_name(
         Settings()
 
 
-def test_the_switch_interval_defaults_to_half_a_millisecond_and_zero_is_allowed(
+def test_the_switch_interval_is_left_to_python_unless_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FKS_SWITCH_INTERVAL_MS", raising=False)
-    assert Settings().switch_interval_ms == 0.5
-    monkeypatch.setenv("FKS_SWITCH_INTERVAL_MS", "0")
     assert Settings().switch_interval_ms == 0
+    monkeypatch.setenv("FKS_SWITCH_INTERVAL_MS", "0.5")
+    assert Settings().switch_interval_ms == 0.5
