@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 __all__ = [
-    "LARGE_BODY_BYTES", "declared_length", "has_body", "reply", "route_path", "unread_may_be_large",
+    "LARGE_BODY_BYTES", "declared_length", "has_body", "replaying", "reply", "route_path",
+    "unread_may_be_large",
 ]  # fmt: skip
 
 LARGE_BODY_BYTES = 64 * 1024
@@ -74,3 +75,13 @@ async def reply(
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
+
+
+def replaying(first: Message, receive: Receive) -> Receive:
+    """``receive`` that hands out ``first`` (a message already read) before anything else."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay

@@ -30,7 +30,8 @@ from common.settings import Settings
 from subscriber.web.asgi import reply, route_path, unread_may_be_large
 
 __all__ = [
-    "PUBLIC_PATHS", "ApiKey", "ApiKeyGuard", "Protection", "first_headers", "require_api_key",
+    "PUBLIC_PATHS", "ApiKey", "ApiKeyGuard", "Protection", "first_headers", "key_allows",
+    "require_api_key",
 ]  # fmt: skip
 
 PUBLIC_PATHS = frozenset({"/sac/health", "/sac/ready"})
@@ -104,17 +105,22 @@ def _key_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, 
     return authorization, x_api_key
 
 
+def key_allows(
+    settings: Settings | None, authorization: bytes | None, x_api_key: bytes | None
+) -> bool:
+    """The routes' own key check (beside the guard's): no key configured, or the right one."""
+    key = settings.api_key if settings is not None else None
+    return key is None or key_matches(authorization, x_api_key, key.get_secret_value().encode())
+
+
 async def require_api_key(request: Request) -> None:
     settings: Settings | None = getattr(request.app.state, "fks_settings", None)
-    if settings is None or settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
     headers = request.headers
     authorization, x_api_key = headers.get("authorization"), headers.get("x-api-key")
-    if not key_matches(
+    if not key_allows(
+        settings,
         authorization.encode("latin-1") if authorization is not None else None,
         x_api_key.encode("latin-1") if x_api_key is not None else None,
-        expected,
     ):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail=DETAIL, headers={"WWW-Authenticate": "Bearer"}

@@ -21,7 +21,14 @@ from dataclasses import KW_ONLY, dataclass, field
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from subscriber.web.asgi import LARGE_BODY_BYTES, declared_length, has_body, reply, route_path
+from subscriber.web.asgi import (
+    LARGE_BODY_BYTES,
+    declared_length,
+    has_body,
+    replaying,
+    reply,
+    route_path,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RETRY_AFTER_SECONDS", "BodyGuard"]
 
@@ -65,12 +72,7 @@ class BodyGuard:
             return
         if message is None:  # the client went away while sending: nobody to answer
             return
-        replayed = [message]
-
-        async def replay() -> Message:
-            return replayed.pop() if replayed else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(message, receive), send)
 
     async def _read(self, scope: Scope, receive: Receive) -> Message | None:
         """The whole body as one ``http.request`` message; None if the client disconnected."""

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from subscriber.web.asgi import route_path
-from subscriber.web.auth import first_headers, key_matches
+from subscriber.web.asgi import replaying, route_path
+from subscriber.web.auth import first_headers, key_allows
 from subscriber.web.predict import answer_one, json_text
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class HotPredict:
             await self.app(scope, receive, send)
             return
         message = await receive()
-        replay = _Replay(message, receive)
+        replay = replaying(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):
             await self.app(scope, replay, send)  # not one whole body: FastAPI reads it
             return
@@ -90,7 +90,8 @@ class HotPredict:
         state = getattr(scope.get("app"), "state", None)
         node: ServingNode | None = getattr(state, "fks_node", None)
         settings: Settings | None = getattr(state, "fks_settings", None)
-        if plain is None or node is None or not _authorized(settings, authorization, x_api_key):
+        # the route's own key check: a refusal is the route's to answer
+        if plain is None or node is None or not key_allows(settings, authorization, x_api_key):
             await self.app(scope, replay, send)
             return
         try:
@@ -102,25 +103,3 @@ class HotPredict:
         else:
             response = Response(json_text(answer), media_type="application/json")
         await response(scope, replay, send)
-
-
-def _authorized(
-    settings: Settings | None, authorization: bytes | None, x_api_key: bytes | None
-) -> bool:
-    """The route's own key check (``require_api_key``): False hands the request to it."""
-    key = settings.api_key if settings is not None else None
-    return key is None or key_matches(authorization, x_api_key, key.get_secret_value().encode())
-
-
-class _Replay:
-    """``receive`` that gives the message already read first."""
-
-    def __init__(self, first: Message, receive: Receive) -> None:
-        self._first: Message | None = first
-        self._receive = receive
-
-    async def __call__(self) -> Message:
-        if self._first is not None:
-            message, self._first = self._first, None
-            return message
-        return await self._receive()
