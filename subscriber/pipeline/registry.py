@@ -89,7 +89,8 @@ class NodeRegistry(BackgroundLoop):
         self._lock = threading.Lock()  # one write at a time: entries land in order
         self._closed = False
         self._watch_until = 0.0  # monotonic: a canary until then
-        self._acks: deque[str] = deque(maxlen=RECENT_ACKS)  # each as JSON
+        # each recent ack as a dict (the signed entry) and as its JSON (spliced in unsigned)
+        self._acks: deque[tuple[dict[str, Any], str]] = deque(maxlen=RECENT_ACKS)
         self._pid = os.getpid()
         self._host = socket.gethostname()
 
@@ -100,7 +101,7 @@ class NodeRegistry(BackgroundLoop):
         return self.canary_interval if time.monotonic() < self._watch_until else self.interval
 
     def entry(self) -> dict[str, Any]:
-        entry = {**self._head(), "acks": [json.loads(text) for text in self._acks]}
+        entry = {**self._head(), "acks": [fields for fields, _ in self._acks]}
         return sign_entry(entry, self.secret) if self.secret else entry
 
     def entry_json(self) -> str:
@@ -110,7 +111,7 @@ class NodeRegistry(BackgroundLoop):
         if self.secret:
             return json.dumps(self.entry())
         head = json.dumps(self._head())
-        return f'{head[:-1]}, "acks": [{", ".join(self._acks)}]}}'
+        return f'{head[:-1]}, "acks": [{", ".join(text for _, text in self._acks)}]}}'
 
     def _head(self) -> dict[str, Any]:
         return {
@@ -163,7 +164,8 @@ class NodeRegistry(BackgroundLoop):
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
             for ack in acks:
-                self._acks.append(json.dumps(ack.recent_dict()))
+                fields = ack.recent_dict()
+                self._acks.append((fields, json.dumps(fields)))
             pipe = self._redis().pipeline(transaction=False)
             written = not self._closed
             if written:
