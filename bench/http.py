@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench._util import make_checkpoint, summary_ms
+from bench._util import make_checkpoint, stat_cpu, summary_ms
 from fks.redis_server import EmbeddedRedis, free_port
 from publisher import CheckpointNotifier
 
@@ -70,8 +70,7 @@ class Uvicorn:
 
     def cpu(self) -> float:
         """The server process's CPU seconds so far (user + system, all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu(Path(f"/proc/{self.proc.pid}/stat"))[1]
 
     def measured(self, path: str, seconds: float, **options: Any) -> dict[str, float]:
         """:func:`load` on ``path``, with the server's CPU µs per request (``cpu_us``)."""

@@ -18,7 +18,6 @@ subscribed, then answers one line per command read from stdin:
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import threading
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._util import listening
+from bench._util import listening, stat_cpu
 from common.settings import Settings
 from subscriber import ServingNode
 from subscriber.model.loader import prepare_checkpoint
@@ -70,18 +69,15 @@ def native_tasks() -> dict[str, float]:
     """CPU seconds of the process's threads that Python did not start (BLAS, OpenMP, …), by
     their kernel name (clock ticks: 10 ms resolution)."""
     ours = {t.native_id for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: defaultdict[str, float] = defaultdict(float)
     for task in Path("/proc/self/task").iterdir():
         if int(task.name) in ours:
             continue
         try:
-            text = (task / "stat").read_text()
-        except OSError:
+            name, seconds = stat_cpu(task / "stat")
+        except OSError:  # it ended meanwhile
             continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        out[f"native: {name}"] += (int(fields[11]) + int(fields[12])) / tick
+        out[f"native: {name}"] += seconds
     return dict(out)
 
 
