@@ -125,6 +125,9 @@ def test_a_demoted_master_answering_readonly_costs_one_retry(
 def test_readonly_twice_is_not_sent_after_one_retry(sentinels: SentinelSet, incoming: Path) -> None:
     """A plain URL naming a replica: READONLY, one retry, READONLY again → not_sent with the
     reason, nothing published."""
+    # an earlier test's failover may have been tried again in a new epoch and left its first
+    # pick a master of nothing (accepting writes): settled, every other node is a replica
+    sentinels.wait_settled()
     master = sentinels.master_port()
     replica = next(n.port for n in sentinels.nodes if n.port != master and n.process is not None)
     with CheckpointNotifier(f"redis://127.0.0.1:{replica}/0") as notifier:
