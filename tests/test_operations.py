@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,16 +23,21 @@ Workers = Callable[..., list[Operations]]
 
 @pytest.fixture
 def workers(settings_for: Callable[..., Settings]) -> Iterator[Workers]:
-    """``count`` workers' operations, each on its own holder; only ``running`` listen."""
+    """``count`` workers' operations, each on its own holder; only ``running`` listen; the
+    one in slot ``i`` has reloaded the files of ``serving[i]`` in turn."""
     made: list[Operations] = []
     directory = Path(tempfile.mkdtemp(prefix="fks-ops-"))  # short: a socket path is <108 bytes
 
-    def make(count: int = 2, running: int | None = None) -> list[Operations]:
+    def make(
+        count: int = 2, running: int | None = None, serving: Sequence[Sequence[Path]] = ()
+    ) -> list[Operations]:
         for slot in range(count if running is None else running):
             ops = Operations(ModelHolder(settings_for()), f"w{slot}")
             ops.siblings = Siblings(
                 directory, slot, count, node_ids=lambda s: f"w{s}", handler=ops.handle
             ).start()
+            for path in serving[slot] if slot < len(serving) else ():
+                ops.holder.reload(path)
             made.append(ops)
         return made
 
@@ -43,9 +48,10 @@ def workers(settings_for: Callable[..., Settings]) -> Iterator[Workers]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def serve(ops: Operations, *paths: Path) -> None:
-    for path in paths:
-        ops.holder.reload(path)
+@pytest.fixture
+def files(model_root: Path) -> tuple[Path, Path]:
+    """Versions 1 and 2 of a checkpoint, in the model root."""
+    return write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
 
 
 def versions(workers: list[Operations]) -> list[int | None]:
@@ -53,13 +59,10 @@ def versions(workers: list[Operations]) -> list[int | None]:
 
 
 def test_a_rollback_rolls_every_worker_back_and_a_second_one_is_refused_everywhere(
-    workers: Workers, model_root: Path
+    workers: Workers, files: tuple[Path, Path]
 ) -> None:
     """Both workers roll back before the answer; the next rollback is 409 on any worker."""
-    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
-    w0, w1 = workers()
-    serve(w0, one, two)
-    serve(w1, one, two)
+    w0, w1 = workers(serving=(files, files))
     done = w0.rollback()
     assert done.model.version == 1 and done.nodes == ["w0", "w1"]
     assert versions([w0, w1]) == [1, 1]
@@ -70,13 +73,10 @@ def test_a_rollback_rolls_every_worker_back_and_a_second_one_is_refused_everywhe
 
 
 def test_workers_that_disagree_are_named_and_none_rolls_back(
-    workers: Workers, model_root: Path
+    workers: Workers, files: tuple[Path, Path]
 ) -> None:
     """A worker that keeps another previous model: 409 naming it, nothing rolled back."""
-    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
-    w0, w1 = workers()
-    serve(w0, one, two)
-    serve(w1, two)  # restarted later: it keeps no previous model
+    w0, w1 = workers(serving=(files, files[1:]))  # w1 restarted later: no previous model
     with pytest.raises(NotEveryWorker) as refused:
         w0.rollback()
     assert refused.value.status == 409
@@ -87,12 +87,10 @@ def test_workers_that_disagree_are_named_and_none_rolls_back(
 
 
 def test_a_worker_that_does_not_answer_is_named_and_none_rolls_back(
-    workers: Workers, model_root: Path
+    workers: Workers, files: tuple[Path, Path]
 ) -> None:
     """A sibling that is not running: 503 naming it, and this worker keeps its model."""
-    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
-    (w0,) = workers(count=2, running=1)
-    serve(w0, one, two)
+    (w0,) = workers(count=2, running=1, serving=[files])
     with pytest.raises(NotEveryWorker) as refused:
         w0.rollback()
     assert refused.value.status == 503 and "w1 did not answer" in str(refused.value)
@@ -100,13 +98,11 @@ def test_a_worker_that_does_not_answer_is_named_and_none_rolls_back(
 
 
 def test_a_sibling_rolls_back_only_from_the_models_it_was_asked_about(
-    workers: Workers, model_root: Path
+    workers: Workers, files: tuple[Path, Path]
 ) -> None:
     """On the channel, a rollback names what it rolls back from: another decision taken
     meanwhile is refused (409), a worker already on the target counts as done."""
-    one, two = write_checkpoint(model_root, 1).path, write_checkpoint(model_root, 2).path
-    (w0,) = workers(count=1)
-    serve(w0, one, two)
+    (w0,) = workers(count=1, serving=[files])
     current, previous = w0.holder.current(), w0.holder.previous
     assert current is not None and previous is not None
     refused = w0.handle({"op": "rollback", "current": "elsewhere", "previous": "older"})
@@ -122,9 +118,7 @@ def test_a_reload_puts_every_worker_on_the_same_newest_file(
 ) -> None:
     """The worker asked reloads the resolved checkpoint, then every sibling that same file."""
     one = write_checkpoint(model_root, 1).path
-    w0, w1 = workers()
-    serve(w0, one)
-    serve(w1, one)
+    w0, w1 = workers(serving=([one], [one]))
     newest = write_checkpoint(model_root, 3).path
     done = w1.reload()
     assert done.nodes == ["w1", "w0"]
