@@ -368,3 +368,31 @@ def test_a_refused_message_does_not_end_a_canary_s_fast_reports(
         promoted = notifier.notify(canary.path, version=2, wait_for="all")  # the promotion
         assert promoted.acks is not None and promoted.acks.acks[0].outcome == "stale"
     wait_for(lambda: not node.registry.watched, timeout=5)
+
+
+def test_an_ack_that_fails_ends_neither_the_session_nor_the_swap(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The acker raising on every ack (refused garbage on the listener, a swap on the
+    applier): the session stays up, the checkpoint is served, the failure is logged."""
+    node = start_node(redis_url, node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=5)
+    assert node.acker is not None
+    sessions = node.listener.sessions
+
+    def broken(ack: Ack) -> None:
+        raise RuntimeError("the acker is broken")
+
+    monkeypatch.setattr(node.acker, "ack", broken)
+    redis_client.publish(KEYS.channel, "not json {")
+    wait_for(lambda: node.listener.counters["rejected_not_json"] == 1, timeout=5)
+    saved = write_checkpoint(model_root / "incoming", 1)
+    with CheckpointNotifier(redis_url) as notifier:
+        assert notifier.notify(saved.path, version=1).sent
+    wait_for(lambda: getattr(node.holder.current(), "version", None) == 1, timeout=5)
+    assert node.listener.connected and node.listener.sessions == sessions
+    assert node.applier.counters["apply_errors"] == 0

@@ -119,7 +119,7 @@ class CheckpointSubscriber(BackgroundLoop):
         self.holder = holder
         self.clock = clock or RedisClock()
         self.node_id = node_id
-        self.report = report
+        self.report = report  # never raises (the node's own acks: subscriber/node.py)
         self.applier = applier
         self.judged = judged
         self.replay = replay
@@ -482,8 +482,8 @@ class CheckpointSubscriber(BackgroundLoop):
             self.counters["ignored"] += 1
             if via == "latest":
                 self._latest = notification
-            else:
-                self._tell("ignored", "not_targeted", notification, raw, received)
+            elif self.report is not None:
+                self.report("ignored", "not_targeted", notification, raw, received)
             log.debug("a message for nodes %s only: ignored", notification.nodes)
             return
         decided = None
@@ -579,22 +579,8 @@ class CheckpointSubscriber(BackgroundLoop):
         self.counters[f"rejected_{reason}"] += 1
         self.holder.record_rejection(reason, detail, via)
         log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
-        if via == "channel":
-            self._tell("rejected", reason, parsed, raw, received)
-
-    def _tell(
-        self,
-        outcome: AckOutcome,
-        reason: str,
-        notification: CheckpointNotification | None,
-        raw: bytes,
-        received: float,
-    ) -> None:
-        if self.report is not None:
-            try:
-                self.report(outcome, reason, notification, raw, received)
-            except Exception:  # noqa: BLE001 - an ack never ends a session
-                log.exception("reporting a judged message failed")
+        if via == "channel" and self.report is not None:
+            self.report("rejected", reason, parsed, raw, received)
 
 
 def _socket_of(pubsub: PubSub) -> socket.socket | None:
