@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,30 @@ class AckTap:
         self.client.close()
 
 
+@dataclass(frozen=True)
+class Rig:
+    """A test's Redis (its URL and a client), its model root, and its nodes."""
+
+    url: str
+    redis: redis.Redis
+    root: Path
+    start: Callable[..., ServingNode]
+
+    def node(self, **settings: Any) -> ServingNode:
+        """A serving node on this Redis (``node_id=...`` and any other setting)."""
+        return self.start(self.url, **settings)
+
+
+@pytest.fixture
+def rig(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: Callable[..., ServingNode],
+    model_root: Path,
+) -> Rig:
+    return Rig(redis_url, redis_client, model_root, start_node)
+
+
 @pytest.fixture
 def tap(redis_url: str) -> Iterator[AckTap]:
     t = AckTap(redis_url)
@@ -88,20 +113,17 @@ def entry(client: redis.Redis, node: str) -> dict[str, Any]:
 
 
 def test_every_outcome_is_acked_and_the_registry_follows_at_once(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     tap: AckTap,
 ) -> None:
     """applied, stale, rejected (with its reason) and a message that is not JSON: one ack
     each, carrying the message's version, sha256 and path; the registry entry (heartbeat
     every 60 s) already shows the new version when the applied ack arrives."""
-    node = start_node(redis_url, node_id="n1", heartbeat_seconds=60)
+    node = rig.node(node_id="n1", heartbeat_seconds=60)
     wait_for(lambda: node.listener.connected, timeout=5)
-    wait_for(lambda: entry(redis_client, "n1"), timeout=5)
-    v2, v1 = write_checkpoint(model_root, 2), write_checkpoint(model_root, 1)
-    with CheckpointNotifier(redis_url) as notifier:
+    wait_for(lambda: entry(rig.redis, "n1"), timeout=5)
+    v2, v1 = write_checkpoint(rig.root, 2), write_checkpoint(rig.root, 1)
+    with CheckpointNotifier(rig.url) as notifier:
         assert notifier.notify(v2.path, version=2)
         wait_for(lambda: tap.of("n1", 2), timeout=5)
         applied = tap.of("n1", 2)[0]
@@ -109,7 +131,7 @@ def test_every_outcome_is_acked_and_the_registry_follows_at_once(
         assert applied.sha256 == v2.sha256 and applied.model_path == str(v2.path)
         assert applied.generation == node.holder.generation and applied.ms > 0
         # the entry was rewritten before the ack was sent, not on the 60 s heartbeat
-        assert entry(redis_client, "n1")["version"] == 2
+        assert entry(rig.redis, "n1")["version"] == 2
 
         assert notifier.notify(v1.path, version=1)
         wait_for(lambda: tap.of("n1", 1), timeout=5)
@@ -121,7 +143,7 @@ def test_every_outcome_is_acked_and_the_registry_follows_at_once(
         wait_for(lambda: tap.of("n1", 3), timeout=5)
         bad = tap.of("n1", 3)[0]
         assert (bad.outcome, bad.reason, bad.sha256) == ("rejected", "sha256_mismatch", "0" * 64)
-    redis_client.publish(KEYS.channel, "not json {")
+    rig.redis.publish(KEYS.channel, "not json {")
     wait_for(lambda: any(a.reason == "not_json" for a in tap.acks), timeout=5)
     garbage = next(a for a in tap.acks if a.reason == "not_json")
     assert garbage.outcome == "rejected" and garbage.version is None and garbage.node == "n1"
@@ -136,24 +158,21 @@ def test_every_outcome_is_acked_and_the_registry_follows_at_once(
 
 
 def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     tap: AckTap,
 ) -> None:
     """Sent to n1 only: n1 applies it, n2 acks `ignored` and keeps its model, :latest keeps
     the fleet's decision (publisher and n1's record both leave it), and a node started
     afterwards catches up on the fleet's version, not the canary."""
-    v1, v2 = write_checkpoint(model_root, 1), write_checkpoint(model_root, 2)
-    with CheckpointNotifier(redis_url) as notifier:
+    v1, v2 = write_checkpoint(rig.root, 1), write_checkpoint(rig.root, 2)
+    with CheckpointNotifier(rig.url) as notifier:
         assert notifier.notify(v1.path, version=1)
-    n1 = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
-    n2 = start_node(redis_url, node_id="n2", heartbeat_seconds=0.3)
+    n1 = rig.node(node_id="n1", heartbeat_seconds=0.3)
+    n2 = rig.node(node_id="n2", heartbeat_seconds=0.3)
     for n in (n1, n2):
         wait_for(lambda n=n: n.holder.current() is not None and n.listener.connected)  # type: ignore[misc]
-    before = redis_client.get(KEYS.latest)
-    with CheckpointNotifier(redis_url) as notifier:
+    before = rig.redis.get(KEYS.latest)
+    with CheckpointNotifier(rig.url) as notifier:
         result = notifier.notify(v2.path, version=2, nodes=["n1"], wait_for="all", timeout=5)
     assert result.sent and not result.latest_updated
     assert result.acks is not None and result.acks.ok, result.acks
@@ -162,7 +181,7 @@ def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
     assert n1.holder.current().version == 2  # type: ignore[union-attr]
     assert n2.holder.current().version == 1  # type: ignore[union-attr]
     n1.applier.wait_idle(2)
-    assert redis_client.get(KEYS.latest) == before
+    assert rig.redis.get(KEYS.latest) == before
     assert not any(key.startswith("record_") for key in n1.applier.counters)
     # and the RECORD script itself refuses a targeted message (defence in depth)
     assert n1.recorder is not None and result.notification is not None
@@ -171,25 +190,23 @@ def test_a_targeted_message_reaches_only_its_nodes_and_never_latest(
         n1.recorder._script("record")(keys=[KEYS.latest, KEYS.version], args=[raw, "", "2", ""])
         == -2
     )
-    n3 = start_node(redis_url, node_id="n3", heartbeat_seconds=0.3)
+    n3 = rig.node(node_id="n3", heartbeat_seconds=0.3)
     assert n3.holder.current().version == 1  # type: ignore[union-attr]
     # n1 reconnects (its connection killed): it keeps the canary, and puts nothing in :latest
-    redis_client.client_kill_filter(_type="pubsub")
+    rig.redis.client_kill_filter(_type="pubsub")
     wait_for(lambda: n1.listener.sessions >= 2, timeout=5)
     assert n1.holder.current().version == 2  # type: ignore[union-attr]
-    assert redis_client.get(KEYS.latest) == before
+    assert rig.redis.get(KEYS.latest) == before
 
 
 def test_unknown_target_ids_are_named_in_a_warning(
-    redis_url: str,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Ids of `nodes` that no live node has are warned about by name and returned."""
-    start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
-    saved = write_checkpoint(model_root, 1)
-    with CheckpointNotifier(redis_url) as notifier:
+    rig.node(node_id="n1", heartbeat_seconds=0.3)
+    saved = write_checkpoint(rig.root, 1)
+    with CheckpointNotifier(rig.url) as notifier:
         result = notifier.notify(saved.path, version=1, nodes=["n1", "ghost-7", "ghost-8"])
     assert result.sent and result.unknown_nodes == ("ghost-7", "ghost-8")
     assert any("ghost-7, ghost-8" in r.getMessage() for r in caplog.records)
@@ -201,28 +218,25 @@ def test_unknown_target_ids_are_named_in_a_warning(
     ids=["empty", "space", "too-long", "too-many", "newline", "not-a-list", "not-a-string"],
 )
 def test_hostile_target_lists_are_rejected_with_a_reason(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     tap: AckTap,
     nodes: object,
 ) -> None:
     """A `nodes` field that is not a bounded list of valid ids is refused by the node
     (acked `rejected`, counted as invalid_field), the served model untouched; the publisher
     refuses to send one (ValueError)."""
-    incoming = model_root / "incoming"  # not scanned: nothing is served unless announced
+    incoming = rig.root / "incoming"  # not scanned: nothing is served unless announced
     incoming.mkdir()
     saved = write_checkpoint(incoming, 1)
-    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
+    node = rig.node(node_id="n1", heartbeat_seconds=0.3)
     wait_for(lambda: node.listener.connected)
-    redis_client.publish(KEYS.channel, json.dumps({"model_path": str(saved.path), "nodes": nodes}))
+    rig.redis.publish(KEYS.channel, json.dumps({"model_path": str(saved.path), "nodes": nodes}))
     wait_for(lambda: tap.acks, timeout=5)
     assert (tap.acks[0].outcome, tap.acks[0].reason) == ("rejected", "invalid_field")
     assert node.listener.counters["rejected_invalid_field"] == 1
     assert node.holder.current() is None
     if isinstance(nodes, list):
-        with CheckpointNotifier(redis_url) as notifier, pytest.raises(ValueError):
+        with CheckpointNotifier(rig.url) as notifier, pytest.raises(ValueError):
             notifier.notify(saved.path, nodes=nodes)
 
 
@@ -257,42 +271,36 @@ def test_a_node_id_that_no_message_could_name_is_refused_at_start(bad: str) -> N
 
 
 def test_junk_and_forged_acks_do_not_confuse_a_waiting_publisher(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
 ) -> None:
     """While the publisher waits, the acks channel also carries garbage, an oversized blob
     and acks of another message: only the acks of its own message count."""
-    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3)
-    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
-    saved = write_checkpoint(model_root, 5)
+    node = rig.node(node_id="n1", heartbeat_seconds=0.3)
+    wait_for(lambda: node.listener.connected and entry(rig.redis, "n1"))
+    saved = write_checkpoint(rig.root, 5)
     other = Ack(node="n1", outcome="rejected", reason="forged", version=4).to_json()
     junk = ("{", "[]", "x" * 20000, '{"node":"n 1","outcome":"applied"}', other)
-    with flooding(redis_client, *junk), CheckpointNotifier(redis_url) as notifier:
+    with flooding(rig.redis, *junk), CheckpointNotifier(rig.url) as notifier:
         result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
     assert result.acks is not None and result.acks.ok, result.acks
     assert [(a.node, a.outcome, a.version) for a in result.acks.acks] == [("n1", "applied", 5)]
 
 
 def test_with_a_secret_only_signed_acks_count(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     tap: AckTap,
 ) -> None:
     """FKS_NOTIFY_SECRET: the node signs its acks; a waiting publisher holding the secret
     ignores a flood of unsigned and wrongly signed acks claiming the node rejected it."""
-    node = start_node(redis_url, node_id="n1", heartbeat_seconds=0.3, notify_secret="s3cret")
-    wait_for(lambda: node.listener.connected and entry(redis_client, "n1"))
-    saved = write_checkpoint(model_root, 5)
+    node = rig.node(node_id="n1", heartbeat_seconds=0.3, notify_secret="s3cret")
+    wait_for(lambda: node.listener.connected and entry(rig.redis, "n1"))
+    saved = write_checkpoint(rig.root, 5)
     forged = Ack(node="n1", outcome="rejected", reason="forged", version=5, sha256=saved.sha256,
                  model_path=str(saved.path))  # fmt: skip
     unsigned, wrongly_signed = forged.to_json(), forged.signed("wrong").to_json()
     with (
-        flooding(redis_client, unsigned, wrongly_signed),
-        CheckpointNotifier(redis_url, secret="s3cret") as notifier,
+        flooding(rig.redis, unsigned, wrongly_signed),
+        CheckpointNotifier(rig.url, secret="s3cret") as notifier,
     ):
         result = notifier.notify(saved.path, version=5, wait_for="all", timeout=5)
     assert result.acks is not None and result.acks.ok, result.acks
@@ -308,10 +316,7 @@ def test_with_a_secret_only_signed_acks_count(
 
 
 def test_a_wait_whose_connection_is_killed_resumes_and_reads_what_it_missed(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
 ) -> None:
     """f3: CLIENT KILL of the waiting publisher's pub/sub connection, then the node acks
     while nobody listens. The wait subscribes again within its timeout and reads the ack back
@@ -319,19 +324,19 @@ def test_a_wait_whose_connection_is_killed_resumes_and_reads_what_it_missed(
     from common.ack import answer_digest
     from publisher.acks import AckWaiter
 
-    write_checkpoint(model_root, 1)
-    start_node(redis_url, node_id="n1")
-    wait_for(lambda: redis_client.hget(KEYS.nodes, "n1"), timeout=5)
-    v2 = write_checkpoint(model_root, 2, name="model_2_new.pt")
-    with CheckpointNotifier(redis_url) as notifier:
-        before = {int(c["id"]) for c in redis_client.client_list()}
+    write_checkpoint(rig.root, 1)
+    rig.node(node_id="n1")
+    wait_for(lambda: rig.redis.hget(KEYS.nodes, "n1"), timeout=5)
+    v2 = write_checkpoint(rig.root, 2, name="model_2_new.pt")
+    with CheckpointNotifier(rig.url) as notifier:
+        before = {int(c["id"]) for c in rig.redis.client_list()}
         with AckWaiter(notifier.client(), KEYS) as waiter:
-            (mine,) = [c for c in redis_client.client_list()
+            (mine,) = [c for c in rig.redis.client_list()
                        if int(c["id"]) not in before and c.get("sub") == "1"]  # fmt: skip
-            redis_client.client_kill_filter(_id=mine["id"])
+            rig.redis.client_kill_filter(_id=mine["id"])
             sent = notifier.notify(v2.path, version=2)
             assert sent.notification is not None
-            wait_for(lambda: (entry(redis_client, "n1").get("version")) == 2, timeout=5)
+            wait_for(lambda: (entry(rig.redis, "n1").get("version")) == 2, timeout=5)
             report = waiter.collect(
                 answers=answer_digest(sent.notification.to_json()),
                 wait_for="all",
@@ -345,23 +350,20 @@ def test_a_wait_whose_connection_is_killed_resumes_and_reads_what_it_missed(
 
 
 def test_a_refused_message_does_not_end_a_canary_s_fast_reports(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
 ) -> None:
     """x11: a canary (it judged a message targeted at it) writes its entry every 0.25 s
     until it judges a message for every node; a message it refuses (garbage, a replay) does
     not end that, so a soak keeps seeing a dead canary within a second."""
-    write_checkpoint(model_root, 1)
-    node = start_node(redis_url, node_id="n1")
+    write_checkpoint(rig.root, 1)
+    node = rig.node(node_id="n1")
     wait_for(lambda: node.listener.connected, timeout=5)
-    with CheckpointNotifier(redis_url) as notifier:
-        canary = write_checkpoint(model_root, 2, name="model_2_canary.pt")
+    with CheckpointNotifier(rig.url) as notifier:
+        canary = write_checkpoint(rig.root, 2, name="model_2_canary.pt")
         assert notifier.notify(canary.path, version=2, nodes=["n1"], wait_for=1).sent
         wait_for(lambda: node.registry.watched, timeout=5)
-        redis_client.publish(KEYS.channel, "not json {")
-        old = notifier.notify(model_root / "model_1.pt", version=1, wait_for=1)  # stale
+        rig.redis.publish(KEYS.channel, "not json {")
+        old = notifier.notify(rig.root / "model_1.pt", version=1, wait_for=1)  # stale
         assert old.acks is not None and old.acks.acks[0].reason == "stale_version"
         wait_for(lambda: node.listener.counters["rejected_not_json"] == 1, timeout=5)
         assert node.registry.watched
@@ -371,15 +373,12 @@ def test_a_refused_message_does_not_end_a_canary_s_fast_reports(
 
 
 def test_an_ack_that_fails_ends_neither_the_session_nor_the_swap(
-    redis_url: str,
-    redis_client: redis.Redis,
-    start_node: Callable[..., ServingNode],
-    model_root: Path,
+    rig: Rig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The acker raising on every ack (refused garbage on the listener, a swap on the
     applier): the session stays up, the checkpoint is served, the failure is logged."""
-    node = start_node(redis_url, node_id="n1")
+    node = rig.node(node_id="n1")
     wait_for(lambda: node.listener.connected, timeout=5)
     assert node.acker is not None
     sessions = node.listener.sessions
@@ -388,10 +387,10 @@ def test_an_ack_that_fails_ends_neither_the_session_nor_the_swap(
         raise RuntimeError("the acker is broken")
 
     monkeypatch.setattr(node.acker, "ack", broken)
-    redis_client.publish(KEYS.channel, "not json {")
+    rig.redis.publish(KEYS.channel, "not json {")
     wait_for(lambda: node.listener.counters["rejected_not_json"] == 1, timeout=5)
-    saved = write_checkpoint(model_root / "incoming", 1)
-    with CheckpointNotifier(redis_url) as notifier:
+    saved = write_checkpoint(rig.root / "incoming", 1)
+    with CheckpointNotifier(rig.url) as notifier:
         assert notifier.notify(saved.path, version=1).sent
     wait_for(lambda: getattr(node.holder.current(), "version", None) == 1, timeout=5)
     assert node.listener.connected and node.listener.sessions == sessions
