@@ -338,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--instance", help="instance id (default: $FKS_INSTANCE_ID or 'default')")
         p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
 
+    def trainer(p: argparse.ArgumentParser, steps: int, every: int) -> None:
+        """What the demo trainer trains, and for how long (fks train, fks demo)."""
+        p.add_argument("--steps", type=int, default=steps, help=f"environment steps ({steps})")
+        p.add_argument("--every", type=int, default=every, help=f"checkpoint interval ({every})")
+        p.add_argument("--algo", choices=["sac", "dqn"], default="sac",
+                       help="sac: the continuous sac_actor (default); "
+                       "dqn: a dqn Q-network over short/flat/long")  # fmt: skip
+
     serve = sub.add_parser("serve", help="run the server (uvicorn)", description=(
         "Run the FastAPI server: /sac/* and /metrics, hot-reloading checkpoints announced on "
         "Redis, falling back to an os.stat per request while Redis is away."))  # fmt: skip
@@ -357,8 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="the demo trainer", description=(
         "Train SAC on a simulated pair spread; every N steps save a checkpoint atomically "
         "and announce it with its metrics."))  # fmt: skip
-    train.add_argument("--steps", type=int, default=5000, help="environment steps (5000)")
-    train.add_argument("--every", type=int, default=500, help="checkpoint interval (500)")
+    trainer(train, steps=5000, every=500)
     train.add_argument("--dir", default="cache/models/rl/stat_pair", help="checkpoint directory")
     train.add_argument("--keep", type=int, default=5, help="checkpoints kept on disk (5)")
     train.add_argument("--warmup", type=int, default=500, help="random steps first (500)")
@@ -367,12 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads (1: leave the other cores to the servers)")  # fmt: skip
     train.add_argument("--format", choices=["safetensors", "pt"], default="safetensors",
                        help="checkpoint format (safetensors; pt: the first release's)")  # fmt: skip
-    train.add_argument(
-        "--algo",
-        choices=["sac", "dqn"],
-        default="sac",
-        help=("sac: the continuous sac_actor (default); dqn: a dqn Q-network over short/flat/long"),
-    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or logs")
     common(train)
     train.set_defaults(func=cmd_train)
@@ -456,16 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on one machine", description=(
         "Embedded Redis + server + trainer + a predicting client; prints each swap and a "
         "summary; exits 0 when no request failed and the newest is served."))  # fmt: skip
-    demo.add_argument("--steps", type=int, default=3000, help="trainer steps (3000)")
-    demo.add_argument("--every", type=int, default=300, help="checkpoint interval (300)")
+    trainer(demo, steps=3000, every=300)
     demo.add_argument("--short", action="store_true", help="a quick run (600 steps)")
     demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
-    demo.add_argument(
-        "--algo",
-        choices=["sac", "dqn"],
-        default="sac",
-        help="what the trainer trains: sac (sac_actor) or dqn",
-    )
     demo.set_defaults(func=cmd_demo)
     return parser
 
