@@ -44,9 +44,15 @@ T = TypeVar("T")
 
 
 class _Job(Generic[T]):
+    """``fn`` to run once; :meth:`wait` returns True once it has. Its "done" is a bare lock,
+    held from the start and released when ``fn`` returns: a ``threading.Event`` is a Python
+    Condition built for every job, and its wait runs Python code on each wakeup (this is
+    the per-notification path: a swap hands two jobs to the lane, issue 26)."""
+
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
-        self.done = threading.Event()
+        self._done = threading.Lock()
+        self._done.acquire()
         self.value: T | None = None
         self.error: BaseException | None = None
 
@@ -56,7 +62,11 @@ class _Job(Generic[T]):
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             self.error = exc
         finally:
-            self.done.set()
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once ``fn`` has returned (within ``timeout`` s); called by one waiter, once."""
+        return self._done.acquire(timeout=max(0.0, timeout))
 
 
 class _Worker:
@@ -123,7 +133,7 @@ class LoadLane:
                 self._worker = _Worker(self.thread_init)
             job = _Job(fn)
             self._worker.jobs.put(job)
-            if not job.done.wait(budget):
+            if not job.wait(budget):
                 stuck, self._worker = self._worker, None
                 stuck.jobs.put(None)  # it stops once (if ever) the stuck job returns
                 self._hung.append(stuck.thread)
