@@ -127,7 +127,13 @@ class ServingNode:
             clock=self.clock,
         )
         self.acker = (
-            Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)
+            Acker(
+                s.redis_url,
+                s.keys,
+                self.metrics,
+                registry=self.registry.write,
+                recorder=self.recorder,
+            )
             if listen
             else None
         )
@@ -220,9 +226,12 @@ class ServingNode:
     # -- acks (SPEC §11) -------------------------------------------------------------------
 
     def _judged(self, c: Candidate, outcome: AckOutcome, reason: str) -> None:
-        """The applier judged a notification: ack it."""
+        """The applier judged a notification: ack it. An applied channel message for every
+        node is recorded in ``:latest`` first, in the ack's pipeline (``recorder.py``)."""
         received = c.first_received_at if c.first_received_at is not None else c.received_at
-        self._report(outcome, reason, c.notification, c.raw or b"", received)
+        record = outcome == "applied" and c.source == "channel" and not c.targeted
+        raw = c.raw or b""
+        self._report(outcome, reason, c.notification, raw, received, c if record else None)
 
     def _report(
         self,
@@ -231,8 +240,10 @@ class ServingNode:
         notification: CheckpointNotification | None,
         raw: bytes,
         received: float,
+        record: Candidate | None = None,
     ) -> None:
-        """Ack a judged message; never raises (an ack never ends a session or a batch)."""
+        """Ack a judged message (and queue ``record``'s ``:latest`` record before it); never
+        raises (an ack never ends a session or a batch)."""
         if self.acker is None:
             return
         try:
@@ -257,6 +268,6 @@ class ServingNode:
                 **judged_fields(notification, raw),
             )
             secret = self.settings.secret
-            self.acker.ack(ack.signed(secret) if secret else ack)
+            self.acker.ack(ack.signed(secret) if secret else ack, record)
         except Exception:  # noqa: BLE001
             log.exception("acking a judged message failed")
