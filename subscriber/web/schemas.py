@@ -32,21 +32,6 @@ MODEL_EXAMPLE: dict[str, Any] = {
 }
 
 
-class ServedBy(BaseModel):
-    """What every prediction answers beside its actions: the model that computed them."""
-
-    model_path: str
-    model_mtime_utc: str
-    version: int
-    generation: int
-    latency_ms: float = Field(description="Inference time inside the handler")
-    jit_compiled: bool
-
-
-class BatchServedBy(ServedBy):
-    batch_size: int
-
-
 class PredictRequest(BaseModel):
     state: list[float] | list[list[float]] = Field(
         description="One state vector of the policy's state_dim (28). For a windowed `dqn` "
@@ -61,14 +46,20 @@ class PredictRequest(BaseModel):
     )
 
 
-class PredictResponse(ServedBy):
+class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"action": 0.42, **MODEL_EXAMPLE, "latency_ms": 0.03}]}
     )
     action: float | list[float] = Field(description="A float for 1 action dimension, else a list")
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float = Field(description="Inference time inside the handler")
+    jit_compiled: bool
 
 
-class DiscretePredictResponse(ServedBy):
+class DiscretePredictResponse(BaseModel):
     """The answer of a discrete policy (architecture ``dqn``, or a user's discrete module)."""
 
     model_config = ConfigDict(
@@ -80,6 +71,12 @@ class DiscretePredictResponse(ServedBy):
     )
     action: int = Field(description="The index of the chosen action: the argmax of q_values")
     q_values: list[float] = Field(description="One Q-value per action")
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float = Field(description="Inference time inside the handler")
+    jit_compiled: bool
 
 
 class BatchRequest(BaseModel):
@@ -91,7 +88,7 @@ class BatchRequest(BaseModel):
     deterministic: bool = True
 
 
-class BatchResponse(BatchServedBy):
+class BatchResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -100,9 +97,16 @@ class BatchResponse(BatchServedBy):
         }
     )
     actions: list[float] | list[list[float]]
+    batch_size: int
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float
+    jit_compiled: bool
 
 
-class DiscreteBatchResponse(BatchServedBy):
+class DiscreteBatchResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -118,6 +122,13 @@ class DiscreteBatchResponse(BatchServedBy):
     )
     actions: list[int] = Field(description="Per row, the index of the chosen action")
     q_values: list[list[float]]
+    batch_size: int
+    model_path: str
+    model_mtime_utc: str
+    version: int
+    generation: int
+    latency_ms: float
+    jit_compiled: bool
 
 
 class BenchmarkRequest(BaseModel):
