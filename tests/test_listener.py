@@ -383,3 +383,34 @@ def test_a_signed_message_of_another_instance_is_refused_on_this_channel(
     with CheckpointNotifier(redis_url, "mine", secret=secret) as mine:
         assert mine.notify(theirs.path, version=2).sent
     wait_for(lambda: served_version(node) == 2, timeout=5)
+
+
+def test_a_report_callback_that_raises_ends_no_session(
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_node: StartNode,
+    model_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listener's ``report`` (the node's acks, or a caller's own callback) raising on
+    every call: garbage and a message for another node are each reported once, the session
+    stays up, and the next notification is applied."""
+    calls: list[tuple[str, str]] = []
+
+    def raising(self: ServingNode, outcome: str, reason: str, *rest: object, **kw: object) -> None:
+        calls.append((outcome, reason))
+        raise RuntimeError("a broken report callback")
+
+    monkeypatch.setattr(ServingNode, "_report", raising)
+    node = start_node(redis_url, node_id="n1")
+    wait_for(lambda: connected(node))
+    sessions = node.listener.sessions
+    redis_client.publish(KEYS.channel, "not json {")
+    saved = write_checkpoint(model_root / "incoming", 1)
+    other = {"model_path": str(saved.path), "version": 1, "nodes": ["n2"]}
+    redis_client.publish(KEYS.channel, json.dumps(other))
+    wait_for(lambda: node.listener.counters["ignored"] == 1)
+    publish(redis_url, saved.path, 1)
+    wait_for(lambda: served_version(node) == 1)
+    assert node.listener.sessions == sessions and connected(node)
+    assert calls[:2] == [("rejected", "not_json"), ("ignored", "not_targeted")]

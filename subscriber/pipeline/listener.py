@@ -119,7 +119,7 @@ class CheckpointSubscriber(BackgroundLoop):
         self.holder = holder
         self.clock = clock or RedisClock()
         self.node_id = node_id
-        self.report = report  # never raises (the node's own acks: subscriber/node.py)
+        self.report = None if report is None else _never_raising(report)
         self.applier = applier
         self.judged = judged
         self.replay = replay
@@ -581,6 +581,19 @@ class CheckpointSubscriber(BackgroundLoop):
         log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
         if via == "channel" and self.report is not None:
             self.report("rejected", reason, parsed, raw, received)
+
+
+def _never_raising(report: Report) -> Report:
+    """``report``, its exceptions logged: an ack (a caller's callback included) never ends a
+    session, and a message is reported once."""
+
+    def guarded(*judged: Any) -> None:
+        try:
+            report(*judged)
+        except Exception:  # noqa: BLE001
+            log.exception("reporting a judged message failed")
+
+    return guarded
 
 
 def _socket_of(pubsub: PubSub) -> socket.socket | None:
