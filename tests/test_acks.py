@@ -425,3 +425,26 @@ def test_a_raw_forced_message_is_in_latest_when_its_ack_is_heard(rig: Rig, tap: 
         assert ack is not None and (ack.outcome, ack.version) == ("applied", version), ack
         assert latest == raw.encode()
     assert node.recorder is not None and node.recorder.counters["record_recorded"] == 5
+
+
+def test_a_name_over_the_file_systems_limit_is_acked_and_spoils_no_batch(
+    rig: Rig, tap: AckTap
+) -> None:
+    """A path whose file name is over 255 bytes (ENAMETOOLONG from the file system) and a
+    valid notification, published back to back: the first is acked rejected with the
+    reason, the second applied; the applier never fails."""
+    node = rig.node(node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=5)
+    good = write_checkpoint(rig.root / "incoming", 5)
+    long = {"model_path": str(rig.root / ("a" * 300 + ".pt")), "version": 9, "sha256": "a" * 64}
+    valid = {"model_path": str(good.path), "version": 5, "sha256": good.sha256}
+    pipe = rig.redis.pipeline(transaction=False)
+    pipe.publish(KEYS.channel, json.dumps(long))
+    pipe.publish(KEYS.channel, json.dumps(valid))
+    pipe.execute()
+    wait_for(lambda: tap.of("n1", 9) and tap.of("n1", 5), timeout=5)
+    (refused,) = tap.of("n1", 9)
+    assert (refused.outcome, refused.reason) == ("rejected", "unreadable")
+    assert tap.of("n1", 5)[0].outcome == "applied"
+    assert getattr(node.holder.current(), "version", None) == 5
+    assert node.applier.counters["apply_errors"] == 0
