@@ -71,8 +71,8 @@ def node_cpu_text(cpu: dict[str, dict[str, float]]) -> list[str]:
         "",
         f"**A swap** of the 300 KB actor costs its load floor + {over / 1e3:.2f} ms: the "
         "listener's parse and the applier's batch (two hand-offs to the load lane: locate, "
-        "then load), the install, and one round trip on the acker's thread (the registry "
-        "entry, the `:latest` record, the ack).",
+        "then load), the install, and two round trips (the `:latest` record on the applier, "
+        "the registry entry and the ack on the acker).",
     ]
 
 
