@@ -125,15 +125,15 @@ class Reading:
         judged_on_listener = s.get("judge (listener)", 0.0)
         swap = s.get("swap", 0.0)
         judge_on_applier = s.get("judge (applier)", 0.0) - swap
-        applier_rest = t.get("fks-applier", 0.0) - judge_on_applier - swap
+        latest = s.get(":latest", 0.0)
+        applier_rest = t.get("fks-applier", 0.0) - judge_on_applier - swap - latest
         out = {
             "receive": listener - judged_on_listener,
             "judge": judged_on_listener + judge_on_applier + applier_rest,
             # the lane, and the sha256 thread beside its decoding (files over 1 MiB)
             "fetch/load": sum(v for k, v in t.items() if k == "fks-load" or k.startswith(SHA)),
             "swap": swap,
-            # one pipeline on the acker's thread: the :latest record rides it
-            "ack + registry + :latest": t.get("fks-acker", 0.0),
+            "ack + registry + :latest": t.get("fks-acker", 0.0) + latest,
             # once a second after swaps, on a timer thread of its own (subscriber/runtime/memory.py)
             "memory trim": s.get("trim", 0.0),
         }

@@ -138,6 +138,8 @@ def main() -> None:
     decider.apply_batch = timed("judge (applier)", decider.apply_batch)  # type: ignore[method-assign]
     holder.install = timed("swap", holder.install)  # type: ignore[method-assign]
     holder.trim._trim = timed("trim", holder.trim._trim)
+    if node.recorder is not None:
+        node.recorder.record = timed(":latest", node.recorder.record)  # type: ignore[method-assign]
     if node.settings.gc_freeze:  # as a server's startup does (subscriber/web/app.py)
         freeze_startup_heap()
     ready = threading.Event()

@@ -127,13 +127,7 @@ class ServingNode:
             clock=self.clock,
         )
         self.acker = (
-            Acker(
-                s.redis_url,
-                s.keys,
-                self.metrics,
-                registry=self.registry.write,
-                recorder=self.recorder,
-            )
+            Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)
             if listen
             else None
         )
@@ -226,12 +220,9 @@ class ServingNode:
     # -- acks (SPEC §11) -------------------------------------------------------------------
 
     def _judged(self, c: Candidate, outcome: AckOutcome, reason: str) -> None:
-        """The applier judged a notification: ack it. An applied channel message for every
-        node is recorded in ``:latest`` first, in the ack's pipeline (``recorder.py``)."""
+        """The applier judged a notification: ack it."""
         received = c.first_received_at if c.first_received_at is not None else c.received_at
-        record = outcome == "applied" and c.source == "channel" and not c.targeted
-        raw = c.raw or b""
-        self._report(outcome, reason, c.notification, raw, received, c if record else None)
+        self._report(outcome, reason, c.notification, c.raw or b"", received)
 
     def _report(
         self,
@@ -240,10 +231,8 @@ class ServingNode:
         notification: CheckpointNotification | None,
         raw: bytes,
         received: float,
-        record: Candidate | None = None,
     ) -> None:
-        """Ack a judged message (and queue ``record``'s ``:latest`` record before it); never
-        raises (an ack never ends a session or a batch)."""
+        """Ack a judged message; never raises (an ack never ends a session or a batch)."""
         if self.acker is None:
             return
         try:
@@ -268,6 +257,6 @@ class ServingNode:
                 **judged_fields(notification, raw),
             )
             secret = self.settings.secret
-            self.acker.ack(ack.signed(secret) if secret else ack, record)
+            self.acker.ack(ack.signed(secret) if secret else ack)
         except Exception:  # noqa: BLE001
             log.exception("acking a judged message failed")

@@ -4,10 +4,8 @@
 :meth:`Acker.ack` never blocks and never raises: it queues the ack for the acker's own thread
 (bounded: past ``max_pending`` the ack is dropped and counted), which sends, in one pipeline
 (one round trip), the node's registry entry (``registry.py``: the entry is current
-when the ack arrives), the ``:latest`` record of an applied channel message that asks for
-one (``recorder.py``: written before its ack is heard), and then the queued acks'
-PUBLISHes. Redis down: the acks are dropped, counted (``fks_acks_dropped_total``) and logged
-once per outage; the applier is never slowed.
+when the ack arrives) and then the queued acks' PUBLISHes. Redis down: the acks are dropped, counted
+(``fks_acks_dropped_total``) and logged once per outage; the applier is never slowed.
 """
 
 from __future__ import annotations
@@ -16,15 +14,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.client import Pipeline
 
 from common.ack import Ack
 from common.keys import RedisKeys
 from common.redis_io.connect import REDIS_ERRORS, LazyRedis, Timeouts
-from subscriber.model.plan import Candidate
-from subscriber.pipeline.recorder import Recorder
 from subscriber.runtime.metrics import Metrics
 
 __all__ = ["Acker"]
@@ -37,9 +33,7 @@ class EntryWriter(Protocol):
     among its recent ones), then what ``then`` queues, in one round trip."""
 
     def __call__(
-        self,
-        then: Callable[[Pipeline], Callable[[list[Any]], object] | None] | None = None,
-        acks: Sequence[Ack] = (),
+        self, then: Callable[[Pipeline], object] | None = None, acks: Sequence[Ack] = ()
     ) -> object: ...
 
 
@@ -51,20 +45,15 @@ class Acker:
         metrics: Metrics,
         *,
         registry: EntryWriter | None = None,
-        recorder: Recorder | None = None,
         max_pending: int = 1024,
         timeout: float = 0.5,
     ) -> None:
         self.keys = keys
         self.metrics = metrics
         self.registry = registry  # NodeRegistry.write: the entry, then our PUBLISHes
-        self.recorder = recorder  # the :latest records that ride the same pipeline
         self.sent = 0
         self.dropped = 0
-        # a SimpleQueue: its put and its wakeup are C code, where a Queue runs a Python
-        # Condition for each (this is the per-notification path, issue 26); bounded by hand
-        self._queue: queue.SimpleQueue[tuple[Ack, Candidate | None] | None] = queue.SimpleQueue()
-        self.max_pending = max_pending
+        self._queue: queue.Queue[Ack | None] = queue.Queue(max_pending)
         self._lazy = LazyRedis(redis_url, Timeouts(timeout, timeout))
         self._failing = False
         self._thread: threading.Thread | None = None
@@ -78,21 +67,20 @@ class Acker:
     def stop(self, timeout: float = 1.0) -> None:
         """Send what is queued (within ``timeout``), then stop."""
         if self._thread is not None:
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
             self._thread.join(timeout)
             self._thread = None
         self._lazy.close()
 
-    def ack(self, ack: Ack, record: Candidate | None = None) -> None:
-        """Queue ``ack`` (and ``record``, an applied channel message to put into ``:latest``
-        first: :meth:`Recorder.queue_record`); never blocks (a full queue drops both,
-        counted)."""
-        if self._queue.qsize() >= self.max_pending:
+    def ack(self, ack: Ack) -> None:
+        """Queue ``ack``; never blocks (a full queue drops it, counted)."""
+        try:
+            self._queue.put_nowait(ack)
+        except queue.Full:
             self._drop(1, "the ack queue is full")
-            if record is not None and self.recorder is not None:
-                self.recorder.failed(RuntimeError("the ack queue is full"))
-        else:
-            self._queue.put((ack, record))
 
     def _run(self) -> None:
         while True:
@@ -103,37 +91,26 @@ class Acker:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            items = [item for item in batch if item is not None]
-            if items:
-                self._send([a for a, _ in items], [c for _, c in items if c is not None])
+            acks = [a for a in batch if a is not None]
+            if acks:
+                self._send(acks)
             if None in batch:
                 return
 
-    def _send(self, acks: list[Ack], records: list[Candidate]) -> None:
-        recorder = self.recorder if records else None
+    def _send(self, acks: list[Ack]) -> None:
         try:
 
-            def publish(pipe: Pipeline) -> Callable[[list[Any]], None]:
-                queued = [recorder.queue_record(pipe, c) for c in records] if recorder else []
-                replied = [reply_to for reply_to in queued if reply_to is not None]
+            def publish(pipe: Pipeline) -> None:
                 for a in acks:
                     pipe.publish(self.keys.acks, a.to_json())
-
-                def read(replies: list[Any]) -> None:
-                    for reply_to, reply in zip(replied, replies, strict=False):
-                        reply_to(reply)
-
-                return read
 
             if self.registry is not None:
                 self.registry(publish, acks)
             else:
                 pipe = self._lazy.get().pipeline(transaction=False)
-                read = publish(pipe)
-                read(pipe.execute())
+                publish(pipe)
+                pipe.execute()
         except REDIS_ERRORS as exc:
-            if recorder is not None:
-                recorder.failed(exc)
             self._drop(len(acks), f"{type(exc).__name__}: {exc}")
             return
         except Exception:  # noqa: BLE001 - the acker must never die

@@ -14,9 +14,8 @@
   With a remote tier (``STAT_PAIR_RL_URL``), a disk check also lists it, at most every
   ``remote_poll`` seconds: on this thread, never per request.
 - After applying a message from the channel, the node records it in ``:latest`` if it is not
-  there (in its ack's pipeline: ``subscriber/node.py``); after a reconnect, a decision it
-  took from disk while Redis was away (newer than ``:latest``, or the catch-up would have
-  replaced it) is announced (``recorder.py``).
+  there; after a reconnect, a decision it took from disk while Redis was away (newer than
+  ``:latest``, or the catch-up would have replaced it) is announced (``recorder.py``).
 
 Nothing here raises out of the thread; rollbacks never wait on it, and requests only while
 Redis is away (a bounded wait for a disk check they asked for: ``subscriber/pipeline/fallback.py``).
@@ -293,4 +292,12 @@ class Applier(BackgroundLoop):
             with self._cond:
                 self._retries.append((now + delay, replace(c, first_received_at=first)))
             self.counters["missing_retries"] += 1
-        # an applied channel message is recorded in :latest by its ack (subscriber/node.py)
+        if (
+            outcome is not None
+            and outcome.applied
+            and result.candidate is not None
+            and result.candidate.source == "channel"
+            and not result.candidate.targeted  # a canary never enters :latest
+            and self.recorder is not None
+        ):
+            self.counters[f"record_{self.recorder.record(result.candidate)}"] += 1

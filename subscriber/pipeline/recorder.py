@@ -1,14 +1,11 @@
 """What a node writes to Redis so the fleet's decisions outlive reconnects, restarts and
 Redis' own data loss (besides its registry heartbeat).
 
-- :meth:`Recorder.queue_record`: after applying a message from the channel that ``:latest``
-  does not hold (an operator's raw ``redis-cli PUBLISH … force``, or an unversioned message
-  that the publisher's script could not order), the node puts it there, unless ``:latest``
-  moved on since that message was sent (compare-and-set on the digest of what it held
-  before). A forced rollback then survives a reconnect's catch-up and a node's restart. The
-  script rides the acker's pipeline, before the message's ack (``acker.py``): no round trip
-  of its own, and a trainer that read the ack finds ``:latest`` already written.
-  :meth:`Recorder.record` does the same in a call of its own.
+- :meth:`Recorder.record`: after applying a message from the channel that ``:latest`` does
+  not hold (an operator's raw ``redis-cli PUBLISH … force``, or an unversioned message that
+  the publisher's script could not order), the node puts it there, unless ``:latest`` moved
+  on since that message was sent (compare-and-set on the digest of what it held before).
+  A forced rollback then survives a reconnect's catch-up and a node's restart.
 - :meth:`Recorder.supersede`: a catch-up that finds ``:latest`` older than the decision the
   node serves (a failover to a replica that missed a publication the node heard from the old
   master) puts the node's decision back (compare-and-set), so a node started later serves it.
@@ -29,12 +26,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 
 from common.errors import InvalidNotification
@@ -70,7 +64,6 @@ class Recorder:
         self._lazy = LazyRedis(redis_url, Timeouts(timeout, timeout))
         self._bound: RedisClient | None = None
         self._scripts: dict[str, Script] = {}
-        self.counters: Counter[str] = Counter()  # record_<outcome>
 
     def _script(self, name: str) -> Script:
         """One of the scripts, registered on the client (built on first use), after asking
@@ -94,56 +87,31 @@ class Recorder:
         some nodes only is never recorded: a canary must not spread by catch-up) or
         ``error``."""
         if candidate.raw is None:
-            return self._counted("present")
+            return "present"
         if candidate.targeted:
-            return self._counted("targeted")
+            return "targeted"
         try:
-            code = self._script("record")(
-                keys=[self.keys.latest, self.keys.version], args=self._record_args(candidate)
+            code = int(
+                self._script("record")(
+                    keys=[self.keys.latest, self.keys.version],
+                    args=[
+                        candidate.raw,
+                        candidate.latest_before,
+                        str(candidate.version),
+                        self._last_recorded,
+                    ],
+                )
             )
         except REDIS_ERRORS as exc:
-            self.failed(exc)
-            return self._counted("error")
-        return self._recorded(candidate.raw, code)
-
-    def queue_record(self, pipe: Pipeline, candidate: Candidate) -> Callable[[object], str] | None:
-        """Queue :meth:`record`'s script on ``pipe`` (the acker's, which sends the registry
-        entry and the acks; behind Sentinel, after asking where the master is, as
-        :meth:`record` does); returns what reads its reply (and gives :meth:`record`'s
-        outcome), or None when nothing is to be recorded (counted as :meth:`record` would).
-        The script's text goes with it (``EVAL``): a pipeline given a registered script would
-        first ask Redis whether it knows it, a round trip of its own."""
-        raw = candidate.raw
-        if raw is None or candidate.targeted:
-            self._counted("present" if raw is None else "targeted")
-            return None
-        follow_master(pipe)
-        keys = [self.keys.latest, self.keys.version]
-        pipe.execute_command(  # type: ignore[no-untyped-call]
-            "EVAL", RECORD, len(keys), *keys, *self._record_args(candidate)
-        )
-        return lambda reply: self._recorded(raw, reply)
-
-    def failed(self, exc: BaseException) -> None:
-        """A record (or the pipeline it rode) failed on Redis' side: logged."""
-        log.warning("could not record the applied decision in %s: %s", self.keys.latest, exc)
-
-    def _record_args(self, c: Candidate) -> list[bytes | str]:
-        assert c.raw is not None
-        return [c.raw, c.latest_before, str(c.version), self._last_recorded]
-
-    def _recorded(self, raw: bytes, code: object) -> str:
-        outcome = _RECORDED.get(int(code), "error") if isinstance(code, int) else "error"
+            log.warning("could not record the applied decision in %s: %s", self.keys.latest, exc)
+            return "error"
+        outcome = _RECORDED.get(code, "error")
         if outcome in ("recorded", "present"):
-            self._last_recorded = message_digest(raw)
+            self._last_recorded = message_digest(candidate.raw)
         if outcome == "recorded":
             log.info("recorded the applied decision in %s (it was not there)", self.keys.latest)
         elif outcome == "superseded":
             log.info("%s moved on since that message; a newer decision stands", self.keys.latest)
-        return self._counted(outcome)
-
-    def _counted(self, outcome: str) -> str:
-        self.counters[f"record_{outcome}"] += 1
         return outcome
 
     def supersede(self, message: bytes, version: int, held: str) -> str:

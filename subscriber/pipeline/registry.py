@@ -49,10 +49,6 @@ __all__ = ["RECENT_ACKS", "STALE_AFTER_BEATS", "NodeRegistry", "default_node_id"
 
 log = logging.getLogger(__name__)
 
-# What :meth:`NodeRegistry.write` runs after the entry: it queues commands on the pipeline and
-# may return what takes their replies (the acker's records: ``acker.py``).
-Then = Callable[[Pipeline], Callable[[list[Any]], object] | None]
-
 RECENT_ACKS = 8  # the acks an entry carries, newest last
 
 
@@ -156,13 +152,14 @@ class NodeRegistry(BackgroundLoop):
             log.debug("heartbeat not written: %s", exc)
             return False
 
-    def write(self, then: Then | None = None, acks: Sequence[Ack] = ()) -> bool:
+    def write(
+        self, then: Callable[[Pipeline], object] | None = None, acks: Sequence[Ack] = ()
+    ) -> bool:
         """Write this node's entry (``acks`` added to its recent acks) and, in the same
-        pipeline after it, what ``then`` queues (the acker's records and PUBLISHes: one round
-        trip, and the entry is current when an ack arrives), then Redis' ``TIME`` (this
-        node's clock estimate); what ``then`` returns, if anything, is given the replies to
-        its commands. Once stopped, the entry stays removed (False) and only ``then``'s
-        commands are sent. Raises what redis-py raises."""
+        pipeline after it, what ``then`` queues (the acker's PUBLISHes: one round trip, and
+        the entry is current when an ack arrives), then Redis' ``TIME`` (this node's clock
+        estimate). Once stopped, the entry stays removed (False) and only ``then``'s commands
+        are sent. Raises what redis-py raises."""
         with self._lock:
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
@@ -173,15 +170,12 @@ class NodeRegistry(BackgroundLoop):
             written = not self._closed
             if written:
                 pipe.hset(self.keys.nodes, self.node_id, self.entry_json())
-            first = len(pipe)
-            replied = then(pipe) if then is not None else None
-            theirs = slice(first, len(pipe))
+            if then is not None:
+                then(pipe)
             queue_time(pipe, self.keys.nodes)
             sent = time.time()
             replies = pipe.execute()
             self.clock.observe(redis_seconds(replies[-1]), sent, time.time())
-            if replied is not None:
-                replied(replies[theirs])
             if written:
                 self.beats += 1
             return written
