@@ -53,7 +53,10 @@ class Acker:
         self.registry = registry  # NodeRegistry.write: the entry, then our PUBLISHes
         self.sent = 0
         self.dropped = 0
-        self._queue: queue.Queue[Ack | None] = queue.Queue(max_pending)
+        # a SimpleQueue: its put and its wakeup are C code, where a Queue runs a Python
+        # Condition for each (this is the per-notification path, issue 26); bounded by hand
+        self._queue: queue.SimpleQueue[Ack | None] = queue.SimpleQueue()
+        self.max_pending = max_pending
         self._lazy = LazyRedis(redis_url, Timeouts(timeout, timeout))
         self._failing = False
         self._thread: threading.Thread | None = None
@@ -67,20 +70,17 @@ class Acker:
     def stop(self, timeout: float = 1.0) -> None:
         """Send what is queued (within ``timeout``), then stop."""
         if self._thread is not None:
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                pass
+            self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
         self._lazy.close()
 
     def ack(self, ack: Ack) -> None:
         """Queue ``ack``; never blocks (a full queue drops it, counted)."""
-        try:
-            self._queue.put_nowait(ack)
-        except queue.Full:
+        if self._queue.qsize() >= self.max_pending:
             self._drop(1, "the ack queue is full")
+        else:
+            self._queue.put(ack)
 
     def _run(self) -> None:
         while True:
