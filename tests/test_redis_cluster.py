@@ -154,3 +154,22 @@ def test_a_moved_shard_channel_is_followed(
         assert result is not None and result.sent, result
     wait_for(lambda: served_version(node) == 2, timeout=10)
     assert cluster7.owner(channel).port == new.port
+
+
+def test_a_node_in_a_cluster_acks_what_it_judged(
+    cluster: ClusterSet, start_node: StartNode, incoming: Path
+) -> None:
+    """Acks through a cluster (redis-py refuses PUBLISH in a cluster pipeline: the entry is
+    written in one, the acks published after it): a trainer waiting for every node hears
+    the node's `applied`, then its `stale` for the same version again."""
+    node = start_node(cluster.url, instance_id="clu-ack", node_id="c1")
+    wait_for(lambda: node.listener.connected and node.registry.beats > 0)
+    saved = write_checkpoint(incoming, 1)
+    with CheckpointNotifier(cluster.url, "clu-ack") as notifier:
+        first = notifier.notify(saved.path, version=1, wait_for="all", timeout=10)
+        again = notifier.notify(saved.path, version=1, wait_for="all", timeout=10)
+    for result, outcome in ((first, "applied"), (again, "stale")):
+        assert result.acks is not None and result.acks.complete, result
+        ack = result.acks.ack_of("c1")
+        assert ack is not None and ack.outcome == outcome, result.acks
+    assert node.acker is not None and node.acker.dropped == 0

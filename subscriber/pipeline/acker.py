@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 
 from common.ack import Ack
 from common.keys import RedisKeys
@@ -98,9 +99,13 @@ class Acker:
                 return
 
     def _send(self, acks: list[Ack]) -> None:
+        after: list[Ack] = []  # a cluster's: sent once the pipeline (the entry) is written
         try:
 
             def publish(pipe: Pipeline) -> None:
+                if isinstance(pipe, ClusterPipeline):
+                    after.extend(acks)  # redis-py refuses PUBLISH in a cluster pipeline
+                    return
                 for a in acks:
                     pipe.publish(self.keys.acks, a.to_json())
 
@@ -110,6 +115,8 @@ class Acker:
                 pipe = self._lazy.get().pipeline(transaction=False)
                 publish(pipe)
                 pipe.execute()
+            for a in after:  # a cluster forwards a PUBLISH to every node
+                self._lazy.get().publish(self.keys.acks, a.to_json())
         except REDIS_ERRORS as exc:
             self._drop(len(acks), f"{type(exc).__name__}: {exc}")
             return
