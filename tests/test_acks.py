@@ -418,3 +418,67 @@ def test_a_name_over_the_file_systems_limit_is_acked_and_spoils_no_batch(
     assert tap.of("n1", 5)[0].outcome == "applied"
     assert getattr(node.holder.current(), "version", None) == 5
     assert node.applier.counters["apply_errors"] == 0
+
+
+def test_a_burst_of_raw_forced_messages_leaves_latest_on_the_one_applied(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the node loads an operator's raw forced z, the trainer's forced v2 (through the
+    publisher: :latest moves to it), then raw forced a and b arrive: one batch, b applied.
+    b was published over a, which never reached :latest, but after v2, which :latest holds:
+    b is recorded there, and a node started later serves b, as the fleet does."""
+    incoming = rig.root / "incoming"
+    names = ("v1", "z", "v2", "a", "b")
+    v1, z, v2, a, b = (write_checkpoint(incoming, i, name=f"{n}.pt") for i, n in enumerate(names))
+    node = rig.node(node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=5)
+    prepare = node.holder.prepare
+
+    def slow(located: Any, **kw: Any) -> Any:
+        if located.real == z.path:
+            time.sleep(0.5)  # v2, a and b arrive meanwhile: one batch
+        return prepare(located, **kw)
+
+    monkeypatch.setattr(node.holder, "prepare", slow)
+    raws = [json.dumps({"model_path": str(p.path), "force": True}) for p in (z, a, b)]
+    with CheckpointNotifier(rig.url) as notifier:
+        assert notifier.notify(v1.path, version=1, force=True).sent
+        wait_for(lambda: getattr(node.holder.current(), "path", None) == v1.path, timeout=5)
+        rig.redis.publish(KEYS.channel, raws[0])
+        time.sleep(0.1)  # z is loading
+        assert notifier.notify(v2.path, version=2, force=True).sent
+    pipe = rig.redis.pipeline(transaction=False)
+    for raw in raws[1:]:
+        pipe.publish(KEYS.channel, raw)
+    pipe.execute()
+    wait_for(lambda: getattr(node.holder.current(), "path", None) == b.path, timeout=5)
+    assert node.applier.counters["outcome_swapped"] == 3  # v1, z, then b (v2 and a superseded)
+    wait_for(lambda: rig.redis.get(KEYS.latest) == raws[2], timeout=5)
+    late = rig.node(node_id="n2")
+    assert getattr(late.holder.current(), "path", None) == b.path
+
+
+def test_the_record_script_replaces_only_what_a_message_was_published_over(rig: Rig) -> None:
+    """RECORD's compare-and-set: :latest is replaced when it holds one of the digests given
+    (comma-separated; '' for nothing) or this node's last record; else it moved on (-1)."""
+    from common.notification import message_digest
+    from common.redis_io.scripts import RECORD
+
+    script = rig.redis.register_script(RECORD)
+
+    def record(message: str, over: str, last: str = "") -> int:
+        return int(script(keys=[KEYS.latest, KEYS.version], args=[message, over, "0", last]))
+
+    def digest(message: str) -> str:
+        return message_digest(message.encode())
+
+    old, mid, new = (json.dumps({"model_path": f"/m/{n}.pt"}) for n in ("old", "mid", "new"))
+    assert record(old, "") == 1  # :latest empty, '' given
+    assert record(mid, "") == -1  # it holds old now
+    assert record(mid, f"{digest(new)},{digest(old)}") == 1  # old is one of those given
+    assert record(new, digest(old)) == -1  # mid is not
+    assert record(new, digest(old), last=digest(mid)) == 1  # this node's own last record
+    assert record(new, "whatever") == 0  # already there
+    rig.redis.delete(KEYS.latest)
+    assert record(old, digest(mid)) == -1  # empty, and '' was not given
+    assert record(old, f"{digest(mid)},") == 1  # '' among those given

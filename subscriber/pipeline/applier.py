@@ -300,4 +300,10 @@ class Applier(BackgroundLoop):
             and not result.candidate.targeted  # a canary never enters :latest
             and self.recorder is not None
         ):
-            self.counters[f"record_{self.recorder.record(result.candidate)}"] += 1
+            winner, heard = result.candidate, []
+            for c in batch:  # the messages of the batch heard before the one applied
+                if c is winner:
+                    break
+                if c.source == "channel":
+                    heard.append(c)
+            self.counters[f"record_{self.recorder.record(winner, heard)}"] += 1
