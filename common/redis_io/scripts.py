@@ -150,9 +150,7 @@ RECORD = (
     _PRELUDE
     + r"""
 -- KEYS[1] = :latest, KEYS[2] = :version
--- ARGV[1] = the message, ARGV[2] = sha1 of what :latest held before it ('' = nothing), or
--- several, comma-separated (also what the messages heard before it in one batch were
--- published over: one of those may hold :latest when the one just before was never recorded),
+-- ARGV[1] = the message, ARGV[2] = sha1 of what :latest held before it ('' = nothing),
 -- ARGV[3] = its version (decimal), ARGV[4] = sha1 of the last message this node recorded
 -- (that one came before this message too)
 -- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision),
@@ -162,8 +160,7 @@ local raw = redis.call('GET', KEYS[1])
 if raw == ARGV[1] then return 0 end
 local known = ''
 if raw then known = redis.sha1hex(raw) end
-local over = string.find(',' .. ARGV[2] .. ',', ',' .. known .. ',', 1, true)
-if not over and (ARGV[4] == '' or known ~= ARGV[4]) then return -1 end
+if known ~= ARGV[2] and (ARGV[4] == '' or known ~= ARGV[4]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 local v = vnorm(ARGV[3]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[2])) or '0'

@@ -197,10 +197,7 @@ class Applier(BackgroundLoop):
                 due = [c for at, c in self._retries if at <= now]
                 if due:
                     self._retries = [(at, c) for at, c in self._retries if at > now]
-                    # they arrived before anything pending now; in arrival order (a batch
-                    # hands its missing ones back newest first)
-                    due.sort(key=lambda c: c.received_at)
-                    self._pending[:0] = due
+                    self._pending[:0] = due  # they arrived before anything pending now
                 polling = self.in_fallback()
                 poll_due = polling and now >= self._next_poll
                 if self._pending or self._disk or poll_due or self._reconnected or self._reannounce:
@@ -303,10 +300,4 @@ class Applier(BackgroundLoop):
             and not result.candidate.targeted  # a canary never enters :latest
             and self.recorder is not None
         ):
-            winner = result.candidate
-            heard = [  # the messages of the batch that arrived before the one applied
-                c
-                for c in batch
-                if c.source == "channel" and c is not winner and c.received_at < winner.received_at
-            ]
-            self.counters[f"record_{self.recorder.record(winner, heard)}"] += 1
+            self.counters[f"record_{self.recorder.record(result.candidate)}"] += 1

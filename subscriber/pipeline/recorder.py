@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis
@@ -82,13 +81,11 @@ class Recorder:
             }
         return self._scripts[name]
 
-    def record(self, candidate: Candidate, heard_before: Sequence[Candidate] = ()) -> str:
+    def record(self, candidate: Candidate) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
         place; returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for
         some nodes only is never recorded: a canary must not spread by catch-up) or
-        ``error``. ``heard_before``: the messages of its batch heard before it (judged stale
-        by it): what they were published over is older than it too (the one it was published
-        over may be an operator's raw message that never reached ``:latest``)."""
+        ``error``."""
         if candidate.raw is None:
             return "present"
         if candidate.targeted:
@@ -99,12 +96,7 @@ class Recorder:
                     keys=[self.keys.latest, self.keys.version],
                     args=[
                         candidate.raw,
-                        ",".join(
-                            dict.fromkeys(
-                                [candidate.latest_before]
-                                + [c.latest_before for c in heard_before if c.raw is not None]
-                            )
-                        ),
+                        candidate.latest_before,
                         str(candidate.version),
                         self._last_recorded,
                     ],
