@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -418,3 +419,104 @@ def test_a_name_over_the_file_systems_limit_is_acked_and_spoils_no_batch(
     assert tap.of("n1", 5)[0].outcome == "applied"
     assert getattr(node.holder.current(), "version", None) == 5
     assert node.applier.counters["apply_errors"] == 0
+
+
+@pytest.mark.parametrize("third", ["targeted", "raw_unversioned"])
+def test_a_retried_rollback_never_moves_latest_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, third: str
+) -> None:
+    """An operator's raw forced W whose file lags, then the trainer's D (in :latest), then a
+    canary or a raw unversioned E, all while the node loads v2: their retries come back as
+    one batch, in arrival order, and W (the one whose file appeared) is applied. W was
+    published before D: its record must not replace D in :latest."""
+    incoming, staging = rig.root / "incoming", tmp_path / "staging"
+    v1, v2 = (
+        write_checkpoint(incoming, 1, name="v1.pt"),
+        write_checkpoint(incoming, 2, name="v2.pt"),
+    )
+    w = write_checkpoint(staging, 3, name="w.pt")  # moved into place after its first try
+    w_path, d_path, e_path = (incoming / f"{n}.pt" for n in ("w", "d", "e"))
+    node = rig.node(node_id="n1")
+    wait_for(lambda: node.listener.connected, timeout=5)
+    prepare = node.holder.prepare
+    gate, loading = threading.Event(), threading.Event()
+
+    def slow(located: Any, **kw: Any) -> Any:
+        path = str(located.real or located.candidate.path)
+        if path == str(v2.path):
+            loading.set()
+            gate.wait(5)
+        try:
+            return prepare(located, **kw)
+        except Exception:
+            if path == str(w_path) and not w_path.exists():
+                os.rename(w.path, w_path)  # W's file lands right after its first try
+            raise
+
+    monkeypatch.setattr(node.holder, "prepare", slow)
+    with CheckpointNotifier(rig.url) as notifier:
+        assert notifier.notify(v1.path, version=1).sent
+        wait_for(lambda: getattr(node.holder.current(), "path", None) == v1.path, timeout=5)
+        assert notifier.notify(v2.path, version=2).sent  # a slow load: a batch forms
+        assert loading.wait(5)
+        rig.redis.publish(KEYS.channel, json.dumps({"model_path": str(w_path), "force": True}))
+        assert notifier.notify(d_path, version=5).sent  # after W: :latest = D
+        raw_d = rig.redis.get(KEYS.latest)
+        if third == "targeted":
+            assert notifier.notify(e_path, version=6, nodes=["n1"]).sent
+        else:
+            rig.redis.publish(KEYS.channel, json.dumps({"model_path": str(e_path)}))
+        time.sleep(0.03)
+        gate.set()
+    wait_for(lambda: getattr(node.holder.current(), "path", None) == w_path, timeout=5)
+    node.applier.wait_idle(2)
+    assert rig.redis.get(KEYS.latest) == raw_d
+
+
+def test_a_node_whose_storage_lags_leaves_the_fleet_decision_in_latest(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n0 sees every file and serves the trainer's D (published after the operator's raw
+    forced W); n1's storage lags for W, D and E, and once W's file is there it serves W.
+    Its record does not replace D in :latest: a node started later serves D, as n0 does."""
+    from common.errors import CheckpointLoadError
+
+    incoming = rig.root / "incoming"
+    names = ("v1", "v2", "w", "d", "e")
+    v1, v2, w, d, e = (write_checkpoint(incoming, i, name=f"{n}.pt") for i, n in enumerate(names))
+    n0, n1 = rig.node(node_id="n0"), rig.node(node_id="n1")
+    wait_for(lambda: n0.listener.connected and n1.listener.connected, timeout=5)
+    prepare = n1.holder.prepare
+    gate, loading = threading.Event(), threading.Event()
+    lagging = {str(w.path): 1, str(d.path): 99, str(e.path): 99}  # n1's view only
+
+    def slow(located: Any, **kw: Any) -> Any:
+        path = str(located.real or located.candidate.path)
+        if path == str(v2.path):
+            loading.set()
+            gate.wait(5)
+        if lagging.get(path, 0) > 0:
+            lagging[path] -= 1
+            raise CheckpointLoadError(f"{path}: no such file (lagging mount)", reason="missing")
+        return prepare(located, **kw)
+
+    def served(node: ServingNode) -> Path | None:
+        return getattr(node.holder.current(), "path", None)
+
+    monkeypatch.setattr(n1.holder, "prepare", slow)
+    with CheckpointNotifier(rig.url) as notifier:
+        assert notifier.notify(v1.path, version=1).sent
+        wait_for(lambda: served(n1) == v1.path and served(n0) == v1.path, timeout=5)
+        assert notifier.notify(v2.path, version=2).sent
+        assert loading.wait(5)
+        rig.redis.publish(KEYS.channel, json.dumps({"model_path": str(w.path), "force": True}))
+        assert notifier.notify(d.path, version=5).sent
+        raw_d = rig.redis.get(KEYS.latest)
+        assert notifier.notify(e.path, version=6, nodes=["n1"]).sent
+        time.sleep(0.03)
+        gate.set()
+    wait_for(lambda: served(n1) == w.path and served(n0) == d.path, timeout=5)
+    n1.applier.wait_idle(2)
+    late = rig.node(node_id="n2")
+    assert rig.redis.get(KEYS.latest) == raw_d
+    assert served(late) == d.path
