@@ -232,31 +232,29 @@ class ServingNode:
         raw: bytes,
         received: float,
     ) -> None:
-        """Ack a judged message; never raises (an ack never ends a session or a batch)."""
+        """Ack a judged message. Its callers guard it: the listener wraps it (a report never
+        ends a session) and the decider catches what it raises (never the applier's batch)."""
         if self.acker is None:
             return
-        try:
-            model = self.holder.current()
-            if notification is not None and outcome in ("applied", "stale"):
-                # A canary (it judged a message targeted at it) writes its entry every 0.25 s
-                # until the fleet moves: a message for every node applied, or the promotion of
-                # what it serves. A refused, replayed or older message changes nothing of that.
-                if notification.nodes is not None:
-                    self.registry.watch()
-                elif outcome == "applied" or (
-                    model is not None and notification.version >= model.version > 0
-                ):
-                    self.registry.unwatch()
-            ack = Ack(
-                node=self.node_id,
-                outcome=outcome,
-                reason=reason[:200],
-                generation=model.generation if model else None,
-                ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
-                answers=answer_digest(raw) if raw else None,
-                **judged_fields(notification, raw),
-            )
-            secret = self.settings.secret
-            self.acker.ack(ack.signed(secret) if secret else ack)
-        except Exception:  # noqa: BLE001
-            log.exception("acking a judged message failed")
+        model = self.holder.current()
+        if notification is not None and outcome in ("applied", "stale"):
+            # A canary (it judged a message targeted at it) writes its entry every 0.25 s
+            # until the fleet moves: a message for every node applied, or the promotion of
+            # what it serves. A refused, replayed or older message changes nothing of that.
+            if notification.nodes is not None:
+                self.registry.watch()
+            elif outcome == "applied" or (
+                model is not None and notification.version >= model.version > 0
+            ):
+                self.registry.unwatch()
+        ack = Ack(
+            node=self.node_id,
+            outcome=outcome,
+            reason=reason[:200],
+            generation=model.generation if model else None,
+            ms=max(0.0, (time.monotonic() - received) * 1e3) if received else 0.0,
+            answers=answer_digest(raw) if raw else None,
+            **judged_fields(notification, raw),
+        )
+        secret = self.settings.secret
+        self.acker.ack(ack.signed(secret) if secret else ack)
