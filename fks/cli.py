@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -111,15 +112,6 @@ def _metadata(items: list[str], command: str) -> dict[str, str] | None:
     return metadata
 
 
-def _exists_here(path: str) -> bool:
-    """Whether ``path`` names a file on this machine; a path this OS cannot even look up (a
-    name over 255 bytes, a path over PATH_MAX) does not, and is no crash."""
-    try:
-        return Path(path).exists()
-    except (OSError, ValueError):
-        return False
-
-
 def cmd_notify(args: argparse.Namespace) -> int:
     from common.remote import is_url
     from publisher import CheckpointNotifier
@@ -130,7 +122,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     travels = args.upload_to is not None or args.via == "redis" or settings.upload_to is not None
-    absent = not is_url(args.path) and not _exists_here(args.path)
+    # os.path.exists: a path this OS cannot look up (a name over 255 bytes, one over
+    # PATH_MAX) is absent, where Path.exists raises
+    absent = not is_url(args.path) and not os.path.exists(args.path)
     if absent and travels:
         print(
             f"fks notify: {args.path} does not exist on this machine: nothing to send",

@@ -57,7 +57,9 @@ class ModelRoots:
         candidates = [raw] if raw.is_absolute() else [root / raw for root in self.roots]
         inside = [real for real in map(_realpath, candidates) if self._inside(real)]
         if inside:
-            return next((real for real in inside if _exists(real)), inside[0])
+            # os.path.exists, not Path.exists: a name over the file system's limit is False
+            # there (the stat that follows says why), where Path.exists raises ENAMETOOLONG
+            return next((real for real in inside if os.path.exists(real)), inside[0])
         shown = ", ".join(str(r) for r in self.roots)
         raise CheckpointRejected(
             f"{os.fspath(path)!r} resolves outside the model roots ({shown})",
@@ -115,15 +117,6 @@ def checkpoints_newest_first(directory: Path) -> list[Path]:
         except OSError:
             continue
     return [path for _, path in sorted(found, reverse=True)]
-
-
-def _exists(path: Path) -> bool:
-    """``path.exists()``, False where it raises: a name over the file system's limit
-    (ENAMETOOLONG) is no file this node could read, and the stat that follows says why."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
 
 
 def _realpath(path: Path) -> Path:
