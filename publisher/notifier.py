@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from common.identity import file_sha256
 from common.notification import CheckpointNotification
@@ -31,7 +31,13 @@ from publisher.audience import audience, check_wait, nobody_to_answer, send_and_
 from publisher.result import NotifyResult, Outcome, redis_unavailable
 from publisher.travel import BlobStore, Transport, check_transport, travel, upload_target
 
-__all__ = ["CheckpointNotifier", "NotifyResult", "Outcome", "notify_checkpoint"]
+__all__ = [
+    "CheckpointNotifier",
+    "NotifyOptions",
+    "NotifyResult",
+    "Outcome",
+    "notify_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,39 +169,36 @@ class CheckpointNotifier(Announcer):
             self._blob_client.close()
 
 
+class NotifyOptions(TypedDict, total=False):
+    """The keyword options :func:`notify_checkpoint` passes on to
+    :meth:`CheckpointNotifier.notify` (each documented there, with its default)."""
+
+    version: int | None
+    training_step: int
+    metadata: Mapping[str, object] | None
+    sha256: str | None
+    force: bool
+    upload_to: str | None
+    transport: Transport
+    nodes: Sequence[str] | None
+    wait_for: WaitFor | None
+    timeout: float
+
+
 def notify_checkpoint(
     model_path: str | os.PathLike[str],
     model_name: str = "",
     *,
-    version: int | None = None,
-    training_step: int = 0,
-    metadata: Mapping[str, object] | None = None,
-    sha256: str | None = None,
-    force: bool = False,
     instance_id: str | None = None,
     redis_url: str | None = None,
-    upload_to: str | None = None,
-    transport: Transport = "path",
-    nodes: Sequence[str] | None = None,
-    wait_for: WaitFor | None = None,
-    timeout: float = 10.0,
+    **options: Unpack[NotifyOptions],
 ) -> NotifyResult:
-    """Announce a saved checkpoint once (SPEC §6, §9, §11). Never raises because Redis (or
-    the object store) is down. ``upload_to="s3://bucket/prefix/"`` uploads it first and
+    """Announce a saved checkpoint once (SPEC §6, §9, §11), with a notifier of its own for
+    ``instance_id`` on ``redis_url`` (defaults: ``FKS_INSTANCE_ID``, ``REDIS_URL``). Never
+    raises because Redis (or the object store) is down. The other keywords are those of
+    :meth:`CheckpointNotifier.notify`: ``version``, ``training_step``, ``metadata``,
+    ``sha256``, ``force``; ``upload_to="s3://bucket/prefix/"`` uploads the file first and
     announces its URL; ``transport="redis"`` stores it as a Redis blob; ``nodes`` targets
     some nodes only; ``wait_for=N`` or ``"all"`` waits up to ``timeout`` s for their acks."""
     with CheckpointNotifier(redis_url, instance_id) as notifier:
-        return notifier.notify(
-            model_path,
-            model_name,
-            version=version,
-            training_step=training_step,
-            metadata=metadata,
-            sha256=sha256,
-            force=force,
-            upload_to=upload_to,
-            transport=transport,
-            nodes=nodes,
-            wait_for=wait_for,
-            timeout=timeout,
-        )
+        return notifier.notify(model_path, model_name, **options)

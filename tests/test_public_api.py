@@ -12,7 +12,9 @@ EXPECTED = {
         "CheckpointRejected", "FksError", "Freshness", "InvalidNotification", "RedisKeys",
         "ServedIdentity", "Settings", "checkpoint_channel", "judge", "validate_instance_id",
     },
-    "publisher": {"AckReport", "CheckpointNotifier", "NotifyResult", "notify_checkpoint"},
+    "publisher": {
+        "AckReport", "CheckpointNotifier", "NotifyOptions", "NotifyResult", "notify_checkpoint",
+    },
 }  # fmt: skip
 
 
@@ -31,6 +33,29 @@ def test_spec_imports_work() -> None:
     from common.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
     from common.policy import SACActor  # noqa: F401
     from publisher import CheckpointNotifier, notify_checkpoint  # noqa: F401
+
+
+def test_notify_checkpoint_takes_the_notifiers_options() -> None:
+    """notify_checkpoint passes its options on to CheckpointNotifier.notify: NotifyOptions names
+    each of notify's keywords with its type (all but saved_at and hash_file, which a one-shot
+    call has no use for), so the two cannot drift apart; SPEC §6's keywords are all there."""
+    import inspect
+    import typing
+
+    from publisher import CheckpointNotifier, NotifyOptions, notify_checkpoint
+
+    notify = inspect.signature(CheckpointNotifier.notify).parameters
+    hints = typing.get_type_hints(CheckpointNotifier.notify)
+    options = typing.get_type_hints(NotifyOptions)
+    keywords = {n for n, p in notify.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(options) == keywords - {"saved_at", "hash_file"}
+    assert {name: hints[name] for name in options} == options
+    own = inspect.signature(notify_checkpoint).parameters
+    assert list(own)[:2] == ["model_path", "model_name"]
+    spec = {"version", "training_step", "metadata", "sha256", "force", "instance_id", "redis_url"}
+    assert spec <= set(options) | set(own)
+    with pytest.raises(TypeError, match="hash_files"):
+        notify_checkpoint("/m/model.pt", hash_files=False, redis_url="redis://127.0.0.1:1")  # type: ignore[call-arg]
 
 
 def test_common_imports_nothing_of_ours() -> None:
