@@ -52,6 +52,11 @@ __all__ = [
 
 RolloutOutcome = Literal["promoted", "rolled_back", "rollback_failed", "refused", "failed"]
 Say = Callable[[str], None]
+# What a promotion sends again, as the canaries got it (step 4): same version, path and sha256
+RESENT = (
+    "model_path", "model_name", "version", "training_step", "metadata", "sha256", "force",
+    "saved_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,18 +203,8 @@ def run_rollout(
         say("rolled back: every canary acked the rollback applied")
         return RolloutResult("rolled_back", bad, canaries, first, rollbacks=rollbacks)
     say(f"promoting version {sent.version} to every node ({others} more, :latest moves)")
-    promotion = notifier.notify(
-        sent.model_path,
-        sent.model_name,
-        version=sent.version,
-        training_step=sent.training_step,
-        metadata=sent.metadata,
-        sha256=sent.sha256,
-        force=sent.force,
-        saved_at=sent.saved_at,
-        wait_for="all",
-        timeout=plan.timeout,
-    )
+    again = {name: getattr(sent, name) for name in RESENT}  # the canaries' own message
+    promotion = notifier.notify(**again, wait_for="all", timeout=plan.timeout)
     if promotion.acks is not None:
         for line in format_acks(promotion.acks):
             say(line)

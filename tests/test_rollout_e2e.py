@@ -169,6 +169,9 @@ def test_a_good_checkpoint_is_promoted_after_the_soak(
     assert "promoting version 5 to every node" in out and "promoted: every node answered" in out
     assert set(fleet.versions().values()) == {5}
     assert fleet.latest_version() == 5
+    promoted = json.loads(fleet.client.get(KEYS.latest) or "{}")
+    assert promoted["model_path"] == str(saved.path) and promoted["sha256"] == saved.sha256
+    assert "nodes" not in promoted or promoted["nodes"] is None, promoted
 
 
 def test_a_checkpoint_the_canary_rejects_never_reaches_another_node(
