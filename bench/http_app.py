@@ -1,7 +1,8 @@
 """The app the HTTP benchmarks serve: ours, plus two comparison routes on the same node.
 
 - ``POST /sac/predict``: ours (async; inline in Redis mode);
-- ``POST /sync/predict``: the same work in a plain ``def`` handler (FastAPI's threadpool);
+- ``POST /sync/predict``: the same work and the same answer in a plain ``def`` handler
+  (FastAPI's threadpool);
 - ``POST /bare/predict``: a bare FastAPI endpoint calling the same policy, no checks at all.
 
 Run with ``uvicorn bench.http_app:create --factory`` (the benchmarks do).
@@ -16,7 +17,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 
 from subscriber import create_app
-from subscriber.web.predict import to_states
+from subscriber.web.predict import served_fields, to_states
 from subscriber.web.schemas import PredictRequest
 
 
@@ -32,12 +33,8 @@ def create() -> FastAPI:
         states = to_states([body.state], model.state_dim, "state")
         start = time.perf_counter()
         action = model.runner(states, body.deterministic)
-        return {
-            "action": float(action[0, 0]),
-            "version": model.version,
-            "generation": model.generation,
-            "latency_ms": (time.perf_counter() - start) * 1e3,
-        }
+        elapsed = time.perf_counter() - start
+        return {"action": float(action[0, 0]), **served_fields(model), "latency_ms": elapsed * 1e3}
 
     @app.post("/bare/predict")
     async def bare_predict(body: PredictRequest, request: Request) -> dict[str, Any]:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
     from subscriber.node import ServingNode
 
-__all__ = ["answer_one", "json_text", "predict_router", "to_states"]
+__all__ = ["answer_one", "json_text", "predict_router", "served_fields", "to_states"]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -142,7 +142,8 @@ def _not_finite(row: int | None) -> HTTPException:
     )
 
 
-def _echo(model: ServedModel) -> dict[str, Any]:
+def served_fields(model: ServedModel) -> dict[str, Any]:
+    """What every answer says of the model that gave it (SPEC §5)."""
     return {
         "model_path": str(model.path),
         "model_mtime_utc": model.mtime_utc,
@@ -185,12 +186,17 @@ async def answer_one(
     node.traffic.served(model.generation)
     if model.discrete:  # Q-values: the action is their argmax (SPEC §12)
         chosen = int(np.argmax(actions[0]))
-        return {"action": chosen, "q_values": row, **_echo(model), "latency_ms": elapsed * 1e3}
+        return {
+            "action": chosen,
+            "q_values": row,
+            **served_fields(model),
+            "latency_ms": elapsed * 1e3,
+        }
     # The hot route builds its JSON directly (the fields of PredictResponse, which documents
     # it): validating a response model it just built cost ~5% of its throughput.
     return {
         "action": row[0] if model.action_dim == 1 else row,
-        **_echo(model),
+        **served_fields(model),
         "latency_ms": elapsed * 1e3,
     }
 
@@ -227,7 +233,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
                 q_values=actions.tolist(),
                 batch_size=len(states),
                 latency_ms=elapsed * 1e3,
-                **_echo(model),
+                **served_fields(model),
             )
         )
     listed: list[float] | list[list[float]] = (
@@ -235,6 +241,6 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     )
     return _json(
         BatchResponse(
-            actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **_echo(model)
+            actions=listed, batch_size=len(states), latency_ms=elapsed * 1e3, **served_fields(model)
         )
     )
