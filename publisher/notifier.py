@@ -170,8 +170,12 @@ class CheckpointNotifier(Announcer):
 
 
 class NotifyOptions(TypedDict, total=False):
-    """The keyword options :func:`notify_checkpoint` passes on to
-    :meth:`CheckpointNotifier.notify` (each documented there, with its default)."""
+    """The keywords :func:`notify_checkpoint` takes besides ``instance_id`` and ``redis_url``,
+    passed on to :meth:`CheckpointNotifier.notify` (which says what each one does), with
+    their defaults: ``version=None`` (the next one is allocated), ``training_step=0``,
+    ``metadata=None``, ``sha256=None`` (a readable file is hashed), ``force=False``,
+    ``upload_to=None`` (``FKS_UPLOAD_TO``), ``transport="path"``, ``nodes=None`` (every node),
+    ``wait_for=None`` (no waiting for acks), ``timeout=10.0``."""
 
     version: int | None
     training_step: int
@@ -200,5 +204,8 @@ def notify_checkpoint(
     ``sha256``, ``force``; ``upload_to="s3://bucket/prefix/"`` uploads the file first and
     announces its URL; ``transport="redis"`` stores it as a Redis blob; ``nodes`` targets
     some nodes only; ``wait_for=N`` or ``"all"`` waits up to ``timeout`` s for their acks."""
+    if unknown := sorted(set(options) - NotifyOptions.__optional_keys__):
+        # notify's other keywords (saved_at, hash_file) are not part of this one-shot call
+        raise TypeError(f"notify_checkpoint() got unexpected keyword arguments: {unknown}")
     with CheckpointNotifier(redis_url, instance_id) as notifier:
         return notifier.notify(model_path, model_name, **options)

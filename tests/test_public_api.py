@@ -54,8 +54,11 @@ def test_notify_checkpoint_takes_the_notifiers_options() -> None:
     assert list(own)[:2] == ["model_path", "model_name"]
     spec = {"version", "training_step", "metadata", "sha256", "force", "instance_id", "redis_url"}
     assert spec <= set(options) | set(own)
-    with pytest.raises(TypeError, match="hash_files"):
-        notify_checkpoint("/m/model.pt", hash_files=False, redis_url="redis://127.0.0.1:1")  # type: ignore[call-arg]
+    # what NotifyOptions does not name is refused before anything is sent, notify's own
+    # saved_at and hash_file included (a TypedDict is not checked at run time)
+    for wrong in ("verison", "hash_file", "saved_at"):
+        with pytest.raises(TypeError, match=f"notify_checkpoint.*'{wrong}'"):
+            notify_checkpoint("/m/model.pt", redis_url="redis://127.0.0.1:1", **{wrong: 1})  # type: ignore[arg-type]
 
 
 def test_common_imports_nothing_of_ours() -> None:
