@@ -1,8 +1,8 @@
 """The app the HTTP benchmarks serve: ours, plus two comparison routes on the same node.
 
 - ``POST /sac/predict``: ours (async; inline in Redis mode);
-- ``POST /sync/predict``: the same work and the same answer in a plain ``def`` handler
-  (FastAPI's threadpool);
+- ``POST /sync/predict``: the same work in a plain ``def`` handler (FastAPI's threadpool),
+  answering the same JSON as ours for the benchmarks' policy (one continuous action);
 - ``POST /bare/predict``: a bare FastAPI endpoint calling the same policy, no checks at all.
 
 Run with ``uvicorn bench.http_app:create --factory`` (the benchmarks do).
