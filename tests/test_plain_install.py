@@ -1,6 +1,6 @@
-"""The CLI as a user installs it: `pip install` of the wheel (not editable, no dev extras)
-into a fresh venv outside the repository, then every `fks` command works, or says in one
-line which extra to install. Slow: installing torch into a fresh venv takes most of it."""
+"""The CLI as a user installs it: the wheel installed (not editable, no dev extras) into a
+fresh venv outside the repository, then every `fks` command works, or says in one line which
+extra to install. Slow: installing torch into a fresh venv takes much of it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ from fks.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ["serve", "train", "notify", "rollout", "status", "convert", "demo"]
+# The install is uv's `pip install` (the installer `make install` uses): the same wheel, its
+# dependencies resolved from its metadata under the lock, the same entry points. With pip's
+# own, this test took 56 s alone; with uv's, 29 s (2026-12-07). uv reads no pip.conf: it is
+# handed the wheel folder pip is told of, as the Makefile does.
+_WHEELS = os.environ.get("PIP_FIND_LINKS") or (
+    "/opt/wheels" if Path("/opt/wheels").is_dir() else ""
+)
+UV_PIP_INSTALL = [str(Path(sys.executable).with_name("uv")), "pip", "install", "--quiet",
+                  *(["--find-links", _WHEELS] if _WHEELS else [])]  # fmt: skip
 
 
 def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -34,7 +43,7 @@ def test_a_plain_install_runs_every_command_and_the_short_demo(tmp_path: Path) -
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("fks_checkpoint_notify-*.whl")
     assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+    pip = [*UV_PIP_INSTALL, "--python", str(venv / "bin" / "python"),
            "-c", str(REPO / "requirements.lock")]  # fmt: skip
     installed = run([*pip, str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
