@@ -91,6 +91,7 @@ class Metrics:
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")
         self.batch_latency = self.request_latency.labels("batch")
+        self.infer_latency = self.request_latency.labels("v2_infer")  # SPEC §14
         self._saved_at: float | None = None
         self.model_age.set_function(self._age)
 

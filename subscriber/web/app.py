@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,6 +29,9 @@ from subscriber.web.auth import PUBLIC_PATHS, ApiKeyGuard, Protection
 from subscriber.web.benchmark import benchmark_router
 from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES, BodyGuard
 from subscriber.web.hotpath import HotPredict
+from subscriber.web.oip.errors import install_error_handlers
+from subscriber.web.oip.metadata import server_version
+from subscriber.web.oip.routes import oip_router
 from subscriber.web.predict import predict_router
 from subscriber.web.routes import metrics_router, router
 from subscriber.web.strictjson import install_validation_handler
@@ -80,28 +82,31 @@ def mount(
     metrics: bool = True,
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """Add the ``/sac`` routes (and ``/metrics``) and their lifespan to an existing app.
+    """Add the ``/sac`` routes, the Open Inference Protocol's ``/v2`` (and ``/metrics``) and
+    their lifespan to an existing app.
 
     The app's own lifespan keeps running inside ours; its routes never depend on the model,
     and the API key and the body bounds apply to our paths only, never to the app's own.
     ``settings`` default to the environment, read now. Call before the app starts.
     """
-    ours = ("/sac", "/metrics") if metrics else ("/sac",)
+    ours = ("/sac", "/v2", "/metrics") if metrics else ("/sac", "/v2")
     protection = Protection(prefixes=ours)
     cfg = settings or Settings()
     return _install(app, cfg, protection, metrics=metrics, max_body_bytes=max_body_bytes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The whole server: ``/sac/*``, ``/metrics`` and ``/docs``.
+    """The whole server: ``/sac/*``, the Open Inference Protocol's ``/v2/*``, ``/metrics``
+    and ``/docs``.
 
-    With ``FKS_API_KEY`` set every path but ``/sac/health`` and ``/sac/ready`` needs the key,
-    the docs included unless ``FKS_PUBLIC_DOCS=true``.
+    With ``FKS_API_KEY`` set every path but the health and readiness probes (``/sac/health``,
+    ``/sac/ready``, ``/v2/health/live``, ``/v2/health/ready``) needs the key, the docs
+    included unless ``FKS_PUBLIC_DOCS=true``.
     """
     cfg = settings or Settings()
     app = FastAPI(
         title="fks-checkpoint-notify",
-        version=_version(),
+        version=server_version(),
         summary="A SAC policy served with push-driven hot reload of checkpoints over Redis.",
         description=(
             "Trainers announce checkpoints on `fks:<instance>:model_checkpoints`; this server "
@@ -128,9 +133,11 @@ def _install(
     app.include_router(router)
     app.include_router(predict_router)
     app.include_router(benchmark_router)
+    app.include_router(oip_router)
     if metrics:
         app.include_router(metrics_router)
     install_validation_handler(app)
+    install_error_handlers(app)
     # add_middleware puts each new one outside the others: the key is checked first, then
     # the body is read under its bounds, then a plain /sac/predict is answered (hotpath.py).
     if max_body_bytes is not None:
@@ -153,10 +160,3 @@ def _install(
 
     app.router.lifespan_context = combined
     return app
-
-
-def _version() -> str:
-    try:
-        return version("fks-checkpoint-notify")
-    except PackageNotFoundError:
-        return "0"

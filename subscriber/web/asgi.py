@@ -8,12 +8,21 @@ import json
 from starlette.types import Message, Receive, Scope, Send
 
 __all__ = [
-    "LARGE_BODY_BYTES", "declared_length", "has_body", "replaying", "reply", "route_path",
-    "unread_may_be_large",
+    "LARGE_BODY_BYTES", "OIP_PREFIX", "declared_length", "error_key", "has_body", "replaying",
+    "reply", "route_path", "unread_may_be_large",
 ]  # fmt: skip
 
 LARGE_BODY_BYTES = 64 * 1024
 """A body declared or streamed over this is large: a cap bounds how many are read at once."""
+
+OIP_PREFIX = "/v2"
+"""The Open Inference Protocol's routes (SPEC §14): their errors are ``{"error": …}``."""
+
+
+def error_key(path: str) -> str:
+    """The key of an error answer for ``path``: the protocol's ``error`` under ``/v2``
+    (clients such as ``tritonclient`` read only that), FastAPI's ``detail`` elsewhere."""
+    return "error" if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/") else "detail"
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -63,9 +72,10 @@ async def reply(
     *,
     headers: tuple[tuple[bytes, bytes], ...] = (),
     close: bool = False,
+    key: str = "detail",
 ) -> None:
-    """Answer ``{"detail": detail}`` with ``status``; ``close`` ends the connection after it."""
-    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    """Answer ``{key: detail}`` with ``status``; ``close`` ends the connection after it."""
+    body = json.dumps({key: detail}, separators=(",", ":")).encode()
     head = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

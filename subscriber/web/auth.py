@@ -27,14 +27,15 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.settings import Settings
-from subscriber.web.asgi import reply, route_path, unread_may_be_large
+from subscriber.web.asgi import error_key, reply, route_path, unread_may_be_large
 
 __all__ = [
     "PUBLIC_PATHS", "ApiKey", "ApiKeyGuard", "Protection", "first_headers", "key_allows",
     "require_api_key",
 ]  # fmt: skip
 
-PUBLIC_PATHS = frozenset({"/sac/health", "/sac/ready"})
+# liveness and readiness probes, ours and the Open Inference Protocol's (SPEC §14)
+PUBLIC_PATHS = frozenset({"/sac/health", "/sac/ready", "/v2/health/live", "/v2/health/ready"})
 DETAIL = "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"
 CHALLENGE = (b"www-authenticate", b"Bearer")
 
@@ -85,7 +86,15 @@ class ApiKeyGuard:
             await self.app(scope, receive, send)
             return
         # The body is never read: a big one is not drained either, the connection closes.
-        await reply(send, 401, DETAIL, headers=(CHALLENGE,), close=unread_may_be_large(scope))
+        path = route_path(scope)
+        await reply(
+            send,
+            401,
+            DETAIL,
+            headers=(CHALLENGE,),
+            close=unread_may_be_large(scope),
+            key=error_key(path),
+        )
 
 
 def first_headers(

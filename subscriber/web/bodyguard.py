@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from subscriber.web.asgi import (
     LARGE_BODY_BYTES,
     declared_length,
+    error_key,
     has_body,
     replaying,
     reply,
@@ -68,7 +69,10 @@ class BodyGuard:
         try:
             message = await self._read(scope, receive)
         except _Refused as refused:
-            await reply(send, refused.status, refused.detail, headers=refused.headers, close=True)
+            key = error_key(route_path(scope))
+            await reply(
+                send, refused.status, refused.detail, headers=refused.headers, close=True, key=key
+            )
             return
         if message is None:  # the client went away while sending: nobody to answer
             return

@@ -52,7 +52,9 @@ if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
     from subscriber.node import ServingNode
 
-__all__ = ["answer_one", "json_text", "predict_router", "served_fields", "to_states"]
+__all__ = [
+    "answer_one", "json_text", "predict_router", "run_policy", "served_fields", "to_states",
+]  # fmt: skip
 
 Matrix = npt.NDArray[np.float32]
 
@@ -114,7 +116,7 @@ def json_text(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
-async def _infer(
+async def run_policy(
     app: FastAPI, node: ServingNode, model: ServedModel, states: Matrix, deterministic: bool
 ) -> tuple[Matrix, float]:
     """The actions and the seconds they took: inline when short, else off the loop. Whatever
@@ -177,7 +179,7 @@ async def answer_one(
     if (why := over_activation_budget(1, model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows([state], model, "state")
-    actions, elapsed = await _infer(app, node, model, states, deterministic)
+    actions, elapsed = await run_policy(app, node, model, states, deterministic)
     node.metrics.predict_latency.observe(elapsed)
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
@@ -219,7 +221,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     if (why := over_activation_budget(len(body.states), model, node.settings)) is not None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=why)
     states = _rows(body.states, model, "states")
-    actions, elapsed = await _infer(request.app, node, model, states, body.deterministic)
+    actions, elapsed = await run_policy(request.app, node, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
     finite = np.isfinite(actions).all(axis=1)
     if not finite.all():
