@@ -82,7 +82,7 @@ reliability: install  ## the reliability suite alone (a longer model-based run),
 	FKS_RELIABILITY_JSON=reliability.json FKS_MODEL_EXAMPLES=40 FKS_MODEL_STEPS=25 \
 		FKS_FUZZ_SEED=random FKS_FUZZ_FILES=20000 FKS_HA_ROUNDS=5 FKS_TRAVEL_ROUNDS=10 \
 		FKS_MEMORY_SWAPS=1000 FKS_BAD_MESSAGES=10000 FKS_CLIENT_KILLS=100 FKS_SIGSTOP_SECONDS=10 FKS_LOAD_PUBLICATIONS=500 \
-		FKS_MODEL_SEED=random $(BIN)/pytest -m reliability
+		FKS_MODEL_SEED=random FKS_BENCH_SKIP= $(BIN)/pytest -m reliability
 
 demo: install  ## the main job: embedded Redis + server + trainer, live swaps
 	$(BIN)/fks demo
