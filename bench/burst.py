@@ -40,7 +40,8 @@ def run(notifications: int = 1000, seconds: float = 1.0) -> dict[str, float]:
             while (current := node.holder.current()) is None or current.version != notifications:
                 time.sleep(0.001)
             final_after = time.perf_counter() - start
-            loads = registry.get_sample_value("fks_load_seconds_count") or 0.0
+            model = {"model": node.metrics.model}
+            loads = registry.get_sample_value("fks_load_seconds_count", model) or 0.0
     return {
         "notifications": float(notifications),
         "published over (s)": published,

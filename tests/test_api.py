@@ -326,13 +326,13 @@ def test_metrics_expose_the_served_model_and_the_reasons(
         client.post("/sac/predict", json={"state": STATE})
         wait_for(lambda: 'reason="truncated"} 1.0' in client.get("/metrics").text)
         text = client.get("/metrics").text
-    for line in (
-        "fks_model_generation 1.0",
-        "fks_model_version 1.0",
-        'fks_swaps_total{source="disk"} 1.0',
-        'fks_rejections_total{reason="truncated"} 1.0',
+    for line in (  # every series of the model carries model="<instance>" (SPEC §13)
+        'fks_model_generation{model="default"} 1.0',
+        'fks_model_version{model="default"} 1.0',
+        'fks_swaps_total{model="default",source="disk"} 1.0',
+        'fks_rejections_total{model="default",reason="truncated"} 1.0',
         "fks_listener_connected 0.0",
-        'fks_predict_latency_seconds_count{route="predict"} 2.0',
+        'fks_predict_latency_seconds_count{model="default",route="predict"} 2.0',
         "fks_fallback_checks_total",
         "fks_model_age_seconds",
         "fks_notify_to_swap_seconds_bucket",

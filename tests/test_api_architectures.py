@@ -39,7 +39,7 @@ def q_values(module: nn.Module, states: list[Any]) -> np.ndarray[Any, Any]:
 
 def rejections(client: TestClient, reason: str) -> float:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith(f'fks_rejections_total{{reason="{reason}"}}'):
+        if line.startswith(f'fks_rejections_total{{model="default",reason="{reason}"}}'):
             return float(line.split()[-1])
     return 0.0
 

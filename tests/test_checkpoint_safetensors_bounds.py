@@ -320,7 +320,8 @@ def test_a_node_refuses_them_counts_them_and_keeps_serving(
     outcome = decider.apply(CheckpointNotification(model_path=str(path), version=2, force=True))
     assert not outcome.applied and outcome.reason == reason
     assert holder.current() is served
-    count = holder.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
+    labels = {"model": holder.metrics.model, "reason": reason}
+    count = holder.metrics.registry.get_sample_value("fks_rejections_total", labels)
     assert count == 1.0
 
 

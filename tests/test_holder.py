@@ -37,17 +37,21 @@ def apply(holder: ModelHolder, notification: CheckpointNotification) -> Outcome:
     return Decider(holder).apply(notification)
 
 
+def sample(holder: ModelHolder, name: str, **labels: str) -> float:
+    """A series of the holder's model (every one carries model="<instance>")."""
+    labels = {"model": holder.metrics.model, **labels}
+    return holder.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def rejections(holder: ModelHolder, reason: str) -> float:
-    value = holder.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
-    return value or 0.0
+    return sample(holder, "fks_rejections_total", reason=reason)
 
 
 def test_every_load_is_timed(holder: ModelHolder, model_root: Path) -> None:
     """fks_load_seconds counts each verify+load+build, failed ones excluded."""
     apply(holder, note(write_checkpoint(model_root, 1).path, 1))
     apply(holder, note(write_checkpoint(model_root, 2).path, 2))
-    count = holder.metrics.registry.get_sample_value("fks_load_seconds_count")
-    assert count == 2.0
+    assert sample(holder, "fks_load_seconds_count") == 2.0
 
 
 def test_a_newer_version_is_swapped_in_with_a_new_generation(
@@ -74,10 +78,7 @@ def test_stale_and_duplicate_versions_are_skipped_and_counted(
     outcome = apply(holder, note(write_checkpoint(model_root, version).path, version))
     assert not outcome.applied and outcome.reason == "stale_version"
     assert holder.current() is before
-    sample = holder.metrics.registry.get_sample_value(
-        "fks_stale_skips_total", {"reason": "stale_version"}
-    )
-    assert sample == 1.0
+    assert sample(holder, "fks_stale_skips_total", reason="stale_version") == 1.0
 
 
 def test_force_applies_an_older_version(holder: ModelHolder, model_root: Path) -> None:

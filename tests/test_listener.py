@@ -28,6 +28,8 @@ def connected(node: ServingNode) -> bool:
 
 
 def sample(node: ServingNode, name: str, **labels: str) -> float:
+    """A series of the node's model (every one carries model="<instance>")."""
+    labels = {"model": node.metrics.model, **labels}
     return node.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -51,8 +53,7 @@ def test_a_notification_is_swapped_in(
     wait_for(lambda: served_version(node) == 1)
     model = node.holder.current()
     assert model is not None and model.source == "channel"
-    registry = node.metrics.registry
-    wait_for(lambda: registry.get_sample_value("fks_notify_to_swap_seconds_count") == 1.0)
+    wait_for(lambda: sample(node, "fks_notify_to_swap_seconds_count") == 1.0)
 
 
 def test_stale_duplicate_and_forced_notifications(
@@ -133,8 +134,8 @@ def test_a_burst_ends_on_the_newest_with_far_fewer_loads(
             saved = files[version % 5]
             notifier.notify(saved.path, version=version, sha256=saved.sha256)
     wait_for(lambda: served_version(node) == 1000, timeout=20)
-    swaps = node.metrics.registry.get_sample_value("fks_swaps_total", {"source": "channel"}) or 0
-    swaps += node.metrics.registry.get_sample_value("fks_swaps_total", {"source": "latest"}) or 0
+    swaps = sample(node, "fks_swaps_total", source="channel")
+    swaps += sample(node, "fks_swaps_total", source="latest")
     assert 1 <= swaps <= 100, swaps
     assert sample(node, "fks_notifications_coalesced_total") >= 900
 
@@ -235,8 +236,7 @@ def test_malformed_messages_are_rejected_counted_and_harmless(
     redis_client.publish(KEYS.channel, payload)
     wait_for(lambda: node.listener.counters[f"rejected_{reason}"] == 1)
     assert node.holder.current() is before and node.listener.alive()
-    value = node.metrics.registry.get_sample_value("fks_rejections_total", {"reason": reason})
-    assert value == 1.0
+    assert sample(node, "fks_rejections_total", reason=reason) == 1.0
 
 
 def test_with_a_secret_unsigned_and_forged_messages_are_rejected(

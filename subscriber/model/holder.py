@@ -78,7 +78,7 @@ class ModelHolder:
             if "://" in prefix:
                 protocol_installed(prefix.split("://", 1)[0])
         self.fetch_options = FetchOptions.from_settings(settings)
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(model=settings.instance_id)
         self.options = options or LoadOptions(
             state_dim=settings.state_dim,
             jit=settings.jit,

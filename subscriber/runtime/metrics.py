@@ -1,14 +1,36 @@
-"""Prometheus metrics of one serving node, in a registry of its own (``/metrics``)."""
+"""Prometheus metrics of one serving node, in a registry of its own (``/metrics``).
+
+Every series of the model a node serves carries ``model="<instance id>"`` (SPEC §13), its
+first label: what the node serves, swaps, refuses, acks and answers. The node's own series
+(its listener's connection, ``fks_node_info``, the collector) carry none.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["Metrics"]
+__all__ = ["ModelFamily", "Metrics"]
+
+Family = TypeVar("Family", bound=MetricWrapperBase)
+
+
+class ModelFamily(Generic[Family]):
+    """A family labelled ``model`` first, with the model fixed: ``labels(*rest)`` gives the
+    series of this model for the other labels, as the family's own ``labels`` would."""
+
+    def __init__(self, family: Family, model: str) -> None:
+        self.family = family
+        self.model = model
+
+    def labels(self, *values: str) -> Family:
+        return self.family.labels(self.model, *values)
+
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -17,30 +39,47 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 class Metrics:
     """Every series the node exports; all names start with ``fks_``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, model: str = "default"
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.model = model
         r = self.registry
         # every series is registered in this node's own registry
         counter, gauge = partial(Counter, registry=r), partial(Gauge, registry=r)
         histogram = partial(Histogram, registry=r)
-        self.generation = gauge("fks_model_generation", "Generation of the served model")
-        self.version = gauge("fks_model_version", "Version of the served model")
-        self.model_age = gauge(
+
+        def of_model(kind: Callable[..., Family], name: str, doc: str,
+                     labels: Sequence[str] = (), **kw: object) -> ModelFamily[Family]:  # fmt: skip
+            return ModelFamily(kind(name, doc, ["model", *labels], **kw), model)
+
+        self.generation = of_model(
+            gauge, "fks_model_generation", "Generation of the served model"
+        ).labels()
+        self.version = of_model(gauge, "fks_model_version", "Version of the served model").labels()
+        self.model_age = of_model(
+            gauge,
             "fks_model_age_seconds",
             "Seconds since the served checkpoint was saved (freshness); NaN without a model",
+        ).labels()
+        self.swaps = of_model(counter, "fks_swaps", "Models swapped in, by source", ["source"])
+        self.stale_skips = of_model(
+            counter, "fks_stale_skips", "Notifications skipped as not newer, by reason", ["reason"]
         )
-        self.swaps = counter("fks_swaps", "Models swapped in, by source", ["source"])
-        self.stale_skips = counter(
-            "fks_stale_skips", "Notifications skipped as not newer, by reason", ["reason"]
+        self.rejections = of_model(
+            counter,
+            "fks_rejections",
+            "Notifications and checkpoints refused, by reason",
+            ["reason"],
         )
-        self.rejections = counter(
-            "fks_rejections", "Notifications and checkpoints refused, by reason", ["reason"]
-        )
-        self.coalesced = counter(
-            "fks_notifications_coalesced", "Pending notifications replaced by newer ones"
-        )
-        self.notifications = counter(
-            "fks_notifications_received", "Notifications read (channel and :latest)", ["via"]
+        self.coalesced = of_model(
+            counter, "fks_notifications_coalesced", "Pending notifications replaced by newer ones"
+        ).labels()
+        self.notifications = of_model(
+            counter,
+            "fks_notifications_received",
+            "Notifications read (channel and :latest)",
+            ["via"],
         )
         self.listener_connected = gauge(
             "fks_listener_connected", "1 while the Redis listener is subscribed"
@@ -48,37 +87,45 @@ class Metrics:
         self.reconnects = counter(
             "fks_listener_reconnects", "Listener (re)connections after the first"
         )
-        self.fallback_checks = counter(
-            "fks_fallback_checks", "os.stat freshness checks made on the request path"
-        )
-        self.load_seconds = histogram(
-            "fks_load_seconds", "Checkpoint verify+load+build time", buckets=LAG_BUCKETS
-        )
-        self.fetch_seconds = histogram(
+        self.fallback_checks = of_model(
+            counter, "fks_fallback_checks", "os.stat freshness checks made on the request path"
+        ).labels()
+        self.load_seconds = of_model(
+            histogram, "fks_load_seconds", "Checkpoint verify+load+build time", buckets=LAG_BUCKETS
+        ).labels()
+        self.fetch_seconds = of_model(
+            histogram,
             "fks_fetch_seconds",
             "Time to download and verify a remote checkpoint (retries included; cache hits not)",
             buckets=LAG_BUCKETS + (30.0, 60.0),
-        )
-        self.fetch_bytes = counter(
-            "fks_fetch_bytes", "Bytes received from remote stores, failed and cut attempts included"
-        )
-        self.notify_to_swap = histogram(
+        ).labels()
+        self.fetch_bytes = of_model(
+            counter,
+            "fks_fetch_bytes",
+            "Bytes received from remote stores, failed and cut attempts included",
+        ).labels()
+        self.notify_to_swap = of_model(
+            histogram,
             "fks_notify_to_swap_seconds",
             "From a notification's arrival to the swap it caused",
             buckets=LAG_BUCKETS,
-        )
-        self.request_latency = histogram(
+        ).labels()
+        self.request_latency = of_model(
+            histogram,
             "fks_predict_latency_seconds",
             "In-handler inference latency by route",
             ["route"],
             buckets=LATENCY_BUCKETS,
         )
-        self.acks = counter(
-            "fks_acks", "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)", ["outcome"]
+        self.acks = of_model(
+            counter,
+            "fks_acks",
+            "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)",
+            ["outcome"],
         )
-        self.acks_dropped = counter(
-            "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
-        )
+        self.acks_dropped = of_model(
+            counter, "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
+        ).labels()
         self.node_info = gauge(
             "fks_node_info",
             "Always 1: the node id (a worker of `fks serve --workers N` has its own) and pid",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from fks.server_process import ServerProcess
 from tests.helpers import wait_for
@@ -172,11 +174,14 @@ def log_tail(server: ServerProcess, lines: int = 40) -> str:
 
 
 def metric(url: str, name: str, labels: str = "", headers: dict[str, str] | None = None) -> float:
-    """One sample of the server's /metrics (0 when absent)."""
+    """The sum of the samples ``name`` of the server's /metrics whose labels include
+    ``labels`` (``'reason="x"'``; every series of the model also carries ``model``); 0 when
+    there are none."""
     text = httpx.get(url + "/metrics", headers=headers or {}, timeout=10).text
-    key = f"{name}{{{labels}}}" if labels else name
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', labels))
     total = 0.0
-    for line in text.splitlines():
-        if line.startswith(key + " ") or (not labels and line.startswith(name + "{")):
-            total += float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and wanted.items() <= sample.labels.items():
+                total += sample.value
     return total
