@@ -1,0 +1,63 @@
+"""Find (or fetch) Prometheus and ``promtool``, for the test of the monitoring setup.
+
+Looked for, in order: ``$FKS_PROMETHEUS`` (the ``prometheus`` binary; ``promtool`` beside it),
+``prometheus`` on ``PATH``, then a copy extracted earlier into ``~/.cache/fks/prometheus``.
+Failing those, on a Debian machine, :func:`ensure_prometheus` unpacks Debian's ``prometheus``
+package there (``fks/debian.py``: nothing is installed system-wide and no service is
+started). Its two binaries are static Go programs: no library to point at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, unpack_packages
+
+__all__ = ["CACHE", "PrometheusUnavailable", "ensure_prometheus"]
+
+CACHE = CACHE_HOME / "prometheus"
+
+
+class PrometheusUnavailable(RuntimeError):
+    """No Prometheus here, and none could be fetched; the message says why."""
+
+
+def _runs(binary: Path) -> bool:
+    try:
+        done = subprocess.run([str(binary), "--version"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _candidates() -> list[Path]:
+    found = []
+    if env := os.environ.get("FKS_PROMETHEUS"):
+        found.append(Path(env))
+    if on_path := shutil.which("prometheus"):
+        found.append(Path(on_path))
+    found.append(CACHE / "usr" / "bin" / "prometheus")
+    return found
+
+
+def _usable(prometheus: Path) -> bool:
+    return prometheus.is_file() and _runs(prometheus) and _runs(prometheus.with_name("promtool"))
+
+
+def ensure_prometheus() -> tuple[Path, Path]:
+    """``prometheus`` and ``promtool``: found, or fetched from Debian into :data:`CACHE`."""
+    with fetch_lock():
+        for candidate in _candidates():
+            if _usable(candidate):
+                return candidate, candidate.with_name("promtool")
+        try:
+            unpack_packages(["prometheus"], CACHE)
+        except DebianUnavailable as exc:
+            raise PrometheusUnavailable(str(exc)) from exc
+    prometheus = CACHE / "usr" / "bin" / "prometheus"
+    if not _usable(prometheus):
+        raise PrometheusUnavailable(f"Debian's prometheus package did not give {prometheus}")
+    return prometheus, prometheus.with_name("promtool")
