@@ -19,9 +19,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CACHE_HOME", "DebianUnavailable", "fetch_lock", "unpack_packages"]
+__all__ = ["CACHE_HOME", "DebianUnavailable", "fetch_lock", "places", "unpack_packages"]
 
 CACHE_HOME = Path(os.environ.get("FKS_CACHE_HOME", Path.home() / ".cache" / "fks"))
+
+
+def places(env: str, program: str, *more: Path) -> list[Path]:
+    """Where to look for ``program``, in order: ``$env``, ``PATH``, then ``more``."""
+    found = [Path(given)] if (given := os.environ.get(env)) else []
+    if on_path := shutil.which(program):
+        found.append(Path(on_path))
+    return [*found, *more]
 
 
 class DebianUnavailable(RuntimeError):

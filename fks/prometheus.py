@@ -9,12 +9,10 @@ started). Its two binaries are static Go programs: no library to point at.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, unpack_packages
+from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, places, unpack_packages
 
 __all__ = ["CACHE", "PrometheusUnavailable", "ensure_prometheus"]
 
@@ -33,16 +31,6 @@ def _runs(binary: Path) -> bool:
     return done.returncode == 0
 
 
-def _candidates() -> list[Path]:
-    found = []
-    if env := os.environ.get("FKS_PROMETHEUS"):
-        found.append(Path(env))
-    if on_path := shutil.which("prometheus"):
-        found.append(Path(on_path))
-    found.append(CACHE / "usr" / "bin" / "prometheus")
-    return found
-
-
 def _usable(prometheus: Path) -> bool:
     return prometheus.is_file() and _runs(prometheus) and _runs(prometheus.with_name("promtool"))
 
@@ -50,7 +38,9 @@ def _usable(prometheus: Path) -> bool:
 def ensure_prometheus() -> tuple[Path, Path]:
     """``prometheus`` and ``promtool``: found, or fetched from Debian into :data:`CACHE`."""
     with fetch_lock():
-        for candidate in _candidates():
+        for candidate in places(
+            "FKS_PROMETHEUS", "prometheus", CACHE / "usr" / "bin" / "prometheus"
+        ):
             if _usable(candidate):
                 return candidate, candidate.with_name("promtool")
         try:

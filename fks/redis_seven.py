@@ -11,13 +11,11 @@ and no service is started). A wrapper script sets the library path for the packa
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, unpack_packages
+from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, places, unpack_packages
 
 __all__ = ["CACHE", "Redis7Unavailable", "ensure_redis7", "redis_version"]
 
@@ -60,13 +58,9 @@ def _usable(binary: Path) -> bool:
 
 
 def _candidates() -> list[Path]:
-    found = []
-    if env := os.environ.get("FKS_REDIS7_SERVER"):
-        found.append(Path(env))
-    if on_path := shutil.which("redis-server"):
-        found.append(Path(on_path))
-    found += [Path("/usr/bin/redis-server"), CACHE / "redis-server"]
-    return found
+    return places(
+        "FKS_REDIS7_SERVER", "redis-server", Path("/usr/bin/redis-server"), CACHE / "redis-server"
+    )
 
 
 def ensure_redis7() -> Path:

@@ -53,79 +53,13 @@ class Metrics:
                      labels: Sequence[str] = (), **kw: object) -> ModelFamily[Family]:  # fmt: skip
             return ModelFamily(kind(name, doc, ["model", *labels], **kw), model)
 
-        self.generation = of_model(
-            gauge, "fks_model_generation", "Generation of the served model"
-        ).labels()
-        self.version = of_model(gauge, "fks_model_version", "Version of the served model").labels()
-        self.model_age = of_model(
-            gauge,
-            "fks_model_age_seconds",
-            "Seconds since the served checkpoint was saved (freshness); NaN without a model",
-        ).labels()
-        self.swaps = of_model(counter, "fks_swaps", "Models swapped in, by source", ["source"])
-        self.stale_skips = of_model(
-            counter, "fks_stale_skips", "Notifications skipped as not newer, by reason", ["reason"]
-        )
-        self.rejections = of_model(
-            counter,
-            "fks_rejections",
-            "Notifications and checkpoints refused, by reason",
-            ["reason"],
-        )
-        self.coalesced = of_model(
-            counter, "fks_notifications_coalesced", "Pending notifications replaced by newer ones"
-        ).labels()
-        self.notifications = of_model(
-            counter,
-            "fks_notifications_received",
-            "Notifications read (channel and :latest)",
-            ["via"],
-        )
+        # the node's own series: its listener's connection, which node it is, the collector
         self.listener_connected = gauge(
             "fks_listener_connected", "1 while the Redis listener is subscribed"
         )
         self.reconnects = counter(
             "fks_listener_reconnects", "Listener (re)connections after the first"
         )
-        self.fallback_checks = of_model(
-            counter, "fks_fallback_checks", "os.stat freshness checks made on the request path"
-        ).labels()
-        self.load_seconds = of_model(
-            histogram, "fks_load_seconds", "Checkpoint verify+load+build time", buckets=LAG_BUCKETS
-        ).labels()
-        self.fetch_seconds = of_model(
-            histogram,
-            "fks_fetch_seconds",
-            "Time to download and verify a remote checkpoint (retries included; cache hits not)",
-            buckets=LAG_BUCKETS + (30.0, 60.0),
-        ).labels()
-        self.fetch_bytes = of_model(
-            counter,
-            "fks_fetch_bytes",
-            "Bytes received from remote stores, failed and cut attempts included",
-        ).labels()
-        self.notify_to_swap = of_model(
-            histogram,
-            "fks_notify_to_swap_seconds",
-            "From a notification's arrival to the swap it caused",
-            buckets=LAG_BUCKETS,
-        ).labels()
-        self.request_latency = of_model(
-            histogram,
-            "fks_predict_latency_seconds",
-            "In-handler inference latency by route",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-        )
-        self.acks = of_model(
-            counter,
-            "fks_acks",
-            "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)",
-            ["outcome"],
-        )
-        self.acks_dropped = of_model(
-            counter, "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
-        ).labels()
         self.node_info = gauge(
             "fks_node_info",
             "Always 1: the node id (a worker of `fks serve --workers N` has its own) and pid",
@@ -135,6 +69,60 @@ class Metrics:
             "fks_gc_frozen_objects",
             "Objects moved out of the collector's full passes at startup (0: FKS_GC_FREEZE=false)",
         )
+        # a model's series: labelled model="<instance>" first (see the module)
+        counters: Callable[..., ModelFamily[Counter]] = partial(of_model, counter)
+        gauges: Callable[..., ModelFamily[Gauge]] = partial(of_model, gauge)
+        histograms: Callable[..., ModelFamily[Histogram]] = partial(of_model, histogram)
+        self.generation = gauges("fks_model_generation", "Generation of the served model").labels()
+        self.version = gauges("fks_model_version", "Version of the served model").labels()
+        self.model_age = gauges(
+            "fks_model_age_seconds",
+            "Seconds since the served checkpoint was saved (freshness); NaN without a model",
+        ).labels()
+        self.swaps = counters("fks_swaps", "Models swapped in, by source", ["source"])
+        self.stale_skips = counters(
+            "fks_stale_skips", "Notifications skipped as not newer, by reason", ["reason"]
+        )
+        self.rejections = counters(
+            "fks_rejections", "Notifications and checkpoints refused, by reason", ["reason"]
+        )
+        self.coalesced = counters(
+            "fks_notifications_coalesced", "Pending notifications replaced by newer ones"
+        ).labels()
+        self.notifications = counters(
+            "fks_notifications_received", "Notifications read (channel and :latest)", ["via"]
+        )
+        self.fallback_checks = counters(
+            "fks_fallback_checks", "os.stat freshness checks made on the request path"
+        ).labels()
+        self.load_seconds = histograms(
+            "fks_load_seconds", "Checkpoint verify+load+build time", buckets=LAG_BUCKETS
+        ).labels()
+        self.fetch_seconds = histograms(
+            "fks_fetch_seconds",
+            "Time to download and verify a remote checkpoint (retries included; cache hits not)",
+            buckets=LAG_BUCKETS + (30.0, 60.0),
+        ).labels()
+        self.fetch_bytes = counters(
+            "fks_fetch_bytes", "Bytes received from remote stores, failed and cut attempts included"
+        ).labels()
+        self.notify_to_swap = histograms(
+            "fks_notify_to_swap_seconds",
+            "From a notification's arrival to the swap it caused",
+            buckets=LAG_BUCKETS,
+        ).labels()
+        self.request_latency = histograms(
+            "fks_predict_latency_seconds",
+            "In-handler inference latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.acks = counters(
+            "fks_acks", "Acks sent on fks:<instance>:acks, by outcome (SPEC §11)", ["outcome"]
+        )
+        self.acks_dropped = counters(
+            "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
+        ).labels()
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")
         self.batch_latency = self.request_latency.labels("batch")

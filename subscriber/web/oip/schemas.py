@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from subscriber.web.deps import BODY_LIMITS
+
 __all__ = [
     "BODY_REFUSALS",
     "REFUSALS",
@@ -96,20 +98,10 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
     404: _refusal("No such model, or no such version of it"),
     503: _refusal("No model is served yet"),
 }
+# the body guard's answers (their descriptions, Retry-After), in the protocol's error shape
 BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
     **REFUSALS,
+    **{code: {**answer, "model": OipErrorAnswer} for code, answer in BODY_LIMITS.items()},
     400: _refusal("A bad tensor: name, datatype, shape, data, or a value that is not finite"),
-    408: _refusal("Body not received in FKS_BODY_TIMEOUT_SECONDS"),
     413: _refusal("Over FKS_MAX_BATCH_ROWS, FKS_MAX_ACTIVATION_BYTES, or a body over 8 MiB"),
-    503: {
-        **_refusal(
-            "No model is served yet, or FKS_MAX_LARGE_BODIES large bodies are being read already"
-        ),
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds to wait (only when the large-body cap is full)",
-                "schema": {"type": "integer"},
-            }
-        },
-    },
 }
