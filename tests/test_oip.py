@@ -5,19 +5,23 @@ files); tests/test_oip_tritonclient.py drives a real server with tritonclient.""
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from common.settings import Settings
 from subscriber import mount
+from subscriber.web.oip.tensors import OipError, parse_request
 from tests.helpers import bump_mtime, write_checkpoint
 from tests.test_api_architectures import write_dqn
 
@@ -179,12 +183,12 @@ def _send(client: TestClient, *inputs: dict[str, Any]) -> Any:
 
 
 def _binary(client: TestClient, rows: int, *, size: int | None = None, extra: bytes = b"",
-            cut: int = 0) -> Any:  # fmt: skip
+            cut: int = 0, shape: list[int] | None = None) -> Any:  # fmt: skip
     """``rows`` zero states as binary data; ``size``: the binary_data_size it claims (default
-    the true one), ``extra`` appended, ``cut`` bytes missing."""
+    the true one), with ``shape`` if given; ``extra`` appended, ``cut`` bytes missing."""
     body, headers = binary_body(np.zeros((rows, 28), np.float32))
     if size is not None:
-        spec = {"name": "state", "shape": [rows, 28], "datatype": "FP32",
+        spec = {"name": "state", "shape": shape or [rows, 28], "datatype": "FP32",
                 "parameters": {"binary_data_size": size}}  # fmt: skip
         head = json.dumps({"inputs": [spec]}).encode()
         body, headers = head + b"\0" * size, {HEADER: str(len(head))}
@@ -223,6 +227,21 @@ HOSTILE: list[tuple[str, Callable[[TestClient], Any], int, str]] = [
     ("bytes too few", lambda c: _binary(c, 2, cut=4), 400, "announced"),
     ("bytes left over", lambda c: _binary(c, 1, extra=b"x"), 400, "1 bytes of binary data"),
     ("size not the shape's", lambda c: _binary(c, 1, size=4), 400, "not the 112 bytes"),
+    ("65 dimensions", lambda c: _send(c, _with(shape=[1] * 65, data=[1.0])), 400,
+     "65 dimensions (at most 32)"),
+    ("a huge dimension beside a 0", lambda c: _send(c, _with(shape=[2**63, 0], data=[])), 400,
+     "more elements than the body holds"),
+    ("huge dimensions, binary", lambda c: _binary(c, 1, size=4, shape=[10**2200, 10**2200]),
+     400, "more elements than the body holds"),
+    ("many huge dimensions", lambda c: _send(c, _with(shape=[10**4000] * 30, data=[1.0])), 400,
+     "more elements than the body holds"),
+    ("header of 5000 digits", lambda c: _raw(c, b"{}", **{HEADER: "1" * 5000}), 400,
+     "byte count"),
+    ("gzip that is not", lambda c: _raw(c, b"{}", **{"Content-Encoding": "gzip"}), 400,
+     "not gzip data"),
+    ("a gzip bomb", lambda c: _raw(c, gzip.compress(b" " * (9 << 20)),
+                                   **{"Content-Encoding": "gzip"}), 413, "inflates past"),
+    ("br", lambda c: _raw(c, b"{}", **{"Content-Encoding": "br"}), 400, "not supported"),
     ("unknown output", lambda c: infer(c, STATE, outputs=[{"name": "q_values"}]), 400,
      "no output 'q_values'"),
     ("id not a string", lambda c: infer(c, STATE, id=7), 400, "id must be a string"),
@@ -252,6 +271,34 @@ def test_a_bad_request_is_refused_with_the_protocols_error_and_changes_nothing(
         assert says in answer.json()["error"], answer.json()
         assert client.get("/sac/ready").json()["version"] == 1
         assert infer(client, STATE).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1" * 5000, "-1", " 2", "3"])
+def test_the_json_length_header_takes_ascii_digits_within_the_body_only(value: str) -> None:
+    """A header byte read as latin-1 "²" (str.isdigit() takes it, int() does not), Arabic
+    digits, more digits than int() reads, a sign, a space, past the body: 400, never 500."""
+    with pytest.raises(OipError, match="byte count") as refused:
+        parse_request(b"{}", value)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_request_is_read_as_tritonclient_sends_it(
+    client_for: Client, model_root: Path, encoding: str
+) -> None:
+    """Content-Encoding gzip or deflate (tritonclient's request_compression_algorithm): the
+    same answer as the plain request."""
+    write_checkpoint(model_root, 1)
+    rows = np.random.default_rng(3).standard_normal((3, 28)).astype(np.float32)
+    body, headers = binary_body(rows, parameters={"binary_data_output": True})
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    with client_for() as client:
+        plain = split_answer(client.post("/v2/models/default/infer", content=body,
+                                         headers=headers))[1]  # fmt: skip
+        answer = client.post("/v2/models/default/infer", content=packed,
+                             headers={**headers, "Content-Encoding": encoding})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert split_answer(answer)[1]["action"].tolist() == plain["action"].tolist()
 
 
 def test_limits_key_and_no_model_are_the_protocols_errors_too(
@@ -305,15 +352,25 @@ def test_the_repository_index_load_and_unload(client_for: Client, model_root: Pa
                                   json={"parameters": parameters})  # fmt: skip
             assert refused.status_code == 400 and "takes no parameters" in refused.json()["error"]
             assert client.get("/sac/ready").json()["version"] == 4
+        lax: dict[str, Any]
+        for lax in ({"parameters": []}, {"config": "{}"}, {"parameters": {}, "files": 1}):
+            refused = client.post("/v2/repository/models/default/load", json=lax)
+            assert refused.status_code == 400, (lax, refused.text)
+            assert client.get("/sac/ready").json()["version"] == 4
         unload = client.post("/v2/repository/models/default/unload", json={})
         assert unload.status_code == 400 and "not supported" in unload.json()["error"]
         assert client.post("/v2/repository/models/x/load").status_code == 404
 
 
 def test_mounted_v2_keeps_the_apps_own_errors(model_root: Path, tmp_path: Path) -> None:
-    """mount() adds /v2 beside /sac; the app's own paths keep FastAPI's {"detail": ...}."""
-    write_checkpoint(model_root, 1)
+    """mount() adds /v2 beside /sac; the app's own paths keep their own errors (FastAPI's
+    {"detail": ...}, or the app's own handler), and /v2's refusals stay {"error": ...} even
+    when the app has its own handler for HTTPException."""
     app = FastAPI()
+
+    @app.exception_handler(HTTPException)
+    async def own_errors(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"mine": exc.detail}, status_code=exc.status_code)
 
     @app.get("/mine")
     async def mine() -> dict[str, str]:
@@ -322,6 +379,13 @@ def test_mounted_v2_keeps_the_apps_own_errors(model_root: Path, tmp_path: Path) 
     settings = Settings(model_dir=model_root, default_model_dir=tmp_path / "d",
                         redis_url="redis://127.0.0.1:1/0", api_key=SecretStr("k"))  # fmt: skip
     with TestClient(mount(app, settings)) as client:
+        key = {"X-API-Key": "k"}
+        none = client.post("/v2/models/default/infer", headers=key,
+                           json={"inputs": [tensor([STATE])]})  # fmt: skip
+        assert none.status_code == 503 and "no model" in none.json()["error"]
+        assert client.get("/v2/models/default", headers=key).json()["error"]
+        write_checkpoint(model_root, 1)
+        assert client.post("/sac/model/reload", headers=key).status_code == 200
         assert client.get("/mine").json() == {"ok": "yes"}
         assert client.get("/elsewhere").json() == {"detail": "Not Found"}
         assert client.get("/v2/nothing", headers={"X-API-Key": "k"}).json() == {

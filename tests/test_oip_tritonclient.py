@@ -90,6 +90,11 @@ def test_tritonclient_drives_a_sac_actor_like_sac_predict(
                             json={"state": ROWS[0].tolist()}).json()["action"]  # fmt: skip
         default = client.infer("default", [state_input(ROWS[:1], True)])  # the client's default
         assert default.as_numpy("action")[0, 0] == np.float32(single)
+        for algorithm in ("gzip", "deflate"):  # a compressed request; the answer comes plain
+            packed = client.infer("default", [state_input(ROWS, binary)],
+                                  request_compression_algorithm=algorithm,
+                                  response_compression_algorithm=algorithm)  # fmt: skip
+            assert packed.as_numpy("action").tolist() == result.as_numpy("action").tolist()
         client.close()
 
 

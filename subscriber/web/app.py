@@ -130,6 +130,7 @@ def _install(
     metrics: bool,
     max_body_bytes: int | None,
 ) -> FastAPI:
+    app.state.fks_max_body_bytes = max_body_bytes  # also what a compressed /v2 body may inflate to
     app.include_router(router)
     app.include_router(predict_router)
     app.include_router(benchmark_router)

@@ -11,11 +11,12 @@ unknown model or version, 413 over the limits, 503 with no model yet.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +24,7 @@ from common.errors import CheckpointError
 from subscriber.errors import NotEveryWorker, NothingToLoad
 from subscriber.model.budget import over_activation_budget
 from subscriber.web.auth import require_api_key
+from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES
 from subscriber.web.deps import get_node, served_model
 from subscriber.web.oip.metadata import (
     EXTENSIONS,
@@ -50,6 +52,7 @@ from subscriber.web.oip.tensors import (
     InferRequest,
     OipError,
     Output,
+    decoded,
     encode_answer,
     json_object,
     parse_request,
@@ -109,6 +112,25 @@ INFER_BODY: dict[str, Any] = {
 
 
 Work = Callable[[Request, "ServingNode", "ServedModel", str], Awaitable[Response]]
+Route = TypeVar("Route", bound=Callable[..., Awaitable[Response]])
+
+
+def protocol_errors(route: Route) -> Route:
+    """Answer what ``route`` refuses as ``{"error": …}`` itself: an OipError, and the shared
+    checks' HTTPException (the key, no model yet, the limits). Not through the app's
+    exception handlers, which an app that mounts us may have replaced."""
+
+    @functools.wraps(route)
+    async def answered(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await route(*args, **kwargs)
+        except OipError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except HTTPException as exc:
+            body = {"error": str(exc.detail)}
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    return answered  # type: ignore[return-value]
 
 
 async def _nodes(request: Request) -> dict[str, ServingNode]:
@@ -153,6 +175,7 @@ async def _answer(request: Request, name: str, version: str | None, work: Work) 
     summary="Server metadata",
     responses={200: {"model": ServerMetadataAnswer}, 401: REFUSALS[401]},
 )
+@protocol_errors
 async def server_metadata(request: Request) -> JSONResponse:
     await require_api_key(request)
     return JSONResponse(
@@ -193,6 +216,7 @@ async def _ready(request: Request, node: ServingNode, model: ServedModel, name: 
 
 
 def _served(work: Work) -> Callable[[Request, str], Awaitable[Response]]:
+    @protocol_errors
     async def route(request: Request, name: str) -> Response:
         return await _answer(request, name, None, work)
 
@@ -200,6 +224,7 @@ def _served(work: Work) -> Callable[[Request, str], Awaitable[Response]]:
 
 
 def _of_version(work: Work) -> Callable[[Request, str, str], Awaitable[Response]]:
+    @protocol_errors
     async def route(request: Request, name: str, version: str) -> Response:
         return await _answer(request, name, version, work)
 
@@ -207,7 +232,8 @@ def _of_version(work: Work) -> Callable[[Request, str, str], Awaitable[Response]
 
 
 async def _infer(request: Request, node: ServingNode, model: ServedModel, name: str) -> Response:
-    body = await request.body()
+    limit = getattr(request.app.state, "fks_max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES
+    body = decoded(await request.body(), request.headers.get("content-encoding"), limit)
     parsed = parse_request(body, request.headers.get(BINARY_HEADER))
     states = _states(parsed, model, node)
     deterministic = parsed.parameters.get("deterministic", True)
@@ -342,6 +368,7 @@ for _method, _tail, _work, _summary, _responses in _MODEL_ROUTES:
         401: REFUSALS[401],
     },
 )
+@protocol_errors
 async def repository_index(request: Request) -> Response:
     nodes = await _nodes(request)
     query = _json_object(await request.body())
@@ -371,9 +398,13 @@ async def repository_index(request: Request) -> Response:
         **REFUSALS,
     },
 )
+@protocol_errors
 async def repository_load(request: Request, name: str) -> Response:
     node = await _node(request, name)
-    parameters = _json_object(await request.body()).get("parameters") or {}
+    asked = _json_object(await request.body())
+    if set(asked) - {"parameters"}:
+        raise OipError(400, f"load takes only parameters, not {sorted(asked)}")
+    parameters = asked.get("parameters", {})
     if not isinstance(parameters, dict):
         raise OipError(400, "parameters must be a JSON object")
     if parameters:
@@ -399,7 +430,8 @@ async def repository_load(request: Request, name: str) -> Response:
     summary="Not supported: 400",
     responses={400: {"model": OipErrorAnswer, "description": "Always"}, **REFUSALS},
 )
-async def repository_unload(request: Request, name: str) -> None:
+@protocol_errors
+async def repository_unload(request: Request, name: str) -> Response:
     await _node(request, name)
     raise OipError(400, f"unload is not supported: a node serves {name!r} for as long as it runs")
 

@@ -16,7 +16,7 @@ that carries the status and the message the route answers (``{"error": message}`
 from __future__ import annotations
 
 import json
-import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,20 @@ import numpy.typing as npt
 __all__ = [
     "BINARY_HEADER",
     "DATATYPES",
+    "MAX_DIMS",
     "InferRequest",
     "OipError",
     "Output",
     "RequestedOutput",
     "Tensor",
+    "decoded",
     "encode_answer",
     "json_object",
     "parse_request",
 ]
 
 BINARY_HEADER = "Inference-Header-Content-Length"
+MAX_DIMS = 32  # numpy's own limit is 64; a policy takes 1 to 3
 
 # The protocol's numeric datatypes (BYTES, strings, is not one a policy takes or gives)
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -101,6 +104,27 @@ def bad(message: str) -> OipError:
     return OipError(400, message)
 
 
+def decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """``body`` as sent with ``Content-Encoding: encoding`` (``gzip``, ``deflate``, or none),
+    decompressed to at most ``limit`` bytes: 413 past it (a small bomb never inflates in
+    memory), 400 for bytes that do not decompress or an encoding not supported."""
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return body
+    if name not in ("gzip", "deflate"):
+        raise bad(f"Content-Encoding {_brief(encoding)} is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(31 if name == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit)
+    except zlib.error as exc:
+        raise bad(f"the body is not {name} data: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise OipError(413, f"the {name} body inflates past {limit} bytes")
+    if not inflater.eof:
+        raise bad(f"the {name} body is cut short")
+    return out
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """The inference request in ``body``; ``header_length``: the value of the
     ``Inference-Header-Content-Length`` header, if any (then the binary data follows)."""
@@ -120,7 +144,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     inputs: list[Tensor] = []
     offset = 0
     for i, spec in enumerate(raw_inputs):
-        tensor, used = _input(spec, f"inputs[{i}]", data[offset:])
+        tensor, used = _input(spec, f"inputs[{i}]", data[offset:], len(body))
         inputs.append(tensor)
         offset += used
     if offset != len(data):
@@ -181,9 +205,36 @@ def json_object(text: bytes, what: str) -> dict[str, Any]:
 
 
 def _header_length(value: str, size: int) -> int:
-    if not value.isdigit() or int(value) > size:
-        raise bad(f"{BINARY_HEADER} must be a byte count within the body's {size}: {value!r}")
+    # ASCII digits only (str.isdigit() takes "²"), and no more of them than a size can have
+    if not (value.isascii() and value.isdigit() and len(value) <= 20) or int(value) > size:
+        raise bad(f"{BINARY_HEADER} must be a byte count within the body's {size}: {_brief(value)}")
     return int(value)
+
+
+def _shape(shape: object, where: str, limit: int) -> tuple[list[int], int]:
+    """``shape`` and its element count, checked before anything is multiplied out: at most
+    :data:`MAX_DIMS` dimensions, each a non-negative integer, and at most ``limit`` elements
+    in all (a client-sized product of huge integers would hold the event loop)."""
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"{where}: shape must be a list of non-negative integers, got {_brief(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise bad(f"{where}: shape has {len(shape)} dimensions (at most {MAX_DIMS})")
+    too_many = bad(f"{where}: shape {_brief(shape)} has more elements than the body holds")
+    if any(dim > limit for dim in shape):  # even beside a 0: numpy refuses such a dimension
+        raise too_many
+    if 0 in shape:
+        return shape, 0
+    count = 1
+    for dim in shape:
+        if (count := count * dim) > limit:
+            raise too_many
+    return shape, count
+
+
+def _brief(value: object) -> str:
+    """``repr(value)`` cut to 100 characters: an error never echoes a whole hostile body."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
@@ -194,40 +245,42 @@ def _object(value: object, where: str) -> dict[str, Any]:
     return value
 
 
-def _input(spec: object, where: str, data: memoryview) -> tuple[Tensor, int]:
-    """One input and the count of binary bytes it took from ``data``."""
+def _input(spec: object, where: str, data: memoryview, limit: int) -> tuple[Tensor, int]:
+    """One input and the count of binary bytes it took from ``data``; ``limit``: the most
+    elements it may have (the body's size: any element takes at least a byte)."""
     if not isinstance(spec, dict):
         raise bad(f"{where} must be a JSON object")
-    name, shape, datatype = spec.get("name"), spec.get("shape"), spec.get("datatype")
+    name, datatype = spec.get("name"), spec.get("datatype")
     if not isinstance(name, str):
         raise bad(f"{where}.name must be a string")
-    where = f"input {name!r}"
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise bad(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    where = f"input {_brief(name)}"
     if datatype not in DATATYPES:
-        raise bad(f"{where}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        raise bad(f"{where}: datatype {_brief(datatype)} is not one of {', '.join(DATATYPES)}")
     dtype = DATATYPES[datatype]
-    count = math.prod(shape)
+    shape, count = _shape(spec.get("shape"), where, limit)
     parameters = _object(spec.get("parameters"), f"{where}: parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:
-            raise bad(f"{where}: binary_data_size must be a byte count, got {size!r}")
+            raise bad(f"{where}: binary_data_size must be a byte count, got {_brief(size)}")
         if "data" in spec:
             raise bad(f"{where} has both data and binary_data_size")
         if size != count * dtype.itemsize:
             raise bad(
                 f"{where}: binary_data_size {size} is not the {count * dtype.itemsize} bytes "
-                f"of shape {shape} in {datatype}"
+                f"of shape {_brief(shape)} in {datatype}"
             )
         if size > len(data):
             raise bad(f"{where}: {size} bytes of binary data announced, {len(data)} sent")
         array = np.frombuffer(data[:size], dtype=dtype).reshape(shape)
         return Tensor(name, datatype, array), size
-    return Tensor(name, datatype, _json_data(spec.get("data"), where, shape, datatype)), 0
+    array = _json_data(spec.get("data"), where, shape, count, datatype)
+    return Tensor(name, datatype, array), 0
 
 
-def _json_data(data: object, where: str, shape: list[int], datatype: str) -> npt.NDArray[Any]:
+def _json_data(
+    data: object, where: str, shape: list[int], count: int, datatype: str
+) -> npt.NDArray[Any]:
     dtype = DATATYPES[datatype]
     if not isinstance(data, list):
         raise bad(f"{where}: data must be a list (or the tensor sent as binary data)")
@@ -237,8 +290,8 @@ def _json_data(data: object, where: str, shape: list[int], datatype: str) -> npt
         raise bad(f"{where}: data is not a regular array of numbers") from None
     if values.size and values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
         raise bad(f"{where}: data must hold {_kind_name(dtype)} for datatype {datatype}")
-    if values.size != math.prod(shape):
-        raise bad(f"{where}: {values.size} values for shape {shape}")
+    if values.size != count:
+        raise bad(f"{where}: {values.size} values for shape {_brief(shape)}")
     with np.errstate(over="ignore", invalid="ignore"):  # out of range: refused by the caller
         return values.astype(dtype).reshape(shape)
 
