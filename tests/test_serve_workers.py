@@ -79,7 +79,7 @@ def test_two_workers_are_two_nodes_that_both_swap_and_ack(
                 r = client.get("/metrics")  # a fresh connection each time
             node = r.headers["x-fks-node"]
             assert f'fks_node_info{{node="{node}"' in r.text
-            assert "fks_model_version 2.0" in r.text
+            assert 'fks_model_version{model="default"} 2.0' in r.text
             seen.add(node)
             return seen == WORKERS
 
@@ -97,7 +97,8 @@ def by_worker(url: str, metric: str, timeout: float = 20) -> dict[str, str]:
                 r = client.get("/metrics")
         except httpx.TransportError:  # not listening yet
             return False
-        found = re.search(rf"^{metric} (\S+)$", r.text, re.MULTILINE)
+        # a series of the node, or of its model (model="default", SPEC §13)
+        found = re.search(rf'^{metric}(?:{{model="default"}})? (\S+)$', r.text, re.MULTILINE)
         seen[r.headers["x-fks-node"]] = found.group(1) if found else ""
         return set(seen) == WORKERS
 

@@ -1,8 +1,9 @@
 """Prometheus metrics of one serving node, in a registry of its own (``/metrics``).
 
-Every series of the model a node serves carries ``model="<instance id>"`` (SPEC §13), its
-first label: what the node serves, swaps, refuses, acks and answers. The node's own series
-(its listener's connection, ``fks_node_info``, the collector) carry none.
+Every series of the model a node serves carries ``model="<instance id>"`` (SPEC §13): what
+the node serves, swaps, refuses, acks and answers (``/metrics`` writes the labels of a
+series in alphabetical order: ``fks_rejections_total{model="…",reason="…"}``). The node's own
+series (its listener's connection, ``fks_node_info``, the collector) carry none.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Metrics:
             "fks_gc_frozen_objects",
             "Objects moved out of the collector's full passes at startup (0: FKS_GC_FREEZE=false)",
         )
-        # a model's series: labelled model="<instance>" first (see the module)
+        # a model's series: labelled model="<instance>" (see the module)
         counters: Callable[..., ModelFamily[Counter]] = partial(of_model, counter)
         gauges: Callable[..., ModelFamily[Gauge]] = partial(of_model, gauge)
         histograms: Callable[..., ModelFamily[Histogram]] = partial(of_model, histogram)
