@@ -28,6 +28,7 @@ from bench import (  # noqa: E402
     http,
     inference,
     node_cpu,
+    oip,
     rollout,
     storm,
     swap_latency,
@@ -392,6 +393,21 @@ def run(quick: bool, plots: Path, skip: frozenset[str] = frozenset()) -> list[Se
                 "(a trainer knows within a second who serves its checkpoint)",
             )
         )
+        sections.append(s)
+
+    if "10" not in skip:
+        s = Section(
+            "10. Open Inference Protocol: /v2 infer beside /sac/predict", "python -m bench.oip"
+        )
+        s.body.append(table(oip.HEADERS_OUT, oip.run(0.3 if quick else 2.0, 1 if quick else 3)))
+        s.body += [
+            "",
+            "One uvicorn worker (`fks serve`'s stack), the API key on, Redis mode; one "
+            "closed-loop client at a time, the cases alternating over the rounds (medians). "
+            "`/sac/predict` is answered in front of FastAPI (`subscriber/web/hotpath.py`), `/v2` "
+            "by its FastAPI route. Binary tensors spare the JSON of 256 rows both ways. Every "
+            "answer is checked against `/sac`'s first: the same float32 actions.",
+        ]
         sections.append(s)
 
     return sections

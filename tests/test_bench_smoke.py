@@ -27,11 +27,13 @@ ROWS = {
           "control (no load) storm p99 / seed tier 1 storm p99",
           "ours (push), switch interval 0.5 ms"),
     "4": ("ours /sac/predict (API key, metrics)",),
+    "10": ("/sac/predict (JSON, httpx) | 1", "/v2 infer, binary (tritonclient) | 256"),
 }  # fmt: skip
 TITLES = {
     "1": "1. notify → swap", "1b": "1b. Node CPU per publication",
     "2": "2. Freshness cost", "3": "3. Swap-storm tail", "4": "4. Throughput",
     "5": "5. Fan-out", "6": "6. Burst", "7": "7. Inference and memory", "8": "8. Architectures",
+    "9": "9. Rollouts", "10": "10. Open Inference Protocol",
 }  # fmt: skip
 PLOTS = {"1": "notify_swap", "3": "swap_storm", "5": "fanout", "7": "inference"}
 
