@@ -171,6 +171,14 @@ def test_every_dashboard_query_has_data_for_each_model_on_a_real_prometheus(
                 assert {s["metric"]["model"] for s in everything} == set(MODELS), expr
                 one = query(prometheus, expr.replace("$model", "beta"))
                 assert one and {s["metric"]["model"] for s in one} == {"beta"}, (expr, one)
+
+            def refused_alerts() -> set[str]:  # each node's first refusal: a new series at 1
+                alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=5).json()
+                return {a["labels"]["model"] for a in alerts["data"]["alerts"]
+                        if a["labels"]["alertname"] == "FksCheckpointsRejected"
+                        and a["state"] == "firing"}  # fmt: skip
+
+            wait_for(lambda: refused_alerts() == set(MODELS), timeout=30, every=0.5)
             rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()
             names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
             assert names == {"FksListenerDisconnected", "FksCheckpointsRejected",
