@@ -242,6 +242,17 @@ HOSTILE: list[tuple[str, Callable[[TestClient], Any], int, str]] = [
     ("a gzip bomb", lambda c: _raw(c, gzip.compress(b" " * (9 << 20)),
                                    **{"Content-Encoding": "gzip"}), 413, "inflates past"),
     ("br", lambda c: _raw(c, b"{}", **{"Content-Encoding": "br"}), 400, "not supported"),
+    ("8 KB of gzip inflating to 6 MB of JSON", lambda c: _raw(c, gzip.compress(
+        b'{"inputs":[{"name":"state","shape":[1,28],"datatype":"FP32","data":['
+        + b"[0]," * 1_500_000 + b"[0]]}]}"), **{"Content-Encoding": "gzip"}), 413,
+     "inflates past"),
+    ("gzip, then garbage", lambda c: _raw(c, gzip.compress(b"{}") + b"\xff" * 100,
+                                          **{"Content-Encoding": "gzip"}), 400, "not gzip data"),
+    ("deflate, then more", lambda c: _raw(c, zlib.compress(b"{}") + b"x",
+                                          **{"Content-Encoding": "deflate"}), 400,
+     "1 bytes follow the deflate data"),
+    ("an output twice", lambda c: infer(c, STATE, outputs=[{"name": "action"}] * 2), 400,
+     "requested twice"),
     ("unknown output", lambda c: infer(c, STATE, outputs=[{"name": "q_values"}]), 400,
      "no output 'q_values'"),
     ("id not a string", lambda c: infer(c, STATE, id=7), 400, "id must be a string"),
@@ -280,6 +291,49 @@ def test_the_json_length_header_takes_ascii_digits_within_the_body_only(value: s
     with pytest.raises(OipError, match="byte count") as refused:
         parse_request(b"{}", value)
     assert refused.value.status == 400
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v2/models/default/infer", {"inputs": [{**tensor([STATE]), "name": LONG}]}),
+        ("post", "/v2/models/default/infer", {"inputs": [{**tensor([STATE]), "name": LONG}] * 2}),
+        ("post", "/v2/models/default/infer", {"inputs": [tensor([STATE])],
+                                              "outputs": [{"name": LONG}]}),
+        ("get", f"/v2/models/{LONG}", None),
+        ("get", f"/v2/models/default/versions/{LONG}/ready", None),
+        ("post", "/v2/repository/models/default/load", {LONG: 1}),
+        ("post", "/v2/repository/models/default/load", {"parameters": {LONG: 1}}),
+    ],
+)  # fmt: skip
+def test_an_error_never_echoes_more_than_a_little_of_the_request(
+    client_for: Client, model_root: Path, method: str, path: str, body: Any
+) -> None:
+    """A name, a version or a key of 5,000 characters is cut short in the error."""
+    write_checkpoint(model_root, 1)
+    with client_for() as client:
+        answer = client.request(method.upper(), path, json=body)
+        assert 400 <= answer.status_code < 500
+        assert 0 < len(answer.json()["error"]) < 300, answer.json()["error"][:400]
+
+
+def test_gzip_members_that_follow_each_other_are_one_body(
+    client_for: Client, model_root: Path
+) -> None:
+    """RFC 1952: a gzip body may be several members; the request is their concatenation."""
+    write_checkpoint(model_root, 1)
+    rows = np.full((2, 28), 0.1, np.float32)
+    body, headers = binary_body(rows)
+    split = len(body) // 2
+    packed = gzip.compress(body[:split]) + gzip.compress(body[split:])
+    with client_for() as client:
+        answer = client.post("/v2/models/default/infer", content=packed,
+                             headers={**headers, "Content-Encoding": "gzip"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert split_answer(answer)[1]["action"].shape == (2, 1)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])

@@ -52,6 +52,7 @@ from subscriber.web.oip.tensors import (
     InferRequest,
     OipError,
     Output,
+    brief,
     decoded,
     encode_answer,
     json_object,
@@ -143,7 +144,7 @@ async def _nodes(request: Request) -> dict[str, ServingNode]:
 async def _node(request: Request, name: str) -> ServingNode:
     nodes = await _nodes(request)
     if name not in nodes:
-        raise OipError(404, f"unknown model {name!r}; this node serves {', '.join(nodes)}")
+        raise OipError(404, f"unknown model {brief(name)}; this node serves {', '.join(nodes)}")
     return nodes[name]
 
 
@@ -157,7 +158,9 @@ async def _model(node: ServingNode, name: str, version: str | None) -> ServedMod
     if previous is not None and version == str(previous.version):
         return previous
     served = ", ".join(versions(model, previous))
-    raise OipError(404, f"model {name!r} has no version {version!r}; it answers for {served}")
+    raise OipError(
+        404, f"model {brief(name)} has no version {brief(version)}; it answers for {served}"
+    )
 
 
 async def _answer(request: Request, name: str, version: str | None, work: Work) -> Response:
@@ -260,7 +263,10 @@ def _states(parsed: InferRequest, model: ServedModel, node: ServingNode) -> np.n
     wanted = [-1, *model.io.input_shape]
     names = [t.name for t in parsed.inputs]
     if names != [INPUT]:
-        raise OipError(400, f"the model takes one input, {INPUT!r} (FP32 {wanted}); got {names}")
+        shown = [brief(n) for n in names[:3]] + (["..."] if len(names) > 3 else [])
+        raise OipError(
+            400, f"the model takes one input, {INPUT!r} (FP32 {wanted}); got {', '.join(shown)}"
+        )
     tensor = parsed.inputs[0]
     if tensor.datatype != "FP32":
         raise OipError(400, f"input {INPUT!r} is FP32, not {tensor.datatype}")
@@ -302,7 +308,9 @@ def _outputs(
     outputs: list[Output] = []
     for out_name, binary in requested:
         if out_name not in produced:
-            raise OipError(400, f"the model has no output {out_name!r}; it gives {list(produced)}")
+            raise OipError(
+                400, f"the model has no output {brief(out_name)}; it gives {list(produced)}"
+            )
         datatype, array = produced[out_name]
         outputs.append(
             Output(out_name, datatype, array, parsed.binary_output if binary is None else binary)
@@ -403,14 +411,14 @@ async def repository_load(request: Request, name: str) -> Response:
     node = await _node(request, name)
     asked = _json_object(await request.body())
     if set(asked) - {"parameters"}:
-        raise OipError(400, f"load takes only parameters, not {sorted(asked)}")
+        raise OipError(400, f"load takes only parameters, not {brief(sorted(asked))}")
     parameters = asked.get("parameters", {})
     if not isinstance(parameters, dict):
         raise OipError(400, "parameters must be a JSON object")
     if parameters:
         raise OipError(
             400,
-            f"load takes no parameters here (got {sorted(parameters)}): a node loads only "
+            f"load takes no parameters here (got {brief(sorted(parameters))}): a node loads only "
             "checkpoints from its model roots and Redis, never a config or files sent to it",
         )
     try:

@@ -27,12 +27,14 @@ __all__ = [
     "BINARY_HEADER",
     "DATATYPES",
     "MAX_DIMS",
+    "MAX_INFLATION",
     "InferRequest",
     "OipError",
     "Output",
     "RequestedOutput",
     "Tensor",
     "decoded",
+    "brief",
     "encode_answer",
     "json_object",
     "parse_request",
@@ -40,6 +42,10 @@ __all__ = [
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 MAX_DIMS = 32  # numpy's own limit is 64; a policy takes 1 to 3
+# A compressed body inflates to at most this many times its size (JSON of floats compresses
+# 3-10x, binary tensors barely), or to LARGE_INFLATED, whichever is more
+MAX_INFLATION = 20
+LARGE_INFLATED = 64 * 1024
 
 # The protocol's numeric datatypes (BYTES, strings, is not one a policy takes or gives)
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -106,23 +112,34 @@ def bad(message: str) -> OipError:
 
 def decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
     """``body`` as sent with ``Content-Encoding: encoding`` (``gzip``, ``deflate``, or none),
-    decompressed to at most ``limit`` bytes: 413 past it (a small bomb never inflates in
-    memory), 400 for bytes that do not decompress or an encoding not supported."""
+    decompressed to at most ``limit`` bytes and :data:`MAX_INFLATION` times its own size:
+    413 past either (a small bomb never inflates in memory, and a few KiB on the wire never
+    become megabytes of JSON to parse), 400 for bytes that do not decompress, trailing bytes
+    after the data (gzip members may follow each other, RFC 1952) or an encoding not
+    supported."""
     name = (encoding or "identity").strip().lower()
     if name == "identity":
         return body
     if name not in ("gzip", "deflate"):
         raise bad(f"Content-Encoding {_brief(encoding)} is not supported (gzip, deflate)")
-    inflater = zlib.decompressobj(31 if name == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit)
-    except zlib.error as exc:
-        raise bad(f"the body is not {name} data: {exc}") from None
-    if inflater.unconsumed_tail:
-        raise OipError(413, f"the {name} body inflates past {limit} bytes")
-    if not inflater.eof:
-        raise bad(f"the {name} body is cut short")
-    return out
+    bound = min(limit, max(LARGE_INFLATED, MAX_INFLATION * len(body)))
+    out = bytearray()
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(31 if name == "gzip" else 15)
+        try:
+            out += inflater.decompress(rest, bound - len(out) + 1)
+        except zlib.error as exc:
+            raise bad(f"the body is not {name} data: {exc}") from None
+        if inflater.unconsumed_tail or len(out) > bound:
+            raise OipError(413, f"the {name} body inflates past {bound} bytes")
+        if not inflater.eof:
+            raise bad(f"the {name} body is cut short")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+        if name != "gzip":
+            raise bad(f"{len(rest)} bytes follow the {name} data")
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -151,7 +168,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise bad(f"{len(data) - offset} bytes of binary data follow the inputs' (none expected)")
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
-        raise bad(f"an input is given twice: {names}")
+        raise bad(f"an input is given twice: {_names(names)}")
     return InferRequest(
         id=request_id,
         parameters=parameters,
@@ -229,6 +246,17 @@ def _shape(shape: object, where: str, limit: int) -> tuple[list[int], int]:
         if (count := count * dim) > limit:
             raise too_many
     return shape, count
+
+
+def _names(names: list[str]) -> str:
+    """At most the first five names, each cut short: for an error message."""
+    shown = ", ".join(_brief(n) for n in names[:5])
+    return f"[{shown}{', ...' if len(names) > 5 else ''}] ({len(names)})"
+
+
+def brief(value: object) -> str:
+    """``repr(value)`` cut to 100 characters (see :func:`_brief`)."""
+    return _brief(value)
 
 
 def _brief(value: object) -> str:
@@ -313,4 +341,7 @@ def _requested(value: object) -> tuple[RequestedOutput, ...] | None:
         if binary is not None and not isinstance(binary, bool):
             raise bad(f"outputs[{i}].parameters.binary_data must be true or false")
         requested.append(RequestedOutput(spec["name"], binary))
+    names = [out.name for out in requested]
+    if len(set(names)) != len(names):  # an answer holds each output once
+        raise bad(f"an output is requested twice: {_names(names)}")
     return tuple(requested)
