@@ -160,6 +160,18 @@ def test_every_dashboard_query_has_data_for_each_model_on_a_real_prometheus(
                 )
 
             wait_for(every_query_has_data, timeout=30, every=0.5)
+
+            def first_events_seen() -> bool:  # each node's first channel swap and first ack
+                for expr in ('increase(fks_swaps_total{source="channel"}[5m])',
+                             'increase(fks_acks_total{outcome="applied"}[5m])'):  # fmt: skip
+                    answer = query(prometheus, f"sum by (model) ({expr})")
+                    if {s["metric"]["model"] for s in answer if float(s["value"][1]) > 0} != set(
+                        MODELS
+                    ):
+                        return False
+                return True
+
+            wait_for(first_events_seen, timeout=30, every=0.5)
             for expr in queries():
                 everything = query(prometheus, expr.replace("$model", ".*"))
                 assert everything and all(map(finite, everything)), (expr, everything)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from common.ack import AckOutcome
+
 __all__ = ["ModelFamily", "Metrics"]
 
 Family = TypeVar("Family", bound=MetricWrapperBase)
+# where a swap comes from (docs/reference/metrics.md)
+SWAP_SOURCES = ("channel", "latest", "mtime", "disk", "remote", "reload", "rollback")
 
 
 class ModelFamily(Generic[Family]):
@@ -124,6 +128,15 @@ class Metrics:
         self.acks_dropped = counters(
             "fks_acks_dropped", "Acks dropped (Redis unreachable, or a full queue)"
         ).labels()
+        # The series of the known label values exist from the start, at 0: a panel's
+        # increase() then sees the first swap of a source, ack of an outcome or notification
+        # of a channel (a series that appears already at 1 shows no increase)
+        for source in SWAP_SOURCES:
+            self.swaps.labels(source)
+        for outcome in get_args(AckOutcome):
+            self.acks.labels(outcome)
+        for via in ("channel", "latest"):
+            self.notifications.labels(via)
         # Bound once: .labels() takes a lock and a dict lookup on every request otherwise.
         self.predict_latency = self.request_latency.labels("predict")
         self.batch_latency = self.request_latency.labels("batch")
