@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from subscriber.node import ServingNode
 
 __all__ = [
-    "answer_one", "json_text", "predict_router", "run_policy", "served_fields", "to_states",
+    "answer_one", "count_served", "json_text", "predict_router", "run_policy", "served_fields",
+    "to_states",
 ]  # fmt: skip
 
 Matrix = npt.NDArray[np.float32]
@@ -136,8 +137,20 @@ async def run_policy(
         raise
 
 
-def _not_finite(row: int | None) -> HTTPException:
-    where = "this state" if row is None else f"states[{row}]"
+def count_served(
+    node: ServingNode, model: ServedModel, actions: Matrix, row: str = "states[{}]"
+) -> None:
+    """Count a request of many rows against ``model``'s generation: as an error of the model,
+    and a 400 naming the first such row (``row``, formatted with its index), when an action
+    is not finite."""
+    finite = np.isfinite(actions).all(axis=1)
+    if not finite.all():
+        node.traffic.served(model.generation, error=True)
+        raise _not_finite(row.format(int(np.argmin(finite))))
+    node.traffic.served(model.generation)
+
+
+def _not_finite(where: str) -> HTTPException:
     return bad(
         f"the policy's action for {where} is not finite (NaN or infinite: the state overflows "
         "the network); send states in the range the policy was trained on"
@@ -184,7 +197,7 @@ async def answer_one(
     row = actions[0].tolist()
     if not all(map(math.isfinite, row)):
         node.traffic.served(model.generation, error=True)
-        raise _not_finite(None)
+        raise _not_finite("this state")
     node.traffic.served(model.generation)
     if model.discrete:  # Q-values: the action is their argmax (SPEC §12)
         chosen = int(np.argmax(actions[0]))
@@ -223,11 +236,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> Response:
     states = _rows(body.states, model, "states")
     actions, elapsed = await run_policy(request.app, node, model, states, body.deterministic)
     node.metrics.batch_latency.observe(elapsed)
-    finite = np.isfinite(actions).all(axis=1)
-    if not finite.all():
-        node.traffic.served(model.generation, error=True)
-        raise _not_finite(int(np.argmin(finite)))
-    node.traffic.served(model.generation)
+    count_served(node, model, actions)
     if model.discrete:
         return _json(
             DiscreteBatchResponse(

@@ -11,12 +11,11 @@ unknown model or version, 413 over the limits, 503 with no model yet.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +25,7 @@ from subscriber.model.budget import over_activation_budget
 from subscriber.web.auth import require_api_key
 from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES
 from subscriber.web.deps import get_node, served_model
+from subscriber.web.oip.errors import protocol_errors
 from subscriber.web.oip.metadata import (
     EXTENSIONS,
     INPUT,
@@ -53,12 +53,13 @@ from subscriber.web.oip.tensors import (
     OipError,
     Output,
     brief,
+    brief_names,
     decoded,
     encode_answer,
     json_object,
     parse_request,
 )
-from subscriber.web.predict import run_policy
+from subscriber.web.predict import count_served, run_policy
 
 if TYPE_CHECKING:
     from subscriber.model.snapshot import ServedModel
@@ -113,25 +114,6 @@ INFER_BODY: dict[str, Any] = {
 
 
 Work = Callable[[Request, "ServingNode", "ServedModel", str], Awaitable[Response]]
-Route = TypeVar("Route", bound=Callable[..., Awaitable[Response]])
-
-
-def protocol_errors(route: Route) -> Route:
-    """Answer what ``route`` refuses as ``{"error": …}`` itself: an OipError, and the shared
-    checks' HTTPException (the key, no model yet, the limits). Not through the app's
-    exception handlers, which an app that mounts us may have replaced."""
-
-    @functools.wraps(route)
-    async def answered(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return await route(*args, **kwargs)
-        except OipError as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.status)
-        except HTTPException as exc:
-            body = {"error": str(exc.detail)}
-            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    return answered  # type: ignore[return-value]
 
 
 async def _nodes(request: Request) -> dict[str, ServingNode]:
@@ -165,7 +147,7 @@ async def _model(node: ServingNode, name: str, version: str | None) -> ServedMod
 
 async def _answer(request: Request, name: str, version: str | None, work: Work) -> Response:
     """``work`` for the model named (and its version); a refusal raises, and is answered
-    ``{"error": …}`` by the handlers of :mod:`subscriber.web.oip.errors`."""
+    ``{"error": …}`` by :func:`protocol_errors` around each route."""
     node = await _node(request, name)
     return await work(request, node, await _model(node, name, version), name)
 
@@ -244,15 +226,7 @@ async def _infer(request: Request, node: ServingNode, model: ServedModel, name: 
         raise OipError(400, "parameters.deterministic must be true or false")
     actions, elapsed = await run_policy(request.app, node, model, states, deterministic)
     node.metrics.infer_latency.observe(elapsed)
-    finite = np.isfinite(actions).all(axis=1)
-    if not finite.all():
-        node.traffic.served(model.generation, error=True)
-        raise OipError(
-            400,
-            f"the policy's action for row {int(np.argmin(finite))} is not finite (the state "
-            "overflows the network); send states in the range the policy was trained on",
-        )
-    node.traffic.served(model.generation)
+    count_served(node, model, actions, row="row {} of 'state'")
     outputs = _outputs(parsed, model, actions)
     content, headers = encode_answer(name, str(model.version), parsed.id, outputs)
     return Response(content, headers=headers)
@@ -263,9 +237,8 @@ def _states(parsed: InferRequest, model: ServedModel, node: ServingNode) -> np.n
     wanted = [-1, *model.io.input_shape]
     names = [t.name for t in parsed.inputs]
     if names != [INPUT]:
-        shown = [brief(n) for n in names[:3]] + (["..."] if len(names) > 3 else [])
         raise OipError(
-            400, f"the model takes one input, {INPUT!r} (FP32 {wanted}); got {', '.join(shown)}"
+            400, f"the model takes one input, {INPUT!r} (FP32 {wanted}); got {brief_names(names)}"
         )
     tensor = parsed.inputs[0]
     if tensor.datatype != "FP32":

@@ -35,6 +35,7 @@ __all__ = [
     "Tensor",
     "decoded",
     "brief",
+    "brief_names",
     "encode_answer",
     "json_object",
     "parse_request",
@@ -121,7 +122,7 @@ def decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
     if name == "identity":
         return body
     if name not in ("gzip", "deflate"):
-        raise bad(f"Content-Encoding {_brief(encoding)} is not supported (gzip, deflate)")
+        raise bad(f"Content-Encoding {brief(encoding)} is not supported (gzip, deflate)")
     bound = min(limit, max(LARGE_INFLATED, MAX_INFLATION * len(body)))
     out = bytearray()
     rest = body
@@ -168,7 +169,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise bad(f"{len(data) - offset} bytes of binary data follow the inputs' (none expected)")
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
-        raise bad(f"an input is given twice: {_names(names)}")
+        raise bad(f"an input is given twice: {brief_names(names)}")
     return InferRequest(
         id=request_id,
         parameters=parameters,
@@ -224,7 +225,7 @@ def json_object(text: bytes, what: str) -> dict[str, Any]:
 def _header_length(value: str, size: int) -> int:
     # ASCII digits only (str.isdigit() takes "²"), and no more of them than a size can have
     if not (value.isascii() and value.isdigit() and len(value) <= 20) or int(value) > size:
-        raise bad(f"{BINARY_HEADER} must be a byte count within the body's {size}: {_brief(value)}")
+        raise bad(f"{BINARY_HEADER} must be a byte count within the body's {size}: {brief(value)}")
     return int(value)
 
 
@@ -233,10 +234,10 @@ def _shape(shape: object, where: str, limit: int) -> tuple[list[int], int]:
     :data:`MAX_DIMS` dimensions, each a non-negative integer, and at most ``limit`` elements
     in all (a client-sized product of huge integers would hold the event loop)."""
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise bad(f"{where}: shape must be a list of non-negative integers, got {_brief(shape)}")
+        raise bad(f"{where}: shape must be a list of non-negative integers, got {brief(shape)}")
     if len(shape) > MAX_DIMS:
         raise bad(f"{where}: shape has {len(shape)} dimensions (at most {MAX_DIMS})")
-    too_many = bad(f"{where}: shape {_brief(shape)} has more elements than the body holds")
+    too_many = bad(f"{where}: shape {brief(shape)} has more elements than the body holds")
     if any(dim > limit for dim in shape):  # even beside a 0: numpy refuses such a dimension
         raise too_many
     if 0 in shape:
@@ -248,18 +249,13 @@ def _shape(shape: object, where: str, limit: int) -> tuple[list[int], int]:
     return shape, count
 
 
-def _names(names: list[str]) -> str:
+def brief_names(names: list[str]) -> str:
     """At most the first five names, each cut short: for an error message."""
-    shown = ", ".join(_brief(n) for n in names[:5])
+    shown = ", ".join(brief(n) for n in names[:5])
     return f"[{shown}{', ...' if len(names) > 5 else ''}] ({len(names)})"
 
 
 def brief(value: object) -> str:
-    """``repr(value)`` cut to 100 characters (see :func:`_brief`)."""
-    return _brief(value)
-
-
-def _brief(value: object) -> str:
     """``repr(value)`` cut to 100 characters: an error never echoes a whole hostile body."""
     text = repr(value)
     return text if len(text) <= 100 else text[:97] + "..."
@@ -281,22 +277,22 @@ def _input(spec: object, where: str, data: memoryview, limit: int) -> tuple[Tens
     name, datatype = spec.get("name"), spec.get("datatype")
     if not isinstance(name, str):
         raise bad(f"{where}.name must be a string")
-    where = f"input {_brief(name)}"
+    where = f"input {brief(name)}"
     if datatype not in DATATYPES:
-        raise bad(f"{where}: datatype {_brief(datatype)} is not one of {', '.join(DATATYPES)}")
+        raise bad(f"{where}: datatype {brief(datatype)} is not one of {', '.join(DATATYPES)}")
     dtype = DATATYPES[datatype]
     shape, count = _shape(spec.get("shape"), where, limit)
     parameters = _object(spec.get("parameters"), f"{where}: parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:
-            raise bad(f"{where}: binary_data_size must be a byte count, got {_brief(size)}")
+            raise bad(f"{where}: binary_data_size must be a byte count, got {brief(size)}")
         if "data" in spec:
             raise bad(f"{where} has both data and binary_data_size")
         if size != count * dtype.itemsize:
             raise bad(
                 f"{where}: binary_data_size {size} is not the {count * dtype.itemsize} bytes "
-                f"of shape {_brief(shape)} in {datatype}"
+                f"of shape {brief(shape)} in {datatype}"
             )
         if size > len(data):
             raise bad(f"{where}: {size} bytes of binary data announced, {len(data)} sent")
@@ -319,7 +315,7 @@ def _json_data(
     if values.size and values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
         raise bad(f"{where}: data must hold {_kind_name(dtype)} for datatype {datatype}")
     if values.size != count:
-        raise bad(f"{where}: {values.size} values for shape {_brief(shape)}")
+        raise bad(f"{where}: {values.size} values for shape {brief(shape)}")
     with np.errstate(over="ignore", invalid="ignore"):  # out of range: refused by the caller
         return values.astype(dtype).reshape(shape)
 
@@ -343,5 +339,5 @@ def _requested(value: object) -> tuple[RequestedOutput, ...] | None:
         requested.append(RequestedOutput(spec["name"], binary))
     names = [out.name for out in requested]
     if len(set(names)) != len(names):  # an answer holds each output once
-        raise bad(f"an output is requested twice: {_names(names)}")
+        raise bad(f"an output is requested twice: {brief_names(names)}")
     return tuple(requested)
