@@ -16,7 +16,7 @@ import numpy.typing as npt
 from subscriber.model.model_io import ModelIO
 from subscriber.web.deps import bad
 
-__all__ = ["to_inputs"]
+__all__ = ["not_finite_at", "to_inputs"]
 
 Array = npt.NDArray[np.float32]
 
@@ -34,10 +34,16 @@ def to_inputs(rows: Sequence[object], io: ModelIO, name: str) -> Array:
         states = None
     if states is None or states.shape != expected:
         raise bad(f"{name} must be {_wanted(io, name)}; the served model takes {io.input_shape}")
-    if not np.isfinite(states).all():
-        where = "".join(f"[{int(k)}]" for k in np.argwhere(~np.isfinite(states))[0])
+    if (where := not_finite_at(states)) is not None:
         raise bad(f"{name}{where} is not finite (or outside the float32 range)")
     return states
+
+
+def not_finite_at(values: Array) -> str | None:
+    """Where the first value that is not finite sits (``"[i][j]"``), None when all are."""
+    if np.isfinite(values).all():
+        return None
+    return "".join(f"[{int(k)}]" for k in np.argwhere(~np.isfinite(values))[0])
 
 
 def _wanted(io: ModelIO, name: str) -> str:

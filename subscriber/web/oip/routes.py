@@ -25,6 +25,7 @@ from subscriber.model.budget import over_activation_budget
 from subscriber.web.auth import require_api_key
 from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES
 from subscriber.web.deps import get_node, served_model
+from subscriber.web.inputs import not_finite_at
 from subscriber.web.oip.errors import protocol_errors
 from subscriber.web.oip.metadata import (
     EXTENSIONS,
@@ -253,8 +254,7 @@ def _states(parsed: InferRequest, model: ServedModel, node: ServingNode) -> np.n
     if (why := over_activation_budget(rows, model, node.settings)) is not None:
         raise OipError(413, why)
     states = tensor.array
-    if not np.isfinite(states).all():
-        where = "".join(f"[{int(k)}]" for k in np.argwhere(~np.isfinite(states))[0])
+    if (where := not_finite_at(states)) is not None:
         raise OipError(400, f"input {INPUT!r}{where} is not finite (or outside the FP32 range)")
     # one writable, contiguous float32 block, as /sac/predict hands the runner: a binary
     # input is a read-only view of the body, which torch refuses to wrap (it could write)
