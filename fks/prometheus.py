@@ -17,6 +17,7 @@ from fks.debian import CACHE_HOME, DebianUnavailable, fetch_lock, places, unpack
 __all__ = ["CACHE", "PrometheusUnavailable", "ensure_prometheus"]
 
 CACHE = CACHE_HOME / "prometheus"
+UNPACKED = CACHE / "usr" / "bin" / "prometheus"  # where the package puts it
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -38,16 +39,13 @@ def _usable(prometheus: Path) -> bool:
 def ensure_prometheus() -> tuple[Path, Path]:
     """``prometheus`` and ``promtool``: found, or fetched from Debian into :data:`CACHE`."""
     with fetch_lock():
-        for candidate in places(
-            "FKS_PROMETHEUS", "prometheus", CACHE / "usr" / "bin" / "prometheus"
-        ):
+        for candidate in places("FKS_PROMETHEUS", "prometheus", UNPACKED):
             if _usable(candidate):
                 return candidate, candidate.with_name("promtool")
         try:
             unpack_packages(["prometheus"], CACHE)
         except DebianUnavailable as exc:
             raise PrometheusUnavailable(str(exc)) from exc
-    prometheus = CACHE / "usr" / "bin" / "prometheus"
-    if not _usable(prometheus):
-        raise PrometheusUnavailable(f"Debian's prometheus package did not give {prometheus}")
-    return prometheus, prometheus.with_name("promtool")
+    if not _usable(UNPACKED):
+        raise PrometheusUnavailable(f"Debian's prometheus package did not give {UNPACKED}")
+    return UNPACKED, UNPACKED.with_name("promtool")
