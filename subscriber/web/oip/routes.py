@@ -38,6 +38,7 @@ from subscriber.web.oip.metadata import (
 )
 from subscriber.web.oip.schemas import (
     BODY_REFUSALS,
+    INFER_BODY,
     REFUSALS,
     IndexEntry,
     InferAnswer,
@@ -69,50 +70,6 @@ if TYPE_CHECKING:
 __all__ = ["oip_router"]
 
 oip_router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-
-_TENSOR = {
-    "type": "object",
-    "required": ["name", "shape", "datatype"],
-    "properties": {
-        "name": {"type": "string", "examples": ["state"]},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "examples": ["FP32"]},
-        "parameters": {"type": "object", "description": "binary_data_size: sent as bytes"},
-        "data": {"type": "array", "description": "Row-major, flat or nested"},
-    },
-}
-# The request body (the routes read it themselves: it may be JSON followed by binary tensors)
-INFER_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["inputs"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "parameters": {
-                        "type": "object",
-                        "description": "binary_data_output (bool), deterministic (bool)",
-                    },
-                    "inputs": {"type": "array", "items": _TENSOR},
-                    "outputs": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "parameters": {"type": "object"},
-                            },
-                        },
-                    },
-                },
-            },
-        }
-    },
-}
-
 
 Work = Callable[[Request, "ServingNode", "ServedModel", str], Awaitable[Response]]
 

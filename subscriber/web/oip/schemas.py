@@ -2,7 +2,8 @@
 
 The routes build their JSON directly (an inference answer may be JSON followed by binary
 tensors); these models say what it holds, as the protocol's ``inference_rest.md`` does, and
-which refusals each route may answer, as ``{"error": …}``.
+which refusals each route may answer, as ``{"error": …}``, and what an inference request
+holds (``INFER_BODY``: the routes read the body themselves).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from subscriber.web.deps import BODY_LIMITS
 
 __all__ = [
     "BODY_REFUSALS",
+    "INFER_BODY",
     "REFUSALS",
     "IndexEntry",
     "InferAnswer",
@@ -104,4 +106,48 @@ BODY_REFUSALS: dict[int | str, dict[str, Any]] = {
     **{code: {**answer, "model": OipErrorAnswer} for code, answer in BODY_LIMITS.items()},
     400: _refusal("A bad tensor: name, datatype, shape, data, or a value that is not finite"),
     413: _refusal("Over FKS_MAX_BATCH_ROWS, FKS_MAX_ACTIVATION_BYTES, or a body over 8 MiB"),
+}
+
+
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "examples": ["state"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "examples": ["FP32"]},
+        "parameters": {"type": "object", "description": "binary_data_size: sent as bytes"},
+        "data": {"type": "array", "description": "Row-major, flat or nested"},
+    },
+}
+# The request body (the routes read it themselves: it may be JSON followed by binary tensors)
+INFER_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {
+                        "type": "object",
+                        "description": "binary_data_output (bool), deterministic (bool)",
+                    },
+                    "inputs": {"type": "array", "items": _TENSOR},
+                    "outputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "parameters": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
 }
