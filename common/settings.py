@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_plus
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.keys import RedisKeys, validate_instance_id, validate_node_id
@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_ACTIVATION_BYTES",
     "DEFAULT_MAX_BATCH_ROWS",
     "DEFAULT_MODEL_DIR",
+    "INSTANCE_PLACEHOLDER",
     "Settings",
     "keys_for",
     "redact_url",
@@ -31,6 +32,8 @@ DEFAULT_MAX_ACTIVATION_BYTES = 64 << 20
 DEFAULT_MAX_BATCH_ROWS = 4096
 DEFAULT_MODEL_DIR = Path("cache/models/rl/stat_pair")
 DEFAULT_CACHE_DIR = Path("cache/models/remote")
+# In a model root, the instance it serves (SPEC §13: STAT_PAIR_RL_DIR=/srv/models/{instance})
+INSTANCE_PLACEHOLDER = "{instance}"
 
 
 def _env(name: str) -> AliasChoices:
@@ -51,6 +54,8 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))
     sharded_pubsub: bool = Field(False, validation_alias=_env("FKS_SHARDED_PUBSUB"))
     instance_id: str = Field("default", validation_alias=_env("FKS_INSTANCE_ID"))
+    # SPEC §13: several instances on one node (comma-separated; the first is /sac's)
+    instance_ids: str = Field("", validation_alias=_env("FKS_INSTANCE_IDS"))
     enable_checkpoint_notify: bool = Field(True, validation_alias=_env("ENABLE_CHECKPOINT_NOTIFY"))
     model_path: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_MODEL"))
     model_dir: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_DIR"))
@@ -129,6 +134,28 @@ class Settings(BaseSettings):
     def _valid_instance(cls, value: str) -> str:
         return validate_instance_id(value)
 
+    @field_validator("instance_ids")
+    @classmethod
+    def _valid_instances(cls, value: str) -> str:
+        _instance_list(value)
+        return value
+
+    @model_validator(mode="after")
+    def _roots_per_instance(self) -> Settings:
+        """A node of several instances keeps each one's files apart: a root it is given must
+        name ``{instance}``, or one instance's fallback would serve another's checkpoints."""
+        if len(self.instances) > 1:
+            for name, root in (
+                ("STAT_PAIR_RL_DIR", self.model_dir),
+                ("STAT_PAIR_RL_MODEL", self.model_path),
+            ):
+                if root is not None and INSTANCE_PLACEHOLDER not in str(root):
+                    raise ValueError(
+                        f"{name} must contain {INSTANCE_PLACEHOLDER} when a node serves several "
+                        f"instances ({', '.join(self.instances)}): e.g. /srv/models/{{instance}}"
+                    )
+        return self
+
     @field_validator("node_id")
     @classmethod
     def _valid_node_id(cls, value: str | None) -> str | None:
@@ -154,6 +181,41 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def instances(self) -> list[str]:
+        """The instances this node serves, ``/sac``'s first: ``FKS_INSTANCE_IDS``, else
+        ``FKS_INSTANCE_ID`` alone."""
+        return _instance_list(self.instance_ids) or [self.instance_id]
+
+    def for_instance(self, instance_id: str) -> Settings:
+        """These settings for one of :attr:`instances`: its id, and ``{instance}`` in its model
+        roots replaced by it. On a node of several instances, the default tier-3 directory is
+        ``cache/models/rl/<instance>`` and the download cache ``<FKS_CACHE_DIR>/<instance>``,
+        so no instance ever reads or prunes another's files. The result names that one
+        instance only (``instance_ids`` empty): taking it again changes nothing."""
+        if instance_id not in self.instances:
+            raise ValueError(f"{instance_id!r} is not one of {self.instances}")
+
+        def place(path: Path | None) -> Path | None:
+            if path is None or INSTANCE_PLACEHOLDER not in str(path):
+                return path
+            return Path(str(path).replace(INSTANCE_PLACEHOLDER, instance_id))
+
+        update: dict[str, object] = {
+            "instance_id": instance_id,
+            "instance_ids": "",
+            "model_path": place(self.model_path),
+            "model_dir": place(self.model_dir),
+            "default_model_dir": place(self.default_model_dir),
+        }
+        if len(self.instances) > 1:
+            if self.default_model_dir == DEFAULT_MODEL_DIR:
+                update["default_model_dir"] = DEFAULT_MODEL_DIR.parent / instance_id
+            if INSTANCE_PLACEHOLDER not in str(self.cache_dir):
+                update["cache_dir"] = self.cache_dir / instance_id
+        update["cache_dir"] = place(update.get("cache_dir", self.cache_dir))  # type: ignore[arg-type]
+        return self.model_copy(update=update)
+
+    @property
     def keys(self) -> RedisKeys:
         return keys_for(self.instance_id, self.redis_url)
 
@@ -176,6 +238,20 @@ class Settings(BaseSettings):
         """The URL prefixes a remote ``model_path`` must lie under (canonical form):
         ``FKS_MODEL_URLS`` and the remote tier ``STAT_PAIR_RL_URL``."""
         return _prefixes(self.model_urls) + _prefixes(self.model_url or "", blobs=False)
+
+
+def _instance_list(value: str) -> list[str]:
+    """The instance ids of ``FKS_INSTANCE_IDS`` (commas, spaces allowed), each valid and
+    named once; a ``ValueError`` naming what is wrong."""
+    ids = [part.strip() for part in value.split(",") if part.strip()]
+    for instance_id in ids:
+        validate_instance_id(instance_id)
+        if instance_id in (".", ".."):  # it names a model root's place: not a directory's
+            raise ValueError(f"invalid instance_id {instance_id!r}: it would name a directory")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"FKS_INSTANCE_IDS names {', '.join(twice)} more than once")
+    return ids
 
 
 def keys_for(instance_id: str, redis_url: str) -> RedisKeys:
