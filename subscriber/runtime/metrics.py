@@ -45,14 +45,28 @@ class Metrics:
     """Every series the node exports; all names start with ``fks_``."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, model: str = "default"
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        model: str = "default",
+        _families: dict[str, MetricWrapperBase] | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.model = model
         r = self.registry
-        # every series is registered in this node's own registry
-        counter, gauge = partial(Counter, registry=r), partial(Gauge, registry=r)
-        histogram = partial(Histogram, registry=r)
+        # every family is registered once in this node's own registry, and shared by the
+        # Metrics of each model it serves (for_model)
+        self._families = families = {} if _families is None else _families
+
+        def shared(kind: Callable[..., Family]) -> Callable[..., Family]:
+            def make(name: str, doc: str, labels: Sequence[str] = (), **kw: object) -> Family:
+                if name not in families:
+                    families[name] = kind(name, doc, labels, registry=r, **kw)
+                return families[name]  # type: ignore[return-value]
+
+            return make
+
+        counter, gauge, histogram = shared(Counter), shared(Gauge), shared(Histogram)
 
         def of_model(kind: Callable[..., Family], name: str, doc: str,
                      labels: Sequence[str] = (), **kw: object) -> ModelFamily[Family]:  # fmt: skip
@@ -143,6 +157,11 @@ class Metrics:
         self.infer_latency = self.request_latency.labels("v2_infer")  # SPEC §14
         self._saved_at: float | None = None
         self.model_age.set_function(self._age)
+
+    def for_model(self, model: str) -> Metrics:
+        """The metrics of another model of this node: the same registry and families, its
+        own ``model`` label (SPEC §13)."""
+        return Metrics(self.registry, model=model, _families=self._families)
 
     def _age(self) -> float:
         return float("nan") if self._saved_at is None else time.time() - self._saved_at
