@@ -21,6 +21,14 @@ the new master and catches up on ``:latest``. Behind Sentinel the session also e
 sentinels name another master (checked every ``master_check``), since a master demoted by a
 manual failover keeps its subscribers' sockets open while nothing is published there.
 
+A node of several instances (SPEC §13) has one listener per instance, and one of them reads for
+all: the others :meth:`~CheckpointSubscriber.join` it before it starts. Its session subscribes
+to every instance's channel on one connection, catches each one up, and hands each message to
+the listener of its channel. What one instance's listener does with a message is parsing,
+judging against its served version and queueing (no file system, no load, no fetch: those are
+its applier's, on its own threads), so one instance's bad message, slow fetch or hung load
+never delays another's.
+
 Every message is parsed here and handed to the applier (``applier.py``) with what
 ``:latest`` held before it (mirrored by ``common/latest.py``). A message that cannot be a
 notification is rejected with a reason, logged once (its text escaped), counted: nothing a
@@ -148,6 +156,10 @@ class CheckpointSubscriber(BackgroundLoop):
         self._epoch = ""  # the :epoch token Redis held when this node last restored
         self._known_before = 0  # the highest version known when the last catch-up began
         self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
+        # the listeners whose channels this one's sessions read (SPEC §13), itself first; a
+        # listener that joined another reads nothing itself
+        self._members: list[CheckpointSubscriber] = [self]
+        self._reader: CheckpointSubscriber = self
         # stop() wakes a reader waiting on its socket through this pipe (kept for the
         # listener's life: a node may start its listener again after stopping it)
         self._wake_read, self._wake_write = os.pipe()
@@ -157,6 +169,32 @@ class CheckpointSubscriber(BackgroundLoop):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def join(self, reader: CheckpointSubscriber) -> None:
+        """Be read by ``reader``'s sessions (another instance's listener of this node, not
+        started yet): one connection subscribes to both channels (SPEC §13)."""
+        if reader is self or reader._reader is not reader or self._members != [self]:
+            raise ValueError("a listener joins one that reads for itself, and only once")
+        if reader.alive() or self.alive():
+            raise RuntimeError("listeners join before either starts")
+        if any(m.keys.channel == self.keys.channel for m in reader._members):
+            raise ValueError(f"{self.keys.channel} is read already")
+        self._reader = reader
+        reader._members.append(self)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels this listener's sessions subscribe to (none if it joined another)."""
+        return [m.keys.channel for m in self._members] if self._reader is self else []
+
+    def start(self) -> CheckpointSubscriber:
+        """Start reading, unless another listener reads for this one."""
+        if self._reader is self:
+            super().start()
+        return self
+
+    def alive(self) -> bool:
+        return super().alive() if self._reader is self else self._reader.alive()
+
     @property
     def connected(self) -> bool:
         """True while subscribed and answering; the request path reads only this."""
@@ -164,8 +202,12 @@ class CheckpointSubscriber(BackgroundLoop):
 
     def stop(self, timeout: float = 1.0) -> None:
         """Unsubscribe, stop the thread, join it; returns within ``timeout``."""
-        super().stop(timeout)
-        self._set_connected(False)
+        if self._reader is self:
+            super().stop(timeout)
+            for member in self._members:
+                member._set_connected(False)
+        else:
+            self._set_connected(False)
 
     @property
     def tried(self) -> bool:
@@ -183,6 +225,7 @@ class CheckpointSubscriber(BackgroundLoop):
             "connected": self._connected,
             "alive": self.alive(),
             "channel": self.keys.channel,
+            "shared_with": [m.keys.instance_id for m in self._reader._members if m is not self],
             "sessions": self.sessions,
             "last_message_at": self.last_message_at.isoformat() if self.last_message_at else None,
             "last_connected_at": (
@@ -210,14 +253,16 @@ class CheckpointSubscriber(BackgroundLoop):
                 log.exception("listener session failed unexpectedly; reconnecting")
                 self._lost("unexpected error")
             finally:
-                self._tried.set()
+                for member in self._members:
+                    member._tried.set()
             if self._stop.is_set():
                 break
             if self.sessions > sessions:  # that session had subscribed: start backoff afresh
                 delay = self.timing.backoff_initial
             self._stop.wait(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.timing.backoff_max)
-        self._set_connected(False)
+        for member in self._members:
+            member._set_connected(False)
 
     def _lost(self, why: str) -> None:
         if self._connected:
@@ -225,13 +270,14 @@ class CheckpointSubscriber(BackgroundLoop):
         else:
             log.debug("Redis still unavailable: %s", why)
         self.counters["connection_errors"] += 1
-        self._set_connected(False)
+        for member in self._members:
+            member._set_connected(False)
 
     def _session(self) -> None:
         t = self.timing
         link = RedisLink(
             self.target,
-            self.keys.channel,
+            self.channels,
             Timeouts(t.connect_timeout, t.command_timeout),
             sharded=self.sharded,
         )
@@ -242,27 +288,36 @@ class CheckpointSubscriber(BackgroundLoop):
             # a silent reconnect seen by the session that died is covered by this catch-up,
             # and what an earlier session's catch-up handed on is judged by now or retried
             self._silent_reconnect.clear()
-            self._offered_latest = ""
-            self._await_subscription(pubsub, link.confirmation)
-            self._catch_up(link.client, "subscribe")
-            self._restore()
-            self.applier.reconnected(
-                latest_present=bool(self._latest_digest),
-                latest=self._latest,
-                digest=self._latest_digest,
-            )
-            self._set_connected(True)  # subscribed and caught up: Redis mode
-            self._tried.set()
+            self._await_subscription(pubsub, link.confirmation, len(self._members))
+            for member in self._members:
+                member._subscribed(link.client)
             self._read(link, pubsub)
         finally:
             link.close(unsubscribe=self._stop.is_set() and self._connected)
 
-    def _await_subscription(self, pubsub: PubSub, confirmation: str) -> None:
+    def _subscribed(self, client: RedisClient) -> None:
+        """This instance's channel is subscribed: catch up, tell Redis what it serves, and
+        serve in Redis mode."""
+        self._offered_latest = ""
+        self._catch_up(client, "subscribe")
+        self._restore()
+        self.applier.reconnected(
+            latest_present=bool(self._latest_digest),
+            latest=self._latest,
+            digest=self._latest_digest,
+        )
+        self._set_connected(True)  # subscribed and caught up: Redis mode
+        self._tried.set()
+
+    def _await_subscription(self, pubsub: PubSub, confirmation: str, count: int) -> None:
         deadline = time.monotonic() + self.timing.dead_after
+        confirmed = 0
         while time.monotonic() < deadline and not self._stop.is_set():
             message = pubsub.get_message(timeout=self.timing.read_timeout)
             if message is not None and message["type"] == confirmation:
-                return
+                confirmed += 1
+                if confirmed == count:
+                    return
         raise redis.TimeoutError(f"no {confirmation.upper()} confirmation from Redis")
 
     def _read(self, link: RedisLink, pubsub: PubSub) -> None:
@@ -273,6 +328,7 @@ class CheckpointSubscriber(BackgroundLoop):
         unanswered_since: float | None = None
         sentinel = link.watches_master
         drained = False  # nothing read and waiting: the next message comes through the socket
+        by_channel = {m.keys.channel.encode(): m for m in self._members}
         while not self._stop.is_set():
             sock = _socket_of(pubsub)
             if sock is None:  # not connected (redis-py reconnects on the next read)
@@ -297,7 +353,9 @@ class CheckpointSubscriber(BackgroundLoop):
             if message is not None:
                 unanswered_since = None  # Redis answered: everything sent before is read
                 if message["type"] in ("message", "smessage"):
-                    self._on_message(message["data"], "channel")
+                    member = by_channel.get(_channel_name(message["channel"]))
+                    if member is not None:
+                        member._on_message(message["data"], "channel")
                 elif message["type"] == "sunsubscribe":
                     self.counters["slot_moved"] += 1
                     raise redis.ConnectionError(
@@ -306,8 +364,9 @@ class CheckpointSubscriber(BackgroundLoop):
             if self._silent_reconnect.is_set():
                 self._silent_reconnect.clear()
                 self.counters["silent_reconnects"] += 1
-                self._catch_up(client, "silent reconnect")
-                self._restore()
+                for member in self._members:
+                    member._catch_up(client, "silent reconnect")
+                    member._restore()
             if now - last_ping >= t.ping_interval:
                 pubsub.ping(PING_PAYLOAD)
                 last_ping = now
@@ -427,7 +486,7 @@ class CheckpointSubscriber(BackgroundLoop):
     def _set_connected(self, connected: bool) -> None:
         if connected and not self._connected:
             self.sessions += 1
-            if self.sessions > 1:
+            if self.sessions > 1 and self._reader is self:  # the node's, counted once
                 self.metrics.reconnects.inc()
             self.last_connected_at = datetime.now(UTC)
             log.info("subscribed to %s at %s", self.keys.channel, redact_url(self.redis_url))
@@ -594,6 +653,10 @@ def _never_raising(report: Report) -> Report:
             log.exception("reporting a judged message failed")
 
     return guarded
+
+
+def _channel_name(channel: bytes | str) -> bytes:
+    return channel.encode() if isinstance(channel, str) else bytes(channel)
 
 
 def _socket_of(pubsub: PubSub) -> socket.socket | None:

@@ -1,7 +1,8 @@
 """One listener session's connections to Redis, in any ``REDIS_URL`` form (SPEC §10).
 
 A :class:`RedisLink` holds a client for the catch-up reads and a pub/sub connection
-subscribed to the channel (``SSUBSCRIBE`` with ``FKS_SHARDED_PUBSUB=true``):
+subscribed to the channels (``SSUBSCRIBE`` with ``FKS_SHARDED_PUBSUB=true``): the node's
+instances' channels, all on that one connection (SPEC §13):
 
 - one server: both to that server;
 - Sentinel: both to the master the sentinels name now. :meth:`RedisLink.moved` asks them
@@ -9,9 +10,11 @@ subscribed to the channel (``SSUBSCRIBE`` with ``FKS_SHARDED_PUBSUB=true``):
   master stays up and its subscribers' sockets stay open, but nothing is published there any
   more; the session ends and the next one subscribes on the new master and catches up;
 - Cluster: the client follows the slots; the pub/sub connection goes to the node that owns
-  the channel's slot (the only one that hears a sharded channel; any node hears the classic
-  ``PUBLISH``). When that slot moves, Redis sends ``SUNSUBSCRIBE``: the listener ends the
-  session on it and resubscribes where the slot went.
+  the first channel's slot (the only one that hears a sharded channel; any node hears the
+  classic ``PUBLISH``, so one connection hears every instance's). Sharded channels of
+  several instances lie in slots of their own: each instance then has a link of its own
+  (``subscriber/group.py``). When that slot moves, Redis sends ``SUNSUBSCRIBE``: the
+  listener ends the session on it and resubscribes where the slot went.
 """
 
 from __future__ import annotations
@@ -45,10 +48,18 @@ class ShardedPubSubUnsupported(redis.RedisError):
 
 class RedisLink:
     def __init__(
-        self, target: RedisTarget, channel: str, timeouts: Timeouts, *, sharded: bool = False
+        self,
+        target: RedisTarget,
+        channels: str | list[str],
+        timeouts: Timeouts,
+        *,
+        sharded: bool = False,
     ) -> None:
         self.target = target
-        self.channel = channel
+        self.channels = [channels] if isinstance(channels, str) else list(channels)
+        if not self.channels:
+            raise ValueError("a link subscribes to one channel at least")
+        self.channel = self.channels[0]
         self.timeouts = timeouts
         self.sharded = sharded
         self.client: RedisClient | None = None
@@ -75,9 +86,10 @@ class RedisLink:
             pubsub = client.pubsub()
         self.pubsub = pubsub
         if self.sharded:
-            pubsub.ssubscribe(self.channel)
+            for channel in self.channels:  # one command each: no cross-slot refusal
+                pubsub.ssubscribe(channel)
         else:
-            pubsub.subscribe(self.channel)
+            pubsub.subscribe(*self.channels)
         return pubsub
 
     @property
