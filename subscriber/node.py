@@ -62,8 +62,17 @@ class ServingNode:
         options: LoadOptions | None = None,
         timing: ListenerTiming | None = None,
         listen: bool = True,
+        instance: str | None = None,
     ) -> None:
-        self.settings = s = settings or Settings()
+        """The node of ``instance`` (default: ``FKS_INSTANCE_ID`` if the settings serve it,
+        else their first instance); a node of several instances is a
+        :class:`~subscriber.group.NodeGroup` of these."""
+        every = settings or Settings()
+        if instance is None:
+            instance = every.instance_id if every.instance_id in every.instances else None
+            instance = instance or every.instances[0]
+        self.settings = s = every.for_instance(instance)
+        self.instances = every.instances  # every instance of this node (SPEC §13)
         self.timing = timing or ListenerTiming()
         self.holder = ModelHolder(s, metrics=metrics, options=options)
         self.metrics = self.holder.metrics
@@ -133,7 +142,9 @@ class ServingNode:
         )
         self.listen = listen
         # an operator's reload and rollback: on every worker of `fks serve --workers N`
-        self.operations = Operations.for_node(self.holder, s, self.node_id)
+        self.operations = Operations.for_node(
+            self.holder, s, self.node_id, instance_index=every.instances.index(instance)
+        )
 
     @staticmethod
     def registry_id(settings: Settings) -> str:
@@ -161,6 +172,18 @@ class ServingNode:
         set (default 0: Python's 5 ms is left), sets the interpreter's switch interval: the
         longest a request waits for a background thread to give the GIL back.
         """
+        self.begin()
+        self.listen_now()
+        self.caught_up()
+        self.settle(self.look_at_disk())
+        return self
+
+    # start()'s steps, in order, each for every node of a group before the next
+    # (subscriber/group.py): one connection subscribes for all, every catch-up and first
+    # look at the disk runs at once, not one instance after another
+
+    def begin(self) -> None:
+        """The process' thread limits, the operations, the acker and the applier."""
         limit_threads(self.settings.torch_threads)
         if self.settings.switch_interval_ms > 0:
             # A thread that loads, acks or parses holds the GIL for at most this long while a
@@ -173,20 +196,36 @@ class ServingNode:
         if self.acker is not None:
             self.acker.start()
         self.applier.start()
+
+    def listen_now(self) -> None:
+        """Start the listener (a no-op for one that another instance's listener reads for)."""
         if self.listen:
             self.listener.start()
+
+    def caught_up(self) -> None:
+        """Wait for the first session (or its failure) and for its catch-up to be applied."""
+        if self.listen:
             t = self.timing
             self.listener.wait_first_attempt(t.connect_timeout + t.dead_after + 0.5)
             self.applier.wait_idle(START_WAIT_SECONDS)  # the catch-up, if any, is applied
+
+    def look_at_disk(self) -> int | None:
+        """Ask the applier for a look at the disk if Redis gave no model; its ticket."""
+        return self.applier.request_disk_check() if self.holder.current() is None else None
+
+    def settle(self, ticket: int | None) -> None:
+        """Wait for that look, say what is served, and start the heartbeat."""
+        if ticket is not None and not self.applier.wait_disk_check(ticket, START_WAIT_SECONDS):
+            log.warning("%s: the first load is still running; starting meanwhile", self.name)
         if self.holder.current() is None:
-            ticket = self.applier.request_disk_check()
-            if not self.applier.wait_disk_check(ticket, START_WAIT_SECONDS):
-                log.warning("the first load is still running; starting meanwhile")
-        if self.holder.current() is None:
-            log.warning("no checkpoint served yet; /sac answers 503 until one appears")
+            log.warning("%s: no checkpoint served yet; answering 503 until one appears", self.name)
         if self.listen:
             self.registry.start()
-        return self
+
+    @property
+    def name(self) -> str:
+        """The instance this node serves: its model's name under SPEC §14."""
+        return self.settings.instance_id
 
     def stop(self) -> None:
         self.operations.stop()
@@ -212,6 +251,7 @@ class ServingNode:
             "sha256": model.sha256 if model else None,
             "loaded_at": model.loaded_at.isoformat() if model else None,
             "model_name": model.model_name if model else None,
+            "instances": self.instances,  # what this node serves (fks status shows it)
             # since the last swap: what `fks rollout` watches on its canaries
             "requests": requests,
             "errors": errors,

@@ -65,11 +65,12 @@ def test_each_stage_of_the_node_says_what_it_may_import(stage: str) -> None:
 
 
 def test_the_node_is_its_stages() -> None:
-    """``subscriber/`` holds the stages, the node that assembles them and the package's
-    errors: nothing else lies flat beside them."""
+    """``subscriber/`` holds the stages, the node that assembles them, the group of nodes of
+    one process (one per instance, SPEC §13) and the package's errors: nothing else lies flat
+    beside them."""
     flat = sorted(info.name for info in pkgutil.iter_modules(subscriber.__path__) if not info.ispkg)
     stages = sorted(info.name for info in pkgutil.iter_modules(subscriber.__path__) if info.ispkg)
-    assert flat == ["errors", "node"]
+    assert flat == ["errors", "group", "node"]
     assert stages == sorted(STAGES)
 
 

@@ -59,9 +59,12 @@ class Operations:
         self.siblings: Siblings | None = None
 
     @classmethod
-    def for_node(cls, holder: ModelHolder, settings: Settings, node_id: str) -> Operations:
+    def for_node(
+        cls, holder: ModelHolder, settings: Settings, node_id: str, *, instance_index: int = 0
+    ) -> Operations:
         """The operations of a node; in a worker of ``fks serve --workers N``, with its
-        siblings (started by :meth:`start`)."""
+        siblings (started by :meth:`start`): those serving the same instance, the
+        ``instance_index``-th of the node's (SPEC §13)."""
         ops = cls(holder, node_id)
         directory, slot = slots_directory(), worker_slot()
         if directory is not None and slot is not None:
@@ -72,6 +75,7 @@ class Operations:
                 max(worker_count(), slot + 1),
                 node_ids=lambda other: worker_node_id(base, other),
                 handler=ops.handle,
+                instance_index=instance_index,
             )
         return ops
 

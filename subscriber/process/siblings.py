@@ -2,7 +2,9 @@
 
 Each worker listens on ``slot-<slot>.sock`` in the supervisor's slot directory
 (``FKS_WORKER_SLOTS``, a temporary directory of mode 0700: only the user running the server
-can connect) and answers each connection's one JSON object (one line, at most
+can connect; for the second and later instances of a node of several, SPEC §13, on
+``slot-<slot>.<index>.sock``, so each instance's operations reach that instance's siblings)
+and answers each connection's one JSON object (one line, at most
 ``MAX_MESSAGE`` bytes) with one JSON object. :meth:`Siblings.ask` sends a request to every
 other worker (the slots ``0 .. FKS_WORKER_COUNT - 1`` but its own) at once and returns, per
 worker, its answer or why none came in time. Nothing here touches Redis, so the channel works
@@ -51,11 +53,14 @@ class Siblings:
     _: KW_ONLY
     node_ids: Callable[[int], str]
     handler: Handler
+    instance_index: int = 0  # which of the node's instances (SPEC §13): sockets of its own
     _server: _Server | None = field(init=False, default=None)
     _thread: threading.Thread | None = field(init=False, default=None)
 
     def path(self, slot: int) -> Path:
-        return self.directory / f"slot-{slot}.sock"
+        if self.instance_index == 0:
+            return self.directory / f"slot-{slot}.sock"
+        return self.directory / f"slot-{slot}.{self.instance_index}.sock"
 
     @property
     def others(self) -> list[int]:

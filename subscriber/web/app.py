@@ -3,7 +3,9 @@
 The lifespan builds the :class:`~subscriber.node.ServingNode`, preloads a checkpoint and
 starts the listener; it never fails the startup. No checkpoint, a bad file, Redis down or
 even a torch that will not import each log a warning, and ``/sac`` answers 503 until a model
-appears (``/sac/health`` always answers). The node lives in ``app.state.fks_node``.
+appears (``/sac/health`` always answers). The node lives in ``app.state.fks_node``; on a node
+of several instances (SPEC §13) that is the first one's, and ``app.state.fks_nodes`` holds every
+instance's by its id (``subscriber/group.py``).
 
 In front of the routes sit two plain ASGI guards, outermost first:
 :class:`~subscriber.web.auth.ApiKeyGuard` (401 from the headers alone) and
@@ -51,16 +53,18 @@ def sac_lifespan(settings: Settings | None = None) -> Lifespan:
         cfg = settings or Settings()
         app.state.fks_settings = cfg
         app.state.fks_node = None
-        node = None
+        app.state.fks_nodes = {}
+        group = None
         try:
-            from subscriber.node import ServingNode  # torch is imported here, not before
+            from subscriber.group import NodeGroup  # torch is imported here, not before
             from subscriber.runtime.heap import freeze_startup_heap
 
-            node = ServingNode(cfg)
+            group = NodeGroup(cfg)
             if cfg.gc_freeze:  # torch and the app are imported, no model is loaded yet
-                node.metrics.gc_frozen.set(freeze_startup_heap())
-            await run_in_threadpool(node.start)
-            app.state.fks_node = node
+                group.metrics.gc_frozen.set(freeze_startup_heap())
+            await run_in_threadpool(group.start)
+            app.state.fks_node = group.first
+            app.state.fks_nodes = dict(group.nodes)
         except Exception as exc:  # noqa: BLE001 - the server starts whatever happens
             reason = f"serving is unavailable: {type(exc).__name__}: {exc}"
             app.state.fks_unavailable = reason
@@ -68,9 +72,10 @@ def sac_lifespan(settings: Settings | None = None) -> Lifespan:
         try:
             yield
         finally:
-            if node is not None:
-                await run_in_threadpool(node.stop)
+            if group is not None:
+                await run_in_threadpool(group.stop)
                 app.state.fks_node = None
+                app.state.fks_nodes = {}
 
     return lifespan
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BAD_INPUT", "BODY_LIMITS", "NO_MODEL", "UNAUTHORIZED", "AuthorizedNode", "Responses", "bad",
-    "error", "get_authorized_node", "get_node", "served_model",
+    "error", "get_authorized_node", "get_node", "get_nodes", "served_model",
 ]  # fmt: skip
 
 Responses = dict[int | str, dict[str, Any]]
@@ -53,6 +53,13 @@ async def get_node(request: Request) -> ServingNode:
         why = getattr(request.app.state, "fks_unavailable", "the /sac lifespan is not running")
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=why)
     return node
+
+
+async def get_nodes(request: Request) -> dict[str, ServingNode]:
+    """Every instance's node, by instance id (SPEC §13), the first being :func:`get_node`'s."""
+    node = await get_node(request)
+    nodes: dict[str, ServingNode] | None = getattr(request.app.state, "fks_nodes", None)
+    return nodes if nodes else {node.name: node}
 
 
 async def get_authorized_node(request: Request) -> ServingNode:

@@ -24,7 +24,7 @@ from subscriber.errors import NotEveryWorker, NothingToLoad
 from subscriber.model.budget import over_activation_budget
 from subscriber.web.auth import require_api_key
 from subscriber.web.bodyguard import DEFAULT_MAX_BODY_BYTES
-from subscriber.web.deps import get_node, served_model
+from subscriber.web.deps import get_nodes, served_model
 from subscriber.web.inputs import not_finite_at
 from subscriber.web.oip.errors import protocol_errors
 from subscriber.web.oip.metadata import (
@@ -77,8 +77,7 @@ Work = Callable[[Request, "ServingNode", "ServedModel", str], Awaitable[Response
 async def _nodes(request: Request) -> dict[str, ServingNode]:
     """The models this server answers for, by name (the instance id), after the key check."""
     await require_api_key(request)
-    node = await get_node(request)
-    return {node.settings.instance_id: node}
+    return await get_nodes(request)
 
 
 async def _node(request: Request, name: str) -> ServingNode:
@@ -142,7 +141,9 @@ async def server_live() -> JSONResponse:
 )
 async def server_ready(request: Request) -> JSONResponse:
     node: ServingNode | None = getattr(request.app.state, "fks_node", None)
-    ready = node is not None and node.holder.current() is not None
+    nodes: dict[str, ServingNode] = getattr(request.app.state, "fks_nodes", None) or {}
+    every = list(nodes.values()) or ([node] if node is not None else [])
+    ready = node is not None and all(n.holder.current() is not None for n in every)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
