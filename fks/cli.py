@@ -16,8 +16,11 @@ __all__ = ["build_parser", "main"]
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     overrides: dict[str, object] = dict(extra)
-    if getattr(args, "instance", None):
-        overrides["instance_id"] = args.instance
+    instance = getattr(args, "instance", None)
+    if isinstance(instance, list) and len(instance) > 1:  # fks serve/status: several (§13)
+        overrides["instance_ids"] = ",".join(instance)
+    elif instance:
+        overrides["instance_id"] = instance[0] if isinstance(instance, list) else instance
     if getattr(args, "redis_url", None):
         overrides["redis_url"] = args.redis_url
     return Settings(**overrides)  # type: ignore[arg-type]
@@ -38,7 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _logging(args.log_level)
     settings = _settings(args)
     logging.getLogger("fks").info(
-        "serving instance %s, Redis %s", settings.instance_id, redact_url(settings.redis_url)
+        "serving instance%s %s, Redis %s",
+        "s" if len(settings.instances) > 1 else "",
+        ", ".join(settings.instances),
+        redact_url(settings.redis_url),
     )
     if args.workers > 1:
         return _serve_workers(args, settings)
@@ -61,6 +67,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     from subscriber.process.workers import COUNT_ENV, SLOTS_ENV
 
     os.environ["FKS_INSTANCE_ID"] = settings.instance_id
+    os.environ["FKS_INSTANCE_IDS"] = ",".join(settings.instances)
     os.environ["REDIS_URL"] = settings.redis_url
     os.environ.setdefault("FKS_NODE_ID", f"{socket.gethostname()[:60]}:{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="fks-workers-") as slots:
@@ -234,33 +241,40 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from common.redis_io.connect import REDIS_ERRORS, LazyRedis, Timeouts
-    from fks.status import format_status, gather_status
+    from common.settings import keys_for
+    from fks.status import StatusReport, format_status, gather_status
 
     settings = _settings(args)
     lazy = LazyRedis(settings.redis_url, Timeouts(2.0, 2.0))
+
+    def gather() -> list[StatusReport]:  # each instance named (SPEC §13), in order
+        return [
+            gather_status(
+                lazy.get(), iid, keys_for(iid, settings.redis_url), secret=settings.secret
+            )
+            for iid in settings.instances
+        ]
+
     if args.watch:
         from fks.status import watch_status
 
         try:
-            watch_status(
-                lambda: gather_status(
-                    lazy.get(), settings.instance_id, settings.keys, secret=settings.secret
-                ),
-                interval=args.interval, count=args.count,
-            )  # fmt: skip
+            watch_status(gather, interval=args.interval, count=args.count)
         finally:
             lazy.close()
         return 0
     try:
-        report = gather_status(
-            lazy.get(), settings.instance_id, settings.keys, secret=settings.secret
-        )
+        reports = gather()
     except REDIS_ERRORS as exc:
         print(f"fks status: Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         lazy.close()
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_status(report))
+    if args.json:
+        dicts = [report.to_dict() for report in reports]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else {"instances": dicts}, indent=2))
+    else:
+        print("\n\n".join(format_status(report) for report in reports))
     return 0
 
 
@@ -300,14 +314,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fks.redis_server import RedisServerNotFound
 
     logging.basicConfig(level=logging.ERROR)
+    if args.instances < 1:
+        raise ValueError(f"--instances must be 1 or more, not {args.instances}")
+    shared = {"redis_url": args.redis_url, "algo": args.algo, "instances": args.instances}
     if args.short:
-        config = DemoConfig(
-            steps=600, every=150, warmup=200, redis_url=args.redis_url, algo=args.algo
-        )
+        config = DemoConfig(steps=600, every=150, warmup=200, **shared)
     else:
-        config = DemoConfig(
-            steps=args.steps, every=args.every, redis_url=args.redis_url, algo=args.algo
-        )
+        config = DemoConfig(steps=args.steps, every=args.every, **shared)
     try:
         return run_demo(config)
     except RedisServerNotFound:
@@ -328,8 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--instance", help="instance id (default: $FKS_INSTANCE_ID or 'default')")
+    def common(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+        if several:  # SPEC §13: fks serve and fks status take several
+            p.add_argument("--instance", action="append", metavar="ID",
+                           help="instance id, repeatable: one model each (default: "
+                           "$FKS_INSTANCE_IDS, else $FKS_INSTANCE_ID, else 'default')")  # fmt: skip
+        else:
+            p.add_argument("--instance",
+                           help="instance id (default: $FKS_INSTANCE_ID or 'default')")  # fmt: skip
         p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
 
     def trainer(p: argparse.ArgumentParser, steps: int, every: int) -> None:
@@ -353,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="event loop (auto: uvloop where installed)")  # fmt: skip
     serve.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                        help="HTTP parser (auto: httptools where installed)")  # fmt: skip
-    common(serve)
+    common(serve, several=True)
     serve.set_defaults(func=cmd_serve)
 
     train = sub.add_parser("train", help="the demo trainer", description=(
@@ -427,14 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.set_defaults(func=cmd_rollout)
 
     status = sub.add_parser("status", help="latest notification, listeners, nodes",
-                            description="What Redis knows of an instance: the :latest "
-                            "notification, subscribers listening, every serving node.")  # fmt: skip
+                            description="What Redis knows of an instance (of each, with "
+                            "--instance repeated or FKS_INSTANCE_IDS): the :latest "
+                            "notification, subscribers listening, every serving node and the "
+                            "instances it serves.")  # fmt: skip
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", action="store_true", help="redraw the table in place")
     status.add_argument("--interval", type=float, default=1.0,
                         help="seconds between redraws with --watch (1)")  # fmt: skip
     status.add_argument("--count", type=int, help=argparse.SUPPRESS)  # tests: stop after N
-    common(status)
+    common(status, several=True)
     status.set_defaults(func=cmd_status)
 
     convert = sub.add_parser("convert", help="rewrite a .pt checkpoint as .safetensors",
@@ -454,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer(demo, steps=3000, every=300)
     demo.add_argument("--short", action="store_true", help="a quick run (600 steps)")
     demo.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    demo.add_argument("--instances", type=int, default=1, metavar="N",
+                      help="models on the one server, each with its own trainer, swapping "
+                      "independently (1)")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
     return parser
 

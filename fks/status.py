@@ -106,6 +106,7 @@ def format_status(report: StatusReport) -> str:
     lines.append("nodes:")
     header = f"  {'node':<28} {'version':>8} {'gen':>5} {'mode':<6} {'heartbeat':>10}  path"
     lines.append(header)
+    several = any(len(_instances(row.entry)) > 1 for row in report.nodes)
     for row in report.nodes:
         e = row.entry
         beat = f"{row.age:.1f}s ago" + (" STALE" if row.stale else "")
@@ -115,7 +116,15 @@ def format_status(report: StatusReport) -> str:
             f"  {row.node_id:<28} {_opt(e.get('version')):>8} {_opt(e.get('generation')):>5} "
             f"{e.get('mode', '?'):<6} {beat:>10}  {e.get('path') or '-'}"
         )
+        if several:  # SPEC §13: the node serves these instances
+            lines.append(f"  {'':<28} instances: {', '.join(_instances(e)) or '-'}")
     return "\n".join(lines)
+
+
+def _instances(entry: dict[str, Any]) -> list[str]:
+    """The instances a node's entry says it serves (entries before SPEC §13 say none)."""
+    named = entry.get("instances")
+    return [str(i) for i in named] if isinstance(named, list) else []
 
 
 def _opt(value: object) -> str:
@@ -143,6 +152,9 @@ def status_table(report: StatusReport) -> Any:
         ("requests", "right"), ("errors", "right"), ("heartbeat", "right"), ("path", "left"),
     ):  # fmt: skip
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    several = any(len(_instances(row.entry)) > 1 for row in report.nodes)
+    if several:
+        table.add_column("instances")
     for row in report.nodes:
         e = row.entry
         beat = Text(f"{row.age:.1f}s ago")
@@ -155,6 +167,7 @@ def status_table(report: StatusReport) -> Any:
             row.node_id, _opt(e.get("version")), _opt(e.get("generation")),
             Text(mode, style="green" if mode == "redis" else "yellow"),
             _opt(e.get("requests")), _opt(e.get("errors")), beat, str(e.get("path") or "-"),
+            *([", ".join(_instances(e))] if several else []),
         )  # fmt: skip
     if not report.nodes:
         return Group(head, latest, facts, Text("nodes: none registered"))
@@ -162,16 +175,23 @@ def status_table(report: StatusReport) -> Any:
 
 
 def watch_status(
-    gather: Callable[[], StatusReport], *, interval: float = 1.0, count: int | None = None
+    gather: Callable[[], StatusReport | list[StatusReport]],
+    *,
+    interval: float = 1.0,
+    count: int | None = None,
 ) -> None:
     """Redraw the status in place every ``interval`` seconds (``count`` times, or until
     interrupted); a Redis error is shown in place of the table until Redis answers."""
+    from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
     def render() -> Any:
         try:
-            return status_table(gather())
+            reports = gather()
+            if isinstance(reports, StatusReport):
+                return status_table(reports)
+            return Group(*(status_table(report) for report in reports))
         except REDIS_ERRORS as exc:
             return Text(f"Redis unavailable: {type(exc).__name__}: {exc}", style="red")
 
