@@ -6,6 +6,12 @@ every N steps) → a client that keeps predicting. Each swap is printed as the c
 sees it, with its notify→swap time (the demo's own subscriber stamps the announcement, the
 server's history stamps the swap). A summary follows; the exit code is 0 when every request
 succeeded and the newest checkpoint ended up served.
+
+With ``--instances N`` (SPEC §13) the one server serves N models, ``<instance>-1`` ..
+``<instance>-N``, each trained by a trainer of its own (its own seed) into its own directory
+(``STAT_PAIR_RL_DIR=…/{instance}``); a client per model predicts through the Open Inference
+Protocol (``/v2/models/<name>/infer``) and prints each swap of its model as it first sees it,
+with the time from the announcement to that answer. The models swap independently.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class DemoConfig:
     request_interval: float = 0.01
     jit: bool = True
     algo: str = "sac"
+    instances: int = 1  # models on the one server (SPEC §13)
 
 
 @dataclass
@@ -150,7 +157,50 @@ def _print_swap(swap: _Swap, stats: _Client) -> None:
     )
 
 
+def _watch_v2(
+    server: ServerProcess, name: str, news: _Announcements, stats: _Client,
+    stop: threading.Event, interval: float,
+) -> None:  # fmt: skip
+    """One model's client: JSON infers on ``/v2/models/<name>/infer``; a new version is printed
+    with the time from its announcement to the first answer that names it."""
+    body = {"inputs": [{"name": "state", "shape": [1, 28], "datatype": "FP32", "data": STATE}]}
+    version = ""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        while not stop.is_set():
+            try:
+                response = client.post(f"/v2/models/{name}/infer", json=body)
+            except httpx.HTTPError as exc:
+                stats.failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            seen = time.time()
+            stats.requests += 1
+            if response.status_code == 503 and not stats.swaps:
+                time.sleep(interval)  # no model yet: its trainer has not announced one
+                continue
+            if response.status_code != 200:
+                stats.failures.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            answered = response.json()["model_version"]
+            if answered != version:
+                version = answered
+                note = news.seen.get(int(version))
+                lag = (seen - note[0]) * 1e3 if note is not None else None
+                ret = note[1].metadata.get("eval_return", "?") if note is not None else "?"
+                stats.swaps.append(_Swap(int(version), len(stats.swaps) + 1, lag, ret))
+                swap = stats.swaps[-1]
+                shown = f"{lag:6.1f} ms" if lag is not None else "   (from disk)"
+                print(
+                    f"  {name:<8} swap  version {swap.version:>3}  notify→answer {shown}  "
+                    f"eval return {swap.eval_return:>8}  requests {stats.requests:>6}  "
+                    f"failed {len(stats.failures)}",
+                    flush=True,
+                )
+            time.sleep(interval)
+
+
 def run_demo(config: DemoConfig) -> int:
+    if config.instances > 1:
+        return _run_many(config)
     started = time.monotonic()
     print("fks demo: embedded Redis + server + trainer, live swaps\n", flush=True)
     with (
@@ -243,5 +293,109 @@ def _summary(
         print(f"\ntrainer failed ({trainer.returncode}):\n{trainer.stderr[-2000:]}")
     for failure in stats.failures[:5]:
         print(f"  failed request: {failure}")
+    print("\nOK" if ok else "\nFAILED")
+    return 0 if ok else 1
+
+
+def _run_many(config: DemoConfig) -> int:
+    """``fks demo --instances N``: one server, N models, N trainers at once."""
+    started = time.monotonic()
+    names = [f"{config.instance_id}-{k}" for k in range(1, config.instances + 1)]
+    print(f"fks demo: one server, {len(names)} models ({', '.join(names)}), live swaps\n")
+    with (
+        _redis(config.redis_url) as (url, described),
+        tempfile.TemporaryDirectory(prefix="fks-demo-") as tmp,
+    ):
+        models = Path(tmp) / "models"
+        for name in names:
+            (models / name).mkdir(parents=True)
+        print(f"  redis:   {described}")
+        env = {
+            "REDIS_URL": url,
+            "FKS_INSTANCE_IDS": ",".join(names),
+            "STAT_PAIR_RL_DIR": str(models / "{instance}"),
+            "FKS_DEFAULT_DIR": str(models / "{instance}"),
+            "STAT_PAIR_RL_JIT": "true" if config.jit else "false",
+        }
+        server = ServerProcess(env, log_path=Path(tmp) / "server.log").start()
+        news = {name: _Announcements(url, RedisKeys(name).channel) for name in names}
+        stats = {name: _Client() for name in names}
+        stop = threading.Event()
+        trainers: dict[str, subprocess.Popen[str]] = {}
+        try:
+            with httpx.Client(base_url=server.url) as probe:
+                deadline = time.monotonic() + 15
+                while not probe.get("/sac/health").json()["redis_connected"]:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the server never subscribed to Redis")
+                    time.sleep(0.05)
+            print(f"  server:  {server.url} (pid {server.process.pid if server.process else '?'})")
+            print(f"  models:  {models}/{{{', '.join(names)}}}")
+            print(
+                f"  trainers: {len(names)} at once, {config.algo}, {config.steps} steps, a "
+                f"checkpoint every {config.every}\n"
+            )
+            watchers = [
+                threading.Thread(
+                    target=_watch_v2,
+                    args=(server, name, news[name], stats[name], stop, config.request_interval),
+                    daemon=True,
+                )
+                for name in names
+            ]
+            for watcher in watchers:
+                watcher.start()
+            for seed, name in enumerate(names):
+                trainers[name] = subprocess.Popen(
+                    [
+                        sys.executable, "-m", "fks", "train", "--steps", str(config.steps),
+                        "--every", str(config.every), "--warmup", str(config.warmup),
+                        "--dir", str(models / name), "--instance", name, "--seed", str(seed),
+                        "--redis-url", url, "--algo", config.algo, "--quiet",
+                    ],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+            errors = {name: trainer.communicate()[1] for name, trainer in trainers.items()}
+            newest = {name: max(news[name].seen, default=0) for name in names}
+
+            def behind() -> bool:
+                return any(
+                    not stats[n].swaps or stats[n].swaps[-1].version < newest[n] for n in names
+                )
+
+            deadline = time.monotonic() + 10
+            while behind() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            for watcher in watchers:
+                watcher.join(15)
+        finally:
+            stop.set()
+            for trainer in trainers.values():
+                if trainer.poll() is None:
+                    trainer.kill()
+            for announcements in news.values():
+                announcements.close()
+            server.stop()
+    print("\nsummary")
+    ok = True
+    for name in names:
+        s, trainer = stats[name], trainers[name]
+        lags = [w.lag_ms for w in s.swaps if w.lag_ms is not None]
+        final = s.swaps[-1].version if s.swaps else None
+        good = trainer.returncode == 0 and not s.failures and newest[name] > 0
+        good = good and final == newest[name]
+        ok = ok and good
+        lag = f"notify→answer p50 {statistics.median(lags):.1f} ms" if lags else "-"
+        print(
+            f"  {name:<10} announced {len(news[name].seen):>3}  swaps seen {len(s.swaps):>3}  "
+            f"requests {s.requests:>6} failed {len(s.failures)}  {lag}  newest served "
+            f"{final} ({'yes' if final == newest[name] else 'NO'})"
+        )
+        if trainer.returncode != 0:
+            print(f"  {name}: trainer failed ({trainer.returncode}):\n{errors[name][-2000:]}")
+        for failure in s.failures[:5]:
+            print(f"  {name}: failed request: {failure}")
+    print(f"  {'wall time':<10} {time.monotonic() - started:.1f} s")
     print("\nOK" if ok else "\nFAILED")
     return 0 if ok else 1
