@@ -14,9 +14,9 @@ from common.closing import Service
 
 # ok; truncated: a Content-Length, half the body; cut_no_length: no length, half the body;
 # no_length: no length, the whole body; wrong_bytes: the length, other bytes; fail_once: a 503
-# first; slow: 64 KiB every 50 ms
+# first; slow: 64 KiB every 50 ms; stall: the length and 64 KiB, then nothing until release
 Behaviour = Literal[
-    "ok", "truncated", "cut_no_length", "wrong_bytes", "no_length", "fail_once", "slow"
+    "ok", "truncated", "cut_no_length", "wrong_bytes", "no_length", "fail_once", "slow", "stall"
 ]
 
 
@@ -33,6 +33,7 @@ class HttpStore(Service):
         self.entries: dict[str, Entry] = {}
         self.requests: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
+        self.release = threading.Event()  # a stalled answer goes on (set at close)
         store = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,6 +84,9 @@ class HttpStore(Service):
         step = 64 * 1024
         try:
             for start in range(0, len(body), step):
+                if how == "stall" and start:
+                    handler.wfile.flush()
+                    self.release.wait(60)
                 handler.wfile.write(body[start : start + step])
                 self.bytes_sent[name] += len(body[start : start + step])
                 if how == "slow":
@@ -97,6 +101,7 @@ class HttpStore(Service):
         return self
 
     def close(self) -> None:
+        self.release.set()
         if self.thread.ident is not None:  # shutdown() waits for a loop that never ran
             self.server.shutdown()
         self.server.server_close()

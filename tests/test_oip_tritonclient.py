@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 from fks.redis_server import free_port
 from publisher import notify_checkpoint
 from tests.helpers import wait_for, write_checkpoint
-from tests.test_api_architectures import write_dqn
+from tests.test_api_architectures import q_values, write_dqn
 
 ROWS = np.random.default_rng(7).standard_normal((4, 28)).astype(np.float32)
 
@@ -179,3 +179,86 @@ def test_a_swap_during_a_stream_of_v2_requests_fails_none_and_mixes_no_models(
         assert len(answers) > 20 and "6" in seen, seen
         for named, actions in answers:
             assert actions == expected[named], named
+
+
+def test_tritonclient_drives_a_two_model_node_and_each_model_swaps_alone(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """SPEC §13-14: one `fks serve` of a sac_actor (``alpha``, /sac's) and a dqn (``beta``).
+    tritonclient sees both ready, reads each one's metadata, and gets each one's answers:
+    alpha's equal /sac/predict/batch's, beta's the dqn's own q-values and argmax. While two
+    clients stream infers to both, beta is swapped three times: no answer fails, alpha's
+    every answer is version 1's, and each of beta's is exactly the version it names."""
+    root = tmp_path / "models"
+    alpha, beta = root / "alpha", root / "beta"
+    alpha.mkdir(parents=True)
+    beta.mkdir()
+    write_checkpoint(alpha, 1)
+    modules = {"1": write_dqn(beta, 1, n_actions=3)[1]}
+    env = {"FKS_INSTANCE_IDS": "alpha,beta",
+           "FKS_DEFAULT_DIR": str(tmp_path / "default" / "{instance}")}  # fmt: skip
+    with fks_serve(tmp_path, root / "{instance}", redis_url, **env) as host:
+        client = triton.InferenceServerClient(host)
+        assert client.is_model_ready("alpha") and client.is_model_ready("beta", "1")
+        index = client.get_model_repository_index()
+        assert [(m["name"], m["version"], m["state"]) for m in index] == [
+            ("alpha", "1", "READY"), ("beta", "1", "READY")
+        ]  # fmt: skip
+        assert [o["name"] for o in client.get_model_metadata("alpha")["outputs"]] == ["action"]
+        beta_out = client.get_model_metadata("beta")["outputs"]
+        assert [(o["name"], o["datatype"]) for o in beta_out] == [
+            ("action", "INT64"), ("q_values", "FP32")
+        ]  # fmt: skip
+        sac = httpx.post(f"http://{host}/sac/predict/batch", json={"states": ROWS.tolist()})
+        alpha_actions = [[np.float32(a)] for a in sac.json()["actions"]]
+        assert client.infer("alpha", [state_input(ROWS, True)]).as_numpy(
+            "action").tolist() == alpha_actions  # fmt: skip
+
+        def beta_matches(result: Any) -> None:
+            version = result.get_response()["model_version"]
+            expected = q_values(modules[version], ROWS.tolist())
+            np.testing.assert_allclose(result.as_numpy("q_values"), expected, atol=1e-5)
+            assert result.as_numpy("action").tolist() == expected.argmax(axis=1).tolist()
+
+        beta_matches(client.infer("beta", [state_input(ROWS, False)]))
+        client.close()
+        answers: list[tuple[str, Any]] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def stream(name: str) -> None:
+            own = triton.InferenceServerClient(host)
+            try:
+                while not stop.is_set():
+                    answers.append((name, own.infer(name, [state_input(ROWS, True)])))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                own.close()
+
+        threads = [threading.Thread(target=stream, args=(n,)) for n in ("alpha", "beta")]
+        for thread in threads:
+            thread.start()
+        try:
+            for version in (2, 3, 4):
+                saved, modules[str(version)] = write_dqn(beta, version, n_actions=3)
+                result = notify_checkpoint(
+                    saved.path, version=version, instance_id="beta", redis_url=redis_url,
+                    wait_for="all", timeout=10,
+                )  # fmt: skip
+                assert result.acks is not None and result.acks.ok, result.acks
+            last_beta = lambda: next(r for n, r in reversed(answers) if n == "beta")  # noqa: E731
+            wait_for(lambda: last_beta().get_response()["model_version"] == "4", timeout=10)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(20)
+        assert not errors, errors
+        seen = {name: {r.get_response()["model_version"] for n, r in answers if n == name}
+                for name in ("alpha", "beta")}  # fmt: skip
+        assert seen["alpha"] == {"1"} and "4" in seen["beta"], seen
+        for name, result in answers:
+            if name == "alpha":
+                assert result.as_numpy("action").tolist() == alpha_actions
+            else:
+                beta_matches(result)

@@ -1,0 +1,285 @@
+"""Several models per node (SPEC §13): each instance is a model of its own, every channel is
+read on one Redis connection, and one instance's bad messages, stalled fetch or lost Redis
+never touch another's model. Real redis-server processes; real threads; a real `fks serve`
+where the wire and the workers matter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from common.fleet import read_nodes
+from common.keys import RedisKeys
+from common.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL_DIR, Settings
+from fks.redis_server import EmbeddedRedis, free_port
+from publisher import notify_checkpoint
+from subscriber.group import NodeGroup
+from tests.conftest import FAST
+from tests.helpers import wait_for, write_checkpoint
+from tests.http_store import HttpStore
+
+STATE = [0.1] * 28
+
+
+# -- the settings ---------------------------------------------------------------------------
+
+
+def test_each_instance_gets_its_own_roots_from_the_placeholder(tmp_path: Path) -> None:
+    s = Settings(instance_ids=" a, b ,c", model_dir=tmp_path / "{instance}" / "ckpt",
+                 model_path=tmp_path / "{instance}" / "model.pt")  # fmt: skip
+    assert s.instances == ["a", "b", "c"]
+    b = s.for_instance("b")
+    assert (b.instance_id, b.instances) == ("b", ["b"])
+    assert b.model_dir == tmp_path / "b" / "ckpt" and b.model_path == tmp_path / "b" / "model.pt"
+    assert b.default_model_dir == DEFAULT_MODEL_DIR.parent / "b"  # cache/models/rl/{instance}
+    assert b.cache_dir == DEFAULT_CACHE_DIR / "b"  # no instance prunes another's downloads
+    assert b.keys.channel == "fks:b:model_checkpoints"
+    assert b.for_instance("b") == b  # taking it again changes nothing
+    one = Settings(instance_id="solo", model_dir=tmp_path / "{instance}")
+    assert one.instances == ["solo"] and one.for_instance("solo").model_dir == tmp_path / "solo"
+    assert one.for_instance("solo").default_model_dir == DEFAULT_MODEL_DIR  # today's default
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"instance_ids": "a,b", "model_dir": "/srv/models"}, "STAT_PAIR_RL_DIR must contain"),
+        ({"instance_ids": "a,b", "model_path": "/srv/m.pt"}, "STAT_PAIR_RL_MODEL must contain"),
+        ({"instance_ids": "a,b,a"}, "names a more than once"),
+        ({"instance_ids": "a,.."}, "would name a directory"),
+        ({"instance_ids": "a,b c"}, "invalid instance_id"),
+        ({"instance_ids": "a," + "x" * 65}, "invalid instance_id"),
+    ],
+    ids=["shared dir", "shared file", "twice", "dotdot", "space", "too long"],
+)
+def test_settings_that_would_mix_instances_are_refused_at_start(
+    overrides: dict[str, str], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        Settings(**overrides)  # type: ignore[arg-type]
+
+
+# -- one process, real Redis ------------------------------------------------------------------
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> dict[str, Path]:
+    paths = {name: tmp_path / "models" / name for name in ("a", "b", "c")}
+    for path in paths.values():
+        path.mkdir(parents=True)
+    return paths
+
+
+@contextmanager
+def group_of(
+    tmp_path: Path, redis_url: str, ids: str = "a,b,c", **extra: Any
+) -> Iterator[NodeGroup]:
+    settings = Settings(instance_ids=ids, redis_url=redis_url,
+                        model_dir=tmp_path / "models" / "{instance}",
+                        default_model_dir=tmp_path / "default" / "{instance}",
+                        cache_dir=tmp_path / "cache", **extra)  # fmt: skip
+    group = NodeGroup(settings, timing=FAST).start()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def applied(path: Path, version: int, instance: str, redis_url: str) -> None:
+    """Announce ``path`` to ``instance`` and wait until every node of it acked it."""
+    result = notify_checkpoint(path, version=version, instance_id=instance,
+                               redis_url=redis_url, wait_for="all", timeout=10)  # fmt: skip
+    assert result.acks is not None and result.acks.ok, result.acks
+
+
+def versions(group: NodeGroup) -> dict[str, int | None]:
+    served = {name: node.holder.current() for name, node in group.nodes.items()}
+    return {name: model.version if model else None for name, model in served.items()}
+
+
+def test_one_connection_reads_every_channel_and_each_instance_swaps_alone(
+    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+) -> None:
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 1, seed=n)
+    with group_of(tmp_path, own_redis.url) as group:
+        assert versions(group) == {"a": 1, "b": 1, "c": 1}
+        client = own_redis.client()
+        subscribed = [c for c in client.client_list() if int(c.get("sub", 0)) > 0]
+        assert [int(c["sub"]) for c in subscribed] == [3], subscribed  # one connection, 3 channels
+        saved = write_checkpoint(roots["b"], 5, seed=9)
+        applied(saved.path, 5, "b", own_redis.url)
+        assert versions(group) == {"a": 1, "b": 5, "c": 1}
+        assert group.nodes["b"].holder.current().path == saved.path  # type: ignore[union-attr]
+        # each instance's own :latest, registry entry and metrics series
+        assert json.loads(client.get(RedisKeys("b").latest) or "{}")["version"] == 5
+        assert client.get(RedisKeys("a").latest) is None
+        (entry,) = read_nodes(client, RedisKeys("b"))
+        assert entry.entry["version"] == 5 and entry.entry["instances"] == ["a", "b", "c"]
+        text = _metrics(group)
+        assert 'fks_model_version{model="a"} 1.0' in text
+        assert 'fks_model_version{model="b"} 5.0' in text
+        assert 'fks_swaps_total{model="b",source="channel"} 1.0' in text
+        assert 'fks_swaps_total{model="a",source="channel"} 0.0' in text
+        own = [line for line in text.splitlines() if line.startswith("fks_listener_connected")]
+        assert own == ["fks_listener_connected 1.0"]  # the node's own series, once
+        client.close()
+
+
+def test_bad_messages_on_one_channel_leave_the_others_untouched(
+    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+) -> None:
+    """Junk, a message for another instance, an oversized one and a stale one on a's channel
+    are refused and counted under a; b's swap right behind them lands."""
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 2, seed=n)
+    with group_of(tmp_path, own_redis.url) as group:
+        client = own_redis.client()
+        other = write_checkpoint(roots["b"], 3, seed=7)
+        for_b = {"model_path": str(other.path), "version": 9,
+                 "saved_at": "2026-01-01T00:00:00Z", "instance": "b"}  # fmt: skip
+        hostile = [b"{not json", b"\xff" * 10, b"[]", b"x" * 70_000, json.dumps(for_b).encode()]
+        for _ in range(20):
+            for raw in hostile:
+                client.publish("fks:a:model_checkpoints", raw)
+        saved = write_checkpoint(roots["b"], 4, seed=8)
+        applied(saved.path, 4, "b", own_redis.url)
+        assert versions(group) == {"a": 2, "b": 4, "c": 2}
+        text = _metrics(group)
+        assert 'fks_rejections_total{model="a",reason="other_instance"} 20.0' in text
+        assert 'reason="other_instance"} 20.0' in text and 'model="b",reason=' not in text
+        assert group.first.listener.connected and group.nodes["b"].listener.connected
+        client.close()
+
+
+def test_a_stalled_fetch_of_one_instance_never_holds_anothers_swap(
+    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis, store: HttpStore
+) -> None:
+    """a's checkpoint comes from a store that stops after 64 KiB (a's fetch waits on it for
+    up to FKS_FETCH_TIMEOUT_SECONDS); meanwhile b swaps three times and a keeps serving its
+    model."""
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 1, seed=n)
+    data = (write_checkpoint(tmp_path, 2, seed=3, name="remote.pt").path).read_bytes()
+    url = store.put("a.pt", data, "stall")
+    with group_of(tmp_path, own_redis.url, model_urls=store.url + "/",
+                  fetch_timeout_seconds=60, fetch_retries=0) as group:  # fmt: skip
+        sent = notify_checkpoint(url, sha256=hashlib.sha256(data).hexdigest(), version=2,
+                                 instance_id="a", redis_url=own_redis.url)  # fmt: skip
+        assert sent.sent
+        wait_for(lambda: store.bytes_sent["a.pt"] > 0, timeout=10)
+        for version in (3, 4, 5):
+            saved = write_checkpoint(roots["b"], version, seed=version)
+            applied(saved.path, version, "b", own_redis.url)
+        assert versions(group) == {"a": 1, "b": 5, "c": 1}
+        assert store.bytes_sent["a.pt"] < len(data)  # a's fetch is still stalled
+        assert group.nodes["a"].model_for_request() is not None  # a answers meanwhile
+        store.release.set()
+        wait_for(lambda: versions(group)["a"] == 2, timeout=20)
+
+
+def test_with_redis_gone_each_instance_falls_back_to_its_own_root(
+    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+) -> None:
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 1, seed=n)
+    with group_of(tmp_path, own_redis.url) as group:
+        own_redis.kill()
+        wait_for(lambda: not any(node.listener.connected for node in group), timeout=10)
+        newer = write_checkpoint(roots["c"], 2, seed=5)
+        os.utime(newer.path, (newer.path.stat().st_mtime + 5,) * 2)
+        model = group.nodes["c"].model_for_request()  # the next request sees it
+        assert model is not None and model.version == 2
+        assert all(group.nodes[n].model_for_request().version == 1 for n in "ab")  # type: ignore[union-attr]
+        own_redis.start()
+        wait_for(lambda: all(node.listener.connected for node in group), timeout=10)
+        assert versions(group) == {"a": 1, "b": 1, "c": 2}
+
+
+def _metrics(group: NodeGroup) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(group.metrics.registry).decode()
+
+
+# -- fks serve --------------------------------------------------------------------------------
+
+
+@contextmanager
+def fks_serve(tmp_path: Path, redis_url: str, *args: str, **env: str) -> Iterator[str]:
+    port = free_port()
+    environ = {**os.environ, "REDIS_URL": redis_url,
+               "STAT_PAIR_RL_DIR": str(tmp_path / "models" / "{instance}"),
+               "FKS_DEFAULT_DIR": str(tmp_path / "default" / "{instance}"),
+               "FKS_CACHE_DIR": str(tmp_path / "cache"), **env}  # fmt: skip
+    command = [sys.executable, "-m", "fks", "serve", "--port", str(port), "--log-level",
+               "warning", *args]  # fmt: skip
+    log = open(tmp_path / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
+    with subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT) as proc:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _ready(url), timeout=60, every=0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_every_worker(
+    tmp_path: Path, roots: dict[str, Path], redis_url: str
+) -> None:
+    """`fks serve --workers 2 --instance a --instance b`: a load of b reaches b on both
+    workers (b's siblings, not a's: a's holder would refuse b's file), and `fks status`
+    lists both instances and what each node serves."""
+    write_checkpoint(roots["a"], 1, seed=1)
+    write_checkpoint(roots["b"], 1, seed=2)
+    with fks_serve(tmp_path, redis_url, "--workers", "2", "--instance", "a",
+                   "--instance", "b") as url:  # fmt: skip
+        nodes = redis.Redis.from_url(redis_url)
+        wait_for(lambda: all(len(nodes.hkeys(f"fks:{i}:nodes")) == 2 for i in "ab"), timeout=30)
+        write_checkpoint(roots["b"], 2, seed=3)
+        loaded = httpx.post(url + "/v2/repository/models/b/load", timeout=30)
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json() == {"name": "b", "version": "2", "state": "READY"}
+        for _ in range(8):  # whichever worker answers, both serve b's version 2 and a's 1
+            assert httpx.get(url + "/v2/models/b").json()["versions"][0] == "2"
+            assert httpx.get(url + "/v2/models/a").json()["versions"] == ["1"]
+            assert httpx.post(url + "/sac/predict", json={"state": STATE}).json()["version"] == 1
+        index = httpx.post(url + "/v2/repository/index").json()
+        assert [(m["name"], m["state"]) for m in index] == [("a", "READY"), ("b", "READY")]
+        status = subprocess.run(
+            [sys.executable, "-m", "fks", "status", "--instance", "a", "--instance", "b",
+             "--redis-url", redis_url, "--json"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        reports = json.loads(status)["instances"]
+        assert [r["instance_id"] for r in reports] == ["a", "b"]
+        assert sorted(n["version"] for n in reports[1]["nodes"]) == [2, 2]
+        assert all(n["instances"] == ["a", "b"] for r in reports for n in r["nodes"])
+        text = subprocess.run(
+            [sys.executable, "-m", "fks", "status", "--redis-url", redis_url],
+            capture_output=True, text=True, timeout=30, check=True,
+            env={**os.environ, "FKS_INSTANCE_IDS": "a,b"},
+        ).stdout  # fmt: skip
+        assert "instance a  (channel fks:a:model_checkpoints)" in text
+        assert "instance b  (channel fks:b:model_checkpoints)" in text
+        assert "instances: a, b" in text
