@@ -148,6 +148,7 @@ class Settings(BaseSettings):
             for name, root in (
                 ("STAT_PAIR_RL_DIR", self.model_dir),
                 ("STAT_PAIR_RL_MODEL", self.model_path),
+                ("STAT_PAIR_RL_URL", self.model_url),
             ):
                 if root is not None and INSTANCE_PLACEHOLDER not in str(root):
                     raise ValueError(
@@ -200,12 +201,17 @@ class Settings(BaseSettings):
                 return path
             return Path(str(path).replace(INSTANCE_PLACEHOLDER, instance_id))
 
+        def place_url(url: str | None) -> str | None:
+            return None if url is None else url.replace(INSTANCE_PLACEHOLDER, instance_id)
+
         update: dict[str, object] = {
             "instance_id": instance_id,
             "instance_ids": "",
             "model_path": place(self.model_path),
             "model_dir": place(self.model_dir),
             "default_model_dir": place(self.default_model_dir),
+            "model_url": place_url(self.model_url),
+            "model_urls": place_url(self.model_urls),
         }
         if len(self.instances) > 1:
             if self.default_model_dir == DEFAULT_MODEL_DIR:

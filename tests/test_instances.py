@@ -45,6 +45,9 @@ def test_each_instance_gets_its_own_roots_from_the_placeholder(tmp_path: Path) -
     assert b.default_model_dir == DEFAULT_MODEL_DIR.parent / "b"  # cache/models/rl/{instance}
     assert b.cache_dir == DEFAULT_CACHE_DIR / "b"  # no instance prunes another's downloads
     assert b.keys.channel == "fks:b:model_checkpoints"
+    remote = Settings(instance_ids="a,b", model_url="s3://bk/{instance}/",
+                      model_urls="s3://bk/{instance}/").for_instance("b")  # fmt: skip
+    assert remote.model_url == "s3://bk/b/" and remote.url_prefixes() == ["s3://bk/b/"] * 2
     assert b.for_instance("b") == b  # taking it again changes nothing
     one = Settings(instance_id="solo", model_dir=tmp_path / "{instance}")
     assert one.instances == ["solo"] and one.for_instance("solo").model_dir == tmp_path / "solo"
@@ -56,12 +59,13 @@ def test_each_instance_gets_its_own_roots_from_the_placeholder(tmp_path: Path) -
     [
         ({"instance_ids": "a,b", "model_dir": "/srv/models"}, "STAT_PAIR_RL_DIR must contain"),
         ({"instance_ids": "a,b", "model_path": "/srv/m.pt"}, "STAT_PAIR_RL_MODEL must contain"),
+        ({"instance_ids": "a,b", "model_url": "s3://b/m/"}, "STAT_PAIR_RL_URL must contain"),
         ({"instance_ids": "a,b,a"}, "names a more than once"),
         ({"instance_ids": "a,.."}, "would name a directory"),
         ({"instance_ids": "a,b c"}, "invalid instance_id"),
         ({"instance_ids": "a," + "x" * 65}, "invalid instance_id"),
     ],
-    ids=["shared dir", "shared file", "twice", "dotdot", "space", "too long"],
+    ids=["shared dir", "shared file", "shared url", "twice", "dotdot", "space", "too long"],
 )
 def test_settings_that_would_mix_instances_are_refused_at_start(
     overrides: dict[str, str], match: str
