@@ -27,6 +27,7 @@ from bench import (  # noqa: E402
     freshness_cost,
     http,
     inference,
+    instances,
     node_cpu,
     oip,
     rollout,
@@ -407,6 +408,27 @@ def run(quick: bool, plots: Path, skip: frozenset[str] = frozenset()) -> list[Se
             "`/sac/predict` is answered in front of FastAPI (`subscriber/web/hotpath.py`), `/v2` "
             "by its FastAPI route. Binary tensors spare the JSON of 256 rows both ways. Every "
             "answer is checked against `/sac`'s first: the same float32 actions.",
+        ]
+        sections.append(s)
+
+    if "11" not in skip:
+        s = Section("11. Several models per node (SPEC §13)", "python -m bench.instances")
+        rows11 = instances.run(quick)
+        s.body.append(table(instances.HEADERS, rows11))
+        s.body += [
+            "",
+            "One `fks serve` (one uvicorn worker) on a redis-server serves N instances `m0`…, "
+            "each its own 300 KB default actor in its own root. RSS is the server process' "
+            "`VmRSS` once every model is served and again after every swap below; the extra "
+            "model's share is (RSS(N) − RSS(1)) ÷ (N − 1) from the latter. notify → swapped "
+            "is timed here from just before `notify()` on `m0` (every 100 ms) to the arrival of "
+            "the node's `applied` ack on `fks:m0:acks` (sent right after the swap); \"in the "
+            "node\" is that ack's own `ms`, the message's arrival to the swap. With the others "
+            "busy, a publisher process announces new checkpoints to each of the N − 1 others "
+            "at 20/s, evenly spread; the rate it achieved, the others' swaps the node counted "
+            "(`fks_swaps_total`) and the server's CPU (100 % is one core) are shown. The idle "
+            "and busy phases alternate in rounds of the same run.",
+            *[f"\n{note}" for note in instances.notes(rows11)],
         ]
         sections.append(s)
 

@@ -34,6 +34,7 @@ TITLES = {
     "2": "2. Freshness cost", "3": "3. Swap-storm tail", "4": "4. Throughput",
     "5": "5. Fan-out", "6": "6. Burst", "7": "7. Inference and memory", "8": "8. Architectures",
     "9": "9. Rollouts", "10": "10. Open Inference Protocol",
+    "11": "11. Several models per node",
 }  # fmt: skip
 PLOTS = {"1": "notify_swap", "3": "swap_storm", "5": "fanout", "7": "inference"}
 
