@@ -247,8 +247,12 @@ def test_tritonclient_drives_a_two_model_node_and_each_model_swaps_alone(
                     wait_for="all", timeout=10,
                 )  # fmt: skip
                 assert result.acks is not None and result.acks.ok, result.acks
-            last_beta = lambda: next(r for n, r in reversed(answers) if n == "beta")  # noqa: E731
-            wait_for(lambda: last_beta().get_response()["model_version"] == "4", timeout=10)
+
+            def beta_on_4() -> bool:
+                last = next(r for n, r in reversed(answers) if n == "beta")
+                return bool(last.get_response()["model_version"] == "4")
+
+            wait_for(beta_on_4, timeout=10)
         finally:
             stop.set()
             for thread in threads:
