@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -155,7 +156,39 @@ class Settings(BaseSettings):
                         f"{name} must contain {INSTANCE_PLACEHOLDER} when a node serves several "
                         f"instances ({', '.join(self.instances)}): e.g. /srv/models/{{instance}}"
                     )
+            self._roots_apart()
         return self
+
+    def _roots_apart(self) -> None:
+        """No model root of one instance is, holds or lies in another's (symlinks and ``..``
+        resolved): a message for one instance never reaches another's files (tier 1's root is
+        the file's directory, so ``{instance}`` belongs in the directory of
+        ``STAT_PAIR_RL_MODEL``; ``FKS_DEFAULT_DIR`` needs it too once set)."""
+        names = ("STAT_PAIR_RL_MODEL's directory", "STAT_PAIR_RL_DIR", "FKS_DEFAULT_DIR",
+                 "FKS_CACHE_DIR")  # fmt: skip
+        seen: list[tuple[str, str, Path]] = []
+        for instance_id in self.instances:
+            mine = self.for_instance(instance_id)
+            roots = [
+                None if mine.model_path is None else mine.model_path.parent,
+                mine.model_dir,
+                mine.default_model_dir,
+                mine.cache_dir,
+            ]
+            own: list[tuple[str, str, Path]] = []
+            for name, root in zip(names, roots, strict=True):
+                if root is None:
+                    continue
+                real = Path(os.path.realpath(root.expanduser()))
+                for other_id, other_name, other in seen:
+                    if real.is_relative_to(other) or other.is_relative_to(real):
+                        raise ValueError(
+                            f"the model roots of instances {other_id} and {instance_id} "
+                            f"overlap ({other_name} {other} and {name} {real}): each instance's "
+                            f"must be its own, e.g. /srv/models/{{instance}}"
+                        )
+                own.append((instance_id, name, real))
+            seen += own
 
     @field_validator("node_id")
     @classmethod

@@ -60,12 +60,29 @@ def test_each_instance_gets_its_own_roots_from_the_placeholder(tmp_path: Path) -
         ({"instance_ids": "a,b", "model_dir": "/srv/models"}, "STAT_PAIR_RL_DIR must contain"),
         ({"instance_ids": "a,b", "model_path": "/srv/m.pt"}, "STAT_PAIR_RL_MODEL must contain"),
         ({"instance_ids": "a,b", "model_url": "s3://b/m/"}, "STAT_PAIR_RL_URL must contain"),
+        ({"instance_ids": "a,b", "model_path": "/srv/{instance}.pt"}, "roots of instances a and b"),
+        (
+            {"instance_ids": "a,b", "model_dir": "/srv/{instance}", "default_model_dir": "/srv"},
+            "roots of instances a and b overlap",
+        ),
+        ({"instance_ids": "a,b", "default_model_dir": "/srv/{instance}/.."}, "overlap"),
         ({"instance_ids": "a,b,a"}, "names a more than once"),
         ({"instance_ids": "a,.."}, "would name a directory"),
         ({"instance_ids": "a,b c"}, "invalid instance_id"),
         ({"instance_ids": "a," + "x" * 65}, "invalid instance_id"),
     ],
-    ids=["shared dir", "shared file", "shared url", "twice", "dotdot", "space", "too long"],
+    ids=[
+        "shared dir",
+        "shared file",
+        "shared url",
+        "file's dir",
+        "nested",
+        "dotdot root",
+        "twice",
+        "dotdot",
+        "space",
+        "too long",
+    ],
 )
 def test_settings_that_would_mix_instances_are_refused_at_start(
     overrides: dict[str, str], match: str
@@ -268,6 +285,8 @@ def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_ever
             assert httpx.get(url + "/v2/models/b").json()["versions"][0] == "2"
             assert httpx.get(url + "/v2/models/a").json()["versions"] == ["1"]
             assert httpx.post(url + "/sac/predict", json={"state": STATE}).json()["version"] == 1
+        b_keys = RedisKeys("b")
+        wait_for(lambda: [n.entry["version"] for n in read_nodes(nodes, b_keys)] == [2, 2])
         index = httpx.post(url + "/v2/repository/index").json()
         assert [(m["name"], m["state"]) for m in index] == [("a", "READY"), ("b", "READY")]
         status = subprocess.run(
