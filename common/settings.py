@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     instance_id: str = Field("default", validation_alias=_env("FKS_INSTANCE_ID"))
     # SPEC §13: several instances on one node (comma-separated; the first is /sac's)
     instance_ids: str = Field("", validation_alias=_env("FKS_INSTANCE_IDS"))
+    # ... read on one connection (SPEC §13), or one each: a flood past Redis' pub/sub output
+    # buffer on one channel then closes only its instance's connection
+    subscriptions: Literal["shared", "per-instance"] = Field(
+        "shared", validation_alias=_env("FKS_SUBSCRIPTIONS")
+    )
     enable_checkpoint_notify: bool = Field(True, validation_alias=_env("ENABLE_CHECKPOINT_NOTIFY"))
     model_path: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_MODEL"))
     model_dir: Path | None = Field(None, validation_alias=_env("STAT_PAIR_RL_DIR"))

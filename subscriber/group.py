@@ -12,6 +12,12 @@ its model roots). What they share:
   lane, so one instance's bad message, slow fetch or hung load never delays another's.
   (Sharded pub/sub in a Redis Cluster puts each channel in a slot of its own, on whichever
   server owns it: there each instance listens on a connection of its own.)
+  One connection has one limit: Redis closes a subscriber whose unread messages pass its
+  ``client-output-buffer-limit pubsub`` (32 MB by default), so a flood of hundreds of
+  megabytes on one channel closes every instance's subscription at once. Each instance then
+  catches up on its ``:latest`` within a second, as after any reconnect, but a targeted
+  message (``nodes=[…]``) sent meanwhile is lost with it. ``FKS_SUBSCRIPTIONS=per-instance``
+  gives each instance its own connection, so such a flood closes only its own.
 - one metrics registry, every series of a model labelled ``model="<instance>"``.
 
 A one-instance node is a group of one: exactly today's node. ``/sac/*`` serves the first
@@ -61,8 +67,8 @@ class NodeGroup:
                 instance=instance_id,
             )
         # sharded channels of a cluster live on the servers that own their slots
-        shared = not (s.sharded_pubsub and parse_redis_url(s.redis_url).kind == "cluster")
-        if shared:
+        sharded_cluster = s.sharded_pubsub and parse_redis_url(s.redis_url).kind == "cluster"
+        if s.subscriptions == "shared" and not sharded_cluster:
             reader = self.first.listener
             for node in list(self.nodes.values())[1:]:
                 node.listener.join(reader)

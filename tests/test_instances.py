@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import redis
 
 from common.fleet import read_nodes
 from common.keys import RedisKeys
+from common.notification import CheckpointNotification
 from common.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL_DIR, Settings
 from fks.redis_server import EmbeddedRedis, free_port
 from publisher import notify_checkpoint
@@ -306,3 +308,41 @@ def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_ever
         assert "instance a  (channel fks:a:model_checkpoints)" in text
         assert "instance b  (channel fks:b:model_checkpoints)" in text
         assert "instances: a, b" in text
+
+
+@pytest.mark.parametrize("subscriptions", ["shared", "per-instance"])
+def test_a_flood_past_redis_output_buffer_on_one_channel(
+    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis, subscriptions: str
+) -> None:
+    """~130 MB of oversized messages on a's channel, then a message targeted at b's node
+    (which :latest never carries). Redis closes the subscriber that cannot keep up
+    (client-output-buffer-limit pubsub). Shared (SPEC §13's one connection): every instance
+    reconnects and catches up, and b's next broadcast message is applied. Per instance
+    (FKS_SUBSCRIPTIONS=per-instance): only a's connection is closed, and b applies even the
+    targeted message that came right behind the flood."""
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 1, seed=n)
+    with group_of(tmp_path, own_redis.url, ids="a,b", subscriptions=subscriptions) as group:
+        b = group.nodes["b"]
+        client = own_redis.client()
+        targeted = write_checkpoint(roots["b"], 2, seed=4)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(2000):
+            pipe.publish("fks:a:model_checkpoints", b"x" * (65 * 1024 + 1))
+        message = CheckpointNotification(
+            model_path=str(targeted.path), version=2, saved_at=datetime.now(UTC),
+            nodes=(b.node_id,),
+        )  # fmt: skip
+        pipe.publish("fks:b:model_checkpoints", message.to_json())
+        pipe.execute()
+        wait_for(lambda: group.first.listener.sessions > 1, timeout=20)  # a's was closed
+        wait_for(lambda: all(node.listener.connected for node in group), timeout=10)
+        if subscriptions == "per-instance":
+            wait_for(lambda: versions(group)["b"] == 2, timeout=10)
+            assert b.listener.sessions == 1  # b's own connection never closed
+        else:
+            assert b.listener.sessions == 2  # the one connection: b's subscription too
+        newer = write_checkpoint(roots["b"], 3, seed=5)
+        applied(newer.path, 3, "b", own_redis.url)
+        assert versions(group) == {"a": 1, "b": 3}
+        client.close()

@@ -160,6 +160,10 @@ class CheckpointSubscriber(BackgroundLoop):
         # listener that joined another reads nothing itself
         self._members: list[CheckpointSubscriber] = [self]
         self._reader: CheckpointSubscriber = self
+        # a rejection's warning is logged once a second per reason (the others counted): a
+        # flood of bad messages costs the reader no log line each, nor the disk its lines
+        self._quiet_until: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
         # stop() wakes a reader waiting on its socket through this pipe (kept for the
         # listener's life: a node may start its listener again after stopping it)
         self._wake_read, self._wake_write = os.pipe()
@@ -637,7 +641,19 @@ class CheckpointSubscriber(BackgroundLoop):
     ) -> None:
         self.counters[f"rejected_{reason}"] += 1
         self.holder.record_rejection(reason, detail, via)
-        log.warning("rejected a message from %s (%s): %s", via, reason, printable(detail))
+        now = time.monotonic()
+        if now < self._quiet_until.get(reason, 0.0):
+            self._unlogged[reason] += 1
+        else:
+            self._quiet_until[reason] = now + 1.0
+            more = self._unlogged.pop(reason, 0)
+            log.warning(
+                "rejected a message from %s (%s): %s%s",
+                via,
+                reason,
+                printable(detail),
+                f" ({more} more for this reason in the last second, not logged)" if more else "",
+            )
         if via == "channel" and self.report is not None:
             self.report("rejected", reason, parsed, raw, received)
 
