@@ -287,14 +287,18 @@ class Settings(BaseSettings):
 def _instance_list(value: str) -> list[str]:
     """The instance ids of ``FKS_INSTANCE_IDS`` (commas, spaces allowed), each valid and
     named once; a ``ValueError`` naming what is wrong."""
-    ids = [part.strip() for part in value.split(",") if part.strip()]
+    if not value.strip():
+        return []
+    ids = [part.strip() for part in value.split(",")]
     for instance_id in ids:
         validate_instance_id(instance_id)
         if instance_id in (".", ".."):  # it names a model root's place: not a directory's
             raise ValueError(f"invalid instance_id {instance_id!r}: it would name a directory")
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise ValueError(f"FKS_INSTANCE_IDS names {', '.join(twice)} more than once")
+        raise ValueError(
+            f"instance {', '.join(twice)} is named more than once (FKS_INSTANCE_IDS or --instance)"
+        )
     return ids
 
 

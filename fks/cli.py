@@ -17,10 +17,11 @@ __all__ = ["build_parser", "main"]
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     overrides: dict[str, object] = dict(extra)
     instance = getattr(args, "instance", None)
-    if isinstance(instance, list) and len(instance) > 1:  # fks serve/status: several (§13)
+    if isinstance(instance, list):  # fks serve/status: one or several (§13), over the env's
+        overrides["instance_id"] = instance[0]
         overrides["instance_ids"] = ",".join(instance)
     elif instance:
-        overrides["instance_id"] = instance[0] if isinstance(instance, list) else instance
+        overrides["instance_id"] = instance
     if getattr(args, "redis_url", None):
         overrides["redis_url"] = args.redis_url
     return Settings(**overrides)  # type: ignore[arg-type]

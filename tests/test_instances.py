@@ -346,3 +346,67 @@ def test_a_flood_past_redis_output_buffer_on_one_channel(
         applied(newer.path, 3, "b", own_redis.url)
         assert versions(group) == {"a": 1, "b": 3}
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--instance", "solo"], "a,b", ["solo"]),
+        (["--instance", "b", "--instance", "c"], "a,b", ["b", "c"]),
+        ([], "a,b", ["a", "b"]),
+        ([], "", ["default"]),
+    ],
+    ids=["one flag over the env", "two flags over the env", "the env", "neither"],
+)
+def test_the_command_lines_instances_win_over_the_environment(
+    args: list[str], env: str, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fks.cli import _settings, build_parser
+
+    monkeypatch.setenv("FKS_INSTANCE_IDS", env)
+    for command in ("serve", "status"):
+        parsed = build_parser().parse_args([command, *args])
+        assert _settings(parsed).instances == expected, command
+
+
+@pytest.mark.parametrize("ids", ["a,,b", ",", "a,", " , a"])
+def test_an_empty_instance_id_is_refused(ids: str) -> None:
+    with pytest.raises(ValueError, match="invalid instance_id ''"):
+        Settings(instance_ids=ids)
+
+
+def test_fks_serve_refuses_an_empty_or_repeated_instance_with_exit_2(tmp_path: Path) -> None:
+    for args, said in (
+        (["--instance", "a", "--instance", ""], "invalid instance_id ''"),
+        (["--instance", "a", "--instance", "a"], "instance a is named more than once"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "fks", "serve", "--port", "0", *args],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0"},
+        )  # fmt: skip
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_ready_once_every_instance_serves_and_a_probe_looks_at_the_disk(
+    tmp_path: Path, roots: dict[str, Path], redis_url: str
+) -> None:
+    """/v2/health/ready is 400 while one instance has nothing; a checkpoint put into that
+    instance's root (announced to nobody) makes the next probe 200, as a request would."""
+    from fastapi.testclient import TestClient
+
+    from subscriber import create_app
+
+    write_checkpoint(roots["b"], 1)
+    settings = Settings(instance_ids="a,b", redis_url=redis_url,
+                        model_dir=tmp_path / "models" / "{instance}",
+                        default_model_dir=tmp_path / "default" / "{instance}",
+                        cache_dir=tmp_path / "cache")  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v2/health/ready").status_code == 400
+        assert client.get("/v2/models/b/ready").status_code == 200
+        write_checkpoint(roots["a"], 1)
+        assert client.get("/v2/health/ready").status_code == 200
+        loaded = client.post("/v2/repository/models/b/load")
+        assert loaded.status_code == 200 and loaded.headers["X-FKS-Workers"]

@@ -648,7 +648,8 @@ class CheckpointSubscriber(BackgroundLoop):
             self._quiet_until[reason] = now + 1.0
             more = self._unlogged.pop(reason, 0)
             log.warning(
-                "rejected a message from %s (%s): %s%s",
+                "rejected a message for instance %s from %s (%s): %s%s",
+                self.keys.instance_id,
                 via,
                 reason,
                 printable(detail),

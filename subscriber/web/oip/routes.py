@@ -143,6 +143,10 @@ async def server_ready(request: Request) -> JSONResponse:
     node: ServingNode | None = getattr(request.app.state, "fks_node", None)
     nodes: dict[str, ServingNode] = getattr(request.app.state, "fks_nodes", None) or {}
     every = list(nodes.values()) or ([node] if node is not None else [])
+    for waiting in (n for n in every if n.holder.current() is None):
+        # as a request to it would: one look at the disk, so a checkpoint that is there
+        # makes the node ready without waiting for a request to that model
+        await run_in_threadpool(waiting.model_for_request)
     ready = node is not None and all(n.holder.current() is not None for n in every)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
@@ -361,7 +365,8 @@ async def repository_load(request: Request, name: str) -> Response:
         raise OipError(status.HTTP_500_INTERNAL_SERVER_ERROR, why) from None
     except NotEveryWorker as exc:
         raise OipError(exc.status, str(exc)) from None
-    return JSONResponse({"name": name, "version": str(done.model.version), "state": "READY"})
+    answer = {"name": name, "version": str(done.model.version), "state": "READY"}
+    return JSONResponse(answer, headers={"X-FKS-Workers": ",".join(done.nodes)})  # as /sac's
 
 
 @oip_router.post(
