@@ -17,11 +17,14 @@ __all__ = ["build_parser", "main"]
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     overrides: dict[str, object] = dict(extra)
     instance = getattr(args, "instance", None)
-    if isinstance(instance, list):  # fks serve/status: one or several (§13), over the env's
-        overrides["instance_id"] = instance[0]
-        overrides["instance_ids"] = ",".join(instance)
-    elif instance:
-        overrides["instance_id"] = instance
+    if getattr(args, "several", False):  # fks serve/status: one or several (§13)
+        if instance:  # over the environment's
+            overrides["instance_id"] = instance[0]
+            overrides["instance_ids"] = ",".join(instance)
+    else:  # one instance (--instance, else FKS_INSTANCE_ID): FKS_INSTANCE_IDS is the server's
+        overrides["instance_ids"] = ""
+        if instance is not None:
+            overrides["instance_id"] = instance
     if getattr(args, "redis_url", None):
         overrides["redis_url"] = args.redis_url
     return Settings(**overrides)  # type: ignore[arg-type]
@@ -344,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, *, several: bool = False) -> None:
         if several:  # SPEC §13: fks serve and fks status take several
+            p.set_defaults(several=True)
             p.add_argument("--instance", action="append", metavar="ID",
                            help="instance id, repeatable: one model each (default: "
                            "$FKS_INSTANCE_IDS, else $FKS_INSTANCE_ID, else 'default')")  # fmt: skip
@@ -488,10 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValueError as exc:  # bad instance id, bad settings: a clear message, no traceback
-        print(f"fks {args.command}: {exc}", file=sys.stderr)
+        print(f"fks {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(exc: ValueError) -> str:
+    """A settings error as one line: each of pydantic's errors as ``field: message``."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
+    )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ class NodeGroup:
                 listen=listen,
                 instance=instance_id,
             )
+        if len(self.nodes) > 1:
+            for instance_id, node in self.nodes.items():
+                node.holder.name_in_logs(instance_id)
         # sharded channels of a cluster live on the servers that own their slots
         sharded_cluster = s.sharded_pubsub and parse_redis_url(s.redis_url).kind == "cluster"
         if s.subscriptions == "shared" and not sharded_cluster:

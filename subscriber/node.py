@@ -73,6 +73,7 @@ class ServingNode:
             instance = instance or every.instances[0]
         self.settings = s = every.for_instance(instance)
         self.instances = every.instances  # every instance of this node (SPEC §13)
+        self._looked_at = -1.0  # look_soon's last ask
         self.timing = timing or ListenerTiming()
         self.holder = ModelHolder(s, metrics=metrics, options=options)
         self.metrics = self.holder.metrics
@@ -221,6 +222,16 @@ class ServingNode:
             log.warning("%s: no checkpoint served yet; answering 503 until one appears", self.name)
         if self.listen:
             self.registry.start()
+
+    def look_soon(self) -> None:
+        """Ask the applier for a look at the disk, at most once a second, never waiting: a
+        readiness probe's (``/v2/health/ready``) for a model not served yet. A probe that
+        waited would hold a thread per probe while a large file is read (or re-read as it
+        changes), so probes answer at once and the look's result shows in a later one."""
+        now = time.monotonic()
+        if now - self._looked_at >= 1.0:
+            self._looked_at = now
+            self.applier.request_disk_check()
 
     @property
     def name(self) -> str:

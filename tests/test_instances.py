@@ -68,7 +68,7 @@ def test_each_instance_gets_its_own_roots_from_the_placeholder(tmp_path: Path) -
             "roots of instances a and b overlap",
         ),
         ({"instance_ids": "a,b", "default_model_dir": "/srv/{instance}/.."}, "overlap"),
-        ({"instance_ids": "a,b,a"}, "names a more than once"),
+        ({"instance_ids": "a,b,a"}, "instance a is named more than once"),
         ({"instance_ids": "a,.."}, "would name a directory"),
         ({"instance_ids": "a,b c"}, "invalid instance_id"),
         ({"instance_ids": "a," + "x" * 65}, "invalid instance_id"),
@@ -386,14 +386,33 @@ def test_fks_serve_refuses_an_empty_or_repeated_instance_with_exit_2(tmp_path: P
             env={**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0"},
         )  # fmt: skip
         assert done.returncode == 2 and said in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, no traceback
+
+
+def test_one_instance_commands_never_read_fks_instance_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fks notify/rollout/train name one instance (--instance, else FKS_INSTANCE_ID): a
+    server's FKS_INSTANCE_IDS in the same environment neither redirects nor breaks them."""
+    from fks.cli import _settings, build_parser
+
+    monkeypatch.setenv("FKS_INSTANCE_IDS", "a,,b")  # not even valid
+    monkeypatch.setenv("STAT_PAIR_RL_DIR", "/srv/models")  # no {instance}
+    monkeypatch.setenv("FKS_INSTANCE_ID", "solo")
+    for argv, expected in ((["notify", "/x", "--instance", "a"], "a"), (["notify", "/x"], "solo"),
+                           (["rollout", "/x"], "solo"), (["train"], "solo")):  # fmt: skip
+        settings = _settings(build_parser().parse_args(argv))
+        assert (settings.instance_id, settings.instances) == (expected, [expected]), argv
+    with pytest.raises(ValueError, match="invalid instance_id ''"):
+        _settings(build_parser().parse_args(["notify", "/x", "--instance", ""]))
 
 
 def test_ready_once_every_instance_serves_and_a_probe_looks_at_the_disk(
     tmp_path: Path, roots: dict[str, Path], redis_url: str
 ) -> None:
     """/v2/health/ready is 400 while one instance has nothing; a checkpoint put into that
-    instance's root (announced to nobody) makes the next probe 200, as a request would."""
+    instance's root (announced to nobody) makes a later probe 200 without any request to it
+    (a probe asks for a look at the disk at most once a second and never waits for it)."""
     from fastapi.testclient import TestClient
 
     from subscriber import create_app
@@ -407,6 +426,6 @@ def test_ready_once_every_instance_serves_and_a_probe_looks_at_the_disk(
         assert client.get("/v2/health/ready").status_code == 400
         assert client.get("/v2/models/b/ready").status_code == 200
         write_checkpoint(roots["a"], 1)
-        assert client.get("/v2/health/ready").status_code == 200
+        wait_for(lambda: client.get("/v2/health/ready").status_code == 200, every=0.1)
         loaded = client.post("/v2/repository/models/b/load")
         assert loaded.status_code == 200 and loaded.headers["X-FKS-Workers"]

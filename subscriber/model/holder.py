@@ -20,10 +20,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from common.checkpoint import CheckpointLimits
 from common.checkpoint.file import file_identity
@@ -79,6 +80,8 @@ class ModelHolder:
                 protocol_installed(prefix.split("://", 1)[0])
         self.fetch_options = FetchOptions.from_settings(settings)
         self.metrics = metrics or Metrics(model=settings.instance_id)
+        # what it logs; on a node of several instances, each line names its instance
+        self.log: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
         self.options = options or LoadOptions(
             state_dim=settings.state_dim,
             jit=settings.jit,
@@ -279,7 +282,7 @@ class ModelHolder:
         self.events.add(
             Event(EventKind.SWAP, "swapped", c.source, str(real), model.version, model.generation)
         )
-        log.info(
+        self.log.info(
             "serving %s version %d as generation %d (source %s, %s)",
             printable(real),
             model.version,
@@ -364,7 +367,7 @@ class ModelHolder:
                 f"from generation {current.generation} (version {current.version})",
             )
         )
-        log.warning(
+        self.log.warning(
             "rolled back to %s version %d (generation %d); versions <= %d now need force",
             printable(restored.path),
             restored.version,
@@ -383,6 +386,10 @@ class ModelHolder:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
+    def name_in_logs(self, instance_id: str) -> None:
+        """Start each line this holder logs with ``instance_id`` (a node of several)."""
+        self.log = _Named(log, {"instance": instance_id})
+
     def record_rejection(self, reason: str, detail: str, source: str) -> None:
         """Count and log a notification refused before it reached the holder (bad message)."""
         self.metrics.rejections.labels(reason).inc()
@@ -395,7 +402,7 @@ class ModelHolder:
         self.metrics.rejections.labels(exc.reason).inc()
         self.events.add(Event(kind, exc.reason, source, path, version, detail=printable(exc, 500)))
         if log_it:
-            log.warning(
+            self.log.warning(
                 "not serving %s (%s): %s; the served model stays",
                 printable(path),
                 exc.reason,
@@ -476,3 +483,10 @@ def no_previous_model(current: ServedModel | None) -> NoPreviousModel:
     if current is not None and current.source == "rollback":
         hint = " (a rollback is not undone by another: reload or notify instead)"
     return NoPreviousModel("no previous model is kept" + hint)
+
+
+class _Named(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{(self.extra or {}).get('instance')}: {msg}", kwargs

@@ -144,9 +144,9 @@ async def server_ready(request: Request) -> JSONResponse:
     nodes: dict[str, ServingNode] = getattr(request.app.state, "fks_nodes", None) or {}
     every = list(nodes.values()) or ([node] if node is not None else [])
     for waiting in (n for n in every if n.holder.current() is None):
-        # as a request to it would: one look at the disk, so a checkpoint that is there
-        # makes the node ready without waiting for a request to that model
-        await run_in_threadpool(waiting.model_for_request)
+        # a look at the disk (a request to it would look too): a checkpoint put there makes
+        # the node ready without waiting for a request to that model, and the probe never waits
+        waiting.look_soon()
     ready = node is not None and all(n.holder.current() is not None for n in every)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
