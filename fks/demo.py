@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -114,24 +115,35 @@ def _watch(
     generation = 0
     with httpx.Client(base_url=server.url, timeout=10) as client:
         while not stop.is_set():
-            try:
-                response = client.post("/sac/predict", json={"state": STATE})
-            except httpx.HTTPError as exc:
-                stats.failures.append(f"{type(exc).__name__}: {exc}")
+            body = _predicted(client, "/sac/predict", {"state": STATE}, stats, interval)
+            if body is None:
                 continue
-            stats.requests += 1
-            if response.status_code == 503 and not stats.swaps:
-                time.sleep(interval)  # no model yet: the trainer has not announced one
-                continue
-            if response.status_code != 200:
-                stats.failures.append(f"{response.status_code}: {response.text[:200]}")
-                continue
-            body = response.json()
             if body["generation"] != generation:
                 generation = body["generation"]
                 stats.swaps.append(_swap(client, news, body["version"], generation))
                 _print_swap(stats.swaps[-1], stats)
             time.sleep(interval)
+
+
+def _predicted(
+    client: httpx.Client, path: str, body: dict[str, Any], stats: _Client, interval: float
+) -> dict[str, Any] | None:
+    """One prediction's answer, counted; None (a failure noted, or no model yet: after a
+    pause) when there is none to read."""
+    try:
+        response = client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        stats.failures.append(f"{type(exc).__name__}: {exc}")
+        return None
+    stats.requests += 1
+    if response.status_code == 503 and not stats.swaps:
+        time.sleep(interval)  # no model yet: the trainer has not announced one
+        return None
+    if response.status_code != 200:
+        stats.failures.append(f"{response.status_code}: {response.text[:200]}")
+        return None
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _swap(client: httpx.Client, news: _Announcements, version: int, generation: int) -> _Swap:
@@ -157,6 +169,17 @@ def _print_swap(swap: _Swap, stats: _Client) -> None:
     )
 
 
+def _await_subscribed(server: ServerProcess) -> None:
+    """Wait until the server listens on Redis (15 s at most), and say where it is."""
+    with httpx.Client(base_url=server.url) as probe:
+        deadline = time.monotonic() + 15
+        while not probe.get("/sac/health").json()["redis_connected"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server never subscribed to Redis")
+            time.sleep(0.05)
+    print(f"  server:  {server.url} (pid {server.process.pid if server.process else '?'})")
+
+
 def _watch_v2(
     server: ServerProcess, name: str, news: _Announcements, stats: _Client,
     stop: threading.Event, interval: float,
@@ -167,20 +190,11 @@ def _watch_v2(
     version = ""
     with httpx.Client(base_url=server.url, timeout=10) as client:
         while not stop.is_set():
-            try:
-                response = client.post(f"/v2/models/{name}/infer", json=body)
-            except httpx.HTTPError as exc:
-                stats.failures.append(f"{type(exc).__name__}: {exc}")
-                continue
+            answer = _predicted(client, f"/v2/models/{name}/infer", body, stats, interval)
             seen = time.time()
-            stats.requests += 1
-            if response.status_code == 503 and not stats.swaps:
-                time.sleep(interval)  # no model yet: its trainer has not announced one
+            if answer is None:
                 continue
-            if response.status_code != 200:
-                stats.failures.append(f"{response.status_code}: {response.text[:200]}")
-                continue
-            answered = response.json()["model_version"]
+            answered = answer["model_version"]
             if answered != version:
                 version = answered
                 note = news.seen.get(int(version))
@@ -221,13 +235,7 @@ def run_demo(config: DemoConfig) -> int:
         news = _Announcements(url, RedisKeys(config.instance_id).channel)
         stats, stop = _Client(), threading.Event()
         try:
-            with httpx.Client(base_url=server.url) as probe:
-                deadline = time.monotonic() + 15
-                while not probe.get("/sac/health").json()["redis_connected"]:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the server never subscribed to Redis")
-                    time.sleep(0.05)
-            print(f"  server:  {server.url} (pid {server.process.pid if server.process else '?'})")
+            _await_subscribed(server)
             print(f"  models:  {models}")
             print(
                 f"  trainer: {config.algo}, {config.steps} steps, a checkpoint every "
@@ -323,13 +331,7 @@ def _run_many(config: DemoConfig) -> int:
         stop = threading.Event()
         trainers: dict[str, subprocess.Popen[str]] = {}
         try:
-            with httpx.Client(base_url=server.url) as probe:
-                deadline = time.monotonic() + 15
-                while not probe.get("/sac/health").json()["redis_connected"]:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the server never subscribed to Redis")
-                    time.sleep(0.05)
-            print(f"  server:  {server.url} (pid {server.process.pid if server.process else '?'})")
+            _await_subscribed(server)
             print(f"  models:  {models}/{{{', '.join(names)}}}")
             print(
                 f"  trainers: {len(names)} at once, {config.algo}, {config.steps} steps, a "

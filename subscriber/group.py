@@ -31,7 +31,6 @@ from collections.abc import Iterator
 
 from common.redis_io.url import parse_redis_url
 from common.settings import Settings
-from subscriber.model.loader import LoadOptions
 from subscriber.node import ServingNode
 from subscriber.pipeline.listener import ListenerTiming
 from subscriber.runtime.metrics import Metrics
@@ -45,26 +44,16 @@ class NodeGroup:
     """The nodes of ``settings.instances``, in their order; ``start()`` / ``stop()``."""
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        metrics: Metrics | None = None,
-        options: LoadOptions | None = None,
-        timing: ListenerTiming | None = None,
-        listen: bool = True,
+        self, settings: Settings | None = None, *, timing: ListenerTiming | None = None
     ) -> None:
         self.settings = s = settings or Settings()
         ids = s.instances
-        first = metrics or Metrics(model=ids[0])
+        first = Metrics(model=ids[0])
         self.nodes: dict[str, ServingNode] = {}
         for instance_id in ids:
+            metrics = first if not self.nodes else first.for_model(instance_id)
             self.nodes[instance_id] = ServingNode(
-                s,
-                metrics=first if not self.nodes else first.for_model(instance_id),
-                options=options,
-                timing=timing,
-                listen=listen,
-                instance=instance_id,
+                s, metrics=metrics, timing=timing, instance=instance_id
             )
         if len(self.nodes) > 1:
             for instance_id, node in self.nodes.items():

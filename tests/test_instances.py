@@ -24,12 +24,13 @@ from common.fleet import read_nodes
 from common.keys import RedisKeys
 from common.notification import CheckpointNotification
 from common.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL_DIR, Settings
-from fks.redis_server import EmbeddedRedis, free_port
+from fks.redis_server import EmbeddedRedis
 from publisher import notify_checkpoint
 from subscriber.group import NodeGroup
 from tests.conftest import FAST
 from tests.helpers import wait_for, write_checkpoint
 from tests.http_store import HttpStore
+from tests.test_oip_tritonclient import fks_serve
 
 STATE = [0.1] * 28
 
@@ -104,6 +105,14 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture
+def served(roots: dict[str, Path]) -> dict[str, Path]:
+    """The roots, each holding a checkpoint of version 1 of its own."""
+    for n, root in enumerate(roots.values()):
+        write_checkpoint(root, 1, seed=n)
+    return roots
+
+
 @contextmanager
 def group_of(
     tmp_path: Path, redis_url: str, ids: str = "a,b,c", **extra: Any
@@ -132,10 +141,9 @@ def versions(group: NodeGroup) -> dict[str, int | None]:
 
 
 def test_one_connection_reads_every_channel_and_each_instance_swaps_alone(
-    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis
 ) -> None:
-    for n, root in enumerate(roots.values()):
-        write_checkpoint(root, 1, seed=n)
+    roots = served
     with group_of(tmp_path, own_redis.url) as group:
         assert versions(group) == {"a": 1, "b": 1, "c": 1}
         client = own_redis.client()
@@ -161,12 +169,11 @@ def test_one_connection_reads_every_channel_and_each_instance_swaps_alone(
 
 
 def test_bad_messages_on_one_channel_leave_the_others_untouched(
-    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis
 ) -> None:
     """Junk, a message for another instance, an oversized one and a stale one on a's channel
     are refused and counted under a; b's swap right behind them lands."""
-    for n, root in enumerate(roots.values()):
-        write_checkpoint(root, 2, seed=n)
+    roots = served
     with group_of(tmp_path, own_redis.url) as group:
         client = own_redis.client()
         other = write_checkpoint(roots["b"], 3, seed=7)
@@ -178,7 +185,7 @@ def test_bad_messages_on_one_channel_leave_the_others_untouched(
                 client.publish("fks:a:model_checkpoints", raw)
         saved = write_checkpoint(roots["b"], 4, seed=8)
         applied(saved.path, 4, "b", own_redis.url)
-        assert versions(group) == {"a": 2, "b": 4, "c": 2}
+        assert versions(group) == {"a": 1, "b": 4, "c": 1}
         text = _metrics(group)
         assert 'fks_rejections_total{model="a",reason="other_instance"} 20.0' in text
         assert 'reason="other_instance"} 20.0' in text and 'model="b",reason=' not in text
@@ -187,13 +194,12 @@ def test_bad_messages_on_one_channel_leave_the_others_untouched(
 
 
 def test_a_stalled_fetch_of_one_instance_never_holds_anothers_swap(
-    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis, store: HttpStore
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis, store: HttpStore
 ) -> None:
     """a's checkpoint comes from a store that stops after 64 KiB (a's fetch waits on it for
     up to FKS_FETCH_TIMEOUT_SECONDS); meanwhile b swaps three times and a keeps serving its
     model."""
-    for n, root in enumerate(roots.values()):
-        write_checkpoint(root, 1, seed=n)
+    roots = served
     data = (write_checkpoint(tmp_path, 2, seed=3, name="remote.pt").path).read_bytes()
     url = store.put("a.pt", data, "stall")
     with group_of(tmp_path, own_redis.url, model_urls=store.url + "/",
@@ -213,10 +219,9 @@ def test_a_stalled_fetch_of_one_instance_never_holds_anothers_swap(
 
 
 def test_with_redis_gone_each_instance_falls_back_to_its_own_root(
-    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis
 ) -> None:
-    for n, root in enumerate(roots.values()):
-        write_checkpoint(root, 1, seed=n)
+    roots = served
     with group_of(tmp_path, own_redis.url) as group:
         own_redis.kill()
         wait_for(lambda: not any(node.listener.connected for node in group), timeout=10)
@@ -239,34 +244,6 @@ def _metrics(group: NodeGroup) -> str:
 # -- fks serve --------------------------------------------------------------------------------
 
 
-@contextmanager
-def fks_serve(tmp_path: Path, redis_url: str, *args: str, **env: str) -> Iterator[str]:
-    port = free_port()
-    environ = {**os.environ, "REDIS_URL": redis_url,
-               "STAT_PAIR_RL_DIR": str(tmp_path / "models" / "{instance}"),
-               "FKS_DEFAULT_DIR": str(tmp_path / "default" / "{instance}"),
-               "FKS_CACHE_DIR": str(tmp_path / "cache"), **env}  # fmt: skip
-    command = [sys.executable, "-m", "fks", "serve", "--port", str(port), "--log-level",
-               "warning", *args]  # fmt: skip
-    log = open(tmp_path / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
-    with subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT) as proc:
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: _ready(url), timeout=60, every=0.1)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(20)
-            log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_every_worker(
     tmp_path: Path, roots: dict[str, Path], redis_url: str
 ) -> None:
@@ -275,8 +252,11 @@ def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_ever
     lists both instances and what each node serves."""
     write_checkpoint(roots["a"], 1, seed=1)
     write_checkpoint(roots["b"], 1, seed=2)
-    with fks_serve(tmp_path, redis_url, "--workers", "2", "--instance", "a",
-                   "--instance", "b") as url:  # fmt: skip
+    root = tmp_path / "models" / "{instance}"
+    with fks_serve(tmp_path, root, redis_url, "--workers", "2", "--instance", "a", "--instance",
+                   "b", FKS_DEFAULT_DIR=str(tmp_path / "default" / "{instance}"),
+                   FKS_CACHE_DIR=str(tmp_path / "cache")) as host:  # fmt: skip
+        url = f"http://{host}"
         nodes = redis.Redis.from_url(redis_url)
         wait_for(lambda: all(len(nodes.hkeys(f"fks:{i}:nodes")) == 2 for i in "ab"), timeout=30)
         write_checkpoint(roots["b"], 2, seed=3)
@@ -312,7 +292,7 @@ def test_fks_serve_with_two_workers_reloads_and_rolls_back_each_instance_on_ever
 
 @pytest.mark.parametrize("subscriptions", ["shared", "per-instance"])
 def test_a_flood_past_redis_output_buffer_on_one_channel(
-    tmp_path: Path, roots: dict[str, Path], own_redis: EmbeddedRedis, subscriptions: str
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis, subscriptions: str
 ) -> None:
     """~130 MB of oversized messages on a's channel, then a message targeted at b's node
     (which :latest never carries). Redis closes the subscriber that cannot keep up
@@ -320,8 +300,7 @@ def test_a_flood_past_redis_output_buffer_on_one_channel(
     reconnects and catches up, and b's next broadcast message is applied. Per instance
     (FKS_SUBSCRIPTIONS=per-instance): only a's connection is closed, and b applies even the
     targeted message that came right behind the flood."""
-    for n, root in enumerate(roots.values()):
-        write_checkpoint(root, 1, seed=n)
+    roots = served
     with group_of(tmp_path, own_redis.url, ids="a,b", subscriptions=subscriptions) as group:
         b = group.nodes["b"]
         client = own_redis.client()

@@ -29,14 +29,15 @@ ROWS = np.random.default_rng(7).standard_normal((4, 28)).astype(np.float32)
 
 
 @contextmanager
-def fks_serve(tmp_path: Path, root: Path, redis_url: str, **env: str) -> Iterator[str]:
-    """`fks serve` on a free port over ``root``: its host:port, once it answers."""
+def fks_serve(tmp_path: Path, root: Path, redis_url: str, *args: str, **env: str) -> Iterator[str]:
+    """`fks serve [args]` on a free port over ``root``: its host:port, once it is ready."""
     port = free_port()
     environ = {**os.environ, "REDIS_URL": redis_url, "STAT_PAIR_RL_DIR": str(root),
                "FKS_DEFAULT_DIR": str(tmp_path / "default"), **env}  # fmt: skip
-    args = [sys.executable, "-m", "fks", "serve", "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "fks", "serve", "--port", str(port), "--log-level",
+               "warning", *args]  # fmt: skip
     log = open(tmp_path / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
-    with subprocess.Popen(args, env=environ, stdout=log, stderr=subprocess.STDOUT) as proc:
+    with subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT) as proc:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_for(lambda: _answers(url + "/v2/health/ready"), timeout=60, every=0.1)
