@@ -65,10 +65,6 @@ class RedisKeys:
     """String key: the last notification (JSON), read after every (re)subscribe."""
     version: str = field(init=False, repr=False, compare=False)
     """Integer key: the version counter, ``INCR``-ed when a caller gives no version."""
-    targeted: str = field(init=False, repr=False, compare=False)
-    """String key: the newest version issued to targeted nodes only (a rollout's canaries),
-    its checkpoint, and the ``:latest`` it was issued over: its promotion then moves ``:latest``
-    even though that version is no longer above the counter (SPEC §11)."""
     epoch: str = field(init=False, repr=False, compare=False)
     """String key: a token a node sets when it finds none; gone or changed, it tells a
     reconnecting node that Redis lost this instance's data since it last looked."""
@@ -94,7 +90,6 @@ class RedisKeys:
             "latest": f"{checkpoints}:latest",
             "version": f"{checkpoints}:version",
             "epoch": f"{checkpoints}:epoch",
-            "targeted": f"{checkpoints}:targeted",
             "nodes": f"{prefix}:nodes",
             "acks": f"{prefix}:acks",
             "blob_prefix": f"{prefix}:blob:",

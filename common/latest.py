@@ -7,12 +7,7 @@
   there is none (a new instance, or Redis lost it), above every version issued before this
   message (the ``:version`` counter): the same rule the nodes apply with the highest version
   they know (``common/staleness.py``);
-- it is unversioned and the held one is unversioned or absent;
-- it is the promotion of a canary (SPEC §11): the held one is unversioned or absent, and it
-  carries the newest version issued, which was issued to targeted nodes only, for this same
-  checkpoint, over this very ``:latest`` (``targeted``: that message, given only while
-  ``:latest`` is unchanged since). Without it a fleet's first rollout would never enter
-  ``:latest``: the canaries' message had already raised the counter to its version.
+- it is unversioned and the held one is unversioned or absent.
 
 An unversioned, unforced message does not move a versioned ``:latest`` by itself (the two
 cannot be ordered without the files); the nodes that apply it record it there, see
@@ -31,30 +26,12 @@ __all__ = ["moves_latest"]
 
 
 def moves_latest(
-    held: CheckpointNotification | None,
-    new: CheckpointNotification,
-    counter: int = 0,
-    targeted: CheckpointNotification | None = None,
+    held: CheckpointNotification | None, new: CheckpointNotification, counter: int = 0
 ) -> bool:
     """Whether publishing ``new`` replaces ``held`` as ``:latest``; ``counter`` is the
-    highest version issued before ``new``; ``targeted``, the newest message issued to
-    targeted nodes only over ``held`` (if ``:latest`` has not changed since)."""
+    highest version issued before ``new``."""
     if new.force:
         return True
     if held is None or held.version == 0:
-        if new.version == 0 or new.version > counter:
-            return True
-        return (
-            targeted is not None
-            and new.version == counter == targeted.version
-            and same_checkpoint(targeted, new)
-        )
+        return new.version == 0 or new.version > counter
     return new.version > held.version
-
-
-def same_checkpoint(a: CheckpointNotification, b: CheckpointNotification) -> bool:
-    """What names a checkpoint, as the script says it: the sha256 when both carry one, else
-    the path."""
-    if a.sha256 and b.sha256:
-        return a.sha256.lower() == b.sha256.lower()
-    return a.model_path == b.model_path

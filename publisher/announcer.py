@@ -153,7 +153,7 @@ class Announcer(Closing):
         message = draft.signed(self.secret, self.keys.instance_id) if self.secret else draft
         try:
             receivers, moved, status, where = self._publish(
-                keys=[self.keys.latest, self.keys.version, self.keys.targeted],
+                keys=[self.keys.latest, self.keys.version],
                 args=[
                     self.keys.channel,
                     message.to_json(),

@@ -99,7 +99,7 @@ return v
 PUBLISH = (
     _PRELUDE
     + r"""
--- KEYS[1] = :latest, KEYS[2] = :version, KEYS[3] = :targeted (optional)
+-- KEYS[1] = :latest, KEYS[2] = :version
 -- ARGV[1] = channel, ARGV[2] = message, ARGV[3] = version (decimal), ARGV[4] = '1' if forced,
 -- ARGV[5] = sha256 ('' if none), ARGV[6] = model_path, ARGV[7] = '1' if ALLOCATE just issued
 -- this version (then it is newer than everything, however the counter reads),
@@ -131,23 +131,9 @@ elseif not forced then
     if v == '0' or vcmp(v, held) < 0 then move = false end
   elseif v ~= '0' and ARGV[7] ~= '1' and vcmp(v, counter) <= 0 then
     -- an unversioned decision (or none, after Redis lost it) stands against the versions
-    -- issued before it: only a version issued after it moves :latest, or the promotion of
-    -- the newest version, issued to targeted nodes only over this very :latest (a canary)
+    -- issued before it: only a version issued after it moves :latest
     move = false
-    if KEYS[3] and vcmp(v, counter) == 0 then
-      local t = decode(redis.call('GET', KEYS[3]))
-      if t and t['version'] == v and t['latest'] == redis.sha1hex(raw or '')
-          and same_checkpoint(t, ARGV[5], ARGV[6]) then
-        move = true
-      end
-    end
   end
-end
-if KEYS[3] and ARGV[8] == '1' and v ~= '0' and vcmp(v, counter) >= 0 then
-  local tsha = nil
-  if ARGV[5] ~= '' then tsha = ARGV[5] end
-  redis.call('SET', KEYS[3], cjson.encode({version = v, sha256 = tsha,
-    model_path = ARGV[6], latest = redis.sha1hex(raw or '')}))
 end
 if move then redis.call('SET', KEYS[1], ARGV[2]) end
 if v ~= '0' and vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end

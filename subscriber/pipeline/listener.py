@@ -153,9 +153,6 @@ class CheckpointSubscriber(BackgroundLoop):
         self._latest: CheckpointNotification | None = None
         self._latest_digest = ""
         self._issued = 0
-        # the newest message issued to targeted nodes only that named this node, and the
-        # :latest it was issued over (its promotion may move :latest: common/latest.py)
-        self._targeted: tuple[CheckpointNotification, str] | None = None
         self._epoch = ""  # the :epoch token Redis held when this node last restored
         self._known_before = 0  # the highest version known when the last catch-up began
         self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
@@ -555,9 +552,6 @@ class CheckpointSubscriber(BackgroundLoop):
         decided = None
         known = self.holder.highest_version  # decisions applied before this message
         issued, self._issued = self._issued, max(self._issued, notification.version)
-        if via == "channel" and notification.nodes is not None and notification.version:
-            if notification.version >= issued:  # the script's :targeted record, mirrored
-                self._targeted = (notification, self._latest_digest)
         if via == "latest":
             self._latest = notification
             if self.replay.replayed(notification) is not None:
@@ -578,11 +572,7 @@ class CheckpointSubscriber(BackgroundLoop):
                 return
             before = self._latest_digest
             # a targeted message never moves :latest (the publisher's script leaves it)
-            targeted = self._targeted
-            canary = targeted[0] if targeted and targeted[1] == self._latest_digest else None
-            if notification.nodes is None and moves_latest(
-                self._latest, notification, issued, canary
-            ):
+            if notification.nodes is None and moves_latest(self._latest, notification, issued):
                 self._latest, self._latest_digest = notification, digest
         candidate = Candidate.from_notification(
             notification,
