@@ -77,12 +77,6 @@ class NodeGroup:
     def __iter__(self) -> Iterator[ServingNode]:
         return iter(self.nodes.values())
 
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def get(self, instance_id: str) -> ServingNode | None:
-        return self.nodes.get(instance_id)
-
     def start(self) -> NodeGroup:
         """Start every node, each step for all of them before the next (so their catch-ups
         and first loads run side by side); never fails, as a node's start never does."""

@@ -69,8 +69,8 @@ class ServingNode:
         :class:`~subscriber.group.NodeGroup` of these."""
         every = settings or Settings()
         if instance is None:
-            instance = every.instance_id if every.instance_id in every.instances else None
-            instance = instance or every.instances[0]
+            ids = every.instances
+            instance = every.instance_id if every.instance_id in ids else ids[0]
         self.settings = s = every.for_instance(instance)
         self.instances = every.instances  # every instance of this node (SPEC §13)
         self._looked_at = -1.0  # look_soon's last ask

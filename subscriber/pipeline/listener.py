@@ -208,8 +208,7 @@ class CheckpointSubscriber(BackgroundLoop):
         """Unsubscribe, stop the thread, join it; returns within ``timeout``."""
         if self._reader is self:
             super().stop(timeout)
-            for member in self._members:
-                member._set_connected(False)
+            self._all_disconnected()
         else:
             self._set_connected(False)
 
@@ -265,8 +264,7 @@ class CheckpointSubscriber(BackgroundLoop):
                 delay = self.timing.backoff_initial
             self._stop.wait(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.timing.backoff_max)
-        for member in self._members:
-            member._set_connected(False)
+        self._all_disconnected()
 
     def _lost(self, why: str) -> None:
         if self._connected:
@@ -274,6 +272,10 @@ class CheckpointSubscriber(BackgroundLoop):
         else:
             log.debug("Redis still unavailable: %s", why)
         self.counters["connection_errors"] += 1
+        self._all_disconnected()
+
+    def _all_disconnected(self) -> None:
+        """Every listener this one reads for (itself included) is out of Redis mode."""
         for member in self._members:
             member._set_connected(False)
 

@@ -50,13 +50,13 @@ class RedisLink:
     def __init__(
         self,
         target: RedisTarget,
-        channels: str | list[str],
+        channels: list[str],
         timeouts: Timeouts,
         *,
         sharded: bool = False,
     ) -> None:
         self.target = target
-        self.channels = [channels] if isinstance(channels, str) else list(channels)
+        self.channels = list(channels)
         if not self.channels:
             raise ValueError("a link subscribes to one channel at least")
         self.channel = self.channels[0]
