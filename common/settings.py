@@ -169,22 +169,11 @@ class Settings(BaseSettings):
         resolved): a message for one instance never reaches another's files (tier 1's root is
         the file's directory, so ``{instance}`` belongs in the directory of
         ``STAT_PAIR_RL_MODEL``; ``FKS_DEFAULT_DIR`` needs it too once set)."""
-        names = ("STAT_PAIR_RL_MODEL's directory", "STAT_PAIR_RL_DIR", "FKS_DEFAULT_DIR",
-                 "FKS_CACHE_DIR")  # fmt: skip
         seen: list[tuple[str, str, Path]] = []
         for instance_id in self.instances:
-            mine = self.for_instance(instance_id)
-            roots = [
-                None if mine.model_path is None else mine.model_path.parent,
-                mine.model_dir,
-                mine.default_model_dir,
-                mine.cache_dir,
-            ]
             own: list[tuple[str, str, Path]] = []
-            for name, root in zip(names, roots, strict=True):
-                if root is None:
-                    continue
-                real = Path(os.path.realpath(root.expanduser()))
+            for name, root in self.for_instance(instance_id).named_roots():
+                real = Path(os.path.realpath(root))
                 for other_id, other_name, other in seen:
                     if real.is_relative_to(other) or other.is_relative_to(real):
                         raise ValueError(
@@ -235,12 +224,10 @@ class Settings(BaseSettings):
             raise ValueError(f"{instance_id!r} is not one of {self.instances}")
 
         def place(path: Path | None) -> Path | None:
-            if path is None or INSTANCE_PLACEHOLDER not in str(path):
-                return path
-            return Path(str(path).replace(INSTANCE_PLACEHOLDER, instance_id))
+            return None if path is None else Path(place_url(str(path)))
 
-        def place_url(url: str | None) -> str | None:
-            return None if url is None else url.replace(INSTANCE_PLACEHOLDER, instance_id)
+        def place_url(url: str) -> str:
+            return url.replace(INSTANCE_PLACEHOLDER, instance_id)
 
         update: dict[str, object] = {
             "instance_id": instance_id,
@@ -248,15 +235,15 @@ class Settings(BaseSettings):
             "model_path": place(self.model_path),
             "model_dir": place(self.model_dir),
             "default_model_dir": place(self.default_model_dir),
-            "model_url": place_url(self.model_url),
+            "model_url": None if self.model_url is None else place_url(self.model_url),
             "model_urls": place_url(self.model_urls),
+            "cache_dir": place(self.cache_dir),
         }
         if len(self.instances) > 1:
             if self.default_model_dir == DEFAULT_MODEL_DIR:
                 update["default_model_dir"] = DEFAULT_MODEL_DIR.parent / instance_id
             if INSTANCE_PLACEHOLDER not in str(self.cache_dir):
                 update["cache_dir"] = self.cache_dir / instance_id
-        update["cache_dir"] = place(update.get("cache_dir", self.cache_dir))  # type: ignore[arg-type]
         return self.model_copy(update=update)
 
     @property
@@ -269,13 +256,18 @@ class Settings(BaseSettings):
 
     def model_roots(self) -> list[Path]:
         """The directories a served checkpoint must lie in: those of tier 1, 2 and 3."""
-        roots: list[Path] = []
+        return [root for _, root in self.named_roots()]
+
+    def named_roots(self) -> list[tuple[str, Path]]:
+        """:meth:`model_roots`, each with the setting it comes from."""
+        roots: list[tuple[str, Path]] = []
         if self.model_path is not None:
-            roots.append(self.model_path.expanduser().parent)
+            roots.append(("STAT_PAIR_RL_MODEL's directory", self.model_path.expanduser().parent))
         if self.model_dir is not None:
-            roots.append(self.model_dir.expanduser())
-        roots.append(self.default_model_dir.expanduser())
-        roots.append(self.cache_dir.expanduser())  # fetched checkpoints are confined too
+            roots.append(("STAT_PAIR_RL_DIR", self.model_dir.expanduser()))
+        roots.append(("FKS_DEFAULT_DIR", self.default_model_dir.expanduser()))
+        # fetched checkpoints are confined too
+        roots.append(("FKS_CACHE_DIR", self.cache_dir.expanduser()))
         return roots
 
     def url_prefixes(self) -> list[str]:
