@@ -106,7 +106,7 @@ def format_status(report: StatusReport) -> str:
     lines.append("nodes:")
     header = f"  {'node':<28} {'version':>8} {'gen':>5} {'mode':<6} {'heartbeat':>10}  path"
     lines.append(header)
-    several = any(len(_instances(row.entry)) > 1 for row in report.nodes)
+    several = _several(report)
     for row in report.nodes:
         e = row.entry
         beat = f"{row.age:.1f}s ago" + (" STALE" if row.stale else "")
@@ -119,6 +119,11 @@ def format_status(report: StatusReport) -> str:
         if several:  # SPEC §13: the node serves these instances
             lines.append(f"  {'':<28} instances: {', '.join(_instances(e)) or '-'}")
     return "\n".join(lines)
+
+
+def _several(report: StatusReport) -> bool:
+    """Whether some node serves several instances (then each node's are shown)."""
+    return any(len(_instances(row.entry)) > 1 for row in report.nodes)
 
 
 def _instances(entry: dict[str, Any]) -> list[str]:
@@ -152,7 +157,7 @@ def status_table(report: StatusReport) -> Any:
         ("requests", "right"), ("errors", "right"), ("heartbeat", "right"), ("path", "left"),
     ):  # fmt: skip
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    several = any(len(_instances(row.entry)) > 1 for row in report.nodes)
+    several = _several(report)
     if several:
         table.add_column("instances")
     for row in report.nodes:

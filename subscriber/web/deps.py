@@ -56,10 +56,11 @@ async def get_node(request: Request) -> ServingNode:
 
 
 async def get_nodes(request: Request) -> dict[str, ServingNode]:
-    """Every instance's node, by instance id (SPEC §13), the first being :func:`get_node`'s."""
-    node = await get_node(request)
-    nodes: dict[str, ServingNode] | None = getattr(request.app.state, "fks_nodes", None)
-    return nodes if nodes else {node.name: node}
+    """Every instance's node, by instance id (SPEC §13), the first being :func:`get_node`'s
+    (the lifespan sets both)."""
+    await get_node(request)
+    nodes: dict[str, ServingNode] = request.app.state.fks_nodes
+    return nodes
 
 
 async def get_authorized_node(request: Request) -> ServingNode:

@@ -140,14 +140,12 @@ async def server_live() -> JSONResponse:
     responses={200: {"model": ReadyAnswer}, 400: {"model": ReadyAnswer, "description": "Not yet"}},
 )
 async def server_ready(request: Request) -> JSONResponse:
-    node: ServingNode | None = getattr(request.app.state, "fks_node", None)
     nodes: dict[str, ServingNode] = getattr(request.app.state, "fks_nodes", None) or {}
-    every = list(nodes.values()) or ([node] if node is not None else [])
-    for waiting in (n for n in every if n.holder.current() is None):
+    for waiting in (n for n in nodes.values() if n.holder.current() is None):
         # a look at the disk (a request to it would look too): a checkpoint put there makes
         # the node ready without waiting for a request to that model, and the probe never waits
         waiting.look_soon()
-    ready = node is not None and all(n.holder.current() is not None for n in every)
+    ready = bool(nodes) and all(n.holder.current() is not None for n in nodes.values())
     return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
