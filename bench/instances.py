@@ -54,6 +54,7 @@ import redis
 from bench._util import child_process, make_checkpoint, stat_cpu, summary_ms, table
 from common.keys import RedisKeys
 from fks.redis_server import EmbeddedRedis, free_port
+from fks.spawn import spawn, wait_started
 from publisher import CheckpointNotifier
 
 __all__ = ["HEADERS", "notes", "run"]
@@ -130,41 +131,35 @@ def fks_serve(tmp: Path, redis_url: str, ids: list[str]) -> Iterator[tuple[str, 
                "warning"]  # fmt: skip
     log_path = tmp / f"serve-{port}.log"
     url = f"http://127.0.0.1:{port}"
-    with (
-        open(log_path, "wb") as log,
-        subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT) as proc,
-    ):
-        try:
-            _wait_ready(url, proc, redis_url, ids, log_path)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
-def _wait_ready(
-    url: str, proc: subprocess.Popen[bytes], redis_url: str, ids: list[str], log: Path
-) -> None:
-    client = redis.Redis.from_url(redis_url)
-    channels = [RedisKeys(i).channel for i in ids]
-    deadline = time.monotonic() + 180  # 16 models on 2 busy cores
+    proc = spawn(command, log_path, env=env)
     try:
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fks serve did not get ready: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                    counts = dict(client.pubsub_numsub(*channels))
-                    registered = all(client.hlen(RedisKeys(i).nodes) for i in ids)
-                    if registered and all(counts.get(c.encode(), 0) > 0 for c in channels):
-                        return
-            time.sleep(0.1)
+        client = redis.Redis.from_url(redis_url)
+        try:  # 16 models on 2 busy cores
+            wait_started(proc, lambda: _ready(url, client, ids), 180, "fks serve did not get ready",
+                         exited=lambda code: f"fks serve exited ({code}): "
+                         f"{log_path.read_text()[-2000:]}",
+                         retry_on=(httpx.HTTPError,), every=0.1)  # fmt: skip
+        finally:
+            client.close()
+        yield url, proc.pid
     finally:
-        client.close()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _ready(url: str, client: redis.Redis, ids: list[str]) -> bool:
+    """``/v2/health/ready`` answers 200, each instance's channel has its subscriber and each
+    instance its registry entry."""
+    if httpx.get(url + "/v2/health/ready", timeout=1).status_code != 200:
+        return False
+    channels = [RedisKeys(i).channel for i in ids]
+    counts = dict(client.pubsub_numsub(*channels))
+    registered = all(client.hlen(RedisKeys(i).nodes) for i in ids)
+    return registered and all(counts.get(c.encode(), 0) > 0 for c in channels)
 
 
 def _acks(redis_url: str, instance: str) -> redis.client.PubSub:
