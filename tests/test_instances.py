@@ -296,8 +296,11 @@ def test_a_flood_past_redis_output_buffer_on_one_channel(
 ) -> None:
     """~130 MB of oversized messages on a's channel, then a message targeted at b's node
     (which :latest never carries). Redis closes the subscriber that cannot keep up
-    (client-output-buffer-limit pubsub). Shared (SPEC §13's one connection): every instance
-    reconnects and catches up, and b's next broadcast message is applied. Per instance
+    (client-output-buffer-limit pubsub, 32 MB by default). A reader fast enough to keep up
+    with the 65 KiB messages (CI's machine was) is still closed by the flood's last message,
+    33 MB alone, so the test never depends on the reader's speed. Shared (SPEC §13's one
+    connection): every instance reconnects and catches up, and b's next broadcast message is
+    applied. Per instance
     (FKS_SUBSCRIPTIONS=per-instance): only a's connection is closed, and b applies even the
     targeted message that came right behind the flood."""
     roots = served
@@ -308,6 +311,7 @@ def test_a_flood_past_redis_output_buffer_on_one_channel(
         pipe = client.pipeline(transaction=False)
         for _ in range(2000):
             pipe.publish("fks:a:model_checkpoints", b"x" * (65 * 1024 + 1))
+        pipe.publish("fks:a:model_checkpoints", b"x" * (33 * 1024 * 1024))
         message = CheckpointNotification(
             model_path=str(targeted.path), version=2, saved_at=datetime.now(UTC),
             nodes=(b.node_id,),
