@@ -123,6 +123,9 @@ def group_of(
                         cache_dir=tmp_path / "cache", **extra)  # fmt: skip
     group = NodeGroup(settings, timing=FAST).start()
     try:
+        # the heartbeat's first entry is written on its own thread: a notify(wait_for="all")
+        # before it finds no live node (CI's machine once got there first)
+        wait_for(lambda: all(node.registry.beats > 0 for node in group), timeout=10)
         yield group
     finally:
         group.stop()
