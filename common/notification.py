@@ -140,7 +140,8 @@ class CheckpointNotification(BaseModel):
             raise InvalidNotification(
                 f"message must be a JSON object, got {type(obj).__name__}", reason="not_object"
             )
-        _reject_lone_surrogates(obj)
+        if b"\\u" in raw:  # a lone surrogate can only come from a \u escape (raw is UTF-8)
+            _reject_lone_surrogates(obj)
         if secret is not None:
             verify_payload(obj, secret)
         try:

@@ -248,3 +248,27 @@ def test_arbitrary_objects_parse_or_raise_invalid_notification(obj: dict[str, ob
         parse(json.dumps(obj))
     except InvalidNotification as exc:
         assert exc.reason in {"invalid_field", "not_object"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"model_path":"/x\\ud800"}',
+        '{"model_path":"/x\\uDBFF.pt"}',
+        '{"model_path":"/x","metadata":{"k":"\\udc00"}}',
+        '{"model_path":"/x","metadata":{"\\ud83d":"v"}}',
+        '{"model_path":"/x\\\\\\ud800"}',  # an escaped backslash, then the escape
+        '{"model_path":"/x\\ud83d\\ud83d"}',  # two high halves: no pair
+    ],
+)
+def test_a_lone_surrogate_escape_anywhere_is_refused_bad_unicode(message: str) -> None:
+    """Only a \\u escape can carry half of a UTF-16 pair (the bytes are UTF-8): the parser
+    looks for one wherever such an escape appears, in a value or a key, of either case."""
+    with pytest.raises(InvalidNotification) as caught:
+        CheckpointNotification.from_message(message.encode())
+    assert caught.value.reason == "bad_unicode"
+
+
+def test_escapes_that_make_whole_characters_are_accepted() -> None:
+    parsed = CheckpointNotification.from_message(b'{"model_path":"/x\\ud83d\\ude00\\u00e9\\\\u"}')
+    assert parsed.model_path == "/x\U0001f600\u00e9\\u"

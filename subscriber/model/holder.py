@@ -416,7 +416,8 @@ class ModelHolder:
         reason = str(verdict)
         self.metrics.stale_skips.labels(reason).inc()
         self.events.add(Event(EventKind.STALE, reason, source, path, version, detail=detail))
-        log.debug("skipped %s version %d: %s", printable(path), version, reason)
+        if log.isEnabledFor(logging.DEBUG):  # printable() runs before log.debug() looks
+            log.debug("skipped %s version %d: %s", printable(path), version, reason)
         return Outcome(False, reason, self._current, detail)
 
     # -- internals -------------------------------------------------------------------------

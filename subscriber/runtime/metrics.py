@@ -32,9 +32,16 @@ class ModelFamily(Generic[Family]):
     def __init__(self, family: Family, model: str) -> None:
         self.family = family
         self.model = model
+        # each series once looked up: prometheus_client's labels() checks, joins and locks on
+        # every call, and the node calls it on every message it judges (issue 26). Nothing
+        # removes a series, so a child kept here is the family's own for good.
+        self._series: dict[tuple[str, ...], Family] = {}
 
     def labels(self, *values: str) -> Family:
-        return self.family.labels(self.model, *values)
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = self.family.labels(self.model, *values)
+        return series
 
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
