@@ -135,6 +135,7 @@ class ServingNode:
             interval=s.heartbeat_seconds,
             secret=s.secret,
             clock=self.clock,
+            on_epoch=self.listener.epoch_seen if listen and self.recorder is not None else None,
         )
         self.acker = (
             Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)

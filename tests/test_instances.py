@@ -417,3 +417,27 @@ def test_ready_once_every_instance_serves_and_a_probe_looks_at_the_disk(
         wait_for(lambda: client.get("/v2/health/ready").status_code == 200, every=0.1)
         loaded = client.post("/v2/repository/models/b/load")
         assert loaded.status_code == 200 and loaded.headers["X-FKS-Workers"]
+
+
+@pytest.mark.parametrize("subscriptions", ["shared", "per-instance"])
+def test_redis_losing_its_data_under_the_connection_is_found_for_each_instance(
+    tmp_path: Path, served: dict[str, Path], own_redis: EmbeddedRedis, subscriptions: str
+) -> None:
+    """Both instances serve v3; FLUSHALL while the node stays subscribed; a new trainer's
+    checkpoint for b is allocated v1 (stale by its number). b's heartbeat finds :epoch gone
+    and b serves it (announced again above v3); a keeps its v3 and nothing of a moves."""
+    with group_of(tmp_path, own_redis.url, ids="a,b", subscriptions=subscriptions,
+                  heartbeat_seconds=0.2) as group:  # fmt: skip
+        for name in ("a", "b"):
+            applied(write_checkpoint(served[name], 3, seed=3).path, 3, name, own_redis.url)
+        client = own_redis.client()
+        wait_for(lambda: all(client.exists(RedisKeys(n).epoch) for n in ("a", "b")), timeout=5)
+        client.flushall()
+        new = write_checkpoint(served["b"], 0, name="after_loss.pt", seed=11)
+        result = notify_checkpoint(new.path, instance_id="b", redis_url=own_redis.url)
+        assert result.notification is not None and result.notification.version == 1
+        b = group.nodes["b"]
+        wait_for(lambda: b.holder.current().sha256 == new.sha256, timeout=10)  # type: ignore[union-attr]
+        assert versions(group)["a"] == 3 and (versions(group)["b"] or 0) > 3
+        assert group.first.listener.sessions == 1  # found without a reconnect
+        client.close()

@@ -153,9 +153,10 @@ class Decider:
         for step in steps:
             c = step.located.candidate
             if id(c) not in retried:
-                self._mark_judged(c)
+                verdict = verdicts.get(id(c), ("stale", "superseded"))
+                self._mark_judged(c, by_number=verdict == ("stale", str(Freshness.STALE_VERSION)))
                 # a winner never loaded: a newer decision of the batch was served instead
-                self.judged_as(c, *verdicts.get(id(c), ("stale", "superseded")))
+                self.judged_as(c, *verdict)
         return result
 
     def stale_on_arrival(self, c: Candidate) -> bool:
@@ -176,7 +177,7 @@ class Decider:
         if verdict is not Freshness.STALE_VERSION:
             return False
         h.stale(verdict, c.source, c.path, c.version)
-        self._mark_judged(c)
+        self._mark_judged(c, by_number=True)
         self.judged_as(c, "stale", str(verdict))
         return True
 
@@ -277,8 +278,9 @@ class Decider:
             return None
         return self.replay.refuse_force(c.notification)
 
-    def _mark_judged(self, c: Candidate) -> None:
+    def _mark_judged(self, c: Candidate, *, by_number: bool = False) -> None:
+        """Remember ``c`` as judged (``by_number``: stale for its version alone)."""
         if c.raw is not None:
-            self.judged.add(message_digest(c.raw))
+            self.judged.add(message_digest(c.raw), by_number)
         if c.notification is not None:
             self.replay.judged(c.notification)

@@ -413,6 +413,28 @@ class CheckpointSubscriber(BackgroundLoop):
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
+    def epoch_seen(self, raw: bytes | None) -> None:
+        """The heartbeat read ``:epoch`` (``raw``; None: there is none). Gone or another than
+        the token this node last restored, Redis lost its data while this node stayed
+        subscribed (``FLUSHALL``, keys evicted under ``maxmemory``): no reconnect says so, and
+        a trainer's next allocation restarts at 1, stale here by its number. The session
+        catches this instance up as after a silent reconnect, on its own thread: the loss is
+        found and logged, ``:latest`` published since is served (announced again above what
+        this node applied), and the node's decision and ``:version`` are put back."""
+        epoch = raw.decode(errors="replace") if raw is not None else ""
+        known = self._epoch
+        if not known or epoch == known or not self.connected:
+            return
+        self.counters["epoch_changed_while_subscribed"] += 1
+        log.info(
+            "%s is %s while subscribed: catching up",
+            self.keys.epoch,
+            "another" if epoch else "gone",
+        )
+        reader = self._reader
+        reader._silent_reconnect.set()
+        reader._interrupt()
+
     def _restore(self) -> None:
         """Tell Redis what this node serves (``subscriber/pipeline/recorder.py``) and learn the
         ``:epoch`` token it holds now."""
@@ -521,8 +543,11 @@ class CheckpointSubscriber(BackgroundLoop):
             self._latest_digest = digest
             self._latest = None
             # already judged, or handed on by this session's catch-up and not judged yet (a
-            # silent reconnect right after a session's start catches up twice): nothing new
-            if digest and (digest in self.judged or digest == self._offered_latest):
+            # silent reconnect right after a session's start catches up twice): nothing new.
+            # After Redis lost its data, a message judged stale by its number alone (heard
+            # on the channel under a version the lost counter allocated again) is judged anew.
+            again = adopt and bool(digest) and self.judged.stale_by_number(digest)
+            if digest and not again and (digest in self.judged or digest == self._offered_latest):
                 self.counters["already_judged"] += 1
                 self.holder.stale("already_judged", via, "", 0)
                 with contextlib.suppress(InvalidNotification):  # what :latest holds, known
@@ -556,7 +581,7 @@ class CheckpointSubscriber(BackgroundLoop):
         issued, self._issued = self._issued, max(self._issued, notification.version)
         if via == "latest":
             self._latest = notification
-            if self.replay.replayed(notification) is not None:
+            if not again and self.replay.replayed(notification) is not None:
                 # a signature already judged (re-encoded bytes, or a replay put into
                 # :latest): nothing new, as a digest already judged
                 self.counters["already_judged"] += 1

@@ -73,8 +73,13 @@ class NodeRegistry(BackgroundLoop):
         secret: str | None = None,
         clock: RedisClock | None = None,
         canary_interval: float = CANARY_BEAT_SECONDS,
+        on_epoch: Callable[[bytes | None], None] | None = None,
     ) -> None:
         super().__init__()
+        # each heartbeat reads the instance's :epoch token in its round trip and hands it
+        # here (the listener's epoch_seen): Redis can lose its data under a connected node
+        # (FLUSHALL, an eviction), and no reconnect says so
+        self.on_epoch = on_epoch
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
@@ -147,19 +152,24 @@ class NodeRegistry(BackgroundLoop):
     def beat(self) -> bool:
         """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
         try:
-            return self.write()
+            return self.write(look=self.on_epoch is not None)
         except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
 
     def write(
-        self, then: Callable[[Pipeline], object] | None = None, acks: Sequence[Ack] = ()
+        self,
+        then: Callable[[Pipeline], object] | None = None,
+        acks: Sequence[Ack] = (),
+        *,
+        look: bool = False,
     ) -> bool:
         """Write this node's entry (``acks`` added to its recent acks) and, in the same
         pipeline after it, what ``then`` queues (the acker's PUBLISHes: one round trip, and
-        the entry is current when an ack arrives), then Redis' ``TIME`` (this node's clock
-        estimate). Once stopped, the entry stays removed (False) and only ``then``'s commands
-        are sent. Raises what redis-py raises."""
+        the entry is current when an ack arrives), with ``look`` a read of ``:epoch`` (handed
+        to ``on_epoch``), then Redis' ``TIME`` (this node's clock estimate). Once stopped,
+        the entry stays removed (False) and only ``then``'s commands are sent. Raises what
+        redis-py raises."""
         with self._lock:
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
@@ -172,13 +182,22 @@ class NodeRegistry(BackgroundLoop):
                 pipe.hset(self.keys.nodes, self.node_id, self.entry_json())
             if then is not None:
                 then(pipe)
+            look = look and written and self.on_epoch is not None
+            if look:
+                pipe.get(self.keys.epoch)
             queue_time(pipe, self.keys.nodes)
             sent = time.time()
             replies = pipe.execute()
             self.clock.observe(redis_seconds(replies[-1]), sent, time.time())
             if written:
                 self.beats += 1
-            return written
+        if look and self.on_epoch is not None:  # outside the lock: it may wake the listener
+            epoch = replies[-2]
+            try:
+                self.on_epoch(epoch if isinstance(epoch, bytes) else None)
+            except Exception:  # noqa: BLE001 - the heartbeat must never die
+                log.exception("handing the :epoch token on failed")
+        return written
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -26,12 +26,12 @@ __all__ = ["JudgedMessages", "ReplayGuard"]
 class _Lru:
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, None] = OrderedDict()
+        self._items: OrderedDict[str, bool] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, mark: bool = False) -> None:
         with self._lock:
-            self._items[key] = None
+            self._items[key] = mark
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -40,12 +40,23 @@ class _Lru:
         with self._lock:
             return key in self._items
 
+    def marked(self, key: str) -> bool:
+        with self._lock:
+            return self._items.get(key, False)
+
 
 class JudgedMessages(_Lru):
-    """Digests (``message_digest``) of the messages judged by this node."""
+    """Digests (``message_digest``) of the messages judged by this node, each marked if it
+    was judged stale by its version alone (:meth:`stale_by_number`)."""
 
     def __init__(self, size: int = 1024) -> None:
         super().__init__(size)
+
+    def stale_by_number(self, digest: str) -> bool:
+        """Whether the message of ``digest`` was last judged stale for its version alone: a
+        version at or below the served decision's. After Redis lost its data, that number
+        may have been allocated again by a counter that restarted."""
+        return self.marked(digest)
 
 
 class ReplayGuard:

@@ -234,3 +234,53 @@ def test_a_raw_decision_after_latest_was_refilled_is_recorded(
     wait_for(lambda: getattr(_latest(client), "model_path", None) == str(newer.path), timeout=5)
     later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
     wait_for(lambda: getattr(later.holder.current(), "sha256", None) == newer.sha256, timeout=10)
+
+
+@pytest.mark.parametrize("secret", [None, "s3cret-fleet-key"], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("how", ["flushall", "evicted"])
+def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
+    volatile_redis: EmbeddedRedis,
+    start_node: StartNode,
+    model_root: Path,
+    incoming: Path,
+    how: str,
+    secret: str | None,
+) -> None:
+    """The node serves v3 and stays subscribed while Redis loses its keys: an operator's
+    FLUSHALL, or an eviction (maxmemory) of the instance's keys. No reconnect tells the node.
+    The trainer's next notify_checkpoint is allocated v1 (the counter is gone) and reaches
+    the node as stale by its number; the node's heartbeat finds the :epoch token gone, the
+    node catches up as after a reconnect, and serves the checkpoint announced since (again
+    above v3), puts its decision back into Redis, and the next allocation is above it."""
+    write_checkpoint(model_root, 1)
+    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1",
+                      notify_secret=secret)  # fmt: skip
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    publisher = CheckpointNotifier(volatile_redis.url, secret=secret)
+    v3 = write_checkpoint(incoming, 3)
+    assert publisher.notify(v3.path, version=3).sent
+    wait_for(lambda: served_version(node) == 3, timeout=10)
+    client = volatile_redis.client()
+    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
+    sessions = node.listener.sessions
+    if how == "flushall":
+        client.flushall()
+    else:
+        client.delete(KEYS.version, KEYS.latest, KEYS.epoch)
+    new = write_checkpoint(incoming, 0, name="model_after_loss.pt")
+    with CheckpointNotifier(volatile_redis.url, secret=secret) as trainer:  # a new process
+        result = trainer.notify(new.path)
+    assert result.sent and result.notification is not None
+    assert result.notification.version == 1  # what a lost counter allocates
+    wait_for(lambda: node.holder.current() is not None
+             and node.holder.current().sha256 == new.sha256, timeout=10)  # type: ignore[union-attr]  # fmt: skip
+    assert node.holder.current().version > 3  # type: ignore[union-attr]
+    assert node.listener.sessions == sessions  # found without a reconnect
+    assert node.listener.counters["data_loss"] >= 1
+    wait_for(lambda: int(client.get(KEYS.version) or 0) > 3, timeout=5)
+    following = write_checkpoint(incoming, 0, name="model_following.pt")
+    nxt = publisher.notify(following.path)
+    assert nxt.notification is not None and nxt.notification.version > 3
+    wait_for(lambda: served_version(node) == nxt.notification.version, timeout=10)  # type: ignore[union-attr]
+    publisher.close()
+    client.close()
