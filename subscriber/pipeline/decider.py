@@ -281,6 +281,10 @@ class Decider:
     def _mark_judged(self, c: Candidate, *, by_number: bool = False) -> None:
         """Remember ``c`` as judged (``by_number``: stale for its version alone)."""
         if c.raw is not None:
-            self.judged.add(message_digest(c.raw), by_number)
+            digest = message_digest(c.raw)
+            if by_number:
+                self.judged.judged_stale_by_number(digest)
+            else:
+                self.judged.add(digest)
         if c.notification is not None:
             self.replay.judged(c.notification)

@@ -154,6 +154,9 @@ class CheckpointSubscriber(BackgroundLoop):
         self._latest_digest = ""
         self._issued = 0
         self._epoch = ""  # the :epoch token Redis held when this node last restored
+        # when (monotonic) Redis was last seen holding that token: a loss came after it, so
+        # only a message judged since can have been numbered by the counter that restarted
+        self._epoch_intact_at = 0.0
         self._known_before = 0  # the highest version known when the last catch-up began
         self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
         # the listeners whose channels this one's sessions read (SPEC §13), itself first; a
@@ -413,8 +416,9 @@ class CheckpointSubscriber(BackgroundLoop):
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
-    def epoch_seen(self, raw: bytes | None) -> None:
-        """The heartbeat read ``:epoch`` (``raw``; None: there is none). Gone or another than
+    def epoch_seen(self, raw: bytes | None, asked_at: float) -> None:
+        """The heartbeat read ``:epoch`` (``raw``; None: there is none) in a round trip sent
+        at ``asked_at`` (monotonic). Gone or another than
         the token this node last restored, Redis lost its data while this node stayed
         subscribed (``FLUSHALL``, keys evicted under ``maxmemory``): no reconnect says so, and
         a trainer's next allocation restarts at 1, stale here by its number. The session
@@ -423,6 +427,8 @@ class CheckpointSubscriber(BackgroundLoop):
         this node applied), and the node's decision and ``:version`` are put back."""
         epoch = raw.decode(errors="replace") if raw is not None else ""
         known = self._epoch
+        if known and epoch == known:
+            self._epoch_intact_at = max(self._epoch_intact_at, asked_at)
         if not known or epoch == known or not self.connected:
             return
         self.counters["epoch_changed_while_subscribed"] += 1
@@ -440,8 +446,10 @@ class CheckpointSubscriber(BackgroundLoop):
         ``:epoch`` token it holds now."""
         if self.recorder is not None:
             model = self.holder.current()
+            asked_at = time.monotonic()
             _, restored, epoch = self.recorder.restore(model, self.holder.applied_version)
-            self._epoch = epoch or self._epoch
+            if epoch:
+                self._epoch, self._epoch_intact_at = epoch, asked_at
             if restored and model is not None and model.message is not None:
                 # :latest now holds this node's decision: the mirror must say so, or the
                 # next raw decision's compare-and-set (RECORD) fails against it
@@ -544,9 +552,15 @@ class CheckpointSubscriber(BackgroundLoop):
             self._latest = None
             # already judged, or handed on by this session's catch-up and not judged yet (a
             # silent reconnect right after a session's start catches up twice): nothing new.
-            # After Redis lost its data, a message judged stale by its number alone (heard
-            # on the channel under a version the lost counter allocated again) is judged anew.
-            again = adopt and bool(digest) and self.judged.stale_by_number(digest)
+            # After Redis lost its data, a message judged stale by its number alone since
+            # Redis last held the token intact (heard on the channel under a version the
+            # restarted counter allocated again) is judged anew. One judged before the loss
+            # stays judged: a Redis writer cannot replay it into :latest as post-loss news.
+            again = (
+                adopt
+                and bool(digest)
+                and self.judged.stale_by_number(digest, since=self._epoch_intact_at)
+            )
             if digest and not again and (digest in self.judged or digest == self._offered_latest):
                 self.counters["already_judged"] += 1
                 self.holder.stale("already_judged", via, "", 0)

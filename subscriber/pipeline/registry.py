@@ -73,7 +73,7 @@ class NodeRegistry(BackgroundLoop):
         secret: str | None = None,
         clock: RedisClock | None = None,
         canary_interval: float = CANARY_BEAT_SECONDS,
-        on_epoch: Callable[[bytes | None], None] | None = None,
+        on_epoch: Callable[[bytes | None, float], None] | None = None,
     ) -> None:
         super().__init__()
         # each heartbeat reads the instance's :epoch token in its round trip and hands it
@@ -167,9 +167,9 @@ class NodeRegistry(BackgroundLoop):
         """Write this node's entry (``acks`` added to its recent acks) and, in the same
         pipeline after it, what ``then`` queues (the acker's PUBLISHes: one round trip, and
         the entry is current when an ack arrives), with ``look`` a read of ``:epoch`` (handed
-        to ``on_epoch``), then Redis' ``TIME`` (this node's clock estimate). Once stopped,
-        the entry stays removed (False) and only ``then``'s commands are sent. Raises what
-        redis-py raises."""
+        to ``on_epoch`` with when it was asked), then Redis' ``TIME`` (this node's clock
+        estimate). Once stopped, the entry stays removed (False) and only ``then``'s commands
+        are sent. Raises what redis-py raises."""
         with self._lock:
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
@@ -186,6 +186,7 @@ class NodeRegistry(BackgroundLoop):
             if look:
                 pipe.get(self.keys.epoch)
             queue_time(pipe, self.keys.nodes)
+            asked_at = time.monotonic()
             sent = time.time()
             replies = pipe.execute()
             self.clock.observe(redis_seconds(replies[-1]), sent, time.time())
@@ -194,7 +195,7 @@ class NodeRegistry(BackgroundLoop):
         if look and self.on_epoch is not None:  # outside the lock: it may wake the listener
             epoch = replies[-2]
             try:
-                self.on_epoch(epoch if isinstance(epoch, bytes) else None)
+                self.on_epoch(epoch if isinstance(epoch, bytes) else None, asked_at)
             except Exception:  # noqa: BLE001 - the heartbeat must never die
                 log.exception("handing the :epoch token on failed")
         return written

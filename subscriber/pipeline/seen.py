@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime
 
@@ -26,10 +27,10 @@ __all__ = ["JudgedMessages", "ReplayGuard"]
 class _Lru:
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, bool] = OrderedDict()
+        self._items: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, key: str, mark: bool = False) -> None:
+    def add(self, key: str, mark: float = 0.0) -> None:
         with self._lock:
             self._items[key] = mark
             self._items.move_to_end(key)
@@ -40,23 +41,28 @@ class _Lru:
         with self._lock:
             return key in self._items
 
-    def marked(self, key: str) -> bool:
+    def marked(self, key: str) -> float:
         with self._lock:
-            return self._items.get(key, False)
+            return self._items.get(key, 0.0)
 
 
 class JudgedMessages(_Lru):
-    """Digests (``message_digest``) of the messages judged by this node, each marked if it
-    was judged stale by its version alone (:meth:`stale_by_number`)."""
+    """Digests (``message_digest``) of the messages judged by this node; one judged stale by
+    its version alone is marked with when (:meth:`judged_stale_by_number`)."""
 
     def __init__(self, size: int = 1024) -> None:
         super().__init__(size)
 
-    def stale_by_number(self, digest: str) -> bool:
-        """Whether the message of ``digest`` was last judged stale for its version alone: a
-        version at or below the served decision's. After Redis lost its data, that number
-        may have been allocated again by a counter that restarted."""
-        return self.marked(digest)
+    def judged_stale_by_number(self, digest: str) -> None:
+        self.add(digest, time.monotonic())
+
+    def stale_by_number(self, digest: str, *, since: float) -> bool:
+        """Whether the message of ``digest`` was last judged stale for its version alone (a
+        version at or below the served decision's) at or after ``since`` (monotonic). After
+        Redis lost its data, that number may have been allocated again by a counter that
+        restarted."""
+        judged_at = self.marked(digest)
+        return judged_at > 0.0 and judged_at >= since
 
 
 class ReplayGuard:

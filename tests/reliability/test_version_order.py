@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -283,4 +284,44 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     assert nxt.notification is not None and nxt.notification.version > 3
     wait_for(lambda: served_version(node) == nxt.notification.version, timeout=10)  # type: ignore[union-attr]
     publisher.close()
+    client.close()
+
+
+def test_a_stale_message_judged_before_the_loss_is_not_taken_for_news_after_it(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> None:
+    """The attacker of the fix above: the node serves v3; a trainer announces another
+    checkpoint as v2 (stale by its number, issued after v3); later a Redis writer puts that
+    very message into :latest and deletes :epoch. The node finds the "loss", but the message
+    was judged before Redis last held the token intact: it stays judged, nothing is
+    announced again, v3 stays served."""
+    write_checkpoint(model_root, 1)
+    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    v3 = write_checkpoint(incoming, 3)
+    assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
+    wait_for(lambda: served_version(node) == 3, timeout=10)
+    client = volatile_redis.client()
+    heard = client.pubsub(ignore_subscribe_messages=True)
+    heard.subscribe(KEYS.channel)
+    older = write_checkpoint(incoming, 2, name="model_older.pt", seed=21)
+    assert notify_checkpoint(older.path, version=2, redis_url=volatile_redis.url).sent
+    raw = b""
+    deadline = time.monotonic() + 5
+    while not raw and time.monotonic() < deadline:  # the message as it went out
+        message = heard.get_message(timeout=0.1)
+        raw = message["data"] if message else b""
+    assert raw
+    wait_for(lambda: node.listener.counters["received_channel"] >= 2, timeout=5)
+    beats = node.registry.beats
+    wait_for(lambda: node.registry.beats >= beats + 2, timeout=5)  # the token seen intact since
+    client.set(KEYS.latest, raw)
+    client.delete(KEYS.epoch)
+    wait_for(lambda: node.listener.counters["data_loss"] >= 1, timeout=5)
+    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)  # put back by the node
+    assert node.applier.wait_idle(5)
+    assert node.holder.current().sha256 == v3.sha256  # type: ignore[union-attr]
+    assert node.listener.counters["reannounced"] == 0
+    assert node.listener.counters["already_judged"] >= 1
+    heard.close()
     client.close()
