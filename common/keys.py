@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
+    "EPOCH_BYTES",
     "INSTANCE_ID_PATTERN",
     "NODE_ID_PATTERN",
     "RedisKeys",
@@ -29,6 +30,9 @@ INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # A serving node's id (``FKS_NODE_ID``, default ``<hostname>:<pid>``): what a targeted
 # message names in ``nodes`` (SPEC §11).
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+# How much of ``:epoch`` a node reads (its own tokens are 16 hex digits): a huge value put
+# there by a Redis writer is never copied out on each heartbeat (RESTORE reads as much).
+EPOCH_BYTES = 64
 
 
 def validate_instance_id(instance_id: object) -> str:

@@ -105,15 +105,21 @@ PUBLISH = (
 -- this version (then it is newer than everything, however the counter reads),
 -- ARGV[8] = '1' if the message is targeted (it never moves :latest),
 -- ARGV[9] = 'SPUBLISH' for sharded pub/sub (Redis >= 7), else 'PUBLISH' (the default)
--- returns {receivers, latest moved (0/1), 'published' | 'conflict' | 'reallocate', held path
--- or ''}; 'reallocate' (nothing published): a version ALLOCATE issued is no longer above the
--- counter (a node that reconnected after Redis lost its data raised it meanwhile): allocate
--- again, so the checkpoint is not announced under a number the fleet has passed
+-- ARGV[10] (optional; a node announcing again what :latest held) = sha1 of that message:
+-- nothing is published unless :latest holds it still
+-- returns {receivers, latest moved (0/1), 'published' | 'conflict' | 'reallocate' | 'moved',
+-- held path or ''}; 'reallocate' (nothing published): a version ALLOCATE issued is no longer
+-- above the counter (a node that reconnected after Redis lost its data raised it meanwhile):
+-- allocate again, so the checkpoint is not announced under a number the fleet has passed;
+-- 'moved' (nothing published): :latest no longer holds the message of ARGV[10]
 local v = vnorm(ARGV[3]) or '0'
 local forced = ARGV[4] == '1'
 local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
 if ARGV[7] == '1' and v ~= '0' and vcmp(counter, v) > 0 then return {0, 0, 'reallocate', ''} end
 local raw = redis.call('GET', KEYS[1])
+if ARGV[10] and ARGV[10] ~= '' and (not raw or redis.sha1hex(raw) ~= ARGV[10]) then
+  return {0, 0, 'moved', ''}
+end
 local obj = decode(raw)
 local held = version_of(raw, obj)
 local move = true
@@ -175,7 +181,8 @@ RESTORE = (
 -- KEYS[1] = :version, KEYS[2] = :latest, KEYS[3] = :epoch
 -- ARGV[1] = the version this node serves (decimal), ARGV[2] = its decision message ('' = none),
 -- ARGV[3] = a fresh token for :epoch, set if there is none
--- returns {counter raised (0/1), :latest restored (0/1), the :epoch token}
+-- returns {counter raised (0/1), :latest restored (0/1), the :epoch token (its first 64
+-- bytes: a token a node sets is 16; a huge value a Redis writer set is not copied out)}
 local served = vnorm(ARGV[1]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[1])) or '0'
 local raised, restored = 0, 0
@@ -184,7 +191,7 @@ if ARGV[2] ~= '' and not targeted(decode(ARGV[2])) and redis.call('EXISTS', KEYS
   redis.call('SET', KEYS[2], ARGV[2]); restored = 1
 end
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
-return {raised, restored, redis.call('GET', KEYS[3])}
+return {raised, restored, redis.call('GETRANGE', KEYS[3], 0, 63)}
 """
 )
 

@@ -64,7 +64,7 @@ class Applier(BackgroundLoop):
         self._next_remote = 0.0
         self._reconnected = False
         self._latest_read: tuple[CheckpointNotification | None, str] = (None, "")
-        self._reannounce: list[CheckpointNotification] = []
+        self._reannounce: list[tuple[CheckpointNotification, str]] = []
         self._offline_generation = -1  # the last model loaded from disk while Redis was away
         self.counters: Counter[str] = Counter()
         self._cond = threading.Condition()
@@ -132,11 +132,12 @@ class Applier(BackgroundLoop):
                 self._latest_read = (latest, digest)
                 self._cond.notify_all()
 
-    def reannounce(self, notification: CheckpointNotification) -> None:
+    def reannounce(self, notification: CheckpointNotification, digest: str) -> None:
         """Announce ``notification``'s checkpoint again under a fresh version (the listener:
-        it was published after Redis lost its data, under a version that restarted)."""
+        it was published after Redis lost its data, under a version that restarted), if
+        ``:latest`` still holds it (``digest``: the sha1 of its bytes there) by then."""
         with self._cond:
-            self._reannounce.append(notification)
+            self._reannounce.append((notification, digest))
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -164,8 +165,8 @@ class Applier(BackgroundLoop):
                 continue
             batch, disk, announce, again = work
             try:
-                for notification in again:
-                    self._announce_again(notification)
+                for notification, digest in again:
+                    self._announce_again(notification, digest)
                 if batch:
                     self._apply(batch)
                 if disk:
@@ -190,7 +191,7 @@ class Applier(BackgroundLoop):
 
     def _next_work(
         self,
-    ) -> tuple[list[Candidate], bool, bool, list[CheckpointNotification]] | None:
+    ) -> tuple[list[Candidate], bool, bool, list[tuple[CheckpointNotification, str]]] | None:
         with self._cond:
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -242,10 +243,10 @@ class Applier(BackgroundLoop):
                 return
             self._cond.wait(min(self.quiet - quiet_for, until - now))
 
-    def _announce_again(self, notification: CheckpointNotification) -> None:
+    def _announce_again(self, notification: CheckpointNotification, digest: str) -> None:
         if self.recorder is not None:
             outcome = self.recorder.reannounce(
-                notification, node_id=self.node_id, floor=self.holder.highest_version
+                notification, digest, node_id=self.node_id, floor=self.holder.highest_version
             )
             self.counters[f"reannounce_{outcome}"] += 1
 

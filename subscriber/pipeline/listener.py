@@ -62,6 +62,7 @@ from redis.client import PubSub
 
 from common.ack import AckOutcome
 from common.errors import InvalidNotification
+from common.keys import EPOCH_BYTES
 from common.latest import moves_latest
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
 from common.redis_io.clock import RedisClock, sample
@@ -465,7 +466,8 @@ class CheckpointSubscriber(BackgroundLoop):
         # issued after its decision, was numbered by a counter that restarted
         self._known_before = self.holder.highest_version
         sample(client, self.keys.latest, self.clock)  # Redis' clock, for forced messages' age
-        raw_counter, raw_epoch = client.get(self.keys.version), client.get(self.keys.epoch)
+        raw_counter = client.get(self.keys.version)
+        raw_epoch = client.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1)  # a token is 16 bytes
         counter = (
             int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
         )
@@ -554,10 +556,14 @@ class CheckpointSubscriber(BackgroundLoop):
             # silent reconnect right after a session's start catches up twice): nothing new.
             # After Redis lost its data, a message judged stale by its number alone since
             # Redis last held the token intact (heard on the channel under a version the
-            # restarted counter allocated again) is judged anew. One judged before the loss
-            # stays judged: a Redis writer cannot replay it into :latest as post-loss news.
+            # restarted counter allocated again) is judged anew, in a fleet that does not
+            # sign. A signed fleet holds Redis' writers to what the secret signs: deleting
+            # :epoch and putting back a signed message judged stale would announce it again
+            # above every version; there a signature is judged once, and the trainer's
+            # message in the heartbeat's window is acked stale (docs/RELIABILITY.md).
             again = (
                 adopt
+                and self.secret is None
                 and bool(digest)
                 and self.judged.stale_by_number(digest, since=self._epoch_intact_at)
             )
@@ -595,7 +601,7 @@ class CheckpointSubscriber(BackgroundLoop):
         issued, self._issued = self._issued, max(self._issued, notification.version)
         if via == "latest":
             self._latest = notification
-            if not again and self.replay.replayed(notification) is not None:
+            if self.replay.replayed(notification) is not None:
                 # a signature already judged (re-encoded bytes, or a replay put into
                 # :latest): nothing new, as a digest already judged
                 self.counters["already_judged"] += 1
@@ -640,7 +646,7 @@ class CheckpointSubscriber(BackgroundLoop):
                 " and said so" if adopt else "?",
                 self.holder.highest_version,
             )
-            self.applier.reannounce(notification)
+            self.applier.reannounce(notification, digest)
             return
         if via == "channel" and self.applier.decider.stale_on_arrival(candidate):
             return  # a stale or duplicate notice: judged and acked here, nothing handed on

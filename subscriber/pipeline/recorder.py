@@ -218,11 +218,15 @@ class Recorder:
         )
         return outcome
 
-    def reannounce(self, held: CheckpointNotification, *, node_id: str, floor: int) -> str:
+    def reannounce(
+        self, held: CheckpointNotification, digest: str, *, node_id: str, floor: int
+    ) -> str:
         """Announce ``held`` (what ``:latest`` holds, published after Redis lost its data,
-        under a version that restarted) again under a fresh version above ``floor`` (every
-        version this node knows), so every node takes it for the newer decision it is;
-        returns ``announced``, ``conflict`` or ``error``."""
+        under a version that restarted; ``digest``: the sha1 of its bytes there) again under
+        a fresh version above ``floor`` (every version this node knows), so every node takes
+        it for the newer decision it is, unless ``:latest`` holds something else by then (a
+        newer publication, or another node's announcement of it); returns ``announced``,
+        ``superseded``, ``conflict`` or ``error``."""
         draft = held.model_copy(
             update={
                 "version": 0,
@@ -232,10 +236,14 @@ class Recorder:
             }
         )
         try:
-            version, outcome = self._publish(draft, allocate=True, floor=floor)
+            version, outcome = self._publish(draft, allocate=True, floor=floor, held=digest)
         except REDIS_ERRORS as exc:
             log.warning("could not announce again what %s holds: %s", self.keys.latest, exc)
             return "error"
+        if outcome == "superseded":
+            log.info("%s moved on before %s was announced again: not announced",
+                     self.keys.latest, printable(held.model_path))  # fmt: skip
+            return outcome
         log.warning(
             "announced %s again as version %d (it was version %d, published after Redis lost "
             "its data): %s",
@@ -247,11 +255,18 @@ class Recorder:
         return outcome
 
     def _publish(
-        self, draft: CheckpointNotification, *, allocate: bool, floor: int = 0, tries: int = 3
+        self,
+        draft: CheckpointNotification,
+        *,
+        allocate: bool,
+        floor: int = 0,
+        tries: int = 3,
+        held: str = "",
     ) -> tuple[int, str]:
         """Sign and publish ``draft`` by the publisher's script (a fresh version above the
         counter, ``:latest`` and ``floor`` when ``allocate``, again if the counter passed it
-        meanwhile); (version, ``announced`` or ``conflict``). Raises what redis-py raises."""
+        meanwhile; with ``held``, only while ``:latest``'s bytes have that sha1); (version,
+        ``announced``, ``superseded`` or ``conflict``). Raises what redis-py raises."""
         version = draft.version
         if allocate:
             version = int(
@@ -274,14 +289,16 @@ class Recorder:
                 "1" if allocate else "0",
                 "0",
                 "SPUBLISH" if self.sharded else "PUBLISH",
+                held,
             ],
         )[2]
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "reallocate" and tries > 1:
-            return self._publish(draft, allocate=True, floor=floor, tries=tries - 1)
+            return self._publish(draft, allocate=True, floor=floor, tries=tries - 1, held=held)
         if status == "reallocate":
             raise redis.ResponseError("the version counter kept moving past each allocation")
-        return version, "conflict" if status == "conflict" else "announced"
+        outcomes = {"conflict": "conflict", "moved": "superseded"}
+        return version, outcomes.get(status, "announced")
 
     def close(self) -> None:
         self._lazy.close()

@@ -40,7 +40,7 @@ from common.fleet import (
     is_stale,
     sign_entry,
 )
-from common.keys import RedisKeys
+from common.keys import EPOCH_BYTES, RedisKeys
 from common.redis_io.clock import RedisClock, queue_time, redis_seconds, sample
 from common.redis_io.connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts
 from subscriber.runtime.background import BackgroundLoop
@@ -183,8 +183,8 @@ class NodeRegistry(BackgroundLoop):
             if then is not None:
                 then(pipe)
             look = look and written and self.on_epoch is not None
-            if look:
-                pipe.get(self.keys.epoch)
+            if look:  # its first 64 bytes, as the restore and the catch-up read it
+                pipe.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1)
             queue_time(pipe, self.keys.nodes)
             asked_at = time.monotonic()
             sent = time.time()

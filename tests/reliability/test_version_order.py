@@ -251,8 +251,10 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     FLUSHALL, or an eviction (maxmemory) of the instance's keys. No reconnect tells the node.
     The trainer's next notify_checkpoint is allocated v1 (the counter is gone) and reaches
     the node as stale by its number; the node's heartbeat finds the :epoch token gone, the
-    node catches up as after a reconnect, and serves the checkpoint announced since (again
-    above v3), puts its decision back into Redis, and the next allocation is above it."""
+    node catches up as after a reconnect and puts its decision back into Redis, so the next
+    allocation is above v3 and served. Unsigned, the checkpoint announced as v1 is served
+    too (announced again above v3). Signed, it stays judged (acked stale): a signature is
+    judged once, or a Redis writer could fake the loss and promote a stale message."""
     write_checkpoint(model_root, 1)
     node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1",
                       notify_secret=secret)  # fmt: skip
@@ -273,12 +275,16 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
         result = trainer.notify(new.path)
     assert result.sent and result.notification is not None
     assert result.notification.version == 1  # what a lost counter allocates
-    wait_for(lambda: node.holder.current() is not None
-             and node.holder.current().sha256 == new.sha256, timeout=10)  # type: ignore[union-attr]  # fmt: skip
-    assert node.holder.current().version > 3  # type: ignore[union-attr]
+    wait_for(lambda: node.listener.counters["data_loss"] >= 1, timeout=10)
+    if secret is None:
+        wait_for(lambda: node.holder.current() is not None
+                 and node.holder.current().sha256 == new.sha256, timeout=10)  # type: ignore[union-attr]  # fmt: skip
+        assert node.holder.current().version > 3  # type: ignore[union-attr]
+    wait_for(lambda: int(client.get(KEYS.version) or 0) >= 3, timeout=5)
+    assert node.applier.wait_idle(5)
+    if secret is not None:
+        assert node.holder.current().sha256 == v3.sha256  # type: ignore[union-attr]
     assert node.listener.sessions == sessions  # found without a reconnect
-    assert node.listener.counters["data_loss"] >= 1
-    wait_for(lambda: int(client.get(KEYS.version) or 0) > 3, timeout=5)
     following = write_checkpoint(incoming, 0, name="model_following.pt")
     nxt = publisher.notify(following.path)
     assert nxt.notification is not None and nxt.notification.version > 3
@@ -324,4 +330,65 @@ def test_a_stale_message_judged_before_the_loss_is_not_taken_for_news_after_it(
     assert node.listener.counters["reannounced"] == 0
     assert node.listener.counters["already_judged"] >= 1
     heard.close()
+    client.close()
+
+
+def test_a_node_announces_again_only_what_latest_still_holds(redis_url: str) -> None:
+    """The announcement again of a post-loss message is a compare-and-set on :latest: once a
+    newer publication took its place (the node's applier was busy with a slow fetch
+    meanwhile), nothing is published and :latest keeps the newer one; while :latest holds
+    it still, it is announced above every version the node knows."""
+    from common.notification import message_digest
+    from subscriber.pipeline.recorder import Recorder
+
+    client = redis.Redis.from_url(redis_url)
+    heard = client.pubsub(ignore_subscribe_messages=True)
+    heard.subscribe(KEYS.channel)
+    recorder = Recorder(redis_url, KEYS)
+    with CheckpointNotifier(redis_url) as trainer:
+        x = trainer.notify("/models/x.pt", version=1, sha256="a" * 64).notification
+        held = client.get(KEYS.latest)
+        assert x is not None and held is not None
+        y = trainer.notify("/models/y.pt", sha256="b" * 64).notification  # a newer one
+    assert y is not None and y.version == 2
+    newer = client.get(KEYS.latest)
+    assert recorder.reannounce(x, message_digest(held), node_id="n1", floor=3) == "superseded"
+    assert client.get(KEYS.latest) == newer
+    assert recorder.reannounce(y, message_digest(newer or b""), node_id="n1", floor=3) == (
+        "announced"
+    )
+    again = _latest(client)
+    assert again is not None and again.model_path == "/models/y.pt" and again.version > 3
+    published = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        message = heard.get_message(timeout=0.1)
+        if message is not None:
+            published.append(CheckpointNotification.from_message(message["data"]).model_path)
+    assert published == ["/models/x.pt", "/models/y.pt", "/models/y.pt"]  # x never again
+    recorder.close()
+    heard.close()
+    client.close()
+
+
+def test_a_huge_epoch_costs_the_node_nothing_per_heartbeat(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path
+) -> None:
+    """A Redis writer sets :epoch to 32 MB. The node reads 64 bytes of it at each heartbeat
+    (and in the catch-up and the restore): one loss is found (the token changed), then the
+    node holds the new token and nothing more happens; Redis sends the node a few KB, not
+    32 MB a beat."""
+    write_checkpoint(model_root, 1)
+    node = start_node(volatile_redis.url, heartbeat_seconds=0.1, node_id="n1")
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    client = volatile_redis.client()
+    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
+    client.set(KEYS.epoch, b"e" * (32 * 2**20))
+    wait_for(lambda: node.listener.counters["data_loss"] == 1, timeout=5)
+    sent = int(client.info("stats")["total_net_output_bytes"])
+    beats = node.registry.beats
+    wait_for(lambda: node.registry.beats >= beats + 10, timeout=10)
+    assert int(client.info("stats")["total_net_output_bytes"]) - sent < 2**20
+    assert node.listener.counters["data_loss"] == 1
+    assert served_version(node) == 1
     client.close()
