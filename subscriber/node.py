@@ -127,6 +127,7 @@ class ServingNode:
             report=self._report,
             clock=self.clock,
         )
+        self.applier.on_latest_moved = self.listener.look_again
         self.registry = NodeRegistry(
             s.redis_url,
             s.keys,
@@ -135,7 +136,7 @@ class ServingNode:
             interval=s.heartbeat_seconds,
             secret=s.secret,
             clock=self.clock,
-            on_epoch=self.listener.epoch_seen if listen and self.recorder is not None else None,
+            on_look=self.listener.looked if listen and self.recorder is not None else None,
         )
         self.acker = (
             Acker(s.redis_url, s.keys, self.metrics, registry=self.registry.write)

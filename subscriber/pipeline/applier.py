@@ -57,6 +57,8 @@ class Applier(BackgroundLoop):
     max_pending: int = 256
     node_id: str = ""
     remote_poll: float | None = None
+    # the listener's look_again: an announcement again found :latest moved meanwhile
+    on_latest_moved: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -249,6 +251,8 @@ class Applier(BackgroundLoop):
                 notification, digest, node_id=self.node_id, floor=self.holder.highest_version
             )
             self.counters[f"reannounce_{outcome}"] += 1
+            if outcome == "superseded" and self.on_latest_moved is not None:
+                self.on_latest_moved()
 
     def _announce(self) -> None:
         model = self.holder.current()

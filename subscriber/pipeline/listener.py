@@ -158,6 +158,14 @@ class CheckpointSubscriber(BackgroundLoop):
         # when (monotonic) Redis was last seen holding that token: a loss came after it, so
         # only a message judged since can have been numbered by the counter that restarted
         self._epoch_intact_at = 0.0
+        self._low_counter_beats = 0  # heartbeats running that read :version below _counter
+        # the :version counter as this node last saw Redis hold it (the catch-up's read, what
+        # its restore raised it to, heartbeats' reads since): it only grows, unless Redis
+        # lost it
+        self._counter = 0
+        self._adopt_next = False  # the next catch-up reads :latest as after a loss
+        self._loss_read_at = 0.0  # when the last catch-up that found a loss began
+        self._again_since = 0.0
         self._known_before = 0  # the highest version known when the last catch-up began
         self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
         # the listeners whose channels this one's sessions read (SPEC §13), itself first; a
@@ -417,27 +425,57 @@ class CheckpointSubscriber(BackgroundLoop):
     def _on_connect(self, connection: object) -> None:
         self._silent_reconnect.set()
 
-    def epoch_seen(self, raw: bytes | None, asked_at: float) -> None:
-        """The heartbeat read ``:epoch`` (``raw``; None: there is none) in a round trip sent
-        at ``asked_at`` (monotonic). Gone or another than
-        the token this node last restored, Redis lost its data while this node stayed
-        subscribed (``FLUSHALL``, keys evicted under ``maxmemory``): no reconnect says so, and
-        a trainer's next allocation restarts at 1, stale here by its number. The session
-        catches this instance up as after a silent reconnect, on its own thread: the loss is
-        found and logged, ``:latest`` published since is served (announced again above what
-        this node applied), and the node's decision and ``:version`` are put back."""
-        epoch = raw.decode(errors="replace") if raw is not None else ""
+    def looked(self, raw_epoch: bytes, raw_counter: bytes, asked_at: float) -> None:
+        """The heartbeat read ``:epoch`` and ``:version`` (``b""``: none) in a round trip
+        sent at ``asked_at`` (monotonic). Redis lost this instance's data while this node
+        stayed subscribed (``FLUSHALL``, keys evicted under ``maxmemory``; no reconnect says
+        so) if the token is gone or another than the one this node last restored, or if the
+        counter reads below what this node last saw it hold, on two beats running (a beat's
+        reply may be older than the catch-up's read; a real LRU eviction keeps the token,
+        which these reads keep in use, and drops the counter). A counter below the version
+        this node applied alone is no loss: a node that served a file from disk before
+        anything was announced sees one. A trainer's next allocation would then restart at
+        1, stale here by its number. The session catches this instance up as after a silent
+        reconnect, on its own thread: the loss is found and logged, ``:latest`` published
+        since is served (announced again above what this node applied), and the node's
+        decision and ``:version`` are put back."""
+        epoch = raw_epoch.decode(errors="replace")
+        counter = int(raw_counter) if raw_counter.isdigit() else 0
         known = self._epoch
-        if known and epoch == known:
+        # the counter is at least the version of a decision heard from Redis (the script that
+        # published it raised the counter to it; a raw message's record raises it a moment
+        # after it is applied): a loss right after a swap is found before a beat read it
+        model = self.holder.current()
+        if model is not None and model.source in ("channel", "latest"):
+            self._counter = max(self._counter, model.version)
+        low = counter < self._counter
+        self._low_counter_beats = self._low_counter_beats + 1 if low else 0
+        if not low:
+            self._counter = counter
+        if known and epoch == known and not low:
             self._epoch_intact_at = max(self._epoch_intact_at, asked_at)
-        if not known or epoch == known or not self.connected:
+        token_lost = bool(known) and epoch != known
+        if not (token_lost or self._low_counter_beats >= 2) or not self.connected:
             return
-        self.counters["epoch_changed_while_subscribed"] += 1
+        self._low_counter_beats = 0
+        self.counters["loss_seen_while_subscribed"] += 1
         log.info(
-            "%s is %s while subscribed: catching up",
-            self.keys.epoch,
-            "another" if epoch else "gone",
+            "%s while subscribed: catching up",
+            f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
+            if token_lost
+            else f"{self.keys.version} reads {counter}, below {self._counter}",
         )
+        self._wake_reader()
+
+    def look_again(self) -> None:
+        """The applier's announcement again of what ``:latest`` held found it moved (a
+        publication landed between the catch-up's read and now): read ``:latest`` again as
+        after a loss, so a publication numbered by the restarted counter, judged stale by
+        that number since, is judged again (an unsigned fleet's; see ``_handle``)."""
+        self._adopt_next = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         reader = self._reader
         reader._silent_reconnect.set()
         reader._interrupt()
@@ -451,6 +489,8 @@ class CheckpointSubscriber(BackgroundLoop):
             _, restored, epoch = self.recorder.restore(model, self.holder.applied_version)
             if epoch:
                 self._epoch, self._epoch_intact_at = epoch, asked_at
+                # RESTORE raised the counter to what this node applied, if it was below
+                self._counter = max(self._counter, self.holder.applied_version)
             if restored and model is not None and model.message is not None:
                 # :latest now holds this node's decision: the mirror must say so, or the
                 # next raw decision's compare-and-set (RECORD) fails against it
@@ -472,6 +512,7 @@ class CheckpointSubscriber(BackgroundLoop):
             int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
         )
         epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
+        self._counter = counter  # what the heartbeat compares its reads with, from now on
         # Redis lost this instance's data since this node last looked (a restart without
         # persistence, FLUSHALL): the :epoch token it saw is gone or another, or the counter
         # is below a version this node applied (or saw it hold). Whatever :latest holds that
@@ -482,7 +523,16 @@ class CheckpointSubscriber(BackgroundLoop):
             loss = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
         elif counter < self.holder.applied_version:
             loss = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
+        adopt, self._adopt_next = self._adopt_next, False
         lost = bool(loss)
+        # which stale-by-number judgments :latest may be judged again against (_handle): after
+        # a loss, those since Redis last held the token and counter intact; asked to look
+        # again (a publication moved :latest after a loss's catch-up read it), those since
+        # that catch-up
+        if lost:
+            self._again_since, self._loss_read_at = self._epoch_intact_at, time.monotonic()
+        elif adopt:
+            self._again_since = self._loss_read_at
         if lost:
             self.counters["data_loss"] += 1
             log.warning(
@@ -494,7 +544,7 @@ class CheckpointSubscriber(BackgroundLoop):
             self.holder.note_version(counter)
         self._issued = max(self._issued, counter)
         try:
-            self._read_latest(client, why, lost)
+            self._read_latest(client, why, lost or adopt)
         finally:
             # after a loss the counter restarted: it says nothing of what came before, and
             # :latest is judged against what this node applied
@@ -565,7 +615,7 @@ class CheckpointSubscriber(BackgroundLoop):
                 adopt
                 and self.secret is None
                 and bool(digest)
-                and self.judged.stale_by_number(digest, since=self._epoch_intact_at)
+                and self.judged.stale_by_number(digest, since=self._again_since)
             )
             if digest and not again and (digest in self.judged or digest == self._offered_latest):
                 self.counters["already_judged"] += 1

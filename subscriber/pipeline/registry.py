@@ -73,13 +73,13 @@ class NodeRegistry(BackgroundLoop):
         secret: str | None = None,
         clock: RedisClock | None = None,
         canary_interval: float = CANARY_BEAT_SECONDS,
-        on_epoch: Callable[[bytes | None, float], None] | None = None,
+        on_look: Callable[[bytes, bytes, float], None] | None = None,
     ) -> None:
         super().__init__()
-        # each heartbeat reads the instance's :epoch token in its round trip and hands it
-        # here (the listener's epoch_seen): Redis can lose its data under a connected node
-        # (FLUSHALL, an eviction), and no reconnect says so
-        self.on_epoch = on_epoch
+        # each heartbeat reads the instance's :epoch token and :version counter in its round
+        # trip and hands them here (the listener's looked): Redis can lose its data under a
+        # connected node (FLUSHALL, an eviction), and no reconnect says so
+        self.on_look = on_look
         self.keys = keys
         self.node_id = node_id or default_node_id()
         self.interval = interval
@@ -152,7 +152,7 @@ class NodeRegistry(BackgroundLoop):
     def beat(self) -> bool:
         """Write this node's entry once; False (and a debug log) if Redis is unreachable."""
         try:
-            return self.write(look=self.on_epoch is not None)
+            return self.write(look=self.on_look is not None)
         except REDIS_ERRORS as exc:
             log.debug("heartbeat not written: %s", exc)
             return False
@@ -166,10 +166,10 @@ class NodeRegistry(BackgroundLoop):
     ) -> bool:
         """Write this node's entry (``acks`` added to its recent acks) and, in the same
         pipeline after it, what ``then`` queues (the acker's PUBLISHes: one round trip, and
-        the entry is current when an ack arrives), with ``look`` a read of ``:epoch`` (handed
-        to ``on_epoch`` with when it was asked), then Redis' ``TIME`` (this node's clock
-        estimate). Once stopped, the entry stays removed (False) and only ``then``'s commands
-        are sent. Raises what redis-py raises."""
+        the entry is current when an ack arrives), with ``look`` a read of ``:epoch`` and
+        ``:version`` (handed to ``on_look`` with when they were asked), then Redis' ``TIME``
+        (this node's clock estimate). Once stopped, the entry stays removed (False) and only
+        ``then``'s commands are sent. Raises what redis-py raises."""
         with self._lock:
             if not self.clock.measured:  # the first entry is stamped on Redis' clock too
                 sample(self._redis(), self.keys.nodes, self.clock)
@@ -182,9 +182,10 @@ class NodeRegistry(BackgroundLoop):
                 pipe.hset(self.keys.nodes, self.node_id, self.entry_json())
             if then is not None:
                 then(pipe)
-            look = look and written and self.on_epoch is not None
-            if look:  # its first 64 bytes, as the restore and the catch-up read it
+            look = look and written and self.on_look is not None
+            if look:  # their first 64 bytes, as the restore and the catch-up read them
                 pipe.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1)
+                pipe.getrange(self.keys.version, 0, EPOCH_BYTES - 1)
             queue_time(pipe, self.keys.nodes)
             asked_at = time.monotonic()
             sent = time.time()
@@ -192,12 +193,12 @@ class NodeRegistry(BackgroundLoop):
             self.clock.observe(redis_seconds(replies[-1]), sent, time.time())
             if written:
                 self.beats += 1
-        if look and self.on_epoch is not None:  # outside the lock: it may wake the listener
-            epoch = replies[-2]
+        if look and self.on_look is not None:  # outside the lock: it may wake the listener
+            epoch, counter = replies[-3], replies[-2]
             try:
-                self.on_epoch(epoch if isinstance(epoch, bytes) else None, asked_at)
+                self.on_look(_bytes(epoch), _bytes(counter), asked_at)
             except Exception:  # noqa: BLE001 - the heartbeat must never die
-                log.exception("handing the :epoch token on failed")
+                log.exception("handing :epoch and :version on failed")
         return written
 
     def _run(self) -> None:
@@ -227,3 +228,7 @@ class NodeRegistry(BackgroundLoop):
 
     def _redis(self) -> RedisClient:
         return self._given or self._lazy.get()
+
+
+def _bytes(reply: object) -> bytes:
+    return reply if isinstance(reply, bytes) else str(reply or "").encode()

@@ -238,7 +238,7 @@ def test_a_raw_decision_after_latest_was_refilled_is_recorded(
 
 
 @pytest.mark.parametrize("secret", [None, "s3cret-fleet-key"], ids=["unsigned", "signed"])
-@pytest.mark.parametrize("how", ["flushall", "evicted"])
+@pytest.mark.parametrize("how", ["flushall", "lru"])
 def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     volatile_redis: EmbeddedRedis,
     start_node: StartNode,
@@ -248,7 +248,8 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     secret: str | None,
 ) -> None:
     """The node serves v3 and stays subscribed while Redis loses its keys: an operator's
-    FLUSHALL, or an eviction (maxmemory) of the instance's keys. No reconnect tells the node.
+    FLUSHALL, or an LRU eviction (maxmemory) of the counter and :latest, which keeps :epoch
+    (the heartbeat's reads keep it in use; seen with allkeys-lru). No reconnect tells the node.
     The trainer's next notify_checkpoint is allocated v1 (the counter is gone) and reaches
     the node as stale by its number; the node's heartbeat finds the :epoch token gone, the
     node catches up as after a reconnect and puts its decision back into Redis, so the next
@@ -269,7 +270,7 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     if how == "flushall":
         client.flushall()
     else:
-        client.delete(KEYS.version, KEYS.latest, KEYS.epoch)
+        client.delete(KEYS.version, KEYS.latest)
     new = write_checkpoint(incoming, 0, name="model_after_loss.pt")
     with CheckpointNotifier(volatile_redis.url, secret=secret) as trainer:  # a new process
         result = trainer.notify(new.path)
@@ -391,4 +392,51 @@ def test_a_huge_epoch_costs_the_node_nothing_per_heartbeat(
     assert int(client.info("stats")["total_net_output_bytes"]) - sent < 2**20
     assert node.listener.counters["data_loss"] == 1
     assert served_version(node) == 1
+    client.close()
+
+
+def test_a_publication_between_the_catch_up_and_the_restore_is_served(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> None:
+    """Unsigned, after a FLUSHALL: the node's catch-up reads X (allocated v1) from :latest
+    and, before its restore raises the counter, the trainer announces Y (allocated v2). The
+    node's announcement again of X finds :latest moved (its applier was busy: here it waits
+    for the restore) and publishes nothing; the node reads :latest again and serves Y,
+    announced again above every version. Found by the second review of the loss finding."""
+    write_checkpoint(model_root, 1)
+    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    v3 = write_checkpoint(incoming, 3)
+    assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
+    wait_for(lambda: served_version(node) == 3, timeout=10)
+    client = volatile_redis.client()
+    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
+    x = write_checkpoint(incoming, 0, name="x.pt", seed=31)
+    y = write_checkpoint(incoming, 0, name="y.pt", seed=32)
+    trainer = CheckpointNotifier(volatile_redis.url)
+    restore, reannounce = node.listener._restore, node.recorder.reannounce  # type: ignore[union-attr]
+    published: list[int] = []
+
+    def restore_after_y() -> None:  # Y lands between the catch-up's read and the restore
+        if node.listener.counters["data_loss"] >= 1 and not published:
+            sent = trainer.notify(y.path).notification
+            published.append(sent.version if sent else -1)
+        restore()
+
+    def reannounce_late(*args: object, **kwargs: object) -> str:  # a busy applier
+        wait_for(lambda: published, timeout=5)
+        time.sleep(0.3)
+        return reannounce(*args, **kwargs)  # type: ignore[arg-type]
+
+    node.listener._restore = restore_after_y  # type: ignore[method-assign]
+    node.recorder.reannounce = reannounce_late  # type: ignore[method-assign,union-attr]
+    client.flushall()
+    sent = trainer.notify(x.path).notification
+    assert sent is not None and sent.version == 1
+    wait_for(lambda: published == [2], timeout=10)
+    wait_for(lambda: node.holder.current().sha256 == y.sha256, timeout=10)  # type: ignore[union-attr]
+    assert node.holder.current().version > 3  # type: ignore[union-attr]
+    assert node.applier.counters["reannounce_superseded"] == 1
+    assert _latest(client).model_path == str(y.path)  # type: ignore[union-attr]
+    trainer.close()
     client.close()
