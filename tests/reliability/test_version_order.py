@@ -237,6 +237,29 @@ def test_a_raw_decision_after_latest_was_refilled_is_recorded(
     wait_for(lambda: getattr(later.holder.current(), "sha256", None) == newer.sha256, timeout=10)
 
 
+def _serving_v3(
+    redis_server: EmbeddedRedis,
+    start_node: StartNode,
+    model_root: Path,
+    incoming: Path,
+    secret: str | None = None,
+) -> tuple[ServingNode, str]:
+    """A node (heartbeat every 0.2 s) serving v1 from disk, then v3 announced: the node and
+    v3's sha256, once Redis holds the node's :epoch token."""
+    write_checkpoint(model_root, 1)
+    node = start_node(redis_server.url, heartbeat_seconds=0.2, node_id="n1",
+                      notify_secret=secret)  # fmt: skip
+    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    v3 = write_checkpoint(incoming, 3)
+    with CheckpointNotifier(redis_server.url, secret=secret) as publisher:
+        assert publisher.notify(v3.path, version=3).sent
+    wait_for(lambda: served_version(node) == 3, timeout=10)
+    client = redis_server.client()
+    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
+    client.close()
+    return node, v3.sha256
+
+
 @pytest.mark.parametrize("secret", [None, "s3cret-fleet-key"], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("how", ["flushall", "lru"])
 def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
@@ -256,16 +279,9 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     allocation is above v3 and served. Unsigned, the checkpoint announced as v1 is served
     too (announced again above v3). Signed, it stays judged (acked stale): a signature is
     judged once, or a Redis writer could fake the loss and promote a stale message."""
-    write_checkpoint(model_root, 1)
-    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1",
-                      notify_secret=secret)  # fmt: skip
-    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
+    node, v3_sha256 = _serving_v3(volatile_redis, start_node, model_root, incoming, secret)
     publisher = CheckpointNotifier(volatile_redis.url, secret=secret)
-    v3 = write_checkpoint(incoming, 3)
-    assert publisher.notify(v3.path, version=3).sent
-    wait_for(lambda: served_version(node) == 3, timeout=10)
     client = volatile_redis.client()
-    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
     sessions = node.listener.sessions
     if how == "flushall":
         client.flushall()
@@ -284,7 +300,7 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     wait_for(lambda: int(client.get(KEYS.version) or 0) >= 3, timeout=5)
     assert node.applier.wait_idle(5)
     if secret is not None:
-        assert node.holder.current().sha256 == v3.sha256  # type: ignore[union-attr]
+        assert node.holder.current().sha256 == v3_sha256  # type: ignore[union-attr]
     assert node.listener.sessions == sessions  # found without a reconnect
     following = write_checkpoint(incoming, 0, name="model_following.pt")
     nxt = publisher.notify(following.path)
@@ -302,12 +318,7 @@ def test_a_stale_message_judged_before_the_loss_is_not_taken_for_news_after_it(
     very message into :latest and deletes :epoch. The node finds the "loss", but the message
     was judged before Redis last held the token intact: it stays judged, nothing is
     announced again, v3 stays served."""
-    write_checkpoint(model_root, 1)
-    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
-    v3 = write_checkpoint(incoming, 3)
-    assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
-    wait_for(lambda: served_version(node) == 3, timeout=10)
+    node, v3_sha256 = _serving_v3(volatile_redis, start_node, model_root, incoming)
     client = volatile_redis.client()
     heard = client.pubsub(ignore_subscribe_messages=True)
     heard.subscribe(KEYS.channel)
@@ -327,7 +338,7 @@ def test_a_stale_message_judged_before_the_loss_is_not_taken_for_news_after_it(
     wait_for(lambda: node.listener.counters["data_loss"] >= 1, timeout=5)
     wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)  # put back by the node
     assert node.applier.wait_idle(5)
-    assert node.holder.current().sha256 == v3.sha256  # type: ignore[union-attr]
+    assert node.holder.current().sha256 == v3_sha256  # type: ignore[union-attr]
     assert node.listener.counters["reannounced"] == 0
     assert node.listener.counters["already_judged"] >= 1
     heard.close()
@@ -403,14 +414,8 @@ def test_a_publication_between_the_catch_up_and_the_restore_is_served(
     node's announcement again of X finds :latest moved (its applier was busy: here it waits
     for the restore) and publishes nothing; the node reads :latest again and serves Y,
     announced again above every version. Found by the second review of the loss finding."""
-    write_checkpoint(model_root, 1)
-    node = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n1")
-    wait_for(lambda: node.listener.connected and served_version(node) == 1, timeout=10)
-    v3 = write_checkpoint(incoming, 3)
-    assert notify_checkpoint(v3.path, version=3, redis_url=volatile_redis.url).sent
-    wait_for(lambda: served_version(node) == 3, timeout=10)
+    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
     client = volatile_redis.client()
-    wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
     x = write_checkpoint(incoming, 0, name="x.pt", seed=31)
     y = write_checkpoint(incoming, 0, name="y.pt", seed=32)
     trainer = CheckpointNotifier(volatile_redis.url)
