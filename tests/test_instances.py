@@ -28,7 +28,7 @@ from fks.redis_server import EmbeddedRedis
 from publisher import notify_checkpoint
 from subscriber.group import NodeGroup
 from tests.conftest import FAST
-from tests.helpers import wait_for, write_checkpoint
+from tests.helpers import heartbeats_held, wait_for, write_checkpoint
 from tests.http_store import HttpStore
 from tests.test_oip_tritonclient import fks_serve
 
@@ -432,9 +432,10 @@ def test_redis_losing_its_data_under_the_connection_is_found_for_each_instance(
             applied(write_checkpoint(served[name], 3, seed=3).path, 3, name, own_redis.url)
         client = own_redis.client()
         wait_for(lambda: all(client.exists(RedisKeys(n).epoch) for n in ("a", "b")), timeout=5)
-        client.flushall()
         new = write_checkpoint(served["b"], 0, name="after_loss.pt", seed=11)
-        result = notify_checkpoint(new.path, instance_id="b", redis_url=own_redis.url)
+        with heartbeats_held(*group):  # the trainer publishes before the nodes' next look
+            client.flushall()
+            result = notify_checkpoint(new.path, instance_id="b", redis_url=own_redis.url)
         assert result.notification is not None and result.notification.version == 1
         b = group.nodes["b"]
         wait_for(lambda: b.holder.current().sha256 == new.sha256, timeout=10)  # type: ignore[union-attr]

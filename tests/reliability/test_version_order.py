@@ -21,7 +21,7 @@ from common import CheckpointNotification, RedisKeys
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier, notify_checkpoint
 from subscriber import ServingNode
-from tests.helpers import served_version, wait_for, write_checkpoint
+from tests.helpers import heartbeats_held, served_version, wait_for, write_checkpoint
 
 KEYS = RedisKeys("default")
 StartNode = Callable[..., ServingNode]
@@ -283,13 +283,14 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     publisher = CheckpointNotifier(volatile_redis.url, secret=secret)
     client = volatile_redis.client()
     sessions = node.listener.sessions
-    if how == "flushall":
-        client.flushall()
-    else:
-        client.delete(KEYS.version, KEYS.latest)
     new = write_checkpoint(incoming, 0, name="model_after_loss.pt")
-    with CheckpointNotifier(volatile_redis.url, secret=secret) as trainer:  # a new process
-        result = trainer.notify(new.path)
+    with heartbeats_held(node):  # the trainer publishes before the node's next look
+        if how == "flushall":
+            client.flushall()
+        else:
+            client.delete(KEYS.version, KEYS.latest)
+        with CheckpointNotifier(volatile_redis.url, secret=secret) as trainer:  # a new process
+            result = trainer.notify(new.path)
     assert result.sent and result.notification is not None
     assert result.notification.version == 1  # what a lost counter allocates
     wait_for(lambda: node.listener.counters["data_loss"] >= 1, timeout=10)
@@ -435,8 +436,9 @@ def test_a_publication_between_the_catch_up_and_the_restore_is_served(
 
     node.listener._restore = restore_after_y  # type: ignore[method-assign]
     node.recorder.reannounce = reannounce_late  # type: ignore[method-assign,union-attr]
-    client.flushall()
-    sent = trainer.notify(x.path).notification
+    with heartbeats_held(node):
+        client.flushall()
+        sent = trainer.notify(x.path).notification
     assert sent is not None and sent.version == 1
     wait_for(lambda: published == [2], timeout=10)
     wait_for(lambda: node.holder.current().sha256 == y.sha256, timeout=10)  # type: ignore[union-attr]
