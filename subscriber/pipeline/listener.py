@@ -433,8 +433,9 @@ class CheckpointSubscriber(BackgroundLoop):
         counter reads below what this node last saw it hold, on two beats running (a beat's
         reply may be older than the catch-up's read; a real LRU eviction keeps the token,
         which these reads keep in use, and drops the counter). A counter below the version
-        this node applied alone is no loss: a node that served a file from disk before
-        anything was announced sees one. A trainer's next allocation would then restart at
+        this node serves alone is no loss: a node that served a file from disk before
+        anything was announced sees one, as does one that serves an unversioned raw message
+        under its file's version. A trainer's next allocation would then restart at
         1, stale here by its number. The session catches this instance up as after a silent
         reconnect, on its own thread: the loss is found and logged, ``:latest`` published
         since is served (announced again above what this node applied), and the node's
@@ -442,12 +443,9 @@ class CheckpointSubscriber(BackgroundLoop):
         epoch = raw_epoch.decode(errors="replace")
         counter = int(raw_counter) if raw_counter.isdigit() else 0
         known = self._epoch
-        # the counter is at least the version of a decision heard from Redis (the script that
-        # published it raised the counter to it; a raw message's record raises it a moment
-        # after it is applied): a loss right after a swap is found before a beat read it
-        model = self.holder.current()
-        if model is not None and model.source in ("channel", "latest"):
-            self._counter = max(self._counter, model.version)
+        # only what Redis was seen to hold: a served version may be above a counter that
+        # nothing raised (an unversioned raw message served under its file's version, a raw
+        # targeted one, a node that may not write :version), which is no loss
         low = counter < self._counter
         self._low_counter_beats = self._low_counter_beats + 1 if low else 0
         if not low:

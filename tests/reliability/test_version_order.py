@@ -257,6 +257,8 @@ def _serving_v3(
     client = redis_server.client()
     wait_for(lambda: client.exists(KEYS.epoch) == 1, timeout=5)
     client.close()
+    beats = node.registry.beats
+    wait_for(lambda: node.registry.beats >= beats + 2, timeout=5)  # one read the counter at 3
     return node, v3.sha256
 
 
@@ -446,4 +448,29 @@ def test_a_publication_between_the_catch_up_and_the_restore_is_served(
     assert node.applier.counters["reannounce_superseded"] == 1
     assert _latest(client).model_path == str(y.path)  # type: ignore[union-attr]
     trainer.close()
+    client.close()
+
+
+def test_a_served_version_above_the_counter_is_no_loss(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> None:
+    """An operator's raw unversioned PUBLISH is served under its file's version (142), which
+    nothing raises the counter to; the trainer's next checkpoint (v4) is stale by its number.
+    The heartbeats read :version at 4, below what the node serves, and take it for no loss:
+    nothing is caught up or announced again, the operator's checkpoint stays served (the
+    third review proved a false loss here re-announced the trainer's checkpoint above 142)."""
+    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
+    client = volatile_redis.client()
+    operator = write_checkpoint(incoming, 142, name="operator.pt", seed=41)
+    client.publish(KEYS.channel, json.dumps({"model_path": str(operator.path)}))
+    wait_for(lambda: served_version(node) == 142, timeout=10)
+    trainer = write_checkpoint(incoming, 0, name="trainer.pt", seed=42)
+    sent = notify_checkpoint(trainer.path, redis_url=volatile_redis.url).notification
+    assert sent is not None and sent.version == 4
+    beats = node.registry.beats
+    wait_for(lambda: node.registry.beats >= beats + 6, timeout=10)
+    assert node.listener.counters["loss_seen_while_subscribed"] == 0
+    assert node.listener.counters["data_loss"] == 0
+    assert node.holder.current().sha256 == operator.sha256  # type: ignore[union-attr]
+    assert node.applier.counters["reannounce_announced"] == 0
     client.close()
