@@ -510,17 +510,21 @@ class CheckpointSubscriber(BackgroundLoop):
             int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
         )
         epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
-        self._counter = counter  # what the heartbeat compares its reads with, from now on
+        # what the heartbeat compares its reads with, from now on
+        seen, self._counter = self._counter, counter
         # Redis lost this instance's data since this node last looked (a restart without
         # persistence, FLUSHALL): the :epoch token it saw is gone or another, or the counter
-        # is below a version this node applied (or saw it hold). Whatever :latest holds that
-        # this node never judged was published after the loss, under versions that
-        # restarted: it is the newer decision (issue 24, b1).
+        # is below what this node saw it hold (not below the version it serves: a raw message
+        # targeted at it, or an unversioned one served under its file's version, is above a
+        # counter nothing raised, and was taken for a loss on every reconnect; the fourth
+        # review of 2026-12-08). Whatever :latest holds that this node never judged was
+        # published after the loss, under versions that restarted: it is the newer decision
+        # (issue 24, b1).
         loss = ""
         if self._epoch and epoch != self._epoch:
             loss = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
-        elif counter < self.holder.applied_version:
-            loss = f"{self.keys.version} reads {counter}, below {self.holder.applied_version}"
+        elif counter < seen:
+            loss = f"{self.keys.version} reads {counter}, below {seen} as this node saw it"
         adopt, self._adopt_next = self._adopt_next, False
         lost = bool(loss)
         # which stale-by-number judgments :latest may be judged again against (_handle): after

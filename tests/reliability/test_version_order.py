@@ -474,3 +474,32 @@ def test_a_served_version_above_the_counter_is_no_loss(
     assert node.holder.current().sha256 == operator.sha256  # type: ignore[union-attr]
     assert node.applier.counters["reannounce_announced"] == 0
     client.close()
+
+
+def test_a_reconnect_after_a_raw_targeted_version_above_the_counter_is_no_loss(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> None:
+    """An operator's raw PUBLISH targeted at the node as v300 (never recorded: the counter
+    stays 3), then the trainer's X as v4 (stale here), then the subscription killed. The
+    reconnect's catch-up reads the counter at 4, what the node saw it hold: no loss, X
+    stays judged, nothing is announced again and v300 stays served (the fourth review
+    proved the node took it for a loss and announced X again as v301)."""
+    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
+    client = volatile_redis.client()
+    target = write_checkpoint(incoming, 300, name="targeted.pt", seed=51)
+    raw = {"model_path": str(target.path), "version": 300, "nodes": ["n1"]}
+    client.publish(KEYS.channel, json.dumps(raw))
+    wait_for(lambda: served_version(node) == 300, timeout=10)
+    x = write_checkpoint(incoming, 0, name="x.pt", seed=52)
+    sent = notify_checkpoint(x.path, redis_url=volatile_redis.url).notification
+    assert sent is not None and sent.version == 4
+    wait_for(lambda: node.listener.counters["received_channel"] >= 3, timeout=5)
+    sessions = node.listener.sessions
+    client.client_kill_filter(_type="pubsub")
+    wait_for(lambda: node.listener.sessions > sessions and node.listener.connected, timeout=10)
+    assert node.applier.wait_idle(5)
+    assert node.listener.counters["data_loss"] == 0
+    assert node.holder.current().sha256 == target.sha256  # type: ignore[union-attr]
+    assert node.applier.counters["reannounce_announced"] == 0
+    assert node.listener.counters["reannounced"] == 0
+    client.close()
