@@ -31,7 +31,8 @@ INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # message names in ``nodes`` (SPEC §11).
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 # How much of ``:epoch`` a node reads (its own tokens are 16 hex digits): a huge value put
-# there by a Redis writer is never copied out on each heartbeat (RESTORE reads as much).
+# there by a Redis writer is never copied out on each heartbeat (the catch-up and RESTORE
+# read as much).
 EPOCH_BYTES = 64
 
 

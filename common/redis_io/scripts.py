@@ -180,9 +180,10 @@ RESTORE = (
     + r"""
 -- KEYS[1] = :version, KEYS[2] = :latest, KEYS[3] = :epoch
 -- ARGV[1] = the version this node serves (decimal), ARGV[2] = its decision message ('' = none),
--- ARGV[3] = a fresh token for :epoch, set if there is none
--- returns {counter raised (0/1), :latest restored (0/1), the :epoch token (its first 64
--- bytes: a token a node sets is 16; a huge value a Redis writer set is not copied out)}
+-- ARGV[3] = a fresh token for :epoch, set if there is none, ARGV[4] = how many of its bytes
+-- to return (common/keys.EPOCH_BYTES: a token a node sets is 16; a huge value a Redis writer
+-- set is not copied out)
+-- returns {counter raised (0/1), :latest restored (0/1), the :epoch token's first ARGV[4] bytes}
 local served = vnorm(ARGV[1]) or '0'
 local counter = vnorm(redis.call('GET', KEYS[1])) or '0'
 local raised, restored = 0, 0
@@ -191,7 +192,7 @@ if ARGV[2] ~= '' and not targeted(decode(ARGV[2])) and redis.call('EXISTS', KEYS
   redis.call('SET', KEYS[2], ARGV[2]); restored = 1
 end
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
-return {raised, restored, redis.call('GETRANGE', KEYS[3], 0, 63)}
+return {raised, restored, redis.call('GETRANGE', KEYS[3], 0, tonumber(ARGV[4]) - 1)}
 """
 )
 

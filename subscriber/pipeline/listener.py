@@ -440,8 +440,7 @@ class CheckpointSubscriber(BackgroundLoop):
         reconnect, on its own thread: the loss is found and logged, ``:latest`` published
         since is served (announced again above what this node applied), and the node's
         decision and ``:version`` are put back."""
-        epoch = raw_epoch.decode(errors="replace")
-        counter = int(raw_counter) if raw_counter.isdigit() else 0
+        epoch, counter = _marks(raw_epoch, raw_counter)
         known = self._epoch
         # only what Redis was seen to hold: a served version may be above a counter that
         # nothing raised (an unversioned raw message served under its file's version, a raw
@@ -504,12 +503,10 @@ class CheckpointSubscriber(BackgroundLoop):
         # issued after its decision, was numbered by a counter that restarted
         self._known_before = self.holder.highest_version
         sample(client, self.keys.latest, self.clock)  # Redis' clock, for forced messages' age
-        raw_counter = client.get(self.keys.version)
-        raw_epoch = client.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1)  # a token is 16 bytes
-        counter = (
-            int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
+        epoch, counter = _marks(  # as much of each as the heartbeat reads (registry.py)
+            client.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1),
+            client.getrange(self.keys.version, 0, EPOCH_BYTES - 1),
         )
-        epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
         # what the heartbeat compares its reads with, from now on
         seen, self._counter = self._counter, counter
         # Redis lost this instance's data since this node last looked (a restart without
@@ -533,16 +530,15 @@ class CheckpointSubscriber(BackgroundLoop):
         # that catch-up
         if lost:
             self._again_since, self._loss_read_at = self._epoch_intact_at, time.monotonic()
-        elif adopt:
-            self._again_since = self._loss_read_at
-        if lost:
             self.counters["data_loss"] += 1
             log.warning(
                 "Redis lost its data (%s): a :latest published since is the newer decision, "
                 "whatever its version",
                 loss,
             )
-        if not lost:
+        else:
+            if adopt:
+                self._again_since = self._loss_read_at
             self.holder.note_version(counter)
         self._issued = max(self._issued, counter)
         try:
@@ -769,6 +765,14 @@ def _never_raising(report: Report) -> Report:
             log.exception("reporting a judged message failed")
 
     return guarded
+
+
+def _marks(raw_epoch: object, raw_counter: object) -> tuple[str, int]:
+    """``:epoch``'s token and ``:version``'s counter from what Redis answered ("" and 0 for
+    none, or for a counter that is no decimal)."""
+    epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
+    counter = int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
+    return epoch, counter
 
 
 def _channel_name(channel: bytes | str) -> bytes:

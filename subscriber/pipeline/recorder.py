@@ -32,7 +32,7 @@ import redis
 from redis.commands.core import Script
 
 from common.errors import InvalidNotification
-from common.keys import RedisKeys
+from common.keys import EPOCH_BYTES, RedisKeys
 from common.notification import MAX_MESSAGE_BYTES, CheckpointNotification, message_digest
 from common.redis_io.connect import REDIS_ERRORS, LazyRedis, RedisClient, Timeouts, follow_master
 from common.redis_io.scripts import ALLOCATE, PUBLISH, RECORD, RESTORE
@@ -149,7 +149,7 @@ class Recorder:
         try:
             raised, restored, epoch = self._script("restore")(
                 keys=[self.keys.version, self.keys.latest, self.keys.epoch],
-                args=[str(version), message, secrets.token_hex(8)],
+                args=[str(version), message, secrets.token_hex(8), str(EPOCH_BYTES)],
             )
         except REDIS_ERRORS as exc:
             log.debug("could not restore %s / %s: %s", self.keys.version, self.keys.latest, exc)
