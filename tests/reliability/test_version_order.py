@@ -276,11 +276,12 @@ def test_redis_losing_its_data_under_a_connected_node_loses_no_notification(
     FLUSHALL, or an LRU eviction (maxmemory) of the counter and :latest, which keeps :epoch
     (the heartbeat's reads keep it in use; seen with allkeys-lru). No reconnect tells the node.
     The trainer's next notify_checkpoint is allocated v1 (the counter is gone) and reaches
-    the node as stale by its number; the node's heartbeat finds the :epoch token gone, the
-    node catches up as after a reconnect and puts its decision back into Redis, so the next
-    allocation is above v3 and served. Unsigned, the checkpoint announced as v1 is served
-    too (announced again above v3). Signed, it stays judged (acked stale): a signature is
-    judged once, or a Redis writer could fake the loss and promote a stale message."""
+    the node as stale by its number; the node's heartbeat finds the :epoch token gone (or,
+    after the eviction, the counter below what it saw), the node catches up as after a
+    reconnect and puts its decision back into Redis, so the next allocation is above v3 and
+    served. Unsigned, the checkpoint announced as v1 is served too (announced again above
+    v3). Signed, it stays judged (acked stale): a signature is judged once, or a Redis
+    writer could fake the loss and promote a stale message."""
     node, v3_sha256 = _serving_v3(volatile_redis, start_node, model_root, incoming, secret)
     publisher = CheckpointNotifier(volatile_redis.url, secret=secret)
     client = volatile_redis.client()
