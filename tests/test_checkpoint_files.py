@@ -176,3 +176,31 @@ def test_a_symlink_is_not_followed_but_its_resolved_path_loads(tmp_path: Path) -
         load_checkpoint(link)
     assert info.value.reason == "not_regular_file"
     assert load_checkpoint(link.resolve()).version == 1
+
+
+def test_a_directory_swapped_for_a_symlink_cannot_lead_a_confined_read_outside(
+    tmp_path: Path,
+) -> None:
+    """``confined``: the file actually opened is judged, not the path. A directory on the
+    way that became a symlink to elsewhere after the caller resolved the path (``O_NOFOLLOW``
+    guards the last component only) is refused before a byte is read; the same read of a
+    file that stayed inside loads."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    save_checkpoint(root / "sub" / "model_1.pt", SACActor(), version=1)
+    save_checkpoint(outside / "model_1.pt", SACActor(), version=666)
+    real_root = os.path.realpath(root)
+
+    def inside(name: str) -> bool:
+        return Path(name).is_relative_to(real_root)
+
+    resolved = Path(os.path.realpath(root / "sub" / "model_1.pt"))
+    assert load_checkpoint(resolved, confined=inside).version == 1
+    (root / "sub").rename(root / "old")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(resolved, confined=inside)
+    assert info.value.reason == "outside_roots"
+    assert "outside the model roots" in str(info.value)
+    assert load_checkpoint(resolved).version == 666  # what the check kept out

@@ -166,6 +166,28 @@ class TestBadCheckpointsKeepTheServedModel:
         (model_root / "model_link.pt").symlink_to(target)
         self.assert_refused(served, model_root / "model_link.pt", "outside_roots")
 
+    def test_a_directory_swapped_for_a_symlink_after_locating(
+        self,
+        served: ModelHolder,
+        model_root: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A path is confined once, when located; a directory on it that becomes a symlink
+        out of the roots before the load is still refused (the file opened is checked)."""
+        write_checkpoint(model_root / "sub", 2)
+        write_checkpoint(tmp_path / "elsewhere", 2, seed=666)
+        locate = served.locate
+
+        def locate_then_swap(candidate: Any) -> Any:
+            located = locate(candidate)
+            (model_root / "sub").rename(model_root / "old")
+            (model_root / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+            return located
+
+        monkeypatch.setattr(served, "locate", locate_then_swap)
+        self.assert_refused(served, model_root / "sub" / "model_2.pt", "outside_roots")
+
     def test_missing_file(self, served: ModelHolder, model_root: Path) -> None:
         self.assert_refused(served, model_root / "model_404.pt", "missing")
 

@@ -5,7 +5,11 @@ A FIFO, socket, device or directory is refused (``not_regular_file``) from ``lst
 again, so a file swapped in between cannot block or redirect the read either. A file over
 ``max_bytes`` is refused from its size, before a byte is read (``too_large``); a file whose
 size changes while it is read is refused (``changing``), and never read past its size + 1.
-Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused.
+Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused. With
+``confined`` (the model roots' rule), the file actually opened is checked against it before a
+byte is read: its name as the kernel holds it for the descriptor (``/proc/self/fd``; where
+there is none, the path resolved again), so a directory swapped for a symlink after the caller
+resolved the path cannot lead the read outside the roots (``outside_roots``).
 
 :func:`write_atomically` writes tmp -> fsync -> ``os.replace`` -> fsync(dir): a reader sees
 the old file or the whole new one, never half of one, and a crash leaves no half file behind
@@ -18,9 +22,10 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import CheckpointLoadError
+from common.errors import CheckpointLoadError, CheckpointRejected
 from common.identity import FileIdentity
 
 __all__ = [
@@ -52,9 +57,13 @@ def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
 
 
 def read_checkpoint_file(
-    path: str | os.PathLike[str], max_bytes: int
+    path: str | os.PathLike[str],
+    max_bytes: int,
+    *,
+    confined: Callable[[str], bool] | None = None,
 ) -> tuple[bytearray, FileIdentity]:
-    """All the bytes of the regular file at ``path``, and the identity of what was read.
+    """All the bytes of the regular file at ``path``, and the identity of what was read;
+    with ``confined``, only if the file opened lies where it says yes (module docstring).
 
     The buffer is writable only so that tensors can be views of it (torch refuses read-only
     memory); nothing writes to it: the sha256 and the tensors describe the same bytes."""
@@ -68,6 +77,12 @@ def read_checkpoint_file(
     except OSError as exc:  # ELOOP: swapped for a symlink since the lstat
         raise CheckpointLoadError(f"{name}: cannot open: {exc}", reason="unreadable") from None
     try:
+        if confined is not None and not confined(where := opened_name(fd, name)):
+            raise CheckpointRejected(
+                f"{name}: opened {where!r}, outside the model roots (a path swapped since it "
+                "was resolved?)",
+                reason="outside_roots",
+            )
         st = os.fstat(fd)
         identity = FileIdentity.of(name, st)
         _require_regular(name, st, identity)
@@ -90,6 +105,16 @@ def read_checkpoint_file(
             identity=identity,
         )
     return data, identity
+
+
+def opened_name(fd: int, name: str) -> str:
+    """The path of the file open on ``fd`` as the kernel names it (Linux's
+    ``/proc/self/fd``: one ``readlink``, with every symlink and ``..`` already resolved at the
+    open), else ``name`` resolved again."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(name)
 
 
 def _require_regular(name: str, st: os.stat_result, identity: FileIdentity | None) -> None:

@@ -47,6 +47,11 @@ class ModelRoots:
     def _inside(self, real: Path) -> bool:
         return any(real.is_relative_to(root) for root in self._real_roots)
 
+    def holds(self, real: str) -> bool:
+        """Whether ``real``, a path with no symlink or ``..`` left in it (the kernel's name
+        for an open file: ``common/checkpoint/file.py``), lies inside a model root."""
+        return self._inside(Path(real))
+
     def confine(self, path: str | os.PathLike[str]) -> Path:
         """The real path of ``path`` if it lies inside a model root, else CheckpointRejected.
 
@@ -56,6 +61,8 @@ class ModelRoots:
         raw = Path(path).expanduser()
         candidates = [raw] if raw.is_absolute() else [root / raw for root in self.roots]
         inside = [real for real in map(_realpath, candidates) if self._inside(real)]
+        if len(inside) == 1:  # an absolute path, or one root: nothing to choose between
+            return inside[0]
         if inside:
             # os.path.exists, not Path.exists: a name over the file system's limit is False
             # there (the stat that follows says why), where Path.exists raises ENAMETOOLONG

@@ -39,7 +39,7 @@ from subscriber.fetching.fetch import Fetched, FetchOptions, fetch
 from subscriber.fetching.roots import ModelRoots
 from subscriber.model.events import Event, EventKind, EventLog
 from subscriber.model.failures import FailureMemory, fetch_key
-from subscriber.model.loader import LoadOptions, Prepared, prepare_checkpoint
+from subscriber.model.loader import LoadOptions, Prepared, prepare_checkpoint, prepare_confined
 from subscriber.model.plan import Candidate, Located, judge_located
 from subscriber.model.snapshot import ServedModel
 from subscriber.runtime.lane import LoadLane
@@ -216,24 +216,25 @@ class ModelHolder:
                             f"{located.key}: {verdict} after a decision taken meanwhile",
                             reason="superseded",
                         )
-            target, sha256 = real, c.sha256
-            if remote is not None:
-                got = fetch(
-                    remote,
-                    self.fetch_options,
-                    expected_size=located.identity.size if located.identity else None,
-                    on_bytes=self.metrics.fetch_bytes.inc,
-                    protect=[m.path for m in (self._current, self._previous) if m is not None],
-                    deadline=deadline,
-                )
-                fetched.append(got)
-                if not got.cached:
-                    self.metrics.fetch_seconds.observe(got.seconds)
-                target, sha256 = got.path, got.sha256
-                if deadline.cancelled:  # abandoned by the lane: load nothing
-                    raise CheckpointLoadError(f"{located.key}: abandoned", reason="timeout")
-            assert target is not None
-            return prepare_checkpoint(target, self.roots, self.options, expected_sha256=sha256)
+            if remote is None:
+                assert real is not None  # confined by locate: not resolved again
+                return prepare_confined(real, self.roots, self.options, expected_sha256=c.sha256)
+            got = fetch(
+                remote,
+                self.fetch_options,
+                expected_size=located.identity.size if located.identity else None,
+                on_bytes=self.metrics.fetch_bytes.inc,
+                protect=[m.path for m in (self._current, self._previous) if m is not None],
+                deadline=deadline,
+            )
+            fetched.append(got)
+            if not got.cached:
+                self.metrics.fetch_seconds.observe(got.seconds)
+            if deadline.cancelled:  # abandoned by the lane: load nothing
+                raise CheckpointLoadError(f"{located.key}: abandoned", reason="timeout")
+            return prepare_checkpoint(
+                got.path, self.roots, self.options, expected_sha256=got.sha256
+            )
 
         elapsed = self.metrics.timer()
         budget = self.lane.timeout + (self.fetch_options.timeout if remote is not None else 0.0)

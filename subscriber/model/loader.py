@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from subscriber.model.module_probe import verified_runner
 from subscriber.model.numpy_runner import NumpyRunner, actor_arrays
 from subscriber.model.probe import probe_states, reference_pass, runner_error
 
-__all__ = ["LoadOptions", "Prepared", "prepare_checkpoint"]
+__all__ = ["LoadOptions", "Prepared", "prepare_checkpoint", "prepare_confined"]
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,31 @@ def prepare_checkpoint(
     expected_sha256: str | None = None,
 ) -> Prepared:
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
-    real: Path = roots.confine(path)
-    prepared = _prepare(real, options, expected_sha256)
+    return prepare_confined(roots.confine(path), roots, options, expected_sha256=expected_sha256)
+
+
+def prepare_confined(
+    real: Path,
+    roots: ModelRoots,
+    options: LoadOptions,
+    *,
+    expected_sha256: str | None = None,
+) -> Prepared:
+    """:func:`prepare_checkpoint` of a path ``roots.confine`` returned (the holder's
+    ``locate``): it is not resolved a second time; the file opened is checked to lie in the
+    roots instead (``common/checkpoint/file.py``), which also holds if a directory on the way
+    was swapped for a symlink since."""
+    prepared = _prepare(real, options, expected_sha256, roots.holds)
     check_row_cost(real, prepared.io.cost, options.limits.max_activation_bytes)
     return prepared
 
 
-def _prepare(real: Path, options: LoadOptions, expected_sha256: str | None) -> Prepared:
-    loaded = load_checkpoint(real, expected_sha256=expected_sha256, limits=options.limits)
+def _prepare(
+    real: Path, options: LoadOptions, expected_sha256: str | None, confined: Callable[[str], bool]
+) -> Prepared:
+    loaded = load_checkpoint(
+        real, expected_sha256=expected_sha256, limits=options.limits, confined=confined
+    )
     config = loaded.config
     if loaded.architecture == SAC_ACTOR and isinstance(config, PolicyConfig):
         if options.state_dim is not None and config.state_dim != options.state_dim:
