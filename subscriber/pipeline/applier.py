@@ -305,4 +305,6 @@ class Applier(BackgroundLoop):
             and not result.candidate.targeted  # a canary never enters :latest
             and self.recorder is not None
         ):
-            self.counters[f"record_{self.recorder.record(result.candidate)}"] += 1
+            assert outcome.model is not None  # applied
+            served = outcome.model.version
+            self.counters[f"record_{self.recorder.record(result.candidate, served)}"] += 1

@@ -81,11 +81,13 @@ class Recorder:
             }
         return self._scripts[name]
 
-    def record(self, candidate: Candidate) -> str:
+    def record(self, candidate: Candidate, served: int = 0) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
-        place; returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for
-        some nodes only is never recorded: a canary must not spread by catch-up) or
-        ``error``."""
+        place, ``:version`` raised to the version it is served under (``served``: an
+        unversioned message is served under its file's version, and a trainer's next
+        allocation must come above it, else every node would judge that checkpoint stale);
+        returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for some
+        nodes only is never recorded: a canary must not spread by catch-up) or ``error``."""
         if candidate.raw is None:
             return "present"
         if candidate.targeted:
@@ -97,7 +99,7 @@ class Recorder:
                     args=[
                         candidate.raw,
                         candidate.latest_before,
-                        str(candidate.version),
+                        str(max(candidate.version, served)),
                         self._last_recorded,
                     ],
                 )

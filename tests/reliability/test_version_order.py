@@ -452,19 +452,47 @@ def test_a_publication_between_the_catch_up_and_the_restore_is_served(
     client.close()
 
 
-def test_a_served_version_above_the_counter_is_no_loss(
+def test_an_unversioned_raw_message_raises_the_counter_to_the_version_it_is_served_under(
     volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
 ) -> None:
-    """An operator's raw unversioned PUBLISH is served under its file's version (142), which
-    nothing raises the counter to; the trainer's next checkpoint (v4) is stale by its number.
-    The heartbeats read :version at 4, below what the node serves, and take it for no loss:
-    nothing is caught up or announced again, the operator's checkpoint stays served (the
-    third review proved a false loss here re-announced the trainer's checkpoint above 142)."""
+    """An operator's raw unversioned PUBLISH is served under its file's version (142). The
+    node records it in :latest and raises :version to 142, so the trainer's next checkpoint
+    is v143: served by the running node and by a node started later. Before, it was v4,
+    stale on every running node (for 138 checkpoints) while a node started later served it
+    from :latest: a fleet split in two. Nothing is taken for a loss."""
     node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
     client = volatile_redis.client()
     operator = write_checkpoint(incoming, 142, name="operator.pt", seed=41)
     client.publish(KEYS.channel, json.dumps({"model_path": str(operator.path)}))
     wait_for(lambda: served_version(node) == 142, timeout=10)
+    wait_for(lambda: int(client.get(KEYS.version) or 0) == 142, timeout=5)
+    trainer = write_checkpoint(incoming, 0, name="trainer.pt", seed=42)
+    sent = notify_checkpoint(trainer.path, redis_url=volatile_redis.url).notification
+    assert sent is not None and sent.version == 143
+    wait_for(lambda: getattr(node.holder.current(), "sha256", None) == trainer.sha256, 10)
+    later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
+    wait_for(lambda: getattr(later.holder.current(), "sha256", None) == trainer.sha256, 10)
+    assert served_version(later) == served_version(node) == 143
+    assert node.listener.counters["loss_seen_while_subscribed"] == 0
+    assert node.listener.counters["data_loss"] == 0
+    client.close()
+
+
+def test_a_served_version_above_the_counter_is_no_loss(
+    volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> None:
+    """An operator's raw PUBLISH targeted at the node as v300 is served and never recorded
+    (a canary must not spread by catch-up), so nothing raises the counter to it; the
+    trainer's next checkpoint (v4) is stale here. The heartbeats read :version at 4, below
+    what the node serves, and take it for no loss: nothing is caught up or announced again,
+    v300 stays served (the third review proved a false loss here re-announced the trainer's
+    checkpoint above the served version)."""
+    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
+    client = volatile_redis.client()
+    target = write_checkpoint(incoming, 300, name="targeted.pt", seed=41)
+    raw = {"model_path": str(target.path), "version": 300, "nodes": ["n1"]}
+    client.publish(KEYS.channel, json.dumps(raw))
+    wait_for(lambda: served_version(node) == 300, timeout=10)
     trainer = write_checkpoint(incoming, 0, name="trainer.pt", seed=42)
     sent = notify_checkpoint(trainer.path, redis_url=volatile_redis.url).notification
     assert sent is not None and sent.version == 4
@@ -472,7 +500,7 @@ def test_a_served_version_above_the_counter_is_no_loss(
     wait_for(lambda: node.registry.beats >= beats + 6, timeout=10)
     assert node.listener.counters["loss_seen_while_subscribed"] == 0
     assert node.listener.counters["data_loss"] == 0
-    assert node.holder.current().sha256 == operator.sha256  # type: ignore[union-attr]
+    assert node.holder.current().sha256 == target.sha256  # type: ignore[union-attr]
     assert node.applier.counters["reannounce_announced"] == 0
     client.close()
 
