@@ -14,7 +14,7 @@ import pytest
 
 from common import Settings
 from subscriber import ModelHolder
-from subscriber.model.loader import prepare_checkpoint
+from subscriber.model.loader import prepare_confined
 from subscriber.model.snapshot import ServedModel
 from subscriber.pipeline.applier import Applier
 from subscriber.pipeline.decider import Decider
@@ -94,14 +94,14 @@ def test_a_slow_load_holds_the_request_at_most_the_bound_and_only_once(
     first = watcher.check()
     assert first is not None
     release = threading.Event()
-    real_prepare = prepare_checkpoint
+    real_prepare = prepare_confined
 
     def slow_prepare(path: Path, *args: Any, **kwargs: Any) -> Any:
         if path.name == "model_2.pt":
             release.wait(10)
         return real_prepare(path, *args, **kwargs)
 
-    monkeypatch.setattr("subscriber.model.holder.prepare_checkpoint", slow_prepare)
+    monkeypatch.setattr("subscriber.model.holder.prepare_confined", slow_prepare)
     write_checkpoint(model_root, 2)
     past = time.time_ns() - 10**9
     os.utime(model_root, ns=(past, past))  # an aged signature: confirmed after one look
