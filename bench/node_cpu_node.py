@@ -7,8 +7,11 @@ subscribed, then answers one line per command read from stdin:
   own clock around the node's own methods;
 - the thread ``bench-floor`` (:func:`bare_subscriber`) reads what is published on
   :data:`FLOOR_CHANNEL`: the floor of receiving, parsing and acking a notice;
+- the thread ``bench-swap-floor`` (:func:`bare_swapper`) loads what is announced on
+  :data:`SWAP_FLOOR_CHANNEL`: the floor of a swap in any design (hear, load, ack; one thread);
 - ``cold FILE N PACE`` → ``cold JSON``: the median CPU seconds of ``json.loads`` of the
-  notice in ``FILE``, ``PACE`` seconds apart and back to back (:func:`cold`);
+  notice in ``FILE``, ``PACE`` seconds apart (asleep, or spinning) and back to back
+  (:func:`cold`);
 - ``floor PATH N PACE`` → ``floor JSON``: the CPU seconds of each of ``N`` loads of ``PATH``
   with every check a swap runs (read, sha256, header and tensor checks, the runner and its
   probe: ``prepare_checkpoint``, on this thread and the sha256 thread beside it), ``PACE``
@@ -114,14 +117,50 @@ def bare_subscriber(url: str, ready: threading.Event) -> None:
             client.publish(FLOOR_CHANNEL + ":acks", b'{"outcome":"stale"}')
 
 
+SWAP_FLOOR_CHANNEL = "fks-bench:swap-floor"
+SWAP_FLOOR_SERVED: list[Any] = [None]  # the swap: the model loaded last replaces the one before
+
+
+def bare_swapper(url: str, node: ServingNode, ready: threading.Event) -> None:
+    """The floor of a swap in any design, in this process and on this machine: one thread,
+    its own connection, and for each message nothing but what every design does: read it,
+    parse it (``json.loads``), load its file with every check a swap runs
+    (``prepare_checkpoint``: confined, read, sha256, header and tensor checks, the runner and
+    its probe), hold the result as the served model and PUBLISH one small ack. No judging,
+    no failure memory, no registry, no ``:latest`` (thread ``bench-swap-floor``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(SWAP_FLOOR_CHANNEL)
+    ready.set()
+    while True:
+        message = pubsub.get_message(timeout=1.0)
+        if message is not None and message["type"] == "message":
+            notice = json.loads(message["data"])
+            roots, options = node.holder.roots, node.holder.options
+            SWAP_FLOOR_SERVED[0] = prepare_checkpoint(notice["model_path"], roots, options)
+            client.publish(SWAP_FLOOR_CHANNEL + ":acks", b'{"outcome":"applied"}')
+
+
 def cold(raw: bytes, n: int, pace: float) -> dict[str, float]:
-    """Median thread CPU seconds of one ``json.loads(raw)``, ``pace`` seconds apart (as the
-    notices come) and back to back: what running code cold costs on this machine."""
+    """Median thread CPU seconds of one ``json.loads(raw)``: ``pace`` seconds apart (as the
+    notices come), the thread asleep in between; ``pace`` apart, the thread spinning in
+    between (it never leaves the CPU: what is lost meanwhile is not lost to this process'
+    own sleep); and back to back. What running code cold costs on this machine."""
     out = {}
-    for name, wait in (("paced", pace), ("back to back", 0.0)):
+    for name, wait, spin in (
+        ("paced", pace, False),
+        ("paced, spinning", pace, True),
+        ("back to back", 0.0, False),
+    ):
         costs = []
         for _ in range(n):
-            if wait:
+            if spin:
+                until = time.perf_counter() + wait
+                while time.perf_counter() < until:
+                    pass
+            elif wait:
                 time.sleep(wait)
             start = time.thread_time()
             json.loads(raw)
@@ -147,6 +186,11 @@ def main() -> None:
         target=bare_subscriber, args=(url, ready), name="bench-floor", daemon=True
     ).start()
     ready.wait(10)
+    swapper_ready = threading.Event()
+    threading.Thread(
+        target=bare_swapper, args=(url, node, swapper_ready), name="bench-swap-floor", daemon=True
+    ).start()
+    swapper_ready.wait(10)
     with listening(node):
         print("ready", flush=True)
         for line in sys.stdin:
