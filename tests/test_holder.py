@@ -166,15 +166,19 @@ class TestBadCheckpointsKeepTheServedModel:
         (model_root / "model_link.pt").symlink_to(target)
         self.assert_refused(served, model_root / "model_link.pt", "outside_roots")
 
+    @pytest.mark.parametrize("names_open_files", [True, False], ids=["proc", "no-proc"])
     def test_a_directory_swapped_for_a_symlink_after_locating(
         self,
         served: ModelHolder,
         model_root: Path,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
+        names_open_files: bool,
     ) -> None:
         """A path is confined once, when located; a directory on it that becomes a symlink
-        out of the roots before the load is still refused (the file opened is checked)."""
+        out of the roots before the load is still refused: the file opened is checked (or,
+        on a system without ``/proc``, the path is resolved again before the read)."""
+        monkeypatch.setattr("subscriber.model.loader.NAMES_OPEN_FILES", names_open_files)
         write_checkpoint(model_root / "sub", 2)
         write_checkpoint(tmp_path / "elsewhere", 2, seed=666)
         locate = served.locate
@@ -187,6 +191,33 @@ class TestBadCheckpointsKeepTheServedModel:
 
         monkeypatch.setattr(served, "locate", locate_then_swap)
         self.assert_refused(served, model_root / "sub" / "model_2.pt", "outside_roots")
+
+    def test_a_symlink_into_a_directory_the_kernel_cannot_name_after_locating(
+        self,
+        served: ModelHolder,
+        model_root: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """As above, with a symlink whose target walks through a directory outside whose
+        real path is over PATH_MAX, then ``..`` back to a mirror of the root there: the
+        kernel opens the file outside, ``/proc/self/fd`` cannot name it, and resolving the
+        path as a string (Python's ``realpath``, which cannot ``lstat`` that deep and takes
+        the ``..`` textually) says "inside". Refused: a file the kernel cannot name is not
+        inside (a review proved the outside file served, 2026-12-08)."""
+        write_checkpoint(model_root / "sub", 2)
+        target, evil_sha256 = _beyond_path_max(model_root, tmp_path / "o")
+        locate = served.locate
+
+        def locate_then_swap(candidate: Any) -> Any:
+            located = locate(candidate)
+            (model_root / "sub").rename(model_root / "old")
+            os.symlink(target, model_root / "sub")
+            return located
+
+        monkeypatch.setattr(served, "locate", locate_then_swap)
+        self.assert_refused(served, model_root / "sub" / "model_2.pt", "outside_roots")
+        assert served.current().sha256 != evil_sha256  # type: ignore[union-attr]
 
     def test_missing_file(self, served: ModelHolder, model_root: Path) -> None:
         self.assert_refused(served, model_root / "model_404.pt", "missing")
@@ -382,3 +413,38 @@ def test_a_cancelled_trim_never_runs() -> None:
     trim.cancel()
     time.sleep(0.3)
     assert calls == [] and not trim.pending
+
+
+def _beyond_path_max(root: Path, outside: Path) -> tuple[str, str]:
+    """A symlink target that leads the kernel to ``X/<root>/model_2.pt``, where ``X`` is a
+    directory outside whose real path is over PATH_MAX, while Python's ``realpath`` of it
+    reads ``<root>/model_2.pt`` (the layout of the review's proof): the target and the sha256
+    of the outside checkpoint."""
+    outside.mkdir()
+    deep, wide = "a" * 200, "b" * 200
+
+    def descend(fd: int, name: str) -> int:
+        os.mkdir(name, dir_fd=fd)
+        child = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        return child
+
+    fd = os.open(outside, os.O_RDONLY)
+    for name in [deep] * 19 + [wide] * 2:
+        fd = descend(fd, name)
+    x = fd  # outside/a^19/b/b: over 4,096 bytes
+    os.symlink("/".join([deep] * 19), outside / "L1")
+    ups = len(outside.parts) - 1 + 19 + 2 + 1  # Python pops C and all up to "/"
+    fd = os.dup(x)
+    for _ in range(ups):
+        fd = descend(fd, "c")  # the kernel goes as deep, so its ".." land back on X
+    os.close(fd)
+    os.symlink("/".join(["c"] * ups), "C", dir_fd=x)
+    fd = os.dup(x)
+    for part in root.parts[1:]:
+        fd = descend(fd, part)
+    evil = write_checkpoint(outside / "evil", 2, seed=666)
+    os.rename(evil.path, "model_2.pt", dst_dir_fd=fd)
+    os.close(fd)
+    os.close(x)
+    return f"{outside}/L1/{wide}/{wide}/C/" + "../" * ups + str(root)[1:], evil.sha256

@@ -7,9 +7,13 @@ again, so a file swapped in between cannot block or redirect the read either. A 
 size changes while it is read is refused (``changing``), and never read past its size + 1.
 Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused. With
 ``confined`` (the model roots' rule), the file actually opened is checked against it before a
-byte is read: its name as the kernel holds it for the descriptor (``/proc/self/fd``; where
-there is none, the path resolved again), so a directory swapped for a symlink after the caller
-resolved the path cannot lead the read outside the roots (``outside_roots``).
+byte is read: its name as the kernel holds it for the descriptor (``/proc/self/fd``), so a
+directory swapped for a symlink after the caller resolved the path cannot lead the read
+outside the roots (``outside_roots``). A file the kernel cannot name (its path over
+``PATH_MAX``) is refused too: resolving the path again instead would judge a string, which a
+symlink into a deep enough directory makes say "inside" while the kernel opened a file
+outside (proved by a review, 2026-12-08). Where there is no ``/proc``
+(:data:`NAMES_OPEN_FILES` false) callers resolve the path again just before the read instead.
 
 :func:`write_atomically` writes tmp -> fsync -> ``os.replace`` -> fsync(dir): a reader sees
 the old file or the whole new one, never half of one, and a crash leaves no half file behind
@@ -77,12 +81,15 @@ def read_checkpoint_file(
     except OSError as exc:  # ELOOP: swapped for a symlink since the lstat
         raise CheckpointLoadError(f"{name}: cannot open: {exc}", reason="unreadable") from None
     try:
-        if confined is not None and not confined(where := opened_name(fd, name)):
-            raise CheckpointRejected(
-                f"{name}: opened {where!r}, outside the model roots (a path swapped since it "
-                "was resolved?)",
-                reason="outside_roots",
-            )
+        if confined is not None:
+            where = opened_name(fd)
+            if where is None or not confined(where):
+                shown = "a file the kernel cannot name" if where is None else repr(where)
+                raise CheckpointRejected(
+                    f"{name}: opened {shown}, not inside the model roots (a path swapped "
+                    "since it was resolved?)",
+                    reason="outside_roots",
+                )
         st = os.fstat(fd)
         identity = FileIdentity.of(name, st)
         _require_regular(name, st, identity)
@@ -107,14 +114,19 @@ def read_checkpoint_file(
     return data, identity
 
 
-def opened_name(fd: int, name: str) -> str:
-    """The path of the file open on ``fd`` as the kernel names it (Linux's
-    ``/proc/self/fd``: one ``readlink``, with every symlink and ``..`` already resolved at the
-    open), else ``name`` resolved again."""
+_FD_NAMES = "/proc/self/fd"
+# whether this system names the file open on a descriptor (Linux's /proc)
+NAMES_OPEN_FILES = os.path.isdir(_FD_NAMES)
+
+
+def opened_name(fd: int) -> str | None:
+    """The path of the file open on ``fd`` as the kernel names it (one ``readlink`` of
+    ``/proc/self/fd/N``: every symlink and ``..`` was resolved at the open), or None where
+    it cannot say (no ``/proc``; a path over ``PATH_MAX``)."""
     try:
-        return os.readlink(f"/proc/self/fd/{fd}")
+        return os.readlink(f"{_FD_NAMES}/{fd}")
     except OSError:
-        return os.path.realpath(name)
+        return None
 
 
 def _require_regular(name: str, st: os.stat_result, identity: FileIdentity | None) -> None:
