@@ -161,20 +161,19 @@ RECORD = (
 -- its file's), ARGV[4] = sha1 of the last message this node recorded (that one came before
 -- this message too)
 -- returns 0: already there, 1: recorded, -1: :latest moved on since (a newer decision),
--- -2: a targeted message (never recorded); with 0 and 1, :version is raised to ARGV[3]
+-- -2: a targeted message (never recorded). Unless targeted, :version is raised to ARGV[3]
+-- first, recorded or not: the node serves that version either way, and the next allocation
+-- must come above it (as RESTORE raises it on every connect)
 if targeted(decode(ARGV[1])) then return -2 end
-local function raise()
-  local v = vnorm(ARGV[3]) or '0'
-  local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
-  if vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
-end
+local v = vnorm(ARGV[3]) or '0'
+local counter = vnorm(redis.call('GET', KEYS[2])) or '0'
+if vcmp(counter, v) < 0 then redis.call('SET', KEYS[2], v) end
 local raw = redis.call('GET', KEYS[1])
-if raw == ARGV[1] then raise(); return 0 end
+if raw == ARGV[1] then return 0 end
 local known = ''
 if raw then known = redis.sha1hex(raw) end
 if known ~= ARGV[2] and (ARGV[4] == '' or known ~= ARGV[4]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
-raise()
 return 1
 """
 )

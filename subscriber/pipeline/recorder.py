@@ -83,9 +83,10 @@ class Recorder:
 
     def record(self, candidate: Candidate, served: int = 0) -> str:
         """Make an applied channel message the ``:latest`` decision if nothing newer took its
-        place, ``:version`` raised to the version it is served under (``served``: an
-        unversioned message is served under its file's version, and a trainer's next
-        allocation must come above it, else every node would judge that checkpoint stale);
+        place; ``:version`` is raised to the version it is served under, recorded or not
+        (``served``: an unversioned message is served under its file's version, and a
+        trainer's next allocation must come above it, else every node would judge that
+        checkpoint stale);
         returns ``present``, ``recorded``, ``superseded``, ``targeted`` (a message for some
         nodes only is never recorded: a canary must not spread by catch-up) or ``error``."""
         if candidate.raw is None:

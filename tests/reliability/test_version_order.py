@@ -478,6 +478,47 @@ def test_an_unversioned_raw_message_raises_the_counter_to_the_version_it_is_serv
     client.close()
 
 
+def test_a_trainer_faster_than_the_record_of_an_unversioned_message(
+    volatile_redis: EmbeddedRedis,
+    start_node: StartNode,
+    model_root: Path,
+    incoming: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the trainer's notify lands between the operator's message and the
+    node's record of it: it is allocated v4 and moves :latest, and the record finds
+    :latest moved on. The counter is raised to 142 all the same (the node serves 142 either
+    way), so the trainer's next checkpoint is v143, served by the running node and by a
+    node started later (a review proved the counter left at 4 and the fleet split for every
+    checkpoint after, until a node reconnected)."""
+    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
+    assert node.recorder is not None
+    client = volatile_redis.client()
+    record = node.recorder.record
+    first = write_checkpoint(incoming, 0, name="trainer_1.pt", seed=42)
+    sent: list[CheckpointNotification | None] = []
+
+    def trainer_first(*args: object) -> str:
+        if not sent:
+            sent.append(notify_checkpoint(first.path, redis_url=volatile_redis.url).notification)
+        return record(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.recorder, "record", trainer_first)
+    operator = write_checkpoint(incoming, 142, name="operator.pt", seed=41)
+    client.publish(KEYS.channel, json.dumps({"model_path": str(operator.path)}))
+    wait_for(lambda: node.applier.counters["record_superseded"] == 1, timeout=10)
+    assert sent and sent[0] is not None and sent[0].version == 4
+    assert served_version(node) == 142
+    assert int(client.get(KEYS.version) or 0) == 142
+    second = write_checkpoint(incoming, 0, name="trainer_2.pt", seed=43)
+    again = notify_checkpoint(second.path, redis_url=volatile_redis.url).notification
+    assert again is not None and again.version == 143
+    wait_for(lambda: getattr(node.holder.current(), "sha256", None) == second.sha256, 10)
+    later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
+    wait_for(lambda: getattr(later.holder.current(), "sha256", None) == second.sha256, 10)
+    client.close()
+
+
 def test_a_served_version_above_the_counter_is_no_loss(
     volatile_redis: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
 ) -> None:
