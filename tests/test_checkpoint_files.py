@@ -178,29 +178,39 @@ def test_a_symlink_is_not_followed_but_its_resolved_path_loads(tmp_path: Path) -
     assert load_checkpoint(link.resolve()).version == 1
 
 
-def test_a_directory_swapped_for_a_symlink_cannot_lead_a_confined_read_outside(
+def test_a_directory_swapped_for_a_symlink_cannot_lead_a_read_beneath_a_root_outside(
     tmp_path: Path,
 ) -> None:
-    """``confined``: the file actually opened is judged, not the path. A directory on the
-    way that became a symlink to elsewhere after the caller resolved the path (``O_NOFOLLOW``
-    guards the last component only) is refused before a byte is read; the same read of a
-    file that stayed inside loads."""
+    """``beneath``: the file is reached from the root through real directories only. A
+    directory on the way that became a symlink after the caller resolved the path
+    (``O_NOFOLLOW`` on the whole path guards its last component only) is refused before a
+    byte is read, whatever the link names: a directory outside, or one reached through
+    ``/proc/self/root`` (a link of the kind that names another mount namespace's files as
+    if they lay inside). The same read of a file that stayed inside loads."""
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "sub").mkdir(parents=True)
     outside.mkdir()
     save_checkpoint(root / "sub" / "model_1.pt", SACActor(), version=1)
     save_checkpoint(outside / "model_1.pt", SACActor(), version=666)
-    real_root = os.path.realpath(root)
-
-    def inside(name: str) -> bool:
-        return Path(name).is_relative_to(real_root)
-
+    real_root = Path(os.path.realpath(root))
     resolved = Path(os.path.realpath(root / "sub" / "model_1.pt"))
-    assert load_checkpoint(resolved, confined=inside).version == 1
+    assert load_checkpoint(resolved, beneath=real_root).version == 1
     (root / "sub").rename(root / "old")
+    for link in (outside, Path(f"/proc/self/root{os.path.realpath(root / 'old')}")):
+        (root / "sub").symlink_to(link, target_is_directory=True)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(resolved, beneath=real_root)
+        assert info.value.reason == "outside_roots"
+        assert "no longer a directory" in str(info.value)
+        (root / "sub").unlink()
     (root / "sub").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(resolved, confined=inside)
-    assert info.value.reason == "outside_roots"
-    assert "not inside the model roots" in str(info.value)
-    assert load_checkpoint(resolved).version == 666  # what the check kept out
+    assert load_checkpoint(resolved).version == 666  # what the walk kept out
+
+
+def test_a_path_not_under_the_root_it_is_read_beneath_is_refused(tmp_path: Path) -> None:
+    saved = save_checkpoint(tmp_path / "a" / "model_1.pt", SACActor(), version=1)
+    (tmp_path / "b").mkdir()
+    for path in (saved.path, tmp_path / "b" / ".." / "a" / "model_1.pt", tmp_path / "b"):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path, beneath=tmp_path / "b")
+        assert info.value.reason == "outside_roots"

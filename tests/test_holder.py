@@ -166,27 +166,30 @@ class TestBadCheckpointsKeepTheServedModel:
         (model_root / "model_link.pt").symlink_to(target)
         self.assert_refused(served, model_root / "model_link.pt", "outside_roots")
 
-    @pytest.mark.parametrize("names_open_files", [True, False], ids=["proc", "no-proc"])
+    @pytest.mark.parametrize("through_proc", [False, True], ids=["outside", "proc-root"])
     def test_a_directory_swapped_for_a_symlink_after_locating(
         self,
         served: ModelHolder,
         model_root: Path,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
-        names_open_files: bool,
+        through_proc: bool,
     ) -> None:
         """A path is confined once, when located; a directory on it that becomes a symlink
-        out of the roots before the load is still refused: the file opened is checked (or,
-        on a system without ``/proc``, the path is resolved again before the read)."""
-        monkeypatch.setattr("subscriber.model.loader.NAMES_OPEN_FILES", names_open_files)
+        out of the roots before the load is still refused: the load walks from the root
+        through real directories only. Also through ``/proc/<pid>/root``, the kind of link
+        by which another mount namespace's files are named as if they lay inside (a review
+        served such a file, 2026-12-08)."""
         write_checkpoint(model_root / "sub", 2)
         write_checkpoint(tmp_path / "elsewhere", 2, seed=666)
+        elsewhere = tmp_path / "elsewhere"
+        link = Path(f"/proc/self/root{os.path.realpath(elsewhere)}") if through_proc else elsewhere
         locate = served.locate
 
         def locate_then_swap(candidate: Any) -> Any:
             located = locate(candidate)
             (model_root / "sub").rename(model_root / "old")
-            (model_root / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+            (model_root / "sub").symlink_to(link, target_is_directory=True)
             return located
 
         monkeypatch.setattr(served, "locate", locate_then_swap)
@@ -201,10 +204,10 @@ class TestBadCheckpointsKeepTheServedModel:
     ) -> None:
         """As above, with a symlink whose target walks through a directory outside whose
         real path is over PATH_MAX, then ``..`` back to a mirror of the root there: the
-        kernel opens the file outside, ``/proc/self/fd`` cannot name it, and resolving the
-        path as a string (Python's ``realpath``, which cannot ``lstat`` that deep and takes
-        the ``..`` textually) says "inside". Refused: a file the kernel cannot name is not
-        inside (a review proved the outside file served, 2026-12-08)."""
+        kernel would open the file outside, ``/proc/self/fd`` cannot name it, and resolving
+        the path as a string (Python's ``realpath``, which cannot ``lstat`` that deep and
+        takes the ``..`` textually) says "inside" (a review served the outside file through
+        a check of that kind, 2026-12-08). Refused: the symlink is not followed."""
         write_checkpoint(model_root / "sub", 2)
         target, evil_sha256 = _beyond_path_max(model_root, tmp_path / "o")
         locate = served.locate

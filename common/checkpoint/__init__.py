@@ -13,7 +13,7 @@ a file that loads but holds non-finite or mis-shaped weights is a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,14 +166,15 @@ def load_checkpoint(
     *,
     expected_sha256: str | None = None,
     limits: CheckpointLimits | None = None,
-    confined: Callable[[str], bool] | None = None,
+    beneath: Path | None = None,
 ) -> LoadedCheckpoint:
     """Read, hash and decode one checkpoint (``.pt`` or ``.safetensors``), within ``limits``.
 
     The bytes are read once, so the hash, the identity and the weights all describe the same
     file even if it is replaced meanwhile. ``path`` is opened as given, without following a
-    symlink: callers resolve it first; with ``confined``, the file opened must lie where it
-    says yes (``outside_roots`` else: ``common/checkpoint/file.py``). Every failure is a
+    symlink: callers resolve it first; with ``beneath``, it is reached from that directory
+    through real directories only (``outside_roots`` else: ``common/checkpoint/file.py``).
+    Every failure is a
     :class:`~common.errors.CheckpointError` with a reason, carrying the file's identity once
     it could be stat-ed; one nobody foresaw is a ``CheckpointLoadError`` with reason
     ``load_error`` naming the exception's type. The checks, in order, are described in the
@@ -185,7 +186,7 @@ def load_checkpoint(
     identity: FileIdentity | None = None
     try:
         limits = limits or CheckpointLimits()
-        data, identity = read_checkpoint_file(target, limits.max_bytes, confined=confined)
+        data, identity = read_checkpoint_file(target, limits.max_bytes, beneath=beneath)
         return _believe(target, data, identity, expected_sha256, limits)
     except CheckpointError as exc:
         exc.identity = exc.identity or identity

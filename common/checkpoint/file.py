@@ -6,14 +6,13 @@ again, so a file swapped in between cannot block or redirect the read either. A 
 ``max_bytes`` is refused from its size, before a byte is read (``too_large``); a file whose
 size changes while it is read is refused (``changing``), and never read past its size + 1.
 Paths arrive resolved (symlinks followed) by the caller: a symlink here is refused. With
-``confined`` (the model roots' rule), the file actually opened is checked against it before a
-byte is read: its name as the kernel holds it for the descriptor (``/proc/self/fd``), so a
-directory swapped for a symlink after the caller resolved the path cannot lead the read
-outside the roots (``outside_roots``). A file the kernel cannot name (its path over
-``PATH_MAX``) is refused too: resolving the path again instead would judge a string, which a
-symlink into a deep enough directory makes say "inside" while the kernel opened a file
-outside (proved by a review, 2026-12-08). Where there is no ``/proc``
-(:data:`NAMES_OPEN_FILES` false) callers resolve the path again just before the read instead.
+``beneath`` (the model root the caller confined the path to), the file is reached from that
+root's directory one component at a time, each opened ``O_NOFOLLOW`` relative to the one
+before (``dir_fd``): the path was resolved, so a symlink on the way can only be one swapped in
+since, and it is refused (``outside_roots``). The check is the walk itself, not a name: the
+kernel's name for an open file (``/proc/self/fd``) can be made to lie (a file beyond
+``PATH_MAX``; a symlink through ``/proc/<pid>/root`` into another mount namespace), and both
+were proved to lead a read outside the roots by a review (2026-12-08).
 
 :func:`write_atomically` writes tmp -> fsync -> ``os.replace`` -> fsync(dir): a reader sees
 the old file or the whole new one, never half of one, and a crash leaves no half file behind
@@ -26,7 +25,6 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import CheckpointLoadError, CheckpointRejected
@@ -44,6 +42,7 @@ __all__ = [
 Buffer = bytes | bytearray
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
@@ -64,32 +63,17 @@ def read_checkpoint_file(
     path: str | os.PathLike[str],
     max_bytes: int,
     *,
-    confined: Callable[[str], bool] | None = None,
+    beneath: Path | None = None,
 ) -> tuple[bytearray, FileIdentity]:
     """All the bytes of the regular file at ``path``, and the identity of what was read;
-    with ``confined``, only if the file opened lies where it says yes (module docstring).
+    with ``beneath``, reached from that directory through real directories only (module
+    docstring).
 
     The buffer is writable only so that tensors can be views of it (torch refuses read-only
     memory); nothing writes to it: the sha256 and the tensors describe the same bytes."""
     name = os.fspath(path)
+    fd = _open_beneath(name, beneath) if beneath is not None else _open(name)
     try:
-        before = os.lstat(name)
-        _require_regular(name, before, FileIdentity.of(name, before))
-        fd = os.open(name, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise CheckpointLoadError(f"{name}: no such file", reason="missing") from None
-    except OSError as exc:  # ELOOP: swapped for a symlink since the lstat
-        raise CheckpointLoadError(f"{name}: cannot open: {exc}", reason="unreadable") from None
-    try:
-        if confined is not None:
-            where = opened_name(fd)
-            if where is None or not confined(where):
-                shown = "a file the kernel cannot name" if where is None else repr(where)
-                raise CheckpointRejected(
-                    f"{name}: opened {shown}, not inside the model roots (a path swapped "
-                    "since it was resolved?)",
-                    reason="outside_roots",
-                )
         st = os.fstat(fd)
         identity = FileIdentity.of(name, st)
         _require_regular(name, st, identity)
@@ -114,19 +98,52 @@ def read_checkpoint_file(
     return data, identity
 
 
-_FD_NAMES = "/proc/self/fd"
-# whether this system names the file open on a descriptor (Linux's /proc)
-NAMES_OPEN_FILES = os.path.isdir(_FD_NAMES)
-
-
-def opened_name(fd: int) -> str | None:
-    """The path of the file open on ``fd`` as the kernel names it (one ``readlink`` of
-    ``/proc/self/fd/N``: every symlink and ``..`` was resolved at the open), or None where
-    it cannot say (no ``/proc``; a path over ``PATH_MAX``)."""
+def _open(name: str, dir_fd: int | None = None, shown: str | None = None) -> int:
+    """``name`` opened for reading if it is a regular file (refused from ``lstat`` first: a
+    FIFO never blocks the open, which is ``O_NONBLOCK | O_NOFOLLOW`` besides)."""
+    shown = shown or name
     try:
-        return os.readlink(f"{_FD_NAMES}/{fd}")
-    except OSError:
-        return None
+        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        _require_regular(shown, before, FileIdentity.of(shown, before))
+        return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise CheckpointLoadError(f"{shown}: no such file", reason="missing") from None
+    except OSError as exc:  # ELOOP: swapped for a symlink since the lstat
+        raise CheckpointLoadError(f"{shown}: cannot open: {exc}", reason="unreadable") from None
+
+
+def _open_beneath(name: str, root: Path) -> int:
+    """``name`` (resolved, under ``root``) opened from ``root`` one component at a time, no
+    symlink followed on the way."""
+    try:
+        parts = Path(name).relative_to(root).parts
+    except ValueError:
+        parts = ()
+    if not parts or any(part in ("..", ".") for part in parts):
+        raise CheckpointRejected(f"{name}: not under the model root {root}", reason="outside_roots")
+    try:
+        where = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise CheckpointLoadError(
+            f"{name}: cannot open {root}: {exc}", reason="unreadable"
+        ) from None
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=where)
+            except FileNotFoundError:
+                raise CheckpointLoadError(f"{name}: no such file", reason="missing") from None
+            except OSError as exc:  # ELOOP, ENOTDIR: a symlink swapped in since it was resolved
+                raise CheckpointRejected(
+                    f"{name}: {part!r} on the way is no longer a directory ({exc.strerror}): "
+                    "a path swapped since it was resolved; not followed out of the model root",
+                    reason="outside_roots",
+                ) from None
+            os.close(where)
+            where = inner
+        return _open(parts[-1], where, name)
+    finally:
+        os.close(where)
 
 
 def _require_regular(name: str, st: os.stat_result, identity: FileIdentity | None) -> None:

@@ -47,10 +47,14 @@ class ModelRoots:
     def _inside(self, real: Path) -> bool:
         return any(real.is_relative_to(root) for root in self._real_roots)
 
-    def holds(self, real: str) -> bool:
-        """Whether ``real``, a path with no symlink or ``..`` left in it (the kernel's name
-        for an open file: ``common/checkpoint/file.py``), lies inside a model root."""
-        return self._inside(Path(real))
+    def root_of(self, real: Path) -> Path:
+        """The (resolved) model root that ``real``, a path :meth:`confine` returned, lies
+        in: the deepest, if roots nest. What a load reaches it from, through real
+        directories only (``common/checkpoint/file.py``)."""
+        inside = [root for root in self._real_roots if real.is_relative_to(root)]
+        if not inside:
+            raise CheckpointRejected(f"{real} is outside the model roots", reason="outside_roots")
+        return max(inside, key=lambda root: len(root.parts))
 
     def confine(self, path: str | os.PathLike[str]) -> Path:
         """The real path of ``path`` if it lies inside a model root, else CheckpointRejected.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from torch import nn
 
 from common.checkpoint import CheckpointLimits, LoadedCheckpoint, build_module, load_checkpoint
 from common.checkpoint.fields import SAC_ACTOR
-from common.checkpoint.file import NAMES_OPEN_FILES
 from common.errors import CheckpointRejected
 from common.policy import PolicyConfig, SACActor
 from subscriber.fetching.roots import ModelRoots
@@ -83,7 +81,7 @@ def prepare_checkpoint(
     expected_sha256: str | None = None,
 ) -> Prepared:
     """Run every check on ``path``; raise CheckpointError (with a reason) on the first failure."""
-    return _prepared(roots.confine(path), roots, options, expected_sha256)
+    return prepare_confined(roots.confine(path), roots, options, expected_sha256=expected_sha256)
 
 
 def prepare_confined(
@@ -94,32 +92,19 @@ def prepare_confined(
     expected_sha256: str | None = None,
 ) -> Prepared:
     """:func:`prepare_checkpoint` of a path ``roots.confine`` returned (the holder's
-    ``locate``): it is not resolved a second time where the kernel names open files (Linux);
-    the file opened is checked to lie in the roots instead (``common/checkpoint/file.py``),
-    which also holds if a directory on the way was swapped for a symlink since. Elsewhere it
-    is resolved again just before the read, as :func:`prepare_checkpoint` does."""
-    if not NAMES_OPEN_FILES:
-        real = roots.confine(real)
-    return _prepared(real, roots, options, expected_sha256)
-
-
-def _prepared(
-    real: Path, roots: ModelRoots, options: LoadOptions, expected_sha256: str | None
-) -> Prepared:
-    confined = roots.holds if NAMES_OPEN_FILES else None
-    prepared = _prepare(real, options, expected_sha256, confined)
+    ``locate``): not resolved a second time, it is read from its model root through real
+    directories only (``common/checkpoint/file.py``), so a directory on the way swapped for a
+    symlink since is refused."""
+    prepared = _prepare(real, options, expected_sha256, roots.root_of(real))
     check_row_cost(real, prepared.io.cost, options.limits.max_activation_bytes)
     return prepared
 
 
 def _prepare(
-    real: Path,
-    options: LoadOptions,
-    expected_sha256: str | None,
-    confined: Callable[[str], bool] | None,
+    real: Path, options: LoadOptions, expected_sha256: str | None, beneath: Path
 ) -> Prepared:
     loaded = load_checkpoint(
-        real, expected_sha256=expected_sha256, limits=options.limits, confined=confined
+        real, expected_sha256=expected_sha256, limits=options.limits, beneath=beneath
     )
     config = loaded.config
     if loaded.architecture == SAC_ACTOR and isinstance(config, PolicyConfig):
