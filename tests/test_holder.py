@@ -222,6 +222,19 @@ class TestBadCheckpointsKeepTheServedModel:
         self.assert_refused(served, model_root / "sub" / "model_2.pt", "outside_roots")
         assert served.current().sha256 != evil_sha256  # type: ignore[union-attr]
 
+    def test_a_path_that_cannot_be_resolved(
+        self, served: ModelHolder, model_root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``realpath`` raising (EINVAL, seen while a review swapped directories under a
+        running node) refuses that message as ``unreadable``; before, the OSError ended the
+        whole batch unjudged, with no ack for any of its messages."""
+
+        def failing(path: Any, **kwargs: Any) -> str:
+            raise OSError(22, "Invalid argument")
+
+        monkeypatch.setattr("subscriber.fetching.roots.os.path.realpath", failing)
+        self.assert_refused(served, model_root / "model_2.pt", "unreadable")
+
     def test_missing_file(self, served: ModelHolder, model_root: Path) -> None:
         self.assert_refused(served, model_root / "model_404.pt", "missing")
 

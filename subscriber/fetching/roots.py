@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import CheckpointRejected
+from common.errors import CheckpointLoadError, CheckpointRejected
 from common.settings import Settings
 
 __all__ = ["CHECKPOINT_SUFFIXES", "ModelRoots", "Resolved", "checkpoints_newest_first"]
@@ -64,7 +64,13 @@ class ModelRoots:
         """
         raw = Path(path).expanduser()
         candidates = [raw] if raw.is_absolute() else [root / raw for root in self.roots]
-        inside = [real for real in map(_realpath, candidates) if self._inside(real)]
+        try:
+            inside = [real for real in map(_realpath, candidates) if self._inside(real)]
+        except OSError as exc:  # EINVAL, ELOOP, ...: a path changing while it is resolved
+            raise CheckpointLoadError(
+                f"{os.fspath(path)!r} could not be resolved: {exc.strerror or exc}",
+                reason="unreadable",
+            ) from None
         if len(inside) == 1:  # an absolute path, or one root: nothing to choose between
             return inside[0]
         if inside:
