@@ -73,6 +73,7 @@ from common.textsafe import printable
 from subscriber.model.holder import ModelHolder
 from subscriber.model.plan import Candidate
 from subscriber.pipeline.applier import Applier
+from subscriber.pipeline.marks import RedisMarks, parse_marks
 from subscriber.pipeline.recorder import Recorder
 from subscriber.pipeline.redis_link import RedisLink, ShardedPubSubUnsupported
 from subscriber.pipeline.seen import JudgedMessages, ReplayGuard
@@ -154,18 +155,8 @@ class CheckpointSubscriber(BackgroundLoop):
         self._latest: CheckpointNotification | None = None
         self._latest_digest = ""
         self._issued = 0
-        self._epoch = ""  # the :epoch token Redis held when this node last restored
-        # when (monotonic) Redis was last seen holding that token: a loss came after it, so
-        # only a message judged since can have been numbered by the counter that restarted
-        self._epoch_intact_at = 0.0
-        self._low_counter_beats = 0  # heartbeats running that read :version below _counter
-        # the :version counter as this node last saw Redis hold it (the catch-up's read, what
-        # its restore raised it to, heartbeats' reads since): it only grows, unless Redis
-        # lost it
-        self._counter = 0
-        self._adopt_next = False  # the next catch-up reads :latest as after a loss
-        self._loss_read_at = 0.0  # when the last catch-up that found a loss began
-        self._again_since = 0.0
+        # :epoch and :version as this node saw Redis hold them, and whether it lost them
+        self.marks = RedisMarks(self.keys.epoch, self.keys.version)
         self._known_before = 0  # the highest version known when the last catch-up began
         self._offered_latest = ""  # the :latest this session's catch-up handed on (digest)
         # the listeners whose channels this one's sessions read (SPEC §13), itself first; a
@@ -427,41 +418,18 @@ class CheckpointSubscriber(BackgroundLoop):
 
     def looked(self, raw_epoch: bytes, raw_counter: bytes, asked_at: float) -> None:
         """The heartbeat read ``:epoch`` and ``:version`` (``b""``: none) in a round trip
-        sent at ``asked_at`` (monotonic). Redis lost this instance's data while this node
-        stayed subscribed (``FLUSHALL``, keys evicted under ``maxmemory``; no reconnect says
-        so) if the token is gone or another than the one this node last restored, or if the
-        counter reads below what this node last saw it hold, on two beats running (a beat's
-        reply may be older than the catch-up's read; a real LRU eviction keeps the token,
-        which these reads keep in use, and drops the counter). A counter below the version
-        this node serves alone is no loss: a node that served a file from disk before
-        anything was announced sees one, as does one that serves an unversioned raw message
-        under its file's version. A trainer's next allocation would then restart at
-        1, stale here by its number. The session catches this instance up as after a silent
-        reconnect, on its own thread: the loss is found and logged, ``:latest`` published
-        since is served (announced again above what this node applied), and the node's
-        decision and ``:version`` are put back."""
-        epoch, counter = _marks(raw_epoch, raw_counter)
-        known = self._epoch
-        # only what Redis was seen to hold: a served version may be above a counter that
-        # nothing raised (an unversioned raw message served under its file's version, a raw
-        # targeted one, a node that may not write :version), which is no loss
-        low = counter < self._counter
-        self._low_counter_beats = self._low_counter_beats + 1 if low else 0
-        if not low:
-            self._counter = counter
-        if known and epoch == known and not low:
-            self._epoch_intact_at = max(self._epoch_intact_at, asked_at)
-        token_lost = bool(known) and epoch != known
-        if not (token_lost or self._low_counter_beats >= 2) or not self.connected:
+        sent at ``asked_at`` (monotonic). If they show that Redis lost this instance's data
+        while this node stayed subscribed (``subscriber/pipeline/marks.py``), a trainer's
+        next allocation would restart at 1, stale here by its number: the session catches
+        this instance up as after a silent reconnect, on its own thread. The loss is found
+        and logged, ``:latest`` published since is served (announced again above what this
+        node applied), and the node's decision and ``:version`` are put back."""
+        loss = self.marks.beat(*parse_marks(raw_epoch, raw_counter), asked_at)
+        if not loss or not self.connected:
             return
-        self._low_counter_beats = 0
+        self.marks.acted()
         self.counters["loss_seen_while_subscribed"] += 1
-        log.info(
-            "%s while subscribed: catching up",
-            f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
-            if token_lost
-            else f"{self.keys.version} reads {counter}, below {self._counter}",
-        )
+        log.info("%s while subscribed: catching up", loss)
         self._wake_reader()
 
     def look_again(self) -> None:
@@ -469,7 +437,7 @@ class CheckpointSubscriber(BackgroundLoop):
         publication landed between the catch-up's read and now): read ``:latest`` again as
         after a loss, so a publication numbered by the restarted counter, judged stale by
         that number since, is judged again (an unsigned fleet's; see ``_handle``)."""
-        self._adopt_next = True
+        self.marks.look_again()
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -484,10 +452,7 @@ class CheckpointSubscriber(BackgroundLoop):
             model = self.holder.current()
             asked_at = time.monotonic()
             _, restored, epoch = self.recorder.restore(model, self.holder.applied_version)
-            if epoch:
-                self._epoch, self._epoch_intact_at = epoch, asked_at
-                # RESTORE raised the counter to what this node applied, if it was below
-                self._counter = max(self._counter, self.holder.applied_version)
+            self.marks.restored(epoch, asked_at, self.holder.applied_version)
             if restored and model is not None and model.message is not None:
                 # :latest now holds this node's decision: the mirror must say so, or the
                 # next raw decision's compare-and-set (RECORD) fails against it
@@ -503,33 +468,17 @@ class CheckpointSubscriber(BackgroundLoop):
         # issued after its decision, was numbered by a counter that restarted
         self._known_before = self.holder.highest_version
         sample(client, self.keys.latest, self.clock)  # Redis' clock, for forced messages' age
-        epoch, counter = _marks(  # as much of each as the heartbeat reads (registry.py)
+        epoch, counter = parse_marks(  # as much of each as the heartbeat reads (registry.py)
             client.getrange(self.keys.epoch, 0, EPOCH_BYTES - 1),
             client.getrange(self.keys.version, 0, EPOCH_BYTES - 1),
         )
-        # what the heartbeat compares its reads with, from now on
-        seen, self._counter = self._counter, counter
         # Redis lost this instance's data since this node last looked (a restart without
-        # persistence, FLUSHALL): the :epoch token it saw is gone or another, or the counter
-        # is below what this node saw it hold (not below the version it serves: a raw message
-        # targeted at it, or an unversioned one served under its file's version, is above a
-        # counter nothing raised, and was taken for a loss on every reconnect; the fourth
-        # review of 2026-12-08). Whatever :latest holds that this node never judged was
-        # published after the loss, under versions that restarted: it is the newer decision
-        # (issue 24, b1).
-        loss = ""
-        if self._epoch and epoch != self._epoch:
-            loss = f"{self.keys.epoch} is {'another' if epoch else 'gone'}"
-        elif counter < seen:
-            loss = f"{self.keys.version} reads {counter}, below {seen} as this node saw it"
-        adopt, self._adopt_next = self._adopt_next, False
+        # persistence, FLUSHALL: marks.py). Whatever :latest holds that this node never
+        # judged was published after the loss, under versions that restarted: it is the
+        # newer decision (issue 24, b1).
+        loss, adopt = self.marks.caught_up(epoch, counter)
         lost = bool(loss)
-        # which stale-by-number judgments :latest may be judged again against (_handle): after
-        # a loss, those since Redis last held the token and counter intact; asked to look
-        # again (a publication moved :latest after a loss's catch-up read it), those since
-        # that catch-up
         if lost:
-            self._again_since, self._loss_read_at = self._epoch_intact_at, time.monotonic()
             self.counters["data_loss"] += 1
             log.warning(
                 "Redis lost its data (%s): a :latest published since is the newer decision, "
@@ -537,8 +486,6 @@ class CheckpointSubscriber(BackgroundLoop):
                 loss,
             )
         else:
-            if adopt:
-                self._again_since = self._loss_read_at
             self.holder.note_version(counter)
         self._issued = max(self._issued, counter)
         try:
@@ -613,7 +560,7 @@ class CheckpointSubscriber(BackgroundLoop):
                 adopt
                 and self.secret is None
                 and bool(digest)
-                and self.judged.stale_by_number(digest, since=self._again_since)
+                and self.judged.stale_by_number(digest, since=self.marks.again_since)
             )
             if digest and not again and (digest in self.judged or digest == self._offered_latest):
                 self.counters["already_judged"] += 1
@@ -765,14 +712,6 @@ def _never_raising(report: Report) -> Report:
             log.exception("reporting a judged message failed")
 
     return guarded
-
-
-def _marks(raw_epoch: object, raw_counter: object) -> tuple[str, int]:
-    """``:epoch``'s token and ``:version``'s counter from what Redis answered ("" and 0 for
-    none, or for a counter that is no decimal)."""
-    epoch = raw_epoch.decode(errors="replace") if isinstance(raw_epoch, bytes) else ""
-    counter = int(raw_counter) if isinstance(raw_counter, bytes) and raw_counter.isdigit() else 0
-    return epoch, counter
 
 
 def _channel_name(channel: bytes | str) -> bytes:
