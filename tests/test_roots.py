@@ -80,3 +80,29 @@ def test_a_cold_node_serves_the_newest_checkpoint_of_either_format(
     outcome = Decider(holder).check_disk()
     assert outcome is not None and outcome.applied
     assert (served := holder.current()) is not None and served.path == third
+
+
+def test_a_file_the_fallback_cannot_serve_is_refused_once_with_its_reason(
+    settings_for: Callable[..., Settings], model_root: Path, tmp_path: Path
+) -> None:
+    """A newer ``model_*`` in tier 2 that is a symlink out of the roots: the disk scan
+    refuses it as ``outside_roots``, logged, counted and an event, once (not on every
+    scan), and the served model stays (a review found it skipped silently)."""
+    write_checkpoint(model_root, 1)
+    holder = ModelHolder(settings_for())
+    decider = Decider(holder)
+    first = decider.check_disk()
+    assert first is not None and first.applied
+    outside = write_checkpoint(tmp_path / "outside", 9).path
+    link = model_root / "model_9.pt"
+    link.symlink_to(outside)
+    bump_mtime(outside, 5.0)
+    for _ in range(3):
+        assert decider.check_disk() is None
+    refused = [e for e in holder.events.recent() if e.reason == "outside_roots"]
+    assert len(refused) == 1 and refused[0].path == str(link)
+    sample = holder.metrics.registry.get_sample_value(
+        "fks_rejections_total", {"model": holder.metrics.model, "reason": "outside_roots"}
+    )
+    assert sample == 1.0
+    assert (served := holder.current()) is not None and served.version == 1

@@ -16,6 +16,7 @@ and logged once with its reason.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # not there yet, or its store could not be reached. Not ``blob_missing``: a blob named by its
 # hash that is gone from Redis will not appear, and the trainer waiting for acks hears it now.
 RETRIED = frozenset({"missing", "fetch_failed"})
+
+_REFUSED_ON_DISK = 256  # files refused by disk scans, remembered so each is said once
 
 # Told of every notification judged: (the candidate, its outcome, the reason).
 Judged = Callable[[Candidate, AckOutcome, str], None]
@@ -68,6 +71,8 @@ class Decider:
     def __post_init__(self) -> None:
         self.watch: Path | None = None
         self._last_reason: str | None = None
+        # (path, reason) of files a disk scan found and refused: said once, not every scan
+        self._refused_on_disk: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def apply(self, notification: CheckpointNotification, *, source: str = "channel") -> Outcome:
         """Judge and apply one notification now (tests, tools); the listener batches."""
@@ -211,10 +216,11 @@ class Decider:
             log.warning("scanning the model roots failed (%s): %s", exc.reason, exc)
             return None
         for item in located:
-            if item.error is not None or item.real is None:
-                continue
             served = h.current()
             source = "disk" if served is None else "mtime"
+            if item.error is not None or item.real is None:
+                self._refused_file(item, source)
+                continue
             verdict = judge_candidate(
                 h.identity(), str(item.real), 0, False, item.mtime_ns, h.skip_through
             )
@@ -272,6 +278,21 @@ class Decider:
                 h.refused(exc, source, ref.url, 0)
             return None
         return h.install(prepared, located, generation_seen=generation)
+
+    def _refused_file(self, item: Located, source: str) -> None:
+        """A file the disk scan found that cannot be served (a symlink out of the roots, a
+        FIFO, a name too long): logged, counted and an event, once per path and reason
+        (bounded), not on every scan. One gone since the listing (``missing``) is not."""
+        error = item.error
+        if error is None or error.reason == "missing":
+            return
+        key = (item.candidate.path, error.reason)
+        if key in self._refused_on_disk:
+            return
+        self._refused_on_disk[key] = None
+        if len(self._refused_on_disk) > _REFUSED_ON_DISK:
+            self._refused_on_disk.popitem(last=False)
+        self.holder.refused(error, source, item.candidate.path, 0)
 
     def _refuse_force(self, c: Candidate) -> tuple[str, str] | None:
         if c.notification is None:
