@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,24 +254,9 @@ def floor_of_hearing(
     (read, ``json.loads``, one PUBLISH back; ``bench/node_cpu_node.py``), paced as the
     notices are, its idle share (one wakeup a second) taken out."""
     from bench.node_cpu_node import FLOOR_CHANNEL
-    from common.notification import CheckpointNotification
 
-    raw = CheckpointNotification(model_path=str(saved.path), version=1, sha256=saved.sha256)
-    client = redis.Redis.from_url(url)
-    try:
-        before = n.ask("cpu")
-        start = time.perf_counter()
-        for i in range(count):
-            client.publish(FLOOR_CHANNEL, raw.to_json())
-            time.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-        time.sleep(0.2)
-        reading = Reading.between(before, n.ask("cpu"))
-    finally:
-        client.close()
-    spent = reading.threads.get("bench-floor", 0.0)
-    return spent - idle.threads.get("bench-floor", 0.0) * (time.perf_counter() - start) / (
-        count / rate
-    )
+    return _floor(url, n, FLOOR_CHANNEL, "bench-floor", [saved], count, rate, idle,
+                  version=lambda _: 1)  # fmt: skip
 
 
 def floor_of_swapping(
@@ -281,6 +266,28 @@ def floor_of_swapping(
     every check, ack: ``bench/node_cpu_node.py``) and the sha256 thread beside its loads,
     paced as the notices are, its idle share taken out: the floor of a swap in any design."""
     from bench.node_cpu_node import SWAP_FLOOR_CHANNEL
+
+    return _floor(url, n, SWAP_FLOOR_CHANNEL, "bench-swap-floor", files, count, rate, idle,
+                  version=lambda i: i + 1, helpers=SHA, settle=0.5)  # fmt: skip
+
+
+def _floor(
+    url: str,
+    n: Node,
+    channel: str,
+    thread: str,
+    files: list[Any],
+    count: int,
+    rate: float,
+    idle: Reading,
+    *,
+    version: Callable[[int], int],
+    helpers: str | None = None,
+    settle: float = 0.2,
+) -> float:
+    """CPU seconds of the node's ``thread`` (and its ``helpers`` threads) over ``count``
+    notices of ``files`` in turn published on ``channel``, paced at ``rate``, its idle share
+    taken out."""
     from common.notification import CheckpointNotification
 
     client = redis.Redis.from_url(url)
@@ -290,20 +297,20 @@ def floor_of_swapping(
         for i in range(count):
             saved = files[i % len(files)]
             raw = CheckpointNotification(
-                model_path=str(saved.path), version=i + 1, sha256=saved.sha256
+                model_path=str(saved.path), version=version(i), sha256=saved.sha256
             )
-            client.publish(SWAP_FLOOR_CHANNEL, raw.to_json())
+            client.publish(channel, raw.to_json())
             time.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-        time.sleep(0.5)
+        time.sleep(settle)
         reading = Reading.between(before, n.ask("cpu"))
     finally:
         client.close()
     spent = sum(
-        v for k, v in reading.threads.items() if k == "bench-swap-floor" or k.startswith(SHA)
+        v
+        for k, v in reading.threads.items()
+        if k == thread or (helpers is not None and k.startswith(helpers))
     )
-    return spent - idle.threads.get("bench-swap-floor", 0.0) * (time.perf_counter() - start) / (
-        count / rate
-    )
+    return spent - idle.threads.get(thread, 0.0) * (time.perf_counter() - start) / (count / rate)
 
 
 def verdicts(results: dict[str, dict[str, float]]) -> list[tuple[bool, str]]:

@@ -5,10 +5,11 @@ subscribed, then answers one line per command read from stdin:
   CPU seconds spent so far inside the stages that share a thread (parsing and judging on the
   listener, the swap and the ``:latest`` record on the applier), measured with each thread's
   own clock around the node's own methods;
-- the thread ``bench-floor`` (:func:`bare_subscriber`) reads what is published on
+- the thread ``bench-floor`` (:func:`bare_thread`, :func:`heard`) reads what is published on
   :data:`FLOOR_CHANNEL`: the floor of receiving, parsing and acking a notice;
-- the thread ``bench-swap-floor`` (:func:`bare_swapper`) loads what is announced on
-  :data:`SWAP_FLOOR_CHANNEL`: the floor of a swap in any design (hear, load, ack; one thread);
+- the thread ``bench-swap-floor`` (:func:`bare_thread`, :func:`swapper`) loads what is
+  announced on :data:`SWAP_FLOOR_CHANNEL`: the floor of a swap in any design (hear, load,
+  ack; one thread);
 - ``cold FILE N PACE`` → ``cold JSON``: the median CPU seconds of ``json.loads`` of the
   notice in ``FILE``, ``PACE`` seconds apart (asleep, or spinning) and back to back
   (:func:`cold`);
@@ -100,47 +101,50 @@ def floor(path: Path, n: int, pace: float, node: ServingNode) -> list[float]:
 FLOOR_CHANNEL = "fks-bench:floor"
 
 
-def bare_subscriber(url: str, ready: threading.Event) -> None:
-    """The floor of hearing a notice at all, in this process and on this machine: its own
-    connection, each message read (redis-py, hiredis), parsed (``json.loads``) and answered
-    with one small PUBLISH, as an ack is. Nothing else (thread ``bench-floor``)."""
+def bare_thread(
+    url: str, channel: str, answer: Callable[[bytes], bytes], ready: threading.Event
+) -> None:
+    """A bare subscriber of ``channel`` on its own connection: each message read (redis-py,
+    hiredis), handed to ``answer`` and its reply PUBLISHed on ``<channel>:acks``, as an ack
+    is. Nothing else: the floors below."""
     import redis
 
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(FLOOR_CHANNEL)
+    pubsub.subscribe(channel)
     ready.set()
     while True:
         message = pubsub.get_message(timeout=1.0)
         if message is not None and message["type"] == "message":
-            json.loads(message["data"])
-            client.publish(FLOOR_CHANNEL + ":acks", b'{"outcome":"stale"}')
+            client.publish(channel + ":acks", answer(message["data"]))
+
+
+def heard(data: bytes) -> bytes:
+    """The floor of hearing a notice at all, in this process and on this machine: parsed
+    (``json.loads``), answered (thread ``bench-floor`` on :data:`FLOOR_CHANNEL`)."""
+    json.loads(data)
+    return b'{"outcome":"stale"}'
 
 
 SWAP_FLOOR_CHANNEL = "fks-bench:swap-floor"
 SWAP_FLOOR_SERVED: list[Any] = [None]  # the swap: the model loaded last replaces the one before
 
 
-def bare_swapper(url: str, node: ServingNode, ready: threading.Event) -> None:
-    """The floor of a swap in any design, in this process and on this machine: one thread,
-    its own connection, and for each message nothing but what every design does: read it,
-    parse it (``json.loads``), load its file with every check a swap runs
+def swapper(node: ServingNode) -> Callable[[bytes], bytes]:
+    """The floor of a swap in any design, in this process and on this machine (thread
+    ``bench-swap-floor`` on :data:`SWAP_FLOOR_CHANNEL`): for each message nothing but what
+    every design does: parse it (``json.loads``), load its file with every check a swap runs
     (``prepare_checkpoint``: confined, read, sha256, header and tensor checks, the runner and
-    its probe), hold the result as the served model and PUBLISH one small ack. No judging,
-    no failure memory, no registry, no ``:latest`` (thread ``bench-swap-floor``)."""
-    import redis
+    its probe), hold the result as the served model, answer. No judging, no failure memory,
+    no registry, no ``:latest``."""
+    roots, options = node.holder.roots, node.holder.options
 
-    client = redis.Redis.from_url(url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(SWAP_FLOOR_CHANNEL)
-    ready.set()
-    while True:
-        message = pubsub.get_message(timeout=1.0)
-        if message is not None and message["type"] == "message":
-            notice = json.loads(message["data"])
-            roots, options = node.holder.roots, node.holder.options
-            SWAP_FLOOR_SERVED[0] = prepare_checkpoint(notice["model_path"], roots, options)
-            client.publish(SWAP_FLOOR_CHANNEL + ":acks", b'{"outcome":"applied"}')
+    def swap(data: bytes) -> bytes:
+        notice = json.loads(data)
+        SWAP_FLOOR_SERVED[0] = prepare_checkpoint(notice["model_path"], roots, options)
+        return b'{"outcome":"applied"}'
+
+    return swap
 
 
 def cold(raw: bytes, n: int, pace: float) -> dict[str, float]:
@@ -181,16 +185,15 @@ def main() -> None:
         node.recorder.record = timed(":latest", node.recorder.record)  # type: ignore[method-assign]
     if node.settings.gc_freeze:  # as a server's startup does (subscriber/web/app.py)
         freeze_startup_heap()
-    ready = threading.Event()
-    threading.Thread(
-        target=bare_subscriber, args=(url, ready), name="bench-floor", daemon=True
-    ).start()
-    ready.wait(10)
-    swapper_ready = threading.Event()
-    threading.Thread(
-        target=bare_swapper, args=(url, node, swapper_ready), name="bench-swap-floor", daemon=True
-    ).start()
-    swapper_ready.wait(10)
+    for name, channel, answer in (
+        ("bench-floor", FLOOR_CHANNEL, heard),
+        ("bench-swap-floor", SWAP_FLOOR_CHANNEL, swapper(node)),
+    ):
+        ready = threading.Event()
+        threading.Thread(
+            target=bare_thread, args=(url, channel, answer, ready), name=name, daemon=True
+        ).start()
+        ready.wait(10)
     with listening(node):
         print("ready", flush=True)
         for line in sys.stdin:

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from common import CheckpointNotification, RedisKeys
+from common.checkpoint import SavedCheckpoint
 from fks.redis_server import EmbeddedRedis
 from publisher import CheckpointNotifier, notify_checkpoint
 from subscriber import ServingNode
@@ -466,13 +467,7 @@ def test_an_unversioned_raw_message_raises_the_counter_to_the_version_it_is_serv
     client.publish(KEYS.channel, json.dumps({"model_path": str(operator.path)}))
     wait_for(lambda: served_version(node) == 142, timeout=10)
     wait_for(lambda: int(client.get(KEYS.version) or 0) == 142, timeout=5)
-    trainer = write_checkpoint(incoming, 0, name="trainer.pt", seed=42)
-    sent = notify_checkpoint(trainer.path, redis_url=volatile_redis.url).notification
-    assert sent is not None and sent.version == 143
-    wait_for(lambda: getattr(node.holder.current(), "sha256", None) == trainer.sha256, 10)
-    later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
-    wait_for(lambda: getattr(later.holder.current(), "sha256", None) == trainer.sha256, 10)
-    assert served_version(later) == served_version(node) == 143
+    _served_everywhere_as_143(volatile_redis, start_node, node, incoming / "trainer.pt")
     assert node.listener.counters["loss_seen_while_subscribed"] == 0
     assert node.listener.counters["data_loss"] == 0
     client.close()
@@ -510,13 +505,22 @@ def test_a_trainer_faster_than_the_record_of_an_unversioned_message(
     assert sent and sent[0] is not None and sent[0].version == 4
     assert served_version(node) == 142
     assert int(client.get(KEYS.version) or 0) == 142
-    second = write_checkpoint(incoming, 0, name="trainer_2.pt", seed=43)
-    again = notify_checkpoint(second.path, redis_url=volatile_redis.url).notification
-    assert again is not None and again.version == 143
-    wait_for(lambda: getattr(node.holder.current(), "sha256", None) == second.sha256, 10)
-    later = start_node(volatile_redis.url, heartbeat_seconds=0.2, node_id="n2")
-    wait_for(lambda: getattr(later.holder.current(), "sha256", None) == second.sha256, 10)
+    _served_everywhere_as_143(volatile_redis, start_node, node, incoming / "trainer_2.pt")
     client.close()
+
+
+def _served_everywhere_as_143(
+    redis_server: EmbeddedRedis, start_node: StartNode, node: ServingNode, path: Path
+) -> None:
+    """The trainer's next checkpoint (saved at ``path``) is allocated v143 and served by
+    ``node`` and by a node started later."""
+    trainer = write_checkpoint(path.parent, 0, name=path.name, seed=43)
+    sent = notify_checkpoint(trainer.path, redis_url=redis_server.url).notification
+    assert sent is not None and sent.version == 143
+    wait_for(lambda: getattr(node.holder.current(), "sha256", None) == trainer.sha256, 10)
+    later = start_node(redis_server.url, heartbeat_seconds=0.2, node_id="n2")
+    wait_for(lambda: getattr(later.holder.current(), "sha256", None) == trainer.sha256, 10)
+    assert served_version(later) == served_version(node) == 143
 
 
 def test_a_served_version_above_the_counter_is_no_loss(
@@ -528,22 +532,32 @@ def test_a_served_version_above_the_counter_is_no_loss(
     what the node serves, and take it for no loss: nothing is caught up or announced again,
     v300 stays served (the third review proved a false loss here re-announced the trainer's
     checkpoint above the served version)."""
-    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
-    client = volatile_redis.client()
-    target = write_checkpoint(incoming, 300, name="targeted.pt", seed=41)
-    raw = {"model_path": str(target.path), "version": 300, "nodes": ["n1"]}
-    client.publish(KEYS.channel, json.dumps(raw))
-    wait_for(lambda: served_version(node) == 300, timeout=10)
-    trainer = write_checkpoint(incoming, 0, name="trainer.pt", seed=42)
-    sent = notify_checkpoint(trainer.path, redis_url=volatile_redis.url).notification
-    assert sent is not None and sent.version == 4
+    node, target = _serving_targeted_v300(volatile_redis, start_node, model_root, incoming)
     beats = node.registry.beats
     wait_for(lambda: node.registry.beats >= beats + 6, timeout=10)
     assert node.listener.counters["loss_seen_while_subscribed"] == 0
     assert node.listener.counters["data_loss"] == 0
     assert node.holder.current().sha256 == target.sha256  # type: ignore[union-attr]
     assert node.applier.counters["reannounce_announced"] == 0
+
+
+def _serving_targeted_v300(
+    redis_server: EmbeddedRedis, start_node: StartNode, model_root: Path, incoming: Path
+) -> tuple[ServingNode, SavedCheckpoint]:
+    """A node serving v3 (``_serving_v3``), then an operator's raw PUBLISH targeted at it as
+    v300 (served, never recorded: the counter stays 3), then the trainer's next checkpoint,
+    allocated v4 (stale here): the node and the targeted checkpoint."""
+    node, _ = _serving_v3(redis_server, start_node, model_root, incoming)
+    client = redis_server.client()
+    target = write_checkpoint(incoming, 300, name="targeted.pt", seed=51)
+    raw = {"model_path": str(target.path), "version": 300, "nodes": ["n1"]}
+    client.publish(KEYS.channel, json.dumps(raw))
     client.close()
+    wait_for(lambda: served_version(node) == 300, timeout=10)
+    x = write_checkpoint(incoming, 0, name="x.pt", seed=52)
+    sent = notify_checkpoint(x.path, redis_url=redis_server.url).notification
+    assert sent is not None and sent.version == 4
+    return node, target
 
 
 def test_a_reconnect_after_a_raw_targeted_version_above_the_counter_is_no_loss(
@@ -554,15 +568,8 @@ def test_a_reconnect_after_a_raw_targeted_version_above_the_counter_is_no_loss(
     reconnect's catch-up reads the counter at 4, what the node saw it hold: no loss, X
     stays judged, nothing is announced again and v300 stays served (the fourth review
     proved the node took it for a loss and announced X again as v301)."""
-    node, _ = _serving_v3(volatile_redis, start_node, model_root, incoming)
+    node, target = _serving_targeted_v300(volatile_redis, start_node, model_root, incoming)
     client = volatile_redis.client()
-    target = write_checkpoint(incoming, 300, name="targeted.pt", seed=51)
-    raw = {"model_path": str(target.path), "version": 300, "nodes": ["n1"]}
-    client.publish(KEYS.channel, json.dumps(raw))
-    wait_for(lambda: served_version(node) == 300, timeout=10)
-    x = write_checkpoint(incoming, 0, name="x.pt", seed=52)
-    sent = notify_checkpoint(x.path, redis_url=volatile_redis.url).notification
-    assert sent is not None and sent.version == 4
     wait_for(lambda: node.listener.counters["received_channel"] >= 3, timeout=5)
     sessions = node.listener.sessions
     client.client_kill_filter(_type="pubsub")
