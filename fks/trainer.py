@@ -8,7 +8,10 @@ Each checkpoint is written with ``save_checkpoint`` (atomic; ``.safetensors`` un
 config asks for the first release's ``.pt``) and announced with the publisher, carrying the
 training metrics as metadata (critic and actor loss, mean Q, alpha, evaluation return).
 Versions continue from the larger of Redis' ``:version`` counter and the newest checkpoint on
-disk (either format), so a restarted trainer never announces an older version. Only the
+disk (either format), so a restarted trainer never announces an older version; before each
+checkpoint the counter is read again, so a version the fleet moved to meanwhile (a node serving
+an operator's unversioned message under its file's version raises it) is passed, not announced
+under and judged stale by every node. Only the
 newest ``keep`` checkpoints stay on disk, of both suffixes.
 """
 
@@ -162,6 +165,7 @@ def train(
         if step > config.warmup and step % config.update_every == 0:
             stats = agent.update(buffer)
         if step % config.every == 0:
+            version = max(version, (notifier.current_version() or 0) + 1)
             report = _checkpoint(config, agent, notifier, step, version, stats)
             summary.checkpoints.append(report)
             version = max(version, report.version) + 1

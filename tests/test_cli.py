@@ -231,6 +231,28 @@ def test_train_moves_past_a_version_an_operator_took(
     assert latest.version == 3 and not latest.force
 
 
+def test_train_moves_past_a_version_the_fleet_moved_to(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The counter moves to 142 mid-run (a node serving an operator's unversioned message
+    under its file's version raises it): the trainer's next checkpoint is v143, not v2,
+    which every node would judge stale (a review ran the trainer into it, 2026-12-08)."""
+    from fks.trainer import CheckpointReport, TrainConfig, train
+    from publisher import CheckpointNotifier
+
+    def fleet(report: CheckpointReport) -> None:
+        if report.version == 1:
+            redis_client.set(KEYS.version, 142)
+
+    config = TrainConfig(directory=tmp_path, steps=80, every=40, warmup=20, progress=False)
+    with CheckpointNotifier(redis_url) as notifier:
+        summary = train(config, notifier, on_checkpoint=fleet)
+    assert [r.version for r in summary.checkpoints] == [1, 143]
+    assert summary.checkpoints[-1].saved.path.name == "model_000143.safetensors"
+    latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
+    assert latest.version == 143
+
+
 @pytest.mark.slow
 def test_training_visibly_improves_the_evaluation_return(tmp_path: Path) -> None:
     """Over 2,000 steps the deterministic policy's return rises well above its start."""
