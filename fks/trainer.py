@@ -37,6 +37,7 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.errors import CheckpointError
+from common.notification import U64_MAX
 from fks.dqn_agent import DQNAgent, DQNStats, DQNTrainConfig
 from fks.env import PairSpreadEnv
 from fks.sac import ReplayBuffer, SACAgent, SACConfig, UpdateStats
@@ -123,7 +124,18 @@ def _first_version(notifier: CheckpointNotifier, directory: Path) -> int:
             newest = max(newest, load_checkpoint(path).version)
         except CheckpointError:
             continue
-    return max(newest, notifier.current_version() or 0) + 1
+    return min(max(newest, notifier.current_version() or 0) + 1, U64_MAX)
+
+
+def _next_version(version: int, notifier: CheckpointNotifier, *, reachable: bool) -> int:
+    """``version``, or above the ``:version`` counter if the fleet moved past it meanwhile;
+    the counter is not read while Redis is away (``reachable``: the last checkpoint reached
+    it), so a paused Redis costs each checkpoint one timeout, the notify's; never past
+    2^64 - 1 (there the notify says the version space is exhausted, training goes on)."""
+    counter = notifier.current_version() if reachable else None
+    if counter is not None:
+        version = max(version, counter + 1)
+    return min(version, U64_MAX)
 
 
 def _prune(directory: Path, keep: int) -> None:
@@ -165,10 +177,11 @@ def train(
         if step > config.warmup and step % config.update_every == 0:
             stats = agent.update(buffer)
         if step % config.every == 0:
-            version = max(version, (notifier.current_version() or 0) + 1)
+            reachable = not summary.checkpoints or summary.checkpoints[-1].result.sent
+            version = _next_version(version, notifier, reachable=reachable)
             report = _checkpoint(config, agent, notifier, step, version, stats)
             summary.checkpoints.append(report)
-            version = max(version, report.version) + 1
+            version = min(max(version, report.version) + 1, U64_MAX)
             bar.set_postfix(version=report.version, eval_return=f"{report.eval_return:.2f}")
             if on_checkpoint is not None:
                 on_checkpoint(report)

@@ -258,12 +258,16 @@ class Announcer(Closing):
         return rows
 
     def current_version(self) -> int | None:
-        """The ``:version`` counter (the newest version allocated), or None if unreachable."""
+        """The ``:version`` counter (the newest version allocated), or None if unreachable
+        or not a decimal counter (a Redis writer's garbage)."""
         try:
             raw = self._redis().get(self.keys.version)
         except REDIS_ERRORS:
             return None
-        return int(raw) if raw is not None else 0
+        if raw is None:
+            return 0
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return int(text) if text.isdecimal() and text.isascii() else None
 
     def close(self) -> None:
         self._lazy.close()

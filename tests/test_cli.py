@@ -18,6 +18,7 @@ from common import CheckpointNotification, RedisKeys
 from common.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from common.checkpoint.convert import convert_checkpoint
 from common.errors import CheckpointLoadError
+from common.notification import U64_MAX
 from common.policy import PolicyConfig, SACActor
 from fks.cli import main
 from fks.redis_server import free_port
@@ -251,6 +252,34 @@ def test_train_moves_past_a_version_the_fleet_moved_to(
     assert summary.checkpoints[-1].saved.path.name == "model_000143.safetensors"
     latest = CheckpointNotification.from_message(redis_client.get(KEYS.latest) or "")
     assert latest.version == 143
+
+
+@pytest.mark.parametrize("counter", [b"abc", str(U64_MAX - 1).encode()], ids=["garbage", "max"])
+def test_train_goes_on_past_a_counter_it_cannot_number_above(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, counter: bytes
+) -> None:
+    """A counter that is no number (a Redis writer's garbage) is ignored, and one at the end
+    of the version space caps the trainer's versions at 2^64 - 1, where the notify says the
+    space is exhausted: training goes on and every checkpoint is saved, where reading the
+    counter mid-run first raised out of train() (the review of 7e668c1)."""
+    from fks.trainer import CheckpointReport, TrainConfig, train
+    from publisher import CheckpointNotifier
+
+    def writer(report: CheckpointReport) -> None:
+        if report.version == 1:
+            redis_client.set(KEYS.version, counter)
+
+    config = TrainConfig(directory=tmp_path, steps=120, every=40, warmup=20, progress=False)
+    with CheckpointNotifier(redis_url) as notifier:
+        summary = train(config, notifier, on_checkpoint=writer)
+    versions = [r.version for r in summary.checkpoints]
+    if counter == b"abc":
+        assert versions == [1, 2, 3]
+        assert all(r.result.sent for r in summary.checkpoints)
+    else:
+        assert versions == [1, U64_MAX, U64_MAX]
+        assert not summary.checkpoints[-1].result.sent
+        assert "exhausted" in (summary.checkpoints[-1].result.reason or "")
 
 
 @pytest.mark.slow
