@@ -117,14 +117,16 @@ def evaluate(agent: Agent, episodes: int, seed: int = 10_000) -> float:
     return total / episodes
 
 
-def _first_version(notifier: CheckpointNotifier, directory: Path) -> int:
+def _first_version(directory: Path) -> int:
+    """Above the newest checkpoint on disk (the counter is read before each checkpoint,
+    the first one included: :func:`_next_version`)."""
     newest = 0
     for path in checkpoints_newest_first(directory):
         try:
             newest = max(newest, load_checkpoint(path).version)
         except CheckpointError:
             continue
-    return min(max(newest, notifier.current_version() or 0) + 1, U64_MAX)
+    return min(newest + 1, U64_MAX)
 
 
 def _next_version(version: int, notifier: CheckpointNotifier, *, reachable: bool) -> int:
@@ -156,7 +158,7 @@ def train(
     agent = _agent(config, env)
     size = config.dqn.buffer_size if config.algo == "dqn" else config.sac.buffer_size
     buffer = ReplayBuffer(env.state_dim, env.action_dim, size, config.seed)
-    version = _first_version(notifier, config.directory)
+    version = _first_version(config.directory)
     summary = TrainSummary()
     stats: UpdateStats | DQNStats | None = None
     state = env.reset()
@@ -181,7 +183,7 @@ def train(
             version = _next_version(version, notifier, reachable=reachable)
             report = _checkpoint(config, agent, notifier, step, version, stats)
             summary.checkpoints.append(report)
-            version = min(max(version, report.version) + 1, U64_MAX)
+            version = max(version, report.version) + 1  # capped by _next_version
             bar.set_postfix(version=report.version, eval_return=f"{report.eval_return:.2f}")
             if on_checkpoint is not None:
                 on_checkpoint(report)

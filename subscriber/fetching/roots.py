@@ -44,14 +44,18 @@ class ModelRoots:
         # Resolved once: a root is configuration, and realpath costs a syscall per component.
         self._real_roots = [_realpath(root) for root in self.roots]
 
+    def _holding(self, real: Path) -> list[Path]:
+        """The (resolved) roots that ``real`` lies in."""
+        return [root for root in self._real_roots if real.is_relative_to(root)]
+
     def _inside(self, real: Path) -> bool:
-        return any(real.is_relative_to(root) for root in self._real_roots)
+        return bool(self._holding(real))
 
     def root_of(self, real: Path) -> Path:
         """The (resolved) model root that ``real``, a path :meth:`confine` returned, lies
         in: the deepest, if roots nest. What a load reaches it from, through real
         directories only (``common/checkpoint/file.py``)."""
-        inside = [root for root in self._real_roots if real.is_relative_to(root)]
+        inside = self._holding(real)
         if not inside:
             raise CheckpointRejected(f"{real} is outside the model roots", reason="outside_roots")
         return max(inside, key=lambda root: len(root.parts))
